@@ -1,0 +1,2 @@
+//! The agent: collectors, log store, alarm spool and the control/data servers.
+pub mod collector;
