@@ -1,3 +1,6 @@
 #![forbid(unsafe_code)]
 pub mod agent;
+pub mod config;
 pub mod level;
+pub mod names;
+pub mod protocol;

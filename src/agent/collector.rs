@@ -1,1 +1,1326 @@
-//! placeholder
+//! Running collectors: the monitoring programs the agent starts on a schedule.
+//!
+//! A collector is any program: one of our `scripts/*.sh` (mode `lines`: the
+//! level is the last field of each output line) or an unchanged
+//! Nagios/Monitoring-Plugins check (mode `nagios`: the exit code is the level).
+//! This module turns one run of such a program into an [`Outcome`] — the
+//! timestamped lines the log store appends — and runs all collectors on their
+//! intervals from one scheduler thread.
+//!
+//! Why it is built the way it is:
+//!
+//! - **Output goes to files, not pipes.** One thread polls every child. With
+//!   pipes, a program that writes more than the pipe buffer (64 KiB on Linux)
+//!   blocks until somebody reads, and that somebody would have to be a thread
+//!   per child or a poll loop over descriptors. A scratch file never fills up,
+//!   so the child always runs to completion or to its timeout and we read the
+//!   file once, afterwards, with a cap. A runaway writer is killed once its
+//!   scratch files pass [`MAX_SCRATCH_BYTES`], so it cannot fill the disk.
+//! - **Each run is its own process group.** Scripts start children (`sleep`,
+//!   `ps`, pipelines). Killing only the script would leave those running and
+//!   piling up on every timeout; `killpg` takes the whole tree down. After a
+//!   normal exit the group is killed too, so a script that leaves something
+//!   in the background does not leak a process per run.
+//! - **Timeouts are checked on poll, never by blocking.** `poll` is
+//!   non-blocking; the scheduler checks every child about every 20 ms. The exit
+//!   is observed with `waitid(WNOWAIT)` first, so the group is killed while the
+//!   leader is still a zombie and its pid (the group id) cannot be reused.
+//! - **A misbehaving program is data, not an error.** A missing script, a
+//!   crash, a non-zero exit, garbage output or a hang all become an `unknown`
+//!   outcome that says why; nothing here panics or returns early on them.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use log::{debug, warn};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::level::Level;
+
+/// At most this much of a run's stdout is read into the log.
+pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
+/// At most this many lines of a run's stdout are kept.
+pub const MAX_OUTPUT_LINES: usize = 200;
+/// A run whose stdout or stderr file grows past this is killed: it is not a
+/// monitoring check any more, and it would fill the agent's disk.
+pub const MAX_SCRATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Only the first line of stderr is kept, read from at most this many bytes.
+const MAX_STDERR_BYTES: u64 = 4096;
+/// How often the scheduler looks at its children (and at the stop flag).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long we wait for a SIGKILLed process to be reaped before giving up
+/// (a process stuck in uninterruptible I/O cannot die until that I/O ends).
+const REAP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a collector's output becomes a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Our scripts: every line ends in one or more level words.
+    Lines,
+    /// Nagios / Monitoring Plugins: the exit code is the level, the first
+    /// line of stdout is the text.
+    Nagios,
+}
+
+/// One configured collector, as the scheduler needs it.
+#[derive(Debug, Clone)]
+pub struct CollectorSpec {
+    /// The log type, e.g. `cpu`; already validated as `[A-Za-z0-9_-]+`, so it
+    /// is safe as a file name.
+    pub name: String,
+    /// Program and arguments, already split (see [`split_command`]); never
+    /// run through a shell.
+    pub argv: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub mode: Mode,
+}
+
+/// What one run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Local time with offset, taken when the program finished (or was killed).
+    pub finished_at: DateTime<FixedOffset>,
+    pub level: Level,
+    /// Output lines without timestamp; never empty, no `'\n'` inside.
+    pub lines: Vec<String>,
+}
+
+impl Outcome {
+    fn now(level: Level, lines: Vec<String>) -> Outcome {
+        debug_assert!(!lines.is_empty(), "an outcome always has a line");
+        Outcome {
+            finished_at: chrono::Local::now().fixed_offset(),
+            level,
+            lines,
+        }
+    }
+
+    /// The bytes appended to the log: every line prefixed with the RFC 3339
+    /// finish time (seconds, numeric offset) and a space, each ending in
+    /// `'\n'`, e.g. `2026-11-21T10:31:09+08:00 0.02 0.08 0.08 31.56 49.38 normal`.
+    pub fn render(&self) -> String {
+        let stamp = self.finished_at.to_rfc3339_opts(SecondsFormat::Secs, false);
+        let mut out =
+            String::with_capacity(self.lines.iter().map(|l| l.len() + stamp.len() + 2).sum());
+        for line in &self.lines {
+            out.push_str(&stamp);
+            out.push(' ');
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Split a command string like
+/// `/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6"` into argv with
+/// shell-like quoting, but never through a shell: no globbing, no variables,
+/// no redirection. As in sh, a word starting with `#` begins a comment.
+pub fn split_command(command: &str) -> Result<Vec<String>, String> {
+    if command.contains('\0') {
+        return Err("command contains a NUL byte".to_string());
+    }
+    match shlex::split(command) {
+        None => Err(format!(
+            "unbalanced quotes or trailing backslash in command `{command}`"
+        )),
+        Some(argv) if argv.is_empty() => Err("empty command".to_string()),
+        Some(argv) => Ok(argv),
+    }
+}
+
+enum State {
+    /// The program could not be started; the outcome says why and has not
+    /// been handed out yet.
+    Failed(Outcome),
+    /// The program (process group leader) is running or not yet reaped.
+    Started(Child),
+    /// The outcome has been handed out, or the run was killed.
+    Done,
+}
+
+/// One running collector program. Dropping it kills the run.
+pub struct Running {
+    name: String,
+    program: String,
+    mode: Mode,
+    timeout: Duration,
+    started: Instant,
+    out_path: PathBuf,
+    err_path: PathBuf,
+    state: State,
+}
+
+impl Running {
+    /// Start the program in its own process group, stdin null, stdout and
+    /// stderr to `scratch_dir/<name>.out` and `.err` (truncated), the extra
+    /// `env` vars set, cwd `work_dir`. A relative program path with a `/` in
+    /// it (`scripts/cpu.sh`) is taken relative to `work_dir`; a bare name is
+    /// looked up in `PATH`.
+    ///
+    /// A spawn failure is not an error: it yields a run that is already
+    /// finished with an `unknown` outcome saying why.
+    pub fn start(
+        spec: &CollectorSpec,
+        env: &[(String, String)],
+        work_dir: &Path,
+        scratch_dir: &Path,
+    ) -> Running {
+        let program = spec.argv.first().cloned().unwrap_or_default();
+        let mut run = Running {
+            name: spec.name.clone(),
+            program: program.clone(),
+            mode: spec.mode,
+            timeout: spec.timeout,
+            started: Instant::now(),
+            out_path: scratch_dir.join(format!("{}.out", spec.name)),
+            err_path: scratch_dir.join(format!("{}.err", spec.name)),
+            state: State::Done,
+        };
+        run.state = match run.spawn(spec, env, work_dir) {
+            Ok(child) => {
+                debug!(
+                    "collector {}: started {} (pid {})",
+                    run.name,
+                    program,
+                    child.id()
+                );
+                State::Started(child)
+            }
+            Err(why) => {
+                warn!("collector {}: {why}", run.name);
+                State::Failed(Outcome::now(Level::Unknown, vec![unknown_line(&why)]))
+            }
+        };
+        run
+    }
+
+    fn spawn(
+        &self,
+        spec: &CollectorSpec,
+        env: &[(String, String)],
+        work_dir: &Path,
+    ) -> Result<Child, String> {
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err("cannot run: empty command".to_string());
+        };
+        let stdout = File::create(&self.out_path).map_err(|e| {
+            format!(
+                "cannot create scratch file {}: {e}",
+                self.out_path.display()
+            )
+        })?;
+        let stderr = File::create(&self.err_path).map_err(|e| {
+            format!(
+                "cannot create scratch file {}: {e}",
+                self.err_path.display()
+            )
+        })?;
+        // std leaves it unspecified whether a relative program path is resolved
+        // against the parent's or the child's directory; make it the child's.
+        let path = Path::new(program);
+        let resolved = if path.is_relative() && program.contains('/') {
+            work_dir.join(path)
+        } else {
+            path.to_path_buf()
+        };
+        Command::new(resolved)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(work_dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))
+    }
+
+    /// Non-blocking: `Some(outcome)` once the program has exited, or once its
+    /// timeout has passed (then the whole process group is killed and the
+    /// outcome is `unknown`). Returns `Some` at most once.
+    pub fn poll(&mut self) -> Option<Outcome> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Done => None,
+            State::Failed(outcome) => Some(outcome),
+            State::Started(child) => self.poll_child(child),
+        }
+    }
+
+    fn poll_child(&mut self, mut child: Child) -> Option<Outcome> {
+        let pid = child_pid(&child);
+        // WNOWAIT: see the exit but leave the zombie, so the group id stays
+        // ours while we kill whatever the program left behind.
+        let exited = match waitid(
+            Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) => true,
+            // Should not happen for our own child; fall back to std's view.
+            Err(_) => !matches!(child.try_wait(), Ok(None)),
+        };
+        if exited {
+            kill_group(pid);
+            let status = match reap(&mut child) {
+                Some(status) => status,
+                None => {
+                    warn!(
+                        "collector {}: pid {pid} exited but could not be reaped",
+                        self.name
+                    );
+                    ExitStatus::from_raw(0xff00) // exit status 255
+                }
+            };
+            return Some(self.finished(status));
+        }
+        if self.started.elapsed() >= self.timeout {
+            let why = format!(
+                "timeout: killed after {}",
+                humantime::format_duration(self.timeout)
+            );
+            warn!("collector {}: {} {why}", self.name, self.program);
+            return Some(self.killed(child, &why));
+        }
+        let size = self.scratch_size();
+        if size > MAX_SCRATCH_BYTES {
+            let why = format!(
+                "output too large: killed after writing {size} bytes (limit {} MiB)",
+                MAX_SCRATCH_BYTES / (1024 * 1024)
+            );
+            warn!("collector {}: {} {why}", self.name, self.program);
+            return Some(self.killed(child, &why));
+        }
+        self.state = State::Started(child);
+        None
+    }
+
+    /// Kill the process group now and reap (used at shutdown); idempotent.
+    /// Afterwards `poll` returns `None`.
+    pub fn kill(&mut self) {
+        if let State::Started(mut child) = std::mem::replace(&mut self.state, State::Done) {
+            let pid = child_pid(&child);
+            kill_group(pid);
+            if reap(&mut child).is_none() {
+                warn!(
+                    "collector {}: pid {pid} did not die within {REAP_TIMEOUT:?} of SIGKILL",
+                    self.name
+                );
+            } else {
+                debug!("collector {}: killed pid {pid}", self.name);
+            }
+        }
+    }
+
+    /// The larger of the two scratch files (0 if unreadable: then there is
+    /// nothing to guard).
+    fn scratch_size(&self) -> u64 {
+        let out = fs::metadata(&self.out_path).map(|m| m.len()).unwrap_or(0);
+        let err = fs::metadata(&self.err_path).map(|m| m.len()).unwrap_or(0);
+        out.max(err)
+    }
+
+    /// Kill the group for `why` and build the outcome: whatever stdout had so
+    /// far, then the reason.
+    fn killed(&mut self, mut child: Child, why: &str) -> Outcome {
+        let pid = child_pid(&child);
+        kill_group(pid);
+        if reap(&mut child).is_none() {
+            warn!(
+                "collector {}: pid {pid} did not die within {REAP_TIMEOUT:?} of SIGKILL",
+                self.name
+            );
+            // Keep it so that `kill`/drop tries once more.
+            self.state = State::Started(child);
+        }
+        let mut lines = self.stdout_lines();
+        if self.mode == Mode::Nagios {
+            lines.truncate(1);
+        }
+        lines.push(unknown_line(why));
+        Outcome::now(Level::Unknown, lines)
+    }
+
+    fn finished(&self, status: ExitStatus) -> Outcome {
+        let lines = self.stdout_lines();
+        match self.mode {
+            Mode::Lines => lines_outcome(lines, status, || self.stderr_first_line()),
+            Mode::Nagios => nagios_outcome(lines, status, || self.stderr_first_line()),
+        }
+    }
+
+    fn stdout_lines(&self) -> Vec<String> {
+        let (bytes, cut) = match read_capped(&self.out_path, MAX_OUTPUT_BYTES) {
+            Ok(read) => read,
+            Err(e) => {
+                warn!(
+                    "collector {}: cannot read {}: {e}",
+                    self.name,
+                    self.out_path.display()
+                );
+                return Vec::new();
+            }
+        };
+        let (lines, too_many) = clean_lines(&bytes, MAX_OUTPUT_LINES);
+        if cut || too_many {
+            warn!(
+                "collector {}: output truncated to {} lines / {MAX_OUTPUT_BYTES} bytes",
+                self.name,
+                lines.len()
+            );
+        }
+        lines
+    }
+
+    fn stderr_first_line(&self) -> Option<String> {
+        let (bytes, _) = read_capped(&self.err_path, MAX_STDERR_BYTES).ok()?;
+        clean_lines(&bytes, 1).0.into_iter().next()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The scheduler: runs every collector at its interval (first run at once),
+/// at most one run per collector at a time, polling children every ~20 ms,
+/// until `stop` is set; then hands out runs that already finished, kills the
+/// rest and returns. Each finished run goes to `sink(spec, outcome)`.
+///
+/// Runs stay on their grid (start + k × interval): a slow run does not make
+/// the schedule drift, and ticks missed while a run was still going are
+/// skipped (and logged), never caught up in a burst.
+pub fn run_schedule(
+    specs: &[CollectorSpec],
+    env: &[(String, String)],
+    work_dir: &Path,
+    scratch_dir: &Path,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(&CollectorSpec, Outcome),
+) {
+    struct Slot<'a> {
+        spec: &'a CollectorSpec,
+        next_due: Instant,
+        running: Option<Running>,
+    }
+    let start = Instant::now();
+    let mut slots: Vec<Slot> = specs
+        .iter()
+        .map(|spec| Slot {
+            spec,
+            next_due: start,
+            running: None,
+        })
+        .collect();
+
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        for slot in &mut slots {
+            if let Some(outcome) = slot.running.as_mut().and_then(Running::poll) {
+                slot.running = None;
+                sink(slot.spec, outcome);
+            }
+            if now >= slot.next_due {
+                if slot.running.is_some() {
+                    warn!(
+                        "collector {}: previous run still going after {:?}, skipping this run",
+                        slot.spec.name, slot.spec.interval
+                    );
+                } else {
+                    slot.running = Some(Running::start(slot.spec, env, work_dir, scratch_dir));
+                }
+                slot.next_due = next_due_after(slot.next_due, slot.spec.interval, now);
+            }
+        }
+        let now = Instant::now();
+        let until_due = slots
+            .iter()
+            .map(|slot| slot.next_due.saturating_duration_since(now))
+            .min()
+            .unwrap_or(POLL_INTERVAL);
+        thread::sleep(until_due.min(POLL_INTERVAL));
+    }
+
+    for slot in &mut slots {
+        if let Some(mut run) = slot.running.take() {
+            match run.poll() {
+                Some(outcome) => sink(slot.spec, outcome),
+                None => run.kill(),
+            }
+        }
+    }
+}
+
+/// The first grid point `due + k × interval` (k ≥ 1) strictly after `now`.
+fn next_due_after(due: Instant, interval: Duration, now: Instant) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let next = due + interval;
+    if next > now {
+        return next;
+    }
+    let behind = (now - next).as_nanos() % interval.as_nanos();
+    // behind < interval, which fits in u64 nanoseconds for any sane interval.
+    now + interval - Duration::from_nanos(u64::try_from(behind).unwrap_or(0))
+}
+
+fn child_pid(child: &Child) -> Pid {
+    // Linux pids fit in i32 (pid_max ≤ 2^22).
+    Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
+/// SIGKILL the process group led by `pid`. ESRCH (already gone) is fine.
+fn kill_group(pid: Pid) {
+    match killpg(pid, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => warn!("cannot kill process group {pid}: {e}"),
+    }
+}
+
+/// Wait for `child` (already exited or SIGKILLed), bounded by REAP_TIMEOUT.
+fn reap(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(2)),
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Read at most `cap` bytes of `path`. If the file is longer, the result is
+/// cut after its last complete line and the flag is set.
+fn read_capped(path: &Path, cap: u64) -> io::Result<(Vec<u8>, bool)> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 <= cap {
+        return Ok((bytes, false));
+    }
+    bytes.truncate(cap as usize);
+    if let Some(last_newline) = bytes.iter().rposition(|&b| b == b'\n') {
+        bytes.truncate(last_newline + 1);
+    }
+    Ok((bytes, true))
+}
+
+/// Output bytes as clean single lines: invalid UTF-8 replaced, control
+/// characters other than tab turned into spaces, trailing whitespace trimmed,
+/// empty lines dropped; at most `max` lines (the flag says some were dropped).
+fn clean_lines(bytes: &[u8], max: usize) -> (Vec<String>, bool) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = Vec::new();
+    for raw in text.split('\n') {
+        let line: String = raw
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+            .collect();
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        if lines.len() == max {
+            return (lines, true);
+        }
+        lines.push(line.to_string());
+    }
+    (lines, false)
+}
+
+/// The worst of the level words at the end of `line`, if it ends in any.
+fn trailing_level(line: &str) -> Option<Level> {
+    line.split_whitespace()
+        .rev()
+        .map_while(|word| word.parse::<Level>().ok())
+        .max()
+}
+
+fn unknown_line(text: &str) -> String {
+    format!("{text} {}", Level::Unknown)
+}
+
+fn describe_failure(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(sig) => format!("killed by signal {signal} ({})", sig.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => format!("{status}"),
+    }
+}
+
+fn lines_outcome(
+    mut lines: Vec<String>,
+    status: ExitStatus,
+    stderr: impl FnOnce() -> Option<String>,
+) -> Outcome {
+    if !status.success() {
+        let first_err = stderr().unwrap_or_else(|| "no stderr".to_string());
+        lines.push(unknown_line(&format!(
+            "failed: {}: {first_err}",
+            describe_failure(status)
+        )));
+        return Outcome::now(Level::Unknown, lines);
+    }
+    if lines.is_empty() {
+        return Outcome::now(Level::Unknown, vec![unknown_line("no output")]);
+    }
+    match lines.iter().filter_map(|line| trailing_level(line)).max() {
+        Some(level) => Outcome::now(level, lines),
+        None => {
+            lines.push(unknown_line("no level in output"));
+            Outcome::now(Level::Unknown, lines)
+        }
+    }
+}
+
+fn nagios_outcome(
+    lines: Vec<String>,
+    status: ExitStatus,
+    stderr: impl FnOnce() -> Option<String>,
+) -> Outcome {
+    let level = Level::from_nagios_exit(status.code());
+    // A plugin that cannot even start its check ("check_disk: invalid
+    // option") often says so on stderr only; that beats "no output".
+    let text = match lines.into_iter().next() {
+        Some(first) => first,
+        None => stderr().unwrap_or_else(|| "no output".to_string()),
+    };
+    Outcome::now(level, vec![format!("{text} {level}")])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    const LONG: Duration = Duration::from_secs(20);
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                dir: tempfile::tempdir().expect("temp dir"),
+            }
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Write a script and return an argv that runs it through `/bin/sh`.
+        /// Going through sh rather than exec'ing the fresh file avoids
+        /// ETXTBSY when another test thread forks while it is being written.
+        fn script(&self, name: &str, body: &str) -> Vec<String> {
+            let path = self.path().join(format!("{name}.sh"));
+            fs::write(&path, body).expect("write script");
+            vec!["/bin/sh".to_string(), path.display().to_string()]
+        }
+
+        fn spec(
+            &self,
+            name: &str,
+            argv: Vec<String>,
+            timeout: Duration,
+            mode: Mode,
+        ) -> CollectorSpec {
+            CollectorSpec {
+                name: name.to_string(),
+                argv,
+                interval: Duration::from_secs(60),
+                timeout,
+                mode,
+            }
+        }
+
+        /// Run to completion (polling like the scheduler does).
+        fn run(&self, spec: &CollectorSpec) -> Outcome {
+            self.run_env(spec, &[])
+        }
+
+        fn run_env(&self, spec: &CollectorSpec, env: &[(String, String)]) -> Outcome {
+            let mut run = Running::start(spec, env, self.path(), self.path());
+            let give_up = Instant::now() + spec.timeout + Duration::from_secs(30);
+            loop {
+                if let Some(outcome) = run.poll() {
+                    assert!(run.poll().is_none(), "poll returns Some at most once");
+                    check_invariants(&outcome);
+                    return outcome;
+                }
+                assert!(Instant::now() < give_up, "run never finished");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn lines(&self, name: &str, body: &str) -> Outcome {
+            let argv = self.script(name, body);
+            self.run(&self.spec(name, argv, LONG, Mode::Lines))
+        }
+
+        fn nagios(&self, name: &str, body: &str) -> Outcome {
+            let argv = self.script(name, body);
+            self.run(&self.spec(name, argv, LONG, Mode::Nagios))
+        }
+    }
+
+    fn check_invariants(outcome: &Outcome) {
+        assert!(!outcome.lines.is_empty(), "no lines in {outcome:?}");
+        for line in &outcome.lines {
+            assert!(!line.is_empty());
+            assert!(
+                !line.chars().any(|c| c.is_control() && c != '\t'),
+                "control char in {line:?}"
+            );
+        }
+    }
+
+    fn s(text: &str) -> String {
+        text.to_string()
+    }
+
+    #[test]
+    fn lines_mode_single_line_with_level() {
+        let fx = Fixture::new();
+        let out = fx.lines("cpu", "echo '0.02 0.08 0.08 31.56 49.38 note'\n");
+        assert_eq!(out.level, Level::Note);
+        assert_eq!(out.lines, vec![s("0.02 0.08 0.08 31.56 49.38 note")]);
+    }
+
+    #[test]
+    fn lines_mode_worst_level_of_many_lines() {
+        let fx = Fixture::new();
+        let out = fx.lines(
+            "disk",
+            "echo '/ 100 50 50% normal'\necho\necho '/boot 10 1 90% warning  \\r'\necho '/home 100 20 80% note'\n",
+        );
+        assert_eq!(out.level, Level::Warning);
+        assert_eq!(
+            out.lines,
+            vec![
+                s("/ 100 50 50% normal"),
+                s("/boot 10 1 90% warning"),
+                s("/home 100 20 80% note")
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_mode_sysinfo_three_trailing_levels() {
+        let fx = Fixture::new();
+        let out = fx.lines(
+            "sysinfo",
+            "echo 'pi1 Debian 6.1 3d 0.10 29G 41% 3.8G 22% 48.3 normal warning note'\n",
+        );
+        assert_eq!(out.level, Level::Warning);
+        assert_eq!(out.lines.len(), 1);
+        // A level word in the middle of a line does not count.
+        let out = fx.lines(
+            "users",
+            "echo 'user critical logged in 3'\necho '3 normal'\n",
+        );
+        assert_eq!(out.level, Level::Normal);
+    }
+
+    #[test]
+    fn lines_mode_no_level_word() {
+        let fx = Fixture::new();
+        let out = fx.lines("x", "echo 'just text'\necho 'more text'\n");
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(
+            out.lines,
+            vec![
+                s("just text"),
+                s("more text"),
+                s("no level in output unknown")
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_mode_empty_output() {
+        let fx = Fixture::new();
+        let out = fx.lines("x", "exit 0\n");
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(out.lines, vec![s("no output unknown")]);
+        let out = fx.lines("y", "printf '\\n  \\n\\n'\n");
+        assert_eq!(out.lines, vec![s("no output unknown")]);
+    }
+
+    #[test]
+    fn lines_mode_nonzero_exit_with_stderr() {
+        let fx = Fixture::new();
+        let out = fx.lines(
+            "x",
+            "echo '50% normal'\necho 'df: /mnt: oops' >&2\necho second >&2\nexit 3\n",
+        );
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(
+            out.lines,
+            vec![
+                s("50% normal"),
+                s("failed: exit status 3: df: /mnt: oops unknown")
+            ]
+        );
+        let out = fx.lines("y", "exit 1\n");
+        assert_eq!(
+            out.lines,
+            vec![s("failed: exit status 1: no stderr unknown")]
+        );
+    }
+
+    #[test]
+    fn lines_mode_killed_by_signal() {
+        let fx = Fixture::new();
+        let out = fx.lines("x", "kill -9 $$\n");
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(
+            out.lines,
+            vec![s("failed: killed by signal 9 (SIGKILL): no stderr unknown")]
+        );
+    }
+
+    #[test]
+    fn control_characters_become_spaces() {
+        let fx = Fixture::new();
+        let out = fx.lines("x", "printf 'a\\033[1mb\\tc\\rd normal\\r\\n'\n");
+        assert_eq!(out.lines, vec![s("a [1mb\tc d normal")]);
+        assert_eq!(out.level, Level::Normal);
+    }
+
+    #[test]
+    fn env_and_work_dir_are_set() {
+        let fx = Fixture::new();
+        fs::create_dir(fx.path().join("scripts")).expect("mkdir");
+        let argv = fx.script(
+            "env",
+            "echo \"$PIHEALTH_DISK_NOTE $(basename \"$PWD\") normal\"\n",
+        );
+        let spec = fx.spec("env", argv, LONG, Mode::Lines);
+        let env = [(s("PIHEALTH_DISK_NOTE"), s("80"))];
+        let out = fx.run_env(&spec, &env);
+        let base = fx
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 temp dir name");
+        assert_eq!(out.lines, vec![format!("80 {base} normal")]);
+    }
+
+    #[test]
+    fn relative_program_is_resolved_against_work_dir() {
+        let fx = Fixture::new();
+        fs::create_dir(fx.path().join("scripts")).expect("mkdir");
+        let path = fx.path().join("scripts/rel.sh");
+        fs::write(&path, "#!/bin/sh\necho 'rel normal'\n").expect("write");
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let spec = fx.spec("rel", vec![s("scripts/rel.sh")], LONG, Mode::Lines);
+        // Exec'ing a file just written can fail with ETXTBSY while another
+        // test thread forks (it briefly holds our write fd); retry that.
+        for _ in 0..50 {
+            let out = fx.run(&spec);
+            if out.lines[0].contains("Text file busy") {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            assert_eq!(out.lines, vec![s("rel normal")]);
+            return;
+        }
+        panic!("script stayed busy");
+    }
+
+    #[test]
+    fn spawn_failure_is_an_unknown_outcome() {
+        let fx = Fixture::new();
+        let spec = fx.spec(
+            "x",
+            vec![s("scripts/missing.sh"), s("-v")],
+            LONG,
+            Mode::Lines,
+        );
+        let out = fx.run(&spec);
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(out.lines.len(), 1);
+        assert!(
+            out.lines[0].starts_with("cannot run scripts/missing.sh: No such file or directory"),
+            "{:?}",
+            out.lines
+        );
+        assert!(out.lines[0].ends_with(" unknown"));
+
+        let spec = fx.spec("y", vec![], LONG, Mode::Nagios);
+        assert_eq!(
+            fx.run(&spec).lines,
+            vec![s("cannot run: empty command unknown")]
+        );
+
+        // Scratch dir missing: also an outcome, not a panic.
+        let spec = fx.spec("z", vec![s("/bin/true")], LONG, Mode::Lines);
+        let mut run = Running::start(&spec, &[], fx.path(), &fx.path().join("nope"));
+        let out = run.poll().expect("finished at once");
+        assert!(
+            out.lines[0].starts_with("cannot create scratch file"),
+            "{:?}",
+            out.lines
+        );
+    }
+
+    fn proc_alive(pid: i32) -> bool {
+        // Gone, or a zombie waiting for a (container) init that never reaps.
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => false,
+            Ok(stat) => {
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next());
+                !matches!(state, Some("Z") | Some("X"))
+            }
+        }
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_process_group() {
+        let fx = Fixture::new();
+        let pidfile = fx.path().join("child.pid");
+        let argv = fx.script(
+            "hang",
+            &format!(
+                "echo 'started normal'\nsleep 30 &\necho $! > {}\nsleep 30\n",
+                pidfile.display()
+            ),
+        );
+        let spec = fx.spec("hang", argv, Duration::from_secs(1), Mode::Lines);
+        let started = Instant::now();
+        let out = fx.run(&spec);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "timeout not enforced"
+        );
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(
+            out.lines,
+            vec![s("started normal"), s("timeout: killed after 1s unknown")]
+        );
+
+        let pid: i32 = fs::read_to_string(&pidfile)
+            .expect("script wrote the background pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc_alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "background child {pid} survived the timeout"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let gone = nix::sys::signal::kill(Pid::from_raw(pid), None);
+        assert!(gone == Err(Errno::ESRCH) || !proc_alive(pid));
+    }
+
+    #[test]
+    fn timeout_message_is_humanised() {
+        let fx = Fixture::new();
+        let spec = fx.spec(
+            "slow",
+            vec![s("sleep"), s("30")],
+            Duration::from_millis(500),
+            Mode::Nagios,
+        );
+        let out = fx.run(&spec);
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(out.lines, vec![s("timeout: killed after 500ms unknown")]);
+    }
+
+    #[test]
+    fn leftover_background_processes_are_killed_after_exit() {
+        let fx = Fixture::new();
+        let pidfile = fx.path().join("bg.pid");
+        let out = fx.lines(
+            "bg",
+            &format!(
+                "sleep 30 &\necho $! > {}\necho 'done normal'\n",
+                pidfile.display()
+            ),
+        );
+        assert_eq!(out.level, Level::Normal);
+        let pid: i32 = fs::read_to_string(&pidfile)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc_alive(pid) {
+            assert!(Instant::now() < deadline, "background child {pid} leaked");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn big_output_does_not_block_and_is_truncated() {
+        let fx = Fixture::new();
+        // 1 MiB in 16384 lines of 63 chars + '\n': a pipe would block at 64 KiB.
+        let out = fx.lines(
+            "big",
+            "i=0\nline=$(printf '%056d normal' 0)\nwhile [ $i -lt 16384 ]; do echo \"$line\"; i=$((i+1)); done\n",
+        );
+        assert_eq!(out.level, Level::Normal);
+        assert_eq!(out.lines.len(), MAX_OUTPUT_LINES);
+        assert!(
+            fs::metadata(fx.path().join("big.out"))
+                .expect("scratch")
+                .len()
+                >= 1024 * 1024
+        );
+
+        // Long lines: the byte cap bites before the line cap, at a line end.
+        let out = fx.lines(
+            "wide",
+            "head -c 1048576 /dev/zero | tr '\\0' 'x' | fold -w 1000 | sed 's/$/ note/'\n",
+        );
+        let total: usize = out.lines.iter().map(|l| l.len() + 1).sum();
+        assert!(total as u64 <= MAX_OUTPUT_BYTES, "{total}");
+        assert!(out.lines.len() >= 60);
+        assert!(out.lines.iter().all(|l| l.len() == 1005));
+        assert_eq!(out.level, Level::Note);
+    }
+
+    #[test]
+    fn runaway_writer_is_killed() {
+        let fx = Fixture::new();
+        let spec = fx.spec("yes", vec![s("yes"), s("y normal")], LONG, Mode::Lines);
+        let out = fx.run(&spec);
+        assert_eq!(out.level, Level::Unknown);
+        let last = out.lines.last().expect("lines");
+        assert!(
+            last.starts_with("output too large: killed after writing"),
+            "{last}"
+        );
+        assert!(out.lines.len() > 1 && out.lines[0] == "y normal");
+    }
+
+    #[test]
+    fn nagios_exit_codes() {
+        let fx = Fixture::new();
+        let cases = [
+            (0, Level::Normal),
+            (1, Level::Warning),
+            (2, Level::Critical),
+            (3, Level::Unknown),
+            (7, Level::Unknown),
+        ];
+        for (code, level) in cases {
+            let out = fx.nagios(
+                &format!("n{code}"),
+                &format!("echo 'LOAD X - load average: 0.10|load1=0.1;5;10;0;'\necho 'long text'\nexit {code}\n"),
+            );
+            assert_eq!(out.level, level, "exit {code}");
+            assert_eq!(
+                out.lines,
+                vec![format!(
+                    "LOAD X - load average: 0.10|load1=0.1;5;10;0; {level}"
+                )]
+            );
+        }
+        let out = fx.nagios("quiet", "exit 2\n");
+        assert_eq!(out.lines, vec![s("no output critical")]);
+        let out = fx.nagios("stderr", "echo 'check_x: bad option -q' >&2\nexit 3\n");
+        assert_eq!(out.lines, vec![s("check_x: bad option -q unknown")]);
+        let out = fx.nagios("sig", "kill -9 $$\n");
+        assert_eq!(out.level, Level::Unknown);
+    }
+
+    fn plugin(name: &str) -> Option<String> {
+        let path = format!("/usr/lib/nagios/plugins/{name}");
+        if Path::new(&path).exists() {
+            Some(path)
+        } else {
+            eprintln!("skipping: {path} missing (apt-get install monitoring-plugins-basic)");
+            None
+        }
+    }
+
+    fn run_plugin(fx: &Fixture, command: &str) -> Outcome {
+        let spec = fx.spec(
+            "plugin",
+            split_command(command).expect("valid command"),
+            LONG,
+            Mode::Nagios,
+        );
+        let out = fx.run(&spec);
+        assert_eq!(out.lines.len(), 1, "{out:?}");
+        out
+    }
+
+    #[test]
+    fn real_check_load() {
+        let Some(path) = plugin("check_load") else {
+            return;
+        };
+        let fx = Fixture::new();
+        let out = run_plugin(&fx, &format!("{path} -w 100,100,100 -c 200,200,200"));
+        assert_eq!(out.level, Level::Normal, "{out:?}");
+        assert!(out.lines[0].starts_with("LOAD OK"), "{out:?}");
+        assert!(out.lines[0].ends_with(" normal"));
+        // A bad option is a plugin error: unknown, with the plugin's words.
+        let out = run_plugin(&fx, &format!("{path} --no-such-option"));
+        assert_eq!(out.level, Level::Unknown, "{out:?}");
+    }
+
+    #[test]
+    fn real_check_disk_users_procs() {
+        let fx = Fixture::new();
+        if let Some(path) = plugin("check_disk") {
+            let out = run_plugin(&fx, &format!("{path} -w 1% -c 0% -p /"));
+            assert!(out.lines[0].starts_with("DISK"), "{out:?}");
+            assert_ne!(out.level, Level::Unknown, "{out:?}");
+        }
+        if let Some(path) = plugin("check_users") {
+            let out = run_plugin(&fx, &format!("{path} -w 10000 -c 20000"));
+            assert!(out.lines[0].starts_with("USERS OK"), "{out:?}");
+            assert_eq!(out.level, Level::Normal);
+        }
+        if let Some(path) = plugin("check_procs") {
+            let out = run_plugin(&fx, &format!("{path} -w 1000000 -c 2000000"));
+            assert!(out.lines[0].starts_with("PROCS OK"), "{out:?}");
+            assert_eq!(out.level, Level::Normal);
+            // Impossible thresholds: at least one process always runs.
+            let out = run_plugin(&fx, &format!("{path} -w 0 -c 0"));
+            assert_eq!(out.level, Level::Critical, "{out:?}");
+            assert!(out.lines[0].ends_with(" critical"));
+        }
+        if let Some(path) = plugin("check_swap") {
+            // No swap in many containers: -n ok keeps that from failing.
+            let out = run_plugin(&fx, &format!("{path} -w 10% -c 5% -n ok"));
+            assert!(out.lines[0].starts_with("SWAP"), "{out:?}");
+            assert_ne!(out.level, Level::Unknown, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn render_prefixes_every_line() {
+        let finished_at =
+            DateTime::parse_from_rfc3339("2026-11-21T10:31:09.734+08:00").expect("time");
+        let out = Outcome {
+            finished_at,
+            level: Level::Normal,
+            lines: vec![s("0.02 0.08 0.08 31.56 49.38 normal"), s("second normal")],
+        };
+        assert_eq!(
+            out.render(),
+            "2026-11-21T10:31:09+08:00 0.02 0.08 0.08 31.56 49.38 normal\n\
+             2026-11-21T10:31:09+08:00 second normal\n"
+        );
+        let utc = Outcome {
+            finished_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").expect("time"),
+            level: Level::Note,
+            lines: vec![s("x note")],
+        };
+        assert_eq!(utc.render(), "2026-01-02T03:04:05+00:00 x note\n");
+    }
+
+    #[test]
+    fn render_of_a_real_run_parses_back() {
+        let fx = Fixture::new();
+        let out = fx.lines("x", "echo 'a normal'\necho 'b note'\n");
+        let text = out.render();
+        assert_eq!(text.lines().count(), 2);
+        for line in text.lines() {
+            let (stamp, rest) = line.split_once(' ').expect("stamp and text");
+            DateTime::parse_from_rfc3339(stamp).expect("RFC 3339 stamp");
+            assert!(rest == "a normal" || rest == "b note");
+        }
+    }
+
+    #[test]
+    fn split_command_quoting_and_errors() {
+        assert_eq!(
+            split_command(r#"/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6""#),
+            Ok(vec![
+                s("/usr/lib/nagios/plugins/check_load"),
+                s("-w"),
+                s("5,4,3"),
+                s("-c"),
+                s("10,8,6")
+            ])
+        );
+        assert_eq!(
+            split_command(r#"check_disk -p '/mnt/my disk' -e  a\ b"#),
+            Ok(vec![
+                s("check_disk"),
+                s("-p"),
+                s("/mnt/my disk"),
+                s("-e"),
+                s("a b")
+            ])
+        );
+        // No shell: metacharacters are plain arguments.
+        assert_eq!(
+            split_command("echo $HOME; rm -rf / | cat > x"),
+            Ok(vec![
+                s("echo"),
+                s("$HOME;"),
+                s("rm"),
+                s("-rf"),
+                s("/"),
+                s("|"),
+                s("cat"),
+                s(">"),
+                s("x")
+            ])
+        );
+        assert!(split_command("").is_err());
+        assert!(split_command("   \t ").is_err());
+        assert!(split_command("check_load -w \"5,4,3").is_err());
+        assert!(split_command("check_load 'x").is_err());
+        assert!(split_command("a\0b").is_err());
+    }
+
+    #[test]
+    fn next_due_stays_on_the_grid_without_bursts() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // On time: the next grid point.
+        assert_eq!(next_due_after(t0, ms(100), t0), t0 + ms(100));
+        assert_eq!(next_due_after(t0, ms(100), t0 + ms(30)), t0 + ms(100));
+        // Late by 3.5 intervals: skip the missed points, no catch-up.
+        assert_eq!(next_due_after(t0, ms(100), t0 + ms(350)), t0 + ms(400));
+        // Exactly on a grid point: strictly after now.
+        assert_eq!(next_due_after(t0, ms(100), t0 + ms(400)), t0 + ms(500));
+        // A zero interval cannot spin.
+        assert!(next_due_after(t0, Duration::ZERO, t0) > t0);
+    }
+
+    #[test]
+    fn schedule_runs_collectors_repeatedly_one_at_a_time() {
+        let fx = Fixture::new();
+        let locks = fx.path().join("locks");
+        fs::create_dir(&locks).expect("mkdir");
+        // Each run holds a lock dir while it works; finding it taken means two
+        // runs of the same collector overlapped.
+        let body = |name: &str, secs: &str| {
+            format!(
+                "l={}/{name}\nif ! mkdir \"$l\" 2>/dev/null; then echo 'concurrent run critical'; exit 0; fi\n\
+                 sleep {secs}\nrmdir \"$l\"\necho \"$RUN_TAG ok normal\"\n",
+                locks.display()
+            )
+        };
+        let mut fast_a = fx.spec(
+            "fast_a",
+            fx.script("fast_a", &body("fast_a", "0.01")),
+            LONG,
+            Mode::Lines,
+        );
+        let mut fast_b = fx.spec(
+            "fast_b",
+            fx.script("fast_b", &body("fast_b", "0.01")),
+            LONG,
+            Mode::Lines,
+        );
+        let mut slow = fx.spec(
+            "slow",
+            fx.script("slow", &body("slow", "0.35")),
+            LONG,
+            Mode::Lines,
+        );
+        for spec in [&mut fast_a, &mut fast_b, &mut slow] {
+            spec.interval = Duration::from_millis(100);
+        }
+        let specs = vec![fast_a, fast_b, slow];
+        let env = [(s("RUN_TAG"), s("tag"))];
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(1000));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let sink_calls = AtomicUsize::new(0);
+        let mut seen: Vec<(String, Outcome)> = Vec::new();
+        let mut sink = |spec: &CollectorSpec, outcome: Outcome| {
+            sink_calls.fetch_add(1, Ordering::Relaxed);
+            seen.push((spec.name.clone(), outcome));
+        };
+        let began = Instant::now();
+        run_schedule(&specs, &env, fx.path(), fx.path(), &stop, &mut sink);
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "run_schedule did not stop"
+        );
+        stopper.join().expect("stopper thread");
+
+        let count = |name: &str| seen.iter().filter(|(n, _)| n == name).count();
+        assert!(count("fast_a") >= 2, "fast_a ran {} times", count("fast_a"));
+        assert!(count("fast_b") >= 2, "fast_b ran {} times", count("fast_b"));
+        assert!(count("slow") >= 1, "slow ran {} times", count("slow"));
+        for (name, outcome) in &seen {
+            check_invariants(outcome);
+            assert_eq!(
+                outcome.lines,
+                vec![s("tag ok normal")],
+                "{name}: {outcome:?}"
+            );
+            assert_eq!(outcome.level, Level::Normal);
+        }
+        assert_eq!(sink_calls.load(Ordering::Relaxed), seen.len());
+    }
+
+    #[test]
+    fn schedule_stops_at_once_and_kills_running_children() {
+        let fx = Fixture::new();
+        let pidfile = fx.path().join("hang.pid");
+        let argv = fx.script(
+            "hang",
+            &format!("echo $$ > {}\nsleep 30\n", pidfile.display()),
+        );
+        let mut spec = fx.spec("hang", argv, LONG, Mode::Lines);
+        spec.interval = Duration::from_millis(50);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let stop = Arc::clone(&stop);
+            let pidfile = pidfile.clone();
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !pidfile.exists() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                thread::sleep(Duration::from_millis(200));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let mut outcomes = 0;
+        run_schedule(&[spec], &[], fx.path(), fx.path(), &stop, &mut |_, _| {
+            outcomes += 1
+        });
+        stopper.join().expect("stopper thread");
+        assert_eq!(outcomes, 0, "a killed-at-shutdown run is not an outcome");
+        let pid: i32 = fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        assert!(!proc_alive(pid), "child {pid} survived shutdown");
+    }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# cpu.sh — load averages, CPU usage over a short window, temperature, level.
+# Output (one line): LOAD1 LOAD5 LOAD15 USAGE_PCT TEMP_C LEVEL
+#   e.g. 0.02 0.08 0.08 31.56 49.38 normal      (TEMP_C is - without a sensor)
+# Env: PIHEALTH_CPU_NOTE (70), PIHEALTH_CPU_WARNING (80), PIHEALTH_TEMP_NOTE (50),
+#      PIHEALTH_TEMP_WARNING (70), PIHEALTH_CPU_WINDOW (0.5 s between samples),
+#      PIHEALTH_THERMAL_DIR (/sys/class/thermal; another root for tests or containers).
+set -u
+export LC_ALL=C # '.' as decimal point in printf/awk, whatever the host locale
+
+die() { echo "${0##*/}: $*" >&2; exit 2; }
+
+# number NAME DEFAULT: value of env var NAME (DEFAULT when unset or empty).
+number() {
+    local v=${!1:-$2}
+    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
+    printf '%s\n' "$v"
+}
+
+# level VALUE NOTE WARNING -> normal | note | warning  (awk: thresholds may be fractional)
+level() {
+    awk -v v="$1" -v n="$2" -v w="$3" \
+        'BEGIN { print (v + 0 >= w + 0) ? "warning" : (v + 0 >= n + 0) ? "note" : "normal" }'
+}
+
+cpu_note=$(number PIHEALTH_CPU_NOTE 70) || exit 2
+cpu_warn=$(number PIHEALTH_CPU_WARNING 80) || exit 2
+temp_note=$(number PIHEALTH_TEMP_NOTE 50) || exit 2
+temp_warn=$(number PIHEALTH_TEMP_WARNING 70) || exit 2
+window=$(number PIHEALTH_CPU_WINDOW 0.5) || exit 2
+
+read -r load1 load5 load15 _ </proc/loadavg || die "cannot read /proc/loadavg"
+
+# First line of /proc/stat: cpu user nice system idle iowait irq softirq steal guest guest_nice
+# (guest time is already counted in user, so only the first eight are summed).
+sample() {
+    local -a f
+    read -r -a f </proc/stat || die "cannot read /proc/stat"
+    echo "$((f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8])) $((f[4] + f[5]))"
+}
+read -r total1 idle1 <<<"$(sample)" || exit 2
+sleep "$window" || die "sleep $window failed"
+read -r total2 idle2 <<<"$(sample)" || exit 2
+usage=$(awk -v dt=$((total2 - total1)) -v di=$((idle2 - idle1)) \
+    'BEGIN { printf "%.2f", (dt > 0 ? (dt - di) * 100 / dt : 0) }')
+
+# Hottest thermal zone, in millidegrees; zones that cannot be read (some
+# report EIO/ENODATA) are skipped.
+temp=-
+max=
+for f in "${PIHEALTH_THERMAL_DIR:-/sys/class/thermal}"/thermal_zone*/temp; do
+    t=
+    { read -r t <"$f"; } 2>/dev/null
+    [[ $t =~ ^-?[0-9]+$ ]] || continue
+    if [[ -z $max ]] || ((t > max)); then max=$t; fi
+done
+[[ -n $max ]] && temp=$(awk -v m="$max" 'BEGIN { printf "%.2f", m / 1000 }')
+
+lvl=$(level "$usage" "$cpu_note" "$cpu_warn")
+if [[ $temp != - ]]; then
+    tlvl=$(level "$temp" "$temp_note" "$temp_warn")
+    # Keep the worse of the two.
+    case $tlvl in
+        warning) lvl=warning ;;
+        note) [[ $lvl == normal ]] && lvl=note ;;
+    esac
+fi
+
+echo "$load1 $load5 $load15 $usage $temp $lvl"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# mem.sh — memory total, used, used %, dynamic average of used %, level.
+# Output (one line): TOTAL_MIB USED_MIB USED_PCT DYN_AVG_PCT LEVEL
+#   used = MemTotal - MemAvailable (what the kernel could not hand out without swapping)
+#   dynamic average = 0.3 * previous average + 0.7 * current used %, kept in
+#   $PIHEALTH_STATE_DIR/mem.dynavg (the first run's average is the current value).
+# Env: PIHEALTH_MEM_NOTE (70), PIHEALTH_MEM_WARNING (80), PIHEALTH_STATE_DIR (${TMPDIR:-/tmp}).
+set -u
+export LC_ALL=C
+
+die() { echo "${0##*/}: $*" >&2; exit 2; }
+
+number() {
+    local v=${!1:-$2}
+    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
+    printf '%s\n' "$v"
+}
+
+level() {
+    awk -v v="$1" -v n="$2" -v w="$3" \
+        'BEGIN { print (v + 0 >= w + 0) ? "warning" : (v + 0 >= n + 0) ? "note" : "normal" }'
+}
+
+note=$(number PIHEALTH_MEM_NOTE 70) || exit 2
+warn=$(number PIHEALTH_MEM_WARNING 80) || exit 2
+state_dir=${PIHEALTH_STATE_DIR:-${TMPDIR:-/tmp}}
+state=$state_dir/mem.dynavg
+
+# Kernels before 3.14 have no MemAvailable: approximate it with free + buffers + cached.
+read -r total_mib used_mib used_pct < <(awk '
+    $1 == "MemTotal:" { total = $2 }
+    $1 == "MemAvailable:" { avail = $2; have = 1 }
+    $1 == "MemFree:" || $1 == "Buffers:" || $1 == "Cached:" { approx += $2 }
+    END {
+        if (total <= 0) exit 1
+        if (!have) avail = approx
+        used = total - avail
+        printf "%d %d %.2f\n", total / 1024, used / 1024, used * 100 / total
+    }' /proc/meminfo)
+[[ -n ${used_pct:-} ]] || die "cannot parse /proc/meminfo"
+
+# A missing or garbled state file counts as a first run.
+prev=
+[[ -r $state ]] && read -r prev <"$state"
+if [[ $prev =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    avg=$(awk -v p="$prev" -v c="$used_pct" 'BEGIN { printf "%.2f", 0.3 * p + 0.7 * c }')
+else
+    avg=$used_pct
+fi
+
+# Write atomically (tmp file + rename) so a concurrent or killed run never
+# leaves a half-written file. A state dir we cannot write to costs only the
+# average's memory, not the measurement: warn, still print the line, exit 0.
+if tmp=$(mktemp "$state.XXXXXX" 2>/dev/null); then
+    if ! { echo "$avg" >"$tmp" && mv -f "$tmp" "$state"; }; then
+        rm -f "$tmp"
+        echo "${0##*/}: cannot write $state" >&2
+    fi
+else
+    echo "${0##*/}: cannot write in state dir $state_dir" >&2
+fi
+
+echo "$total_mib $used_mib $used_pct $avg $(level "$used_pct" "$note" "$warn")"

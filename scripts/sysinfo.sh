@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# sysinfo.sh — one-line summary of the host.
+# Output: HOSTNAME OS KERNEL UPTIME_S LOAD1 DISK_TOTAL_MIB DISK_USED_PCT
+#         MEM_TOTAL_MIB MEM_USED_PCT TEMP DISK_LEVEL MEM_LEVEL TEMP_LEVEL
+#   OS is PRETTY_NAME from /etc/os-release, spaces as "_"; disk figures are
+#   disk.sh's total line (this script runs the disk.sh next to it); TEMP is
+#   the hottest thermal zone in °C, or - (TEMP_LEVEL is then normal).
+# Env: the PIHEALTH_DISK_*, PIHEALTH_MEM_* and PIHEALTH_TEMP_* thresholds,
+#      PIHEALTH_THERMAL_DIR (/sys/class/thermal) as in cpu.sh.
+set -u
+export LC_ALL=C
+
+die() { echo "${0##*/}: $*" >&2; exit 2; }
+
+number() {
+    local v=${!1:-$2}
+    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
+    printf '%s\n' "$v"
+}
+
+level() {
+    awk -v v="$1" -v n="$2" -v w="$3" \
+        'BEGIN { print (v + 0 >= w + 0) ? "warning" : (v + 0 >= n + 0) ? "note" : "normal" }'
+}
+
+mem_note=$(number PIHEALTH_MEM_NOTE 70) || exit 2
+mem_warn=$(number PIHEALTH_MEM_WARNING 80) || exit 2
+temp_note=$(number PIHEALTH_TEMP_NOTE 50) || exit 2
+temp_warn=$(number PIHEALTH_TEMP_WARNING 70) || exit 2
+
+read -r host </proc/sys/kernel/hostname || die "cannot read hostname"
+read -r kernel </proc/sys/kernel/osrelease || die "cannot read kernel release"
+read -r uptime _ </proc/uptime || die "cannot read /proc/uptime"
+read -r load1 _ </proc/loadavg || die "cannot read /proc/loadavg"
+
+# PRETTY_NAME="Debian GNU/Linux 12 (bookworm)" -> Debian_GNU/Linux_12_(bookworm)
+os=$(awk -F= '$1 == "PRETTY_NAME" { v = substr($0, index($0, "=") + 1); gsub(/^["'\'']|["'\'']$/, "", v); gsub(/[ \t]+/, "_", v); print v; exit }' \
+    /etc/os-release /usr/lib/os-release 2>/dev/null)
+[[ -n $os ]] || os=$(uname -s)
+
+# Last line of disk.sh: total TOTAL_MIB FREE_MIB USED_PCT LEVEL
+disk=$(bash "$(dirname -- "${BASH_SOURCE[0]}")/disk.sh") || die "disk.sh failed"
+read -r _ disk_total _ disk_pct disk_level <<<"${disk##*$'\n'}"
+[[ -n ${disk_level:-} ]] || die "unexpected disk.sh output"
+
+# Same definition as mem.sh: used = MemTotal - MemAvailable.
+read -r mem_total mem_pct < <(awk '
+    $1 == "MemTotal:" { total = $2 }
+    $1 == "MemAvailable:" { avail = $2; have = 1 }
+    $1 == "MemFree:" || $1 == "Buffers:" || $1 == "Cached:" { approx += $2 }
+    END {
+        if (total <= 0) exit 1
+        if (!have) avail = approx
+        printf "%d %.2f\n", total / 1024, (total - avail) * 100 / total
+    }' /proc/meminfo)
+[[ -n ${mem_pct:-} ]] || die "cannot parse /proc/meminfo"
+
+# Hottest readable thermal zone (millidegrees), as in cpu.sh.
+max=
+for f in "${PIHEALTH_THERMAL_DIR:-/sys/class/thermal}"/thermal_zone*/temp; do
+    t=
+    { read -r t <"$f"; } 2>/dev/null
+    [[ $t =~ ^-?[0-9]+$ ]] || continue
+    if [[ -z $max ]] || ((t > max)); then max=$t; fi
+done
+temp=- temp_level=normal
+if [[ -n $max ]]; then
+    temp=$(awk -v m="$max" 'BEGIN { printf "%.2f", m / 1000 }')
+    temp_level=$(level "$temp" "$temp_note" "$temp_warn")
+fi
+
+# Hostname and kernel release never hold spaces in practice; make sure.
+echo "${host// /_} $os ${kernel// /_} ${uptime%.*} $load1 $disk_total $disk_pct $mem_total $mem_pct $temp" \
+    "$disk_level $(level "$mem_pct" "$mem_note" "$mem_warn") $temp_level"

@@ -1,0 +1,587 @@
+//! Master and agent configuration: YAML files with defaults and validation.
+//!
+//! Every key has a default (documented in `config/*.yaml`), unknown keys are
+//! refused, and every error names the file, the key and what was expected,
+//! so `main` can print it and exit 2 before touching any data.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::agent::collector::{split_command, CollectorSpec, Mode};
+
+/// A configuration problem: which file, which key, what was expected.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: key `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A duration written like `30s`, `500ms`, `10m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "expected a duration like 30s, 500ms or 10m, got `{text}`"
+                ))
+            })
+    }
+}
+
+/// A size written like `8MiB`, `512KiB`, `1GiB`, `100MB` or a plain byte count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: u64 = digits.parse().ok()?;
+        let factor: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return None,
+        };
+        number.checked_mul(factor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => ByteSize::parse(&text).map(ByteSize).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "expected a size like 8MiB, 512KiB or 1GiB, got `{text}`"
+                ))
+            }),
+        }
+    }
+}
+
+/// One entry of the master's static agent list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AgentEntry {
+    /// `host` or `host:port` (control port; default `agent_control_port`).
+    Address(String),
+    /// `{name: pi1, address: 10.0.0.11:8000}`
+    Named { name: String, address: String },
+    /// The original's From/To: every IPv4 address from `from` to `to`.
+    Range {
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        #[serde(default)]
+        port: Option<u16>,
+    },
+}
+
+/// An agent the master knows from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticAgent {
+    /// The name given in the config, if any; otherwise learnt from the agent.
+    pub name: Option<String>,
+    pub control: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// Registration and heartbeats from agents.
+    pub listen: SocketAddr,
+    /// Alarms from agents.
+    pub alarm_listen: SocketAddr,
+    pub agents: Vec<AgentEntry>,
+    pub agent_control_port: u16,
+    pub agent_data_port: u16,
+    pub workers: usize,
+    pub pull_interval: HumanDuration,
+    pub heartbeat_interval: HumanDuration,
+    pub heartbeat_misses: u32,
+    pub connect_timeout: HumanDuration,
+    pub io_timeout: HumanDuration,
+    pub log_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub rotate_size: ByteSize,
+    pub key_file: PathBuf,
+    /// Program (and fixed arguments) run once per new alarm, never through a shell.
+    pub alarm_command: Option<Vec<String>>,
+    pub alarm_command_timeout: HumanDuration,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            alarm_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            agents: Vec::new(),
+            agent_control_port: 8000,
+            agent_data_port: 8001,
+            workers: 10,
+            pull_interval: HumanDuration(Duration::from_secs(30)),
+            heartbeat_interval: HumanDuration(Duration::from_secs(10)),
+            heartbeat_misses: 3,
+            connect_timeout: HumanDuration(Duration::from_secs(3)),
+            io_timeout: HumanDuration(Duration::from_secs(10)),
+            log_dir: PathBuf::from("log"),
+            backup_dir: PathBuf::from("logbackup"),
+            rotate_size: ByteSize(8 << 20),
+            key_file: PathBuf::from("config/pihealth.key"),
+            alarm_command: None,
+            alarm_command_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Alarm thresholds handed to the standard scripts as `PIHEALTH_*` variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    pub cpu_note: f64,
+    pub cpu_warning: f64,
+    pub mem_note: f64,
+    pub mem_warning: f64,
+    pub disk_note: f64,
+    pub disk_warning: f64,
+    pub temp_note: f64,
+    pub temp_warning: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            cpu_note: 70.0,
+            cpu_warning: 80.0,
+            mem_note: 70.0,
+            mem_warning: 80.0,
+            disk_note: 80.0,
+            disk_warning: 90.0,
+            temp_note: 50.0,
+            temp_warning: 70.0,
+        }
+    }
+}
+
+impl Thresholds {
+    /// The environment the standard scripts read their thresholds from.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("CPU_NOTE", self.cpu_note),
+            ("CPU_WARNING", self.cpu_warning),
+            ("MEM_NOTE", self.mem_note),
+            ("MEM_WARNING", self.mem_warning),
+            ("DISK_NOTE", self.disk_note),
+            ("DISK_WARNING", self.disk_warning),
+            ("TEMP_NOTE", self.temp_note),
+            ("TEMP_WARNING", self.temp_warning),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("PIHEALTH_{k}"), v.to_string()))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    pub name: String,
+    /// A command line split like a shell would (quotes work) but never run by one.
+    pub command: String,
+    pub interval: HumanDuration,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+}
+
+fn default_mode() -> Mode {
+    Mode::Lines
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Host name used by the master for this agent's archive directory.
+    pub name: Option<String>,
+    /// The master's registration/heartbeat address.
+    pub master: String,
+    /// The master's alarm address; default: the master's host on port 8081.
+    pub master_alarm: Option<String>,
+    pub control_listen: SocketAddr,
+    pub data_listen: SocketAddr,
+    /// IP addresses allowed to connect to the control and data ports; empty = any.
+    pub allowed_masters: Vec<IpAddr>,
+    pub key_file: PathBuf,
+    pub log_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub rotate_size: ByteSize,
+    pub max_backlog: ByteSize,
+    pub realarm_interval: HumanDuration,
+    pub heartbeat_interval: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub io_timeout: HumanDuration,
+    pub workers: usize,
+    pub thresholds: Thresholds,
+    pub collectors: Vec<CollectorConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            name: None,
+            master: "127.0.0.1:8080".into(),
+            master_alarm: None,
+            control_listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            data_listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
+            allowed_masters: Vec::new(),
+            key_file: PathBuf::from("config/pihealth.key"),
+            log_dir: PathBuf::from("log"),
+            backup_dir: PathBuf::from("logbackup"),
+            rotate_size: ByteSize(8 << 20),
+            max_backlog: ByteSize(256 << 20),
+            realarm_interval: HumanDuration(Duration::from_secs(30 * 60)),
+            heartbeat_interval: HumanDuration(Duration::from_secs(10)),
+            connect_timeout: HumanDuration(Duration::from_secs(3)),
+            io_timeout: HumanDuration(Duration::from_secs(10)),
+            workers: 4,
+            thresholds: Thresholds::default(),
+            collectors: Vec::new(),
+        }
+    }
+}
+
+fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: String::new(),
+        message: format!("cannot read the configuration file: {e}"),
+    })?;
+    // An empty file means "all defaults"; YAML would call it null.
+    let text = if text.trim().is_empty() { "{}" } else { text.as_str() };
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError {
+            file: path.to_path_buf(),
+            key: if key == "." { String::new() } else { key },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+fn require_positive(path: &Path, key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(path, key, "expected a duration above zero"));
+    }
+    Ok(())
+}
+
+/// Resolve `host[:port]` to a socket address, using `default_port` when absent.
+pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let with_port = if text.parse::<SocketAddr>().is_ok() || text.rsplit_once(':').is_some() {
+        text.to_string()
+    } else {
+        format!("{text}:{default_port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("expected host:port, cannot resolve `{text}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("expected host:port, `{text}` resolves to nothing"))
+}
+
+impl MasterConfig {
+    pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
+        let config: MasterConfig = read_yaml(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(invalid(path, "workers", "expected a pool size from 1 to 1024"));
+        }
+        if self.heartbeat_misses == 0 {
+            return Err(invalid(path, "heartbeat_misses", "expected at least 1"));
+        }
+        for (key, d) in [
+            ("pull_interval", self.pull_interval),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("io_timeout", self.io_timeout),
+            ("alarm_command_timeout", self.alarm_command_timeout),
+        ] {
+            require_positive(path, key, d.0)?;
+        }
+        if self.rotate_size.0 < 1024 {
+            return Err(invalid(path, "rotate_size", "expected at least 1KiB"));
+        }
+        if let Some(cmd) = &self.alarm_command {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err(invalid(
+                    path,
+                    "alarm_command",
+                    "expected a list: program then fixed arguments",
+                ));
+            }
+        }
+        self.static_agents(path).map(|_| ())
+    }
+
+    /// The static agent list with ranges expanded and addresses resolved.
+    pub fn static_agents(&self, path: &Path) -> Result<Vec<StaticAgent>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, entry) in self.agents.iter().enumerate() {
+            let key = format!("agents[{i}]");
+            match entry {
+                AgentEntry::Address(text) => out.push(StaticAgent {
+                    name: None,
+                    control: resolve_address(text, self.agent_control_port)
+                        .map_err(|m| invalid(path, &key, m))?,
+                }),
+                AgentEntry::Named { name, address } => {
+                    crate::names::check_host_name(name)
+                        .map_err(|m| invalid(path, &format!("{key}.name"), m))?;
+                    out.push(StaticAgent {
+                        name: Some(name.clone()),
+                        control: resolve_address(address, self.agent_control_port)
+                            .map_err(|m| invalid(path, &format!("{key}.address"), m))?,
+                    });
+                }
+                AgentEntry::Range { from, to, port } => {
+                    let (a, b) = (u32::from(*from), u32::from(*to));
+                    if a > b || b - a >= 65_536 {
+                        return Err(invalid(
+                            path,
+                            &key,
+                            "expected `from` <= `to` and at most 65536 addresses",
+                        ));
+                    }
+                    for ip in a..=b {
+                        out.push(StaticAgent {
+                            name: None,
+                            control: SocketAddr::from((
+                                Ipv4Addr::from(ip),
+                                port.unwrap_or(self.agent_control_port),
+                            )),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let config: AgentConfig = read_yaml(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(name) = &self.name {
+            crate::names::check_host_name(name).map_err(|m| invalid(path, "name", m))?;
+        }
+        self.master_address().map_err(|m| invalid(path, "master", m))?;
+        self.master_alarm_address()
+            .map_err(|m| invalid(path, "master_alarm", m))?;
+        if self.workers == 0 || self.workers > 256 {
+            return Err(invalid(path, "workers", "expected a pool size from 1 to 256"));
+        }
+        for (key, d) in [
+            ("realarm_interval", self.realarm_interval),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("io_timeout", self.io_timeout),
+        ] {
+            require_positive(path, key, d.0)?;
+        }
+        if self.rotate_size.0 < 1024 {
+            return Err(invalid(path, "rotate_size", "expected at least 1KiB"));
+        }
+        if self.max_backlog.0 < self.rotate_size.0 {
+            return Err(invalid(
+                path,
+                "max_backlog",
+                "expected at least rotate_size (the cap must hold one archive)",
+            ));
+        }
+        self.collector_specs(path).map(|_| ())
+    }
+
+    pub fn master_address(&self) -> Result<SocketAddr, String> {
+        resolve_address(&self.master, 8080)
+    }
+
+    pub fn master_alarm_address(&self) -> Result<SocketAddr, String> {
+        match &self.master_alarm {
+            Some(text) => resolve_address(text, 8081),
+            None => self.master_address().map(|a| SocketAddr::new(a.ip(), 8081)),
+        }
+    }
+
+    /// The agent's name: configured, or this machine's host name.
+    pub fn agent_name(&self) -> String {
+        self.name.clone().unwrap_or_else(crate::names::local_host_name)
+    }
+
+    pub fn collector_specs(&self, path: &Path) -> Result<Vec<CollectorSpec>, ConfigError> {
+        let mut specs: Vec<CollectorSpec> = Vec::new();
+        for (i, c) in self.collectors.iter().enumerate() {
+            let key = |field: &str| format!("collectors[{i}].{field}");
+            crate::names::check_type_name(&c.name).map_err(|m| invalid(path, &key("name"), m))?;
+            if specs.iter().any(|s| s.name == c.name) {
+                return Err(invalid(path, &key("name"), format!("`{}` is used twice", c.name)));
+            }
+            let argv = split_command(&c.command).map_err(|m| invalid(path, &key("command"), m))?;
+            require_positive(path, &key("interval"), c.interval.0)?;
+            let timeout = c.timeout.map(|t| t.0).unwrap_or_else(|| {
+                // Default: the interval, capped so a hung script is noticed soon.
+                c.interval.0.min(Duration::from_secs(60))
+            });
+            require_positive(path, &key("timeout"), timeout)?;
+            specs.push(CollectorSpec {
+                name: c.name.clone(),
+                argv,
+                interval: c.interval.0,
+                timeout,
+                mode: c.mode,
+            });
+        }
+        Ok(specs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).expect("temp dir is writable");
+        path
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(ByteSize::parse("8MiB"), Some(8 << 20));
+        assert_eq!(ByteSize::parse("100"), Some(100));
+        assert_eq!(ByteSize::parse("3 KiB"), Some(3072));
+        assert_eq!(ByteSize::parse("8 parsecs"), None);
+        assert_eq!(ByteSize::parse("99999999999999GiB"), None);
+    }
+
+    #[test]
+    fn master_defaults_and_ranges() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(
+            &dir,
+            "agents:\n  - 127.0.0.2\n  - {name: pi9, address: '127.0.0.9:9000'}\n  - {from: 10.0.0.1, to: 10.0.0.3}\npull_interval: 5s\n",
+        );
+        let c = MasterConfig::load(&path).expect("valid config");
+        assert_eq!(c.pull_interval.0, Duration::from_secs(5));
+        assert_eq!(c.workers, 10);
+        let agents = c.static_agents(&path).expect("valid agents");
+        assert_eq!(agents.len(), 5);
+        assert_eq!(agents[0].control, "127.0.0.2:8000".parse().unwrap());
+        assert_eq!(agents[1].name.as_deref(), Some("pi9"));
+        assert_eq!(agents[4].control, "10.0.0.3:8000".parse().unwrap());
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(&dir, "pull_interval: soon\n");
+        let e = MasterConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("c.yaml"), "{e}");
+        assert!(e.contains("pull_interval"), "{e}");
+        assert!(e.contains("30s"), "{e}");
+
+        let path = write(&dir, "pul_interval: 5s\n");
+        let e = MasterConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("pul_interval"), "{e}");
+
+        let path = write(&dir, "workers: 0\n");
+        let e = MasterConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("`workers`"), "{e}");
+
+        let e = MasterConfig::load(&dir.path().join("missing.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.yaml"), "{e}");
+    }
+
+    #[test]
+    fn agent_collectors_validated() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(
+            &dir,
+            "name: pi1\ncollectors:\n  - {name: cpu, command: scripts/cpu.sh, interval: 10s}\n  - {name: load, command: \"/usr/lib/nagios/plugins/check_load -w '5,4,3' -c 10,8,6\", interval: 1m, mode: nagios}\n",
+        );
+        let c = AgentConfig::load(&path).expect("valid");
+        let specs = c.collector_specs(&path).expect("valid");
+        assert_eq!(specs[1].argv[2], "5,4,3");
+        assert_eq!(specs[1].mode, Mode::Nagios);
+        assert_eq!(specs[0].timeout, Duration::from_secs(10));
+
+        let path = write(&dir, "collectors:\n  - {name: ../x, command: a, interval: 1s}\n");
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("collectors[0].name"), "{e}");
+
+        let path = write(&dir, "collectors:\n  - {name: x, command: a, interval: 1s, mode: nrpe}\n");
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("collectors[0]"), "{e}");
+    }
+}

@@ -1,0 +1,77 @@
+//! Names that become file names: host names (directories on the master)
+//! and log types (file names on both sides).
+//!
+//! A name from the network or a config file touches the file system only
+//! after passing these checks (SPEC §7): `[A-Za-z0-9._-]`, not `.`/`..`,
+//! no leading dot (no hidden files), bounded length.
+
+/// Longest host name accepted (a DNS label is 63; a FQDN 253).
+pub const MAX_HOST_NAME: usize = 64;
+/// Longest log type name accepted.
+pub const MAX_TYPE_NAME: usize = 32;
+
+fn check(name: &str, what: &str, max: usize, allow_dot: bool) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("expected a {what} name, got an empty one"));
+    }
+    if name.len() > max {
+        return Err(format!("expected a {what} name of at most {max} characters"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (allow_dot && c == '.');
+    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        return Err(format!(
+            "expected a {what} name of letters, digits{} `-` and `_`, found {bad:?}",
+            if allow_dot { ", `.`," } else { "," }
+        ));
+    }
+    if name.starts_with('.') || name.contains("..") {
+        return Err(format!("a {what} name may not start with `.` or contain `..`"));
+    }
+    Ok(())
+}
+
+/// Check a host name before it becomes a directory under `log/` and `logbackup/`.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    check(name, "host", MAX_HOST_NAME, true)
+}
+
+/// Check a log type name (a collector's name) before it becomes `TYPE.log`.
+pub fn check_type_name(name: &str) -> Result<(), String> {
+    check(name, "log type", MAX_TYPE_NAME, false)
+}
+
+/// This machine's host name, made safe; `localhost` if it cannot be read.
+pub fn local_host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .take(MAX_HOST_NAME)
+        .collect();
+    if check_host_name(&cleaned).is_ok() {
+        cleaned
+    } else {
+        "localhost".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_host_names_are_refused() {
+        for bad in ["", "..", "../../etc", "a/b", "a\0b", ".hidden", "a..b", "x y", &"a".repeat(300)] {
+            assert!(check_host_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["pi1", "node-07.lab", "a_b", "127.0.0.2"] {
+            assert!(check_host_name(good).is_ok(), "{good:?} refused");
+        }
+        assert!(check_type_name("cpu.x").is_err());
+        assert!(check_type_name("check_load").is_ok());
+        assert!(check_host_name(&local_host_name()).is_ok());
+    }
+}

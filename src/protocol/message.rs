@@ -1,0 +1,496 @@
+//! The messages exchanged after authentication, and their byte encoding.
+//!
+//! Hand-written rather than derived so every length and count from the
+//! network is checked before use, and so the decoder is a pure function
+//! that tests and fuzzers can call on any byte slice.
+
+use std::fmt;
+
+/// Longest name (host, log type, archive file) accepted on the wire.
+pub const MAX_NAME: usize = 128;
+/// Longest free text (alarm message, error) accepted on the wire.
+pub const MAX_TEXT: usize = 4096;
+/// Most offers in one `Pending` answer; more follow in the next round.
+pub const MAX_OFFERS: usize = 256;
+/// Largest data chunk on a data connection.
+pub const MAX_CHUNK: usize = 64 * 1024;
+pub const TOKEN_LEN: usize = 16;
+
+/// Where a piece of log lives on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceKind {
+    /// A rotated, gzip-compressed archive, sent as it is.
+    Archive = 1,
+    /// The not-yet-acknowledged tail of the current plain log.
+    Current = 2,
+}
+
+/// A range of one log type's byte stream on one agent.
+///
+/// Every type's output is one endless stream of bytes; `epoch` names the
+/// stream (new when an agent starts with no state at all) and `start..end`
+/// are offsets in it. The master stores a range only beyond what it has,
+/// which makes re-sends harmless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceRef {
+    pub log_type: String,
+    pub kind: PieceKind,
+    pub epoch: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A piece offered for fetching over a data connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub piece: PieceRef,
+    /// Bytes that will cross the data connection (compressed size for archives).
+    pub size: u64,
+    /// One-time token that binds a data connection to this piece.
+    pub token: [u8; TOKEN_LEN],
+}
+
+/// What an agent says about itself on every control exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub name: String,
+    /// Agent's clock, milliseconds since the Unix epoch (for skew).
+    pub time_ms: i64,
+    pub data_port: u16,
+    /// Bytes not yet pulled (archives + unacknowledged current logs).
+    pub backlog: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    /// Random id; re-sends carry the same id so the master stores it once.
+    pub id: String,
+    pub host: String,
+    pub log_type: String,
+    pub level: String,
+    pub message: String,
+    /// RFC 3339 with offset, when the agent raised it.
+    pub time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// master → agent control: are you alive?
+    Ping,
+    Pong(AgentInfo),
+    /// master → agent control: what is pending?
+    ListPending,
+    Pending { info: AgentInfo, offers: Vec<Offer>, more: bool },
+    /// master → agent control: these pieces are stored and fsynced; release them.
+    Ack(Vec<PieceRef>),
+    AckOk,
+    Bye,
+    /// master → agent data: send the piece this token was issued for.
+    Fetch { token: [u8; TOKEN_LEN] },
+    Chunk(Vec<u8>),
+    End { len: u64 },
+    /// agent → master registration port.
+    Register { name: String, control_port: u16, data_port: u16, time_ms: i64 },
+    Heartbeat { name: String, control_port: u16, time_ms: i64, backlog: u64 },
+    Welcome { time_ms: i64 },
+    /// agent → master alarm port.
+    Alarm(Alarm),
+    AlarmAck { id: String },
+    /// Either side: the request was refused; the connection closes after it.
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed message: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<DecodeError> for std::io::Error {
+    fn from(e: DecodeError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}
+
+mod tag {
+    pub const PING: u8 = 1;
+    pub const PONG: u8 = 2;
+    pub const LIST_PENDING: u8 = 3;
+    pub const PENDING: u8 = 4;
+    pub const ACK: u8 = 5;
+    pub const ACK_OK: u8 = 6;
+    pub const BYE: u8 = 7;
+    pub const FETCH: u8 = 8;
+    pub const CHUNK: u8 = 9;
+    pub const END: u8 = 10;
+    pub const REGISTER: u8 = 11;
+    pub const HEARTBEAT: u8 = 12;
+    pub const WELCOME: u8 = 13;
+    pub const ALARM: u8 = 14;
+    pub const ALARM_ACK: u8 = 15;
+    pub const ERROR: u8 = 16;
+}
+
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    fn info(&mut self, i: &AgentInfo) {
+        self.str(&i.name);
+        self.i64(i.time_ms);
+        self.u16(i.data_port);
+        self.u64(i.backlog);
+    }
+    fn piece(&mut self, p: &PieceRef) {
+        self.str(&p.log_type);
+        self.u8(p.kind as u8);
+        self.u64(p.epoch);
+        self.u64(p.start);
+        self.u64(p.end);
+    }
+}
+
+struct Decoder<'a>(&'a [u8]);
+
+impl<'a> Decoder<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError(format!("truncated: wanted {n} bytes, have {}", self.0.len())));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("took 2")))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("took 8")))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("took 8")))
+    }
+    fn bytes(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().expect("took 4")) as usize;
+        if len > max {
+            return Err(DecodeError(format!("field of {len} bytes exceeds {max}")));
+        }
+        self.take(len)
+    }
+    fn str(&mut self, max: usize) -> Result<String, DecodeError> {
+        let raw = self.bytes(max)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError("text is not UTF-8".into()))
+    }
+    fn token(&mut self) -> Result<[u8; TOKEN_LEN], DecodeError> {
+        Ok(self.take(TOKEN_LEN)?.try_into().expect("took TOKEN_LEN"))
+    }
+    fn info(&mut self) -> Result<AgentInfo, DecodeError> {
+        Ok(AgentInfo {
+            name: self.str(MAX_NAME)?,
+            time_ms: self.i64()?,
+            data_port: self.u16()?,
+            backlog: self.u64()?,
+        })
+    }
+    fn piece(&mut self) -> Result<PieceRef, DecodeError> {
+        let log_type = self.str(MAX_NAME)?;
+        let kind = match self.u8()? {
+            1 => PieceKind::Archive,
+            2 => PieceKind::Current,
+            k => return Err(DecodeError(format!("unknown piece kind {k}"))),
+        };
+        let (epoch, start, end) = (self.u64()?, self.u64()?, self.u64()?);
+        if start > end {
+            return Err(DecodeError(format!("piece range {start}..{end} is backwards")));
+        }
+        Ok(PieceRef { log_type, kind, epoch, start, end })
+    }
+    fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(DecodeError(format!("count {n} exceeds {max}")));
+        }
+        Ok(n)
+    }
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder(Vec::with_capacity(64));
+        match self {
+            Message::Ping => e.u8(tag::PING),
+            Message::Pong(info) => {
+                e.u8(tag::PONG);
+                e.info(info);
+            }
+            Message::ListPending => e.u8(tag::LIST_PENDING),
+            Message::Pending { info, offers, more } => {
+                e.u8(tag::PENDING);
+                e.info(info);
+                e.u8(*more as u8);
+                e.u16(offers.len() as u16);
+                for o in offers {
+                    e.piece(&o.piece);
+                    e.u64(o.size);
+                    e.0.extend_from_slice(&o.token);
+                }
+            }
+            Message::Ack(pieces) => {
+                e.u8(tag::ACK);
+                e.u16(pieces.len() as u16);
+                for p in pieces {
+                    e.piece(p);
+                }
+            }
+            Message::AckOk => e.u8(tag::ACK_OK),
+            Message::Bye => e.u8(tag::BYE),
+            Message::Fetch { token } => {
+                e.u8(tag::FETCH);
+                e.0.extend_from_slice(token);
+            }
+            Message::Chunk(data) => {
+                e.u8(tag::CHUNK);
+                e.bytes(data);
+            }
+            Message::End { len } => {
+                e.u8(tag::END);
+                e.u64(*len);
+            }
+            Message::Register { name, control_port, data_port, time_ms } => {
+                e.u8(tag::REGISTER);
+                e.str(name);
+                e.u16(*control_port);
+                e.u16(*data_port);
+                e.i64(*time_ms);
+            }
+            Message::Heartbeat { name, control_port, time_ms, backlog } => {
+                e.u8(tag::HEARTBEAT);
+                e.str(name);
+                e.u16(*control_port);
+                e.i64(*time_ms);
+                e.u64(*backlog);
+            }
+            Message::Welcome { time_ms } => {
+                e.u8(tag::WELCOME);
+                e.i64(*time_ms);
+            }
+            Message::Alarm(a) => {
+                e.u8(tag::ALARM);
+                for field in [&a.id, &a.host, &a.log_type, &a.level, &a.message, &a.time] {
+                    e.str(field);
+                }
+            }
+            Message::AlarmAck { id } => {
+                e.u8(tag::ALARM_ACK);
+                e.str(id);
+            }
+            Message::Error(text) => {
+                e.u8(tag::ERROR);
+                e.str(text);
+            }
+        }
+        e.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        let mut d = Decoder(bytes);
+        let msg = match d.u8()? {
+            tag::PING => Message::Ping,
+            tag::PONG => Message::Pong(d.info()?),
+            tag::LIST_PENDING => Message::ListPending,
+            tag::PENDING => {
+                let info = d.info()?;
+                let more = d.u8()? != 0;
+                let n = d.count(MAX_OFFERS)?;
+                let mut offers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let piece = d.piece()?;
+                    let size = d.u64()?;
+                    let token = d.token()?;
+                    offers.push(Offer { piece, size, token });
+                }
+                Message::Pending { info, offers, more }
+            }
+            tag::ACK => {
+                let n = d.count(MAX_OFFERS)?;
+                let mut pieces = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pieces.push(d.piece()?);
+                }
+                Message::Ack(pieces)
+            }
+            tag::ACK_OK => Message::AckOk,
+            tag::BYE => Message::Bye,
+            tag::FETCH => Message::Fetch { token: d.token()? },
+            tag::CHUNK => Message::Chunk(d.bytes(MAX_CHUNK)?.to_vec()),
+            tag::END => Message::End { len: d.u64()? },
+            tag::REGISTER => Message::Register {
+                name: d.str(MAX_NAME)?,
+                control_port: d.u16()?,
+                data_port: d.u16()?,
+                time_ms: d.i64()?,
+            },
+            tag::HEARTBEAT => Message::Heartbeat {
+                name: d.str(MAX_NAME)?,
+                control_port: d.u16()?,
+                time_ms: d.i64()?,
+                backlog: d.u64()?,
+            },
+            tag::WELCOME => Message::Welcome { time_ms: d.i64()? },
+            tag::ALARM => Message::Alarm(Alarm {
+                id: d.str(MAX_NAME)?,
+                host: d.str(MAX_NAME)?,
+                log_type: d.str(MAX_NAME)?,
+                level: d.str(MAX_NAME)?,
+                message: d.str(MAX_TEXT)?,
+                time: d.str(MAX_NAME)?,
+            }),
+            tag::ALARM_ACK => Message::AlarmAck { id: d.str(MAX_NAME)? },
+            tag::ERROR => Message::Error(d.str(MAX_TEXT)?),
+            t => return Err(DecodeError(format!("unknown message tag {t}"))),
+        };
+        if !d.0.is_empty() {
+            return Err(DecodeError(format!("{} trailing bytes", d.0.len())));
+        }
+        Ok(msg)
+    }
+
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping => "Ping",
+            Message::Pong(_) => "Pong",
+            Message::ListPending => "ListPending",
+            Message::Pending { .. } => "Pending",
+            Message::Ack(_) => "Ack",
+            Message::AckOk => "AckOk",
+            Message::Bye => "Bye",
+            Message::Fetch { .. } => "Fetch",
+            Message::Chunk(_) => "Chunk",
+            Message::End { .. } => "End",
+            Message::Register { .. } => "Register",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::Welcome { .. } => "Welcome",
+            Message::Alarm(_) => "Alarm",
+            Message::AlarmAck { .. } => "AlarmAck",
+            Message::Error(_) => "Error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        let info = AgentInfo { name: "pi1".into(), time_ms: -5, data_port: 8001, backlog: 42 };
+        let piece = PieceRef {
+            log_type: "cpu".into(),
+            kind: PieceKind::Archive,
+            epoch: 7,
+            start: 10,
+            end: 20,
+        };
+        vec![
+            Message::Ping,
+            Message::Pong(info.clone()),
+            Message::ListPending,
+            Message::Pending {
+                info,
+                offers: vec![Offer { piece: piece.clone(), size: 99, token: [3; 16] }],
+                more: true,
+            },
+            Message::Ack(vec![piece]),
+            Message::AckOk,
+            Message::Bye,
+            Message::Fetch { token: [1; 16] },
+            Message::Chunk(vec![0, 1, 2]),
+            Message::End { len: 3 },
+            Message::Register { name: "pi".into(), control_port: 8000, data_port: 8001, time_ms: 1 },
+            Message::Heartbeat { name: "pi".into(), control_port: 8000, time_ms: 2, backlog: 3 },
+            Message::Welcome { time_ms: 4 },
+            Message::Alarm(Alarm {
+                id: "ab".into(),
+                host: "pi".into(),
+                log_type: "mem".into(),
+                level: "warning".into(),
+                message: "high".into(),
+                time: "2026-11-21T10:00:00+00:00".into(),
+            }),
+            Message::AlarmAck { id: "ab".into() },
+            Message::Error("no".into()),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m, "{}", m.kind());
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_refused() {
+        for m in samples() {
+            let bytes = m.encode();
+            for cut in 0..bytes.len() {
+                assert!(Message::decode(&bytes[..cut]).is_err(), "{} cut at {cut}", m.kind());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Message::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn hostile_fields_are_refused() {
+        // A string length far beyond the limit.
+        let mut bytes = vec![tag::ERROR];
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Message::decode(&bytes).is_err());
+        // Too many offers.
+        let mut bytes = Message::Pending {
+            info: AgentInfo { name: "a".into(), time_ms: 0, data_port: 1, backlog: 0 },
+            offers: vec![],
+            more: false,
+        }
+        .encode();
+        let n = bytes.len();
+        bytes[n - 2..].copy_from_slice(&(MAX_OFFERS as u16 + 1).to_be_bytes());
+        assert!(Message::decode(&bytes).is_err());
+        // A backwards range.
+        let mut ack = vec![tag::ACK, 0, 1];
+        let mut e = Encoder(Vec::new());
+        e.piece(&PieceRef { log_type: "x".into(), kind: PieceKind::Current, epoch: 0, start: 5, end: 1 });
+        ack.extend_from_slice(&e.0);
+        assert!(Message::decode(&ack).is_err());
+        assert!(Message::decode(&[200]).is_err());
+        assert!(Message::decode(&[]).is_err());
+    }
+}

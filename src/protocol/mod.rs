@@ -1,0 +1,11 @@
+//! The wire protocol, in layers: `frame` (length-prefixed bytes), `auth`
+//! (key, handshake, per-frame MACs), `message` (what the frames mean) and
+//! `conn` (a stream that speaks all three).
+pub mod auth;
+pub mod conn;
+pub mod frame;
+pub mod message;
+
+pub use auth::{Key, Purpose};
+pub use conn::Connection;
+pub use message::{AgentInfo, Alarm, Message, Offer, PieceKind, PieceRef};
