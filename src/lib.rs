@@ -4,3 +4,4 @@ pub mod config;
 pub mod level;
 pub mod names;
 pub mod protocol;
+pub mod storage;

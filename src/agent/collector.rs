@@ -147,6 +147,9 @@ enum State {
     Failed(Outcome),
     /// The program (process group leader) is running or not yet reaped.
     Started(Child),
+    /// The outcome has been handed out, but the SIGKILLed program has not
+    /// been reaped yet (stuck in uninterruptible I/O); `kill` tries again.
+    Unreaped(Child),
     /// The outcome has been handed out, or the run was killed.
     Done,
 }
@@ -229,10 +232,12 @@ impl Running {
             )
         })?;
         // std leaves it unspecified whether a relative program path is resolved
-        // against the parent's or the child's directory; make it the child's.
+        // against the parent's or the child's directory; make it absolute,
+        // under the child's.
         let path = Path::new(program);
         let resolved = if path.is_relative() && program.contains('/') {
-            work_dir.join(path)
+            let joined = work_dir.join(path);
+            std::path::absolute(&joined).unwrap_or(joined)
         } else {
             path.to_path_buf()
         };
@@ -254,6 +259,10 @@ impl Running {
     pub fn poll(&mut self) -> Option<Outcome> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Done => None,
+            State::Unreaped(child) => {
+                self.state = State::Unreaped(child);
+                None
+            }
             State::Failed(outcome) => Some(outcome),
             State::Started(child) => self.poll_child(child),
         }
@@ -274,16 +283,13 @@ impl Running {
         };
         if exited {
             kill_group(pid);
-            let status = match reap(&mut child) {
-                Some(status) => status,
-                None => {
-                    warn!(
-                        "collector {}: pid {pid} exited but could not be reaped",
-                        self.name
-                    );
-                    ExitStatus::from_raw(0xff00) // exit status 255
-                }
-            };
+            let status = reap(&mut child);
+            if status.is_none() {
+                warn!(
+                    "collector {}: pid {pid} exited but its status could not be read",
+                    self.name
+                );
+            }
             return Some(self.finished(status));
         }
         if self.started.elapsed() >= self.timeout {
@@ -310,7 +316,9 @@ impl Running {
     /// Kill the process group now and reap (used at shutdown); idempotent.
     /// Afterwards `poll` returns `None`.
     pub fn kill(&mut self) {
-        if let State::Started(mut child) = std::mem::replace(&mut self.state, State::Done) {
+        if let State::Started(mut child) | State::Unreaped(mut child) =
+            std::mem::replace(&mut self.state, State::Done)
+        {
             let pid = child_pid(&child);
             kill_group(pid);
             if reap(&mut child).is_none() {
@@ -343,7 +351,7 @@ impl Running {
                 self.name
             );
             // Keep it so that `kill`/drop tries once more.
-            self.state = State::Started(child);
+            self.state = State::Unreaped(child);
         }
         let mut lines = self.stdout_lines();
         if self.mode == Mode::Nagios {
@@ -353,7 +361,7 @@ impl Running {
         Outcome::now(Level::Unknown, lines)
     }
 
-    fn finished(&self, status: ExitStatus) -> Outcome {
+    fn finished(&self, status: Option<ExitStatus>) -> Outcome {
         let lines = self.stdout_lines();
         match self.mode {
             Mode::Lines => lines_outcome(lines, status, || self.stderr_first_line()),
@@ -552,7 +560,10 @@ fn unknown_line(text: &str) -> String {
     format!("{text} {}", Level::Unknown)
 }
 
-fn describe_failure(status: ExitStatus) -> String {
+fn describe_failure(status: Option<ExitStatus>) -> String {
+    let Some(status) = status else {
+        return "exit status not available".to_string();
+    };
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => match Signal::try_from(signal) {
@@ -565,10 +576,10 @@ fn describe_failure(status: ExitStatus) -> String {
 
 fn lines_outcome(
     mut lines: Vec<String>,
-    status: ExitStatus,
+    status: Option<ExitStatus>,
     stderr: impl FnOnce() -> Option<String>,
 ) -> Outcome {
-    if !status.success() {
+    if !status.is_some_and(|s| s.success()) {
         let first_err = stderr().unwrap_or_else(|| "no stderr".to_string());
         lines.push(unknown_line(&format!(
             "failed: {}: {first_err}",
@@ -590,10 +601,10 @@ fn lines_outcome(
 
 fn nagios_outcome(
     lines: Vec<String>,
-    status: ExitStatus,
+    status: Option<ExitStatus>,
     stderr: impl FnOnce() -> Option<String>,
 ) -> Outcome {
-    let level = Level::from_nagios_exit(status.code());
+    let level = Level::from_nagios_exit(status.and_then(|s| s.code()));
     // A plugin that cannot even start its check ("check_disk: invalid
     // option") often says so on stderr only; that beats "no output".
     let text = match lines.into_iter().next() {
@@ -795,6 +806,23 @@ mod tests {
             out.lines,
             vec![s("failed: killed by signal 9 (SIGKILL): no stderr unknown")]
         );
+    }
+
+    #[test]
+    fn unreadable_exit_status_is_unknown() {
+        let out = lines_outcome(vec![s("x normal")], None, || None);
+        assert_eq!(out.level, Level::Unknown);
+        assert_eq!(
+            out.lines,
+            vec![
+                s("x normal"),
+                s("failed: exit status not available: no stderr unknown")
+            ]
+        );
+        let out = nagios_outcome(vec![s("LOAD OK")], None, || None);
+        assert_eq!(out.lines, vec![s("LOAD OK unknown")]);
+        assert_eq!(trailing_level("a b"), None);
+        assert_eq!(trailing_level("a Warning NORMAL"), Some(Level::Warning));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! File-system building blocks shared by agent and master: atomic state
+//! files, directory fsync, temp-file naming, and the archive header.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::protocol::message::PieceRef;
+
+/// Attach the path to an I/O error so logs say which file failed.
+pub fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Hidden sibling used while a file is being written: `.NAME.tmp`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Remove leftovers of writes interrupted by a crash.
+pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(with_path(e, dir)),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') && name.ends_with(".tmp") && path.is_file() {
+            fs::remove_file(&path).map_err(|e| with_path(e, &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Make renames and creations in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| with_path(e, dir))
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(with_path(e, path)),
+    }
+}
+
+/// Replace `path` atomically: readers see the old or the new file, never a
+/// mix. With `durable`, the new content survives power loss once this returns.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(path, &bytes, durable)
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = temp_path(path);
+    let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+    file.write_all(bytes)?;
+    if durable {
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
+    if durable {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// `TYPE-<UTC time>.log.gz`; the time has microseconds so names sort in
+/// creation order even for several rotations in one second.
+pub fn archive_name(log_type: &str, time: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{log_type}-{}.log.gz", time.format("%Y%m%dT%H%M%S%.6fZ"))
+}
+
+pub fn is_archive_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".log.gz") && !n.starts_with('.'))
+        && path.is_file()
+}
+
+/// The stream range an archive holds, kept in its gzip header comment so the
+/// file stays a plain gzip file for `zcat` and `zgrep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveHeader {
+    pub log_type: String,
+    pub epoch: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ArchiveHeader {
+    pub fn comment(&self) -> String {
+        format!(
+            "pihealth type={} epoch={} start={} end={}",
+            self.log_type, self.epoch, self.start, self.end
+        )
+    }
+
+    pub fn parse_comment(text: &str) -> Option<ArchiveHeader> {
+        let mut fields = text.strip_prefix("pihealth ")?.split(' ');
+        let mut get = |key: &str| fields.next()?.strip_prefix(key)?.strip_prefix('=').map(str::to_string);
+        let log_type = get("type")?;
+        let epoch = get("epoch")?.parse().ok()?;
+        let start = get("start")?.parse().ok()?;
+        let end = get("end")?.parse().ok()?;
+        (start <= end).then_some(ArchiveHeader { log_type, epoch, start, end })
+    }
+
+    pub fn matches(&self, piece: &PieceRef) -> bool {
+        self.log_type == piece.log_type
+            && self.epoch == piece.epoch
+            && self.start == piece.start
+            && self.end == piece.end
+    }
+
+    /// Read the header comment of a gzip file (RFC 1952 §2.3).
+    pub fn read(path: &Path) -> io::Result<ArchiveHeader> {
+        let mut r = BufReader::new(File::open(path)?);
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a pihealth archive: {why}"));
+        let mut fixed = [0u8; 10];
+        r.read_exact(&mut fixed)?;
+        if fixed[0] != 0x1f || fixed[1] != 0x8b || fixed[2] != 8 {
+            return Err(bad("not gzip"));
+        }
+        let flags = fixed[3];
+        if flags & 0x04 != 0 {
+            let mut xlen = [0u8; 2];
+            r.read_exact(&mut xlen)?;
+            io::copy(&mut (&mut r).take(u16::from_le_bytes(xlen) as u64), &mut io::sink())?;
+        }
+        let read_cstr = |r: &mut BufReader<File>| -> io::Result<Vec<u8>> {
+            let mut out = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                r.read_exact(&mut byte)?;
+                if byte[0] == 0 || out.len() > 1024 {
+                    return Ok(out);
+                }
+                out.push(byte[0]);
+            }
+        };
+        if flags & 0x08 != 0 {
+            read_cstr(&mut r)?;
+        }
+        if flags & 0x10 == 0 {
+            return Err(bad("no header comment"));
+        }
+        let comment = read_cstr(&mut r)?;
+        let text = String::from_utf8(comment).map_err(|_| bad("comment not text"))?;
+        ArchiveHeader::parse_comment(&text).ok_or_else(|| bad("comment not understood"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_through_a_real_gzip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpu-x.log.gz");
+        let h = ArchiveHeader { log_type: "cpu".into(), epoch: 42, start: 10, end: 25 };
+        crate::agent::logstore::write_gzip_atomic(&path, &h, &mut &b"hello normal\n"[..]).unwrap();
+        assert_eq!(ArchiveHeader::read(&path).unwrap(), h);
+        // And it is plain gzip.
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello normal\n");
+        assert!(ArchiveHeader::parse_comment("pihealth type=a epoch=1 start=5 end=1").is_none());
+        assert!(ArchiveHeader::parse_comment("other").is_none());
+    }
+}
