@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod config;
 pub mod level;
+pub mod master;
 pub mod names;
 pub mod protocol;
 pub mod storage;

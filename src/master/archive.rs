@@ -1,0 +1,546 @@
+//! The master's per-host archive: `log/HOST/TYPE.log` plus
+//! `logbackup/HOST/TYPE-<UTC time>.log.gz`, in stream order.
+//!
+//! For each type the master keeps (in `log/HOST/.pihealth-state.json`) the
+//! agent stream's `epoch` and `committed` offset: every byte below it is
+//! stored and fsynced. A piece is stored only beyond `committed`, so a
+//! piece sent twice (lost ack, agent restart) is stored once.
+//!
+//! Crash safety, step by step (acks go out only after `commit`):
+//! - current piece: append to `TYPE.log`, fsync; state in memory moves
+//!   `committed` and `local_len`; `commit` writes the state atomically and
+//!   durably. Bytes beyond `local_len` found on open were never committed
+//!   (the agent still has them) and are cut off.
+//! - archive piece: received into a hidden temp file, fsynced and verified
+//!   (it must inflate to exactly its range); then the current `TYPE.log` is
+//!   sealed (below) so file names keep stream order; then the state records
+//!   the intent `Store{name,end}` durably, the file is renamed to `name`,
+//!   and `committed` moves. On open, an intent whose file exists is
+//!   completed, one whose file does not is dropped.
+//! - seal (rotation by size, or before an incoming archive): intent
+//!   `Seal{name}` durably, gzip `TYPE.log` into `name` (temp, fsync,
+//!   rename), replace `TYPE.log` by an empty file, clear the intent. On
+//!   open, an intent whose file exists empties `TYPE.log`; otherwise
+//!   `TYPE.log` is intact and the intent is dropped.
+//!
+//! One writer per host: `log/HOST/.lock` is held with `flock` for as long
+//! as this value lives, by the daemon or by `pihealth pull` alike.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::logstore::write_gzip_atomic;
+use crate::protocol::message::PieceRef;
+use crate::storage::{self, archive_name, ArchiveHeader};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Intent {
+    Seal { archive: String },
+    Store { archive: String, epoch: u64, end: u64 },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TypeState {
+    epoch: u64,
+    committed: u64,
+    /// Committed length of `log/HOST/TYPE.log`.
+    local_len: u64,
+    /// Stream offset of the first byte of `TYPE.log`.
+    local_start: u64,
+    /// Newest archive name, so new names always sort after it.
+    last_archive: String,
+    pending: Option<Intent>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct HostState {
+    types: BTreeMap<String, TypeState>,
+}
+
+/// What to do with an offered piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Already stored: acknowledge without fetching.
+    AlreadyHave,
+    /// Fetch it and store all but the first `skip` bytes of its log.
+    Fetch { skip: u64 },
+}
+
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process (the daemon, or `pihealth pull`) is writing this host.
+    Busy,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Busy => f.write_str("another pull of this host is in progress"),
+            OpenError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+pub struct HostArchive {
+    host: String,
+    log_dir: PathBuf,
+    backup_dir: PathBuf,
+    rotate_size: u64,
+    state: HostState,
+    dirty: bool,
+    /// Things worth an entry in `events.log` (gaps, restarted streams).
+    pub events: Vec<String>,
+    _lock: File,
+}
+
+impl HostArchive {
+    pub fn open(log_root: &Path, backup_root: &Path, host: &str, rotate_size: u64) -> Result<HostArchive, OpenError> {
+        crate::names::check_host_name(host)
+            .map_err(|e| OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let log_dir = log_root.join(host);
+        let backup_dir = backup_root.join(host);
+        for dir in [&log_dir, &backup_dir] {
+            fs::create_dir_all(dir).map_err(|e| storage::with_path(e, dir))?;
+        }
+        let lock_path = log_dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| storage::with_path(e, &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy),
+            Err(fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
+        }
+        let state: HostState = storage::read_json(&log_dir.join(".pihealth-state.json"))?.unwrap_or_default();
+        let mut archive = HostArchive {
+            host: host.to_string(),
+            log_dir,
+            backup_dir,
+            rotate_size,
+            state,
+            dirty: false,
+            events: Vec::new(),
+            _lock: lock,
+        };
+        archive.recover()?;
+        Ok(archive)
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.log_dir.join(".pihealth-state.json")
+    }
+
+    fn log_path(&self, log_type: &str) -> PathBuf {
+        self.log_dir.join(format!("{log_type}.log"))
+    }
+
+    fn recover(&mut self) -> io::Result<()> {
+        storage::remove_temp_files(&self.backup_dir)?;
+        storage::remove_temp_files(&self.log_dir)?;
+        let names: Vec<String> = self.state.types.keys().cloned().collect();
+        for name in names {
+            let log_path = self.log_path(&name);
+            let backup_dir = self.backup_dir.clone();
+            let ts = self.state.types.get_mut(&name).expect("listed above");
+            match ts.pending.take() {
+                Some(Intent::Seal { archive }) => {
+                    if backup_dir.join(&archive).exists() {
+                        replace_with_empty(&log_path)?;
+                        ts.local_len = 0;
+                        ts.last_archive = archive;
+                    }
+                    self.dirty = true;
+                }
+                Some(Intent::Store { archive, epoch, end }) => {
+                    if backup_dir.join(&archive).exists() {
+                        ts.epoch = epoch;
+                        ts.committed = end;
+                        ts.last_archive = archive;
+                    }
+                    self.dirty = true;
+                }
+                None => {}
+            }
+            // Bytes appended but never committed: the agent still has them.
+            let len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            if len > ts.local_len {
+                log::warn!("{}/{name}: cutting {} uncommitted bytes", self.host, len - ts.local_len);
+                OpenOptions::new().write(true).open(&log_path)?.set_len(ts.local_len)?;
+            }
+        }
+        self.commit()
+    }
+
+    /// Decide what to do with an offered piece.
+    pub fn plan(&mut self, piece: &PieceRef) -> Plan {
+        match self.state.types.get(&piece.log_type) {
+            Some(ts) if ts.epoch == piece.epoch => {
+                if piece.end <= ts.committed {
+                    Plan::AlreadyHave
+                } else {
+                    if piece.start > ts.committed {
+                        self.events.push(format!(
+                            "{} {} gap of {} bytes before stream offset {} (dropped on the agent)",
+                            self.host,
+                            piece.log_type,
+                            piece.start - ts.committed,
+                            piece.start
+                        ));
+                    }
+                    Plan::Fetch { skip: ts.committed.saturating_sub(piece.start) }
+                }
+            }
+            Some(ts) if ts.committed > 0 => {
+                self.events.push(format!(
+                    "{} {} new stream {} from the agent (was {} at offset {})",
+                    self.host, piece.log_type, piece.epoch, ts.epoch, ts.committed
+                ));
+                Plan::Fetch { skip: 0 }
+            }
+            _ => Plan::Fetch { skip: 0 },
+        }
+    }
+
+    fn type_state(&mut self, piece: &PieceRef) -> &mut TypeState {
+        let ts = self.state.types.entry(piece.log_type.clone()).or_default();
+        if ts.epoch != piece.epoch {
+            ts.epoch = piece.epoch;
+            ts.committed = 0;
+        }
+        ts
+    }
+
+    /// Append a current-log piece (its bytes read from `data`, exactly
+    /// `piece.end - piece.start` of them), skipping the first `skip`.
+    /// Durable on return; visible to the agent only after `commit`.
+    pub fn store_current(&mut self, piece: &PieceRef, skip: u64, data: &mut dyn Read) -> io::Result<u64> {
+        let log_path = self.log_path(&piece.log_type);
+        let local_len = self.type_state(piece).local_len;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&log_path)
+            .map_err(|e| storage::with_path(e, &log_path))?;
+        file.set_len(local_len)?;
+        file.seek(SeekFrom::Start(local_len))?;
+        let expected = piece.end - piece.start;
+        io::copy(&mut data.take(skip), &mut io::sink())?;
+        let mut out = BufWriter::with_capacity(64 * 1024, &mut file);
+        let written = io::copy(data, &mut out)?;
+        out.flush()?;
+        drop(out);
+        if skip + written != expected {
+            file.set_len(local_len)?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("piece carried {} bytes, expected {expected}", skip + written),
+            ));
+        }
+        file.sync_data()?;
+        let ts = self.type_state(piece);
+        if ts.local_len == 0 {
+            ts.local_start = piece.start + skip;
+        }
+        ts.local_len += written;
+        ts.committed = piece.end;
+        self.dirty = true;
+        if self.type_state(piece).local_len >= self.rotate_size {
+            self.seal(&piece.log_type)?;
+        }
+        Ok(written)
+    }
+
+    /// Store a rotated archive as it came (gzip bytes read from `data`),
+    /// after checking it inflates to exactly its range. If the first `skip`
+    /// bytes are already stored, the rest is recompressed instead.
+    pub fn store_archive(&mut self, piece: &PieceRef, skip: u64, size: u64, data: &mut dyn Read) -> io::Result<u64> {
+        let incoming = self.backup_dir.join(format!(".incoming-{}.tmp", piece.log_type));
+        let mut file = File::create(&incoming).map_err(|e| storage::with_path(e, &incoming))?;
+        let received = io::copy(data, &mut file)?;
+        if received != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("archive carried {received} bytes, expected {size}"),
+            ));
+        }
+        file.sync_all()?;
+        let inflated = io::copy(&mut MultiGzDecoder::new(File::open(&incoming)?), &mut io::sink())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("archive does not inflate: {e}")))?;
+        if inflated != piece.end - piece.start {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("archive inflates to {inflated} bytes, expected {}", piece.end - piece.start),
+            ));
+        }
+        // Sealing first keeps file names in stream order.
+        if self.state.types.get(&piece.log_type).is_some_and(|t| t.local_len > 0) {
+            self.seal(&piece.log_type)?;
+        }
+        let name = self.next_archive_name(&piece.log_type);
+        let final_path = self.backup_dir.join(&name);
+        let ts = self.type_state(piece);
+        ts.pending = Some(Intent::Store { archive: name.clone(), epoch: piece.epoch, end: piece.end });
+        self.dirty = true;
+        self.commit()?;
+        if skip == 0 {
+            fs::rename(&incoming, &final_path)?;
+            storage::sync_dir(&self.backup_dir)?;
+        } else {
+            // Rare: part of this archive was already stored from the current
+            // log before the agent rotated. Keep only the new part.
+            let header = ArchiveHeader {
+                log_type: piece.log_type.clone(),
+                epoch: piece.epoch,
+                start: piece.start + skip,
+                end: piece.end,
+            };
+            let mut decoder = MultiGzDecoder::new(File::open(&incoming)?);
+            io::copy(&mut (&mut decoder).take(skip), &mut io::sink())?;
+            write_gzip_atomic(&final_path, &header, &mut decoder)?;
+            fs::remove_file(&incoming)?;
+        }
+        let ts = self.type_state(piece);
+        ts.pending = None;
+        ts.committed = piece.end;
+        ts.last_archive = name;
+        self.dirty = true;
+        Ok(piece.end - piece.start - skip)
+    }
+
+    fn next_archive_name(&self, log_type: &str) -> String {
+        let last = self.state.types.get(log_type).map(|t| t.last_archive.as_str()).unwrap_or("");
+        let mut time = chrono::Utc::now();
+        loop {
+            let name = archive_name(log_type, time);
+            if name.as_str() > last && !self.backup_dir.join(&name).exists() {
+                return name;
+            }
+            time += chrono::Duration::microseconds(1);
+        }
+    }
+
+    /// Compress the current `TYPE.log` into the backup directory.
+    pub fn seal(&mut self, log_type: &str) -> io::Result<()> {
+        let Some(ts) = self.state.types.get(log_type) else { return Ok(()) };
+        if ts.local_len == 0 {
+            return Ok(());
+        }
+        let header = ArchiveHeader {
+            log_type: log_type.to_string(),
+            epoch: ts.epoch,
+            start: ts.local_start,
+            end: ts.committed,
+        };
+        let local_len = ts.local_len;
+        let name = self.next_archive_name(log_type);
+        self.state.types.get_mut(log_type).expect("checked").pending = Some(Intent::Seal { archive: name.clone() });
+        self.dirty = true;
+        self.commit()?;
+        let log_path = self.log_path(log_type);
+        write_gzip_atomic(&self.backup_dir.join(&name), &header, &mut File::open(&log_path)?.take(local_len))?;
+        replace_with_empty(&log_path)?;
+        let ts = self.state.types.get_mut(log_type).expect("checked");
+        ts.pending = None;
+        ts.local_len = 0;
+        ts.last_archive = name;
+        self.dirty = true;
+        self.commit()
+    }
+
+    /// Make everything stored so far durable in the state. Only after this
+    /// may the agent be told to release it.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.dirty {
+            storage::write_json_atomic(&self.state_path(), &self.state, true)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+fn replace_with_empty(path: &Path) -> io::Result<()> {
+    let tmp = storage::temp_path(path);
+    File::create(&tmp)?.sync_all()?;
+    fs::rename(&tmp, path)?;
+    storage::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Read a host's whole archive of one type, oldest first (for tests and
+/// `pihealth logs`): every `.gz` in name order, then `TYPE.log`.
+pub fn read_all(log_root: &Path, backup_root: &Path, host: &str, log_type: &str) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for path in archive_files(backup_root, host, log_type)? {
+        MultiGzDecoder::new(File::open(&path)?).read_to_end(&mut out)?;
+    }
+    match File::open(log_root.join(host).join(format!("{log_type}.log"))) {
+        Ok(mut f) => {
+            f.read_to_end(&mut out)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
+
+/// A host's archives of one type, oldest first.
+pub fn archive_files(backup_root: &Path, host: &str, log_type: &str) -> io::Result<Vec<PathBuf>> {
+    let dir = backup_root.join(host);
+    let prefix = format!("{log_type}-");
+    let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                storage::is_archive_file(p)
+                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.strip_prefix(&prefix)
+                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                    })
+            })
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::PieceKind;
+
+    fn piece(kind: PieceKind, start: u64, end: u64) -> PieceRef {
+        PieceRef { log_type: "cpu".into(), kind, epoch: 1, start, end }
+    }
+
+    fn gz(header_start: u64, data: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log.gz");
+        let h = ArchiveHeader { log_type: "cpu".into(), epoch: 1, start: header_start, end: header_start + data.len() as u64 };
+        write_gzip_atomic(&path, &h, &mut &data[..]).unwrap();
+        fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn duplicates_are_stored_once_and_order_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let p1 = piece(PieceKind::Current, 0, 6);
+        assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
+        a.store_current(&p1, 0, &mut &b"a \nb \n"[..]).unwrap();
+        a.commit().unwrap();
+        assert_eq!(a.plan(&p1), Plan::AlreadyHave);
+        // Overlapping re-offer after a lost ack: only the new part is stored.
+        let p2 = piece(PieceKind::Current, 3, 9);
+        assert_eq!(a.plan(&p2), Plan::Fetch { skip: 3 });
+        a.store_current(&p2, 3, &mut &b"b \nc \n"[..]).unwrap();
+        // An archive, partly known already (rotated after our ack).
+        let data = b"c \nd \n";
+        let bytes = gz(6, data);
+        let p3 = piece(PieceKind::Archive, 6, 12);
+        assert_eq!(a.plan(&p3), Plan::Fetch { skip: 3 });
+        a.store_archive(&p3, 3, bytes.len() as u64, &mut &bytes[..]).unwrap();
+        let p4 = piece(PieceKind::Current, 12, 15);
+        a.store_current(&p4, 0, &mut &b"e \n"[..]).unwrap();
+        a.commit().unwrap();
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \nc \nd \ne \n");
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let _a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        assert!(matches!(HostArchive::open(&log, &backup, "pi1", 1 << 20), Err(OpenError::Busy)));
+        assert!(HostArchive::open(&log, &backup, "pi2", 1 << 20).is_ok());
+        assert!(HostArchive::open(&log, &backup, "../../etc", 1 << 20).is_err());
+    }
+
+    #[test]
+    fn uncommitted_append_is_cut_and_refetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        {
+            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..]).unwrap();
+            a.commit().unwrap();
+            // Crash after the append, before commit: no ack was sent.
+            a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..]).unwrap();
+        }
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let again = piece(PieceKind::Current, 3, 6);
+        assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
+        a.store_current(&again, 0, &mut &b"b \n"[..]).unwrap();
+        a.commit().unwrap();
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
+    }
+
+    #[test]
+    fn rotation_by_size_and_interrupted_intents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut expected = Vec::new();
+        {
+            let mut a = HostArchive::open(&log, &backup, "pi1", 1024).unwrap();
+            let mut off = 0;
+            for i in 0..100 {
+                let line = format!("line {i:03} normal\n");
+                let p = piece(PieceKind::Current, off, off + line.len() as u64);
+                a.store_current(&p, 0, &mut line.as_bytes()).unwrap();
+                off = p.end;
+                expected.extend_from_slice(line.as_bytes());
+            }
+            a.commit().unwrap();
+            // Simulate a crash inside a seal, after its archive was written.
+            let name = a.next_archive_name("cpu");
+            let ts = a.state.types.get_mut("cpu").unwrap();
+            let header = ArchiveHeader { log_type: "cpu".into(), epoch: 1, start: ts.local_start, end: ts.committed };
+            let len = ts.local_len;
+            ts.pending = Some(Intent::Seal { archive: name.clone() });
+            a.dirty = true;
+            a.commit().unwrap();
+            write_gzip_atomic(&backup.join("pi1").join(&name), &header, &mut File::open(log.join("pi1/cpu.log")).unwrap().take(len)).unwrap();
+        }
+        let _a = HostArchive::open(&log, &backup, "pi1", 1024).unwrap();
+        // One seal by size, one finished from the interrupted intent.
+        assert_eq!(archive_files(&backup, "pi1", "cpu").unwrap().len(), 2);
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), expected);
+    }
+
+    #[test]
+    fn corrupt_or_short_archives_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut bytes = gz(0, b"abc\n");
+        let p = piece(PieceKind::Archive, 0, 4);
+        let n = bytes.len();
+        bytes[n - 6] ^= 0xff; // inside the CRC-32 trailer
+        assert!(a.store_archive(&p, 0, n as u64, &mut &bytes[..]).is_err());
+        let wrong_range = piece(PieceKind::Archive, 0, 5);
+        let good = gz(0, b"abc\n");
+        assert!(a.store_archive(&wrong_range, 0, good.len() as u64, &mut &good[..]).is_err());
+        assert_eq!(a.plan(&p), Plan::Fetch { skip: 0 });
+    }
+}

@@ -1,0 +1,3 @@
+//! The master: registry and liveness, the pull scheduler, the per-host
+//! archive, and the alarm receiver.
+pub mod archive;
