@@ -4,5 +4,6 @@ pub mod config;
 pub mod level;
 pub mod master;
 pub mod names;
+pub mod net;
 pub mod protocol;
 pub mod storage;

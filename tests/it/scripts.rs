@@ -610,32 +610,27 @@ fn proc_finds_a_busy_loop() {
             .expect("spawn a busy loop"),
     );
     let pid = child.0.id();
-    // ps's %CPU is CPU time over the process's lifetime: wait until the loop
-    // has clearly earned its place (the deadline only guards against a hang).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ps_cpu(pid).is_none_or(|c| c < 60.0) {
-        assert!(
-            Instant::now() < deadline,
-            "busy loop never reached 60% CPU: {:?}",
-            ps_cpu(pid)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    // On a machine crowded by parallel tests one look may still miss it: a
-    // few attempts, each a complete run of the script.
     let env = [
         ("PIHEALTH_PROC_RECHECK", Some("0.5")),
         ("PIHEALTH_PROC_THRESHOLD", Some("50")),
     ];
+    // ps's %CPU is CPU time over the process's lifetime, so on a machine
+    // crowded by parallel tests the loop can sit near 50% for a while. Ask
+    // proc.sh each time ps shows the loop clearly above the threshold, until
+    // it is found; the deadline only guards against a hang.
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = Vec::new();
-    for _ in 0..5 {
-        last = procs(&env);
-        if let Some(f) = last.iter().find(|f| f[1] == pid.to_string()) {
-            assert_eq!(f[0], "bash", "{f:?}");
-            assert_eq!(f[2], current_user(), "{f:?}");
-            assert!(float(&f[3]) >= 50.0, "{f:?}");
-            return;
+    while Instant::now() < deadline {
+        if ps_cpu(pid).is_some_and(|c| c >= 55.0) {
+            last = procs(&env);
+            if let Some(f) = last.iter().find(|f| f[1] == pid.to_string()) {
+                assert_eq!(f[0], "bash", "{f:?}");
+                assert_eq!(f[2], current_user(), "{f:?}");
+                assert!(float(&f[3]) >= 50.0, "{f:?}");
+                return;
+            }
         }
+        thread::sleep(Duration::from_millis(200));
     }
     panic!("busy loop {pid} not found by proc.sh: {last:?}");
 }
