@@ -300,7 +300,11 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError
         message: format!("cannot read the configuration file: {e}"),
     })?;
     // An empty file means "all defaults"; YAML would call it null.
-    let text = if text.trim().is_empty() { "{}" } else { text.as_str() };
+    let text = if text.trim().is_empty() {
+        "{}"
+    } else {
+        text.as_str()
+    };
     serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
         let key = e.path().to_string();
         ConfigError {
@@ -349,7 +353,11 @@ impl MasterConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         if self.workers == 0 || self.workers > 1024 {
-            return Err(invalid(path, "workers", "expected a pool size from 1 to 1024"));
+            return Err(invalid(
+                path,
+                "workers",
+                "expected a pool size from 1 to 1024",
+            ));
         }
         if self.heartbeat_misses == 0 {
             return Err(invalid(path, "heartbeat_misses", "expected at least 1"));
@@ -434,11 +442,16 @@ impl AgentConfig {
         if let Some(name) = &self.name {
             crate::names::check_host_name(name).map_err(|m| invalid(path, "name", m))?;
         }
-        self.master_address().map_err(|m| invalid(path, "master", m))?;
+        self.master_address()
+            .map_err(|m| invalid(path, "master", m))?;
         self.master_alarm_address()
             .map_err(|m| invalid(path, "master_alarm", m))?;
         if self.workers == 0 || self.workers > 256 {
-            return Err(invalid(path, "workers", "expected a pool size from 1 to 256"));
+            return Err(invalid(
+                path,
+                "workers",
+                "expected a pool size from 1 to 256",
+            ));
         }
         for (key, d) in [
             ("realarm_interval", self.realarm_interval),
@@ -474,7 +487,9 @@ impl AgentConfig {
 
     /// The agent's name: configured, or this machine's host name.
     pub fn agent_name(&self) -> String {
-        self.name.clone().unwrap_or_else(crate::names::local_host_name)
+        self.name
+            .clone()
+            .unwrap_or_else(crate::names::local_host_name)
     }
 
     pub fn collector_specs(&self, path: &Path) -> Result<Vec<CollectorSpec>, ConfigError> {
@@ -483,7 +498,11 @@ impl AgentConfig {
             let key = |field: &str| format!("collectors[{i}].{field}");
             crate::names::check_type_name(&c.name).map_err(|m| invalid(path, &key("name"), m))?;
             if specs.iter().any(|s| s.name == c.name) {
-                return Err(invalid(path, &key("name"), format!("`{}` is used twice", c.name)));
+                return Err(invalid(
+                    path,
+                    &key("name"),
+                    format!("`{}` is used twice", c.name),
+                ));
             }
             let argv = split_command(&c.command).map_err(|m| invalid(path, &key("command"), m))?;
             require_positive(path, &key("interval"), c.interval.0)?;
@@ -576,11 +595,17 @@ mod tests {
         assert_eq!(specs[1].mode, Mode::Nagios);
         assert_eq!(specs[0].timeout, Duration::from_secs(10));
 
-        let path = write(&dir, "collectors:\n  - {name: ../x, command: a, interval: 1s}\n");
+        let path = write(
+            &dir,
+            "collectors:\n  - {name: ../x, command: a, interval: 1s}\n",
+        );
         let e = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("collectors[0].name"), "{e}");
 
-        let path = write(&dir, "collectors:\n  - {name: x, command: a, interval: 1s, mode: nrpe}\n");
+        let path = write(
+            &dir,
+            "collectors:\n  - {name: x, command: a, interval: 1s, mode: nrpe}\n",
+        );
         let e = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("collectors[0]"), "{e}");
     }

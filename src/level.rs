@@ -65,7 +65,9 @@ impl FromStr for Level {
         Level::ALL
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("`{s}` is not a level (normal, note, warning, critical, unknown)"))
+            .ok_or_else(|| {
+                format!("`{s}` is not a level (normal, note, warning, critical, unknown)")
+            })
     }
 }
 

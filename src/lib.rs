@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod level;
 pub mod master;

@@ -1,1 +1,220 @@
-fn main() {}
+//! `pihealth`: one binary, the agent and the master plus operator commands.
+//! Thin: parse arguments, set up logging and signals, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use pihealth::config::{AgentConfig, MasterConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "pihealth",
+    version,
+    about = "Health monitoring for fleets of Linux hosts: agents collect, a master pulls and archives."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the master daemon.
+    Master {
+        #[arg(short, long, default_value = "config/master.yaml")]
+        config: PathBuf,
+    },
+    /// Run the agent daemon.
+    Agent {
+        #[arg(short, long, default_value = "config/agent.yaml")]
+        config: PathBuf,
+    },
+    /// One pull cycle now, then exit (for cron); exit 1 if any agent failed.
+    Pull {
+        #[arg(short, long, default_value = "config/master.yaml")]
+        config: PathBuf,
+        /// Only this host (name or control address); repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Print one host's log of one type, oldest first, archives included.
+    Logs {
+        #[arg(short, long, default_value = "config/master.yaml")]
+        config: PathBuf,
+        host: String,
+        #[arg(value_name = "TYPE")]
+        log_type: String,
+        /// Only lines at or after this time: RFC 3339 or relative like 2h.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines before this time: RFC 3339 or relative like 30m.
+        #[arg(long)]
+        until: Option<String>,
+        /// Keep printing new lines as pulls land.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Table of agents: state, last heartbeat and pull, backlog, alarms, skew.
+    Status {
+        #[arg(short, long, default_value = "config/master.yaml")]
+        config: PathBuf,
+    },
+    /// Recent alarms, newest last.
+    Alarms {
+        #[arg(short, long, default_value = "config/master.yaml")]
+        config: PathBuf,
+        /// Only alarms at or after this time: RFC 3339 or relative like 2h.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Write a new random shared key file with mode 0600.
+    Keygen {
+        #[arg(default_value = "config/pihealth.key")]
+        path: PathBuf,
+        /// Replace an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A master and N agents on 127.0.0.x in a temporary directory.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        agents: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Keep the demo directory here instead of deleting it.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+/// A config error: exit 2 without touching any data.
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pihealth: {e}");
+    ExitCode::from(2)
+}
+
+fn failure(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pihealth: {e}");
+    ExitCode::from(1)
+}
+
+/// Ctrl-C and SIGTERM set the returned flag.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    Ok(stop)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Master { config } => {
+            let cfg = match MasterConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            let stop = match stop_on_signals() {
+                Ok(s) => s,
+                Err(e) => return failure(e),
+            };
+            match pihealth::master::run(&cfg, &config, stop) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            }
+        }
+        Command::Agent { config } => {
+            let cfg = match AgentConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            let stop = match stop_on_signals() {
+                Ok(s) => s,
+                Err(e) => return failure(e),
+            };
+            match pihealth::agent::run(&cfg, &config, stop) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            }
+        }
+        Command::Pull { config, hosts } => {
+            let cfg = match MasterConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            match pihealth::master::pull_once(&cfg, &config, &hosts) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => failure(e),
+            }
+        }
+        Command::Logs {
+            config,
+            host,
+            log_type,
+            since,
+            until,
+            follow,
+        } => {
+            let cfg = match MasterConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            let query = pihealth::cli::logs::Query {
+                host,
+                log_type,
+                since,
+                until,
+                follow,
+            };
+            match pihealth::cli::logs::run(&cfg, &query) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            }
+        }
+        Command::Status { config } => {
+            let cfg = match MasterConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            match pihealth::cli::status::print(&cfg.log_dir, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            }
+        }
+        Command::Alarms { config, since } => {
+            let cfg = match MasterConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            match pihealth::cli::alarms::print(&cfg.log_dir, since.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failure(e),
+            }
+        }
+        Command::Keygen { path, force } => match pihealth::cli::keygen(&path, force) {
+            Ok(()) => {
+                println!(
+                    "wrote a new key to {} (mode 600); copy it to the master and every agent",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        },
+        Command::Demo {
+            agents,
+            seconds,
+            keep,
+        } => match pihealth::cli::demo::run(agents, seconds, keep.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => failure(e),
+        },
+    }
+}

@@ -15,9 +15,12 @@ fn check(name: &str, what: &str, max: usize, allow_dot: bool) -> Result<(), Stri
         return Err(format!("expected a {what} name, got an empty one"));
     }
     if name.len() > max {
-        return Err(format!("expected a {what} name of at most {max} characters"));
+        return Err(format!(
+            "expected a {what} name of at most {max} characters"
+        ));
     }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (allow_dot && c == '.');
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (allow_dot && c == '.');
     if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
         return Err(format!(
             "expected a {what} name of letters, digits{} `-` and `_`, found {bad:?}",
@@ -25,7 +28,9 @@ fn check(name: &str, what: &str, max: usize, allow_dot: bool) -> Result<(), Stri
         ));
     }
     if name.starts_with('.') || name.contains("..") {
-        return Err(format!("a {what} name may not start with `.` or contain `..`"));
+        return Err(format!(
+            "a {what} name may not start with `.` or contain `..`"
+        ));
     }
     Ok(())
 }
@@ -48,7 +53,13 @@ pub fn local_host_name() -> String {
     let cleaned: String = raw
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(MAX_HOST_NAME)
         .collect();
     if check_host_name(&cleaned).is_ok() {
@@ -64,7 +75,17 @@ mod tests {
 
     #[test]
     fn hostile_host_names_are_refused() {
-        for bad in ["", "..", "../../etc", "a/b", "a\0b", ".hidden", "a..b", "x y", &"a".repeat(300)] {
+        for bad in [
+            "",
+            "..",
+            "../../etc",
+            "a/b",
+            "a\0b",
+            ".hidden",
+            "a..b",
+            "x y",
+            &"a".repeat(300),
+        ] {
             assert!(check_host_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["pi1", "node-07.lab", "a_b", "127.0.0.2"] {

@@ -19,7 +19,11 @@ use threadpool::ThreadPool;
 
 /// Connect with a deadline, then set I/O timeouts and disable Nagle (our
 /// frames are small request/response pairs).
-pub fn connect(addr: SocketAddr, connect_timeout: Duration, io_timeout: Duration) -> io::Result<TcpStream> {
+pub fn connect(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, connect_timeout)
         .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
     prepare(&stream, io_timeout)?;
@@ -33,7 +37,8 @@ pub fn prepare(stream: &TcpStream, io_timeout: Duration) -> io::Result<()> {
 }
 
 pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}")))
+    TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}")))
 }
 
 /// What handles one accepted connection, on a pool thread.
@@ -62,40 +67,52 @@ impl AcceptLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let label = name.to_string();
-        let thread = thread::Builder::new().name(format!("accept-{name}")).spawn(move || {
-            let mut backoff = Duration::from_millis(5);
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(5);
-                        if flag.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        if pool.queued_count() >= max_queued {
-                            log::warn!("{label}: {peer} dropped: {} connections already waiting", pool.queued_count());
-                            continue;
-                        }
-                        if let Err(e) = prepare(&stream, io_timeout) {
-                            log::debug!("{label}: {peer}: {e}");
-                            continue;
-                        }
-                        let handler = handler.clone();
-                        let label = label.clone();
-                        pool.execute(move || {
-                            if catch_unwind(AssertUnwindSafe(|| handler(stream, peer))).is_err() {
-                                log::error!("{label}: handler for {peer} panicked; connection dropped");
+        let thread = thread::Builder::new()
+            .name(format!("accept-{name}"))
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(5);
+                while !flag.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, peer)) => {
+                            backoff = Duration::from_millis(5);
+                            if flag.load(Ordering::SeqCst) {
+                                break;
                             }
-                        });
-                    }
-                    Err(e) => {
-                        log::warn!("{label}: accept failed: {e}; retrying in {backoff:?}");
-                        thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                            if pool.queued_count() >= max_queued {
+                                log::warn!(
+                                    "{label}: {peer} dropped: {} connections already waiting",
+                                    pool.queued_count()
+                                );
+                                continue;
+                            }
+                            if let Err(e) = prepare(&stream, io_timeout) {
+                                log::debug!("{label}: {peer}: {e}");
+                                continue;
+                            }
+                            let handler = handler.clone();
+                            let label = label.clone();
+                            pool.execute(move || {
+                                if catch_unwind(AssertUnwindSafe(|| handler(stream, peer))).is_err()
+                                {
+                                    log::error!(
+                                        "{label}: handler for {peer} panicked; connection dropped"
+                                    );
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            log::warn!("{label}: accept failed: {e}; retrying in {backoff:?}");
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
                     }
                 }
-            }
-        })?;
-        Ok(AcceptLoop { addr, stop, thread: Some(thread) })
+            })?;
+        Ok(AcceptLoop {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -106,8 +123,12 @@ impl AcceptLoop {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let wake = match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.addr.port()),
-            IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), self.addr.port()),
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), self.addr.port())
+            }
             _ => self.addr,
         };
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
@@ -162,7 +183,15 @@ mod tests {
         let handler: Handler = Arc::new(|mut s: TcpStream, _| {
             let _ = s.write_all(b"hi");
         });
-        let mut l = AcceptLoop::start("test", listener, pool.clone(), Duration::from_secs(1), 100, handler).unwrap();
+        let mut l = AcceptLoop::start(
+            "test",
+            listener,
+            pool.clone(),
+            Duration::from_secs(1),
+            100,
+            handler,
+        )
+        .unwrap();
         let mut c = TcpStream::connect(l.local_addr()).unwrap();
         let mut buf = String::new();
         c.read_to_string(&mut buf).unwrap();
@@ -184,7 +213,8 @@ mod tests {
             }
             let _ = s.write_all(b"ok");
         });
-        let mut l = AcceptLoop::start("test", listener, pool, Duration::from_secs(1), 100, handler).unwrap();
+        let mut l = AcceptLoop::start("test", listener, pool, Duration::from_secs(1), 100, handler)
+            .unwrap();
         let mut bad = TcpStream::connect(l.local_addr()).unwrap();
         bad.write_all(b"p").unwrap();
         let _ = bad.read(&mut [0u8; 1]);

@@ -40,14 +40,19 @@ pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
 
 /// Make renames and creations in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| with_path(e, dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, dir))
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(with_path(e, path)),
     }
@@ -111,12 +116,23 @@ impl ArchiveHeader {
 
     pub fn parse_comment(text: &str) -> Option<ArchiveHeader> {
         let mut fields = text.strip_prefix("pihealth ")?.split(' ');
-        let mut get = |key: &str| fields.next()?.strip_prefix(key)?.strip_prefix('=').map(str::to_string);
+        let mut get = |key: &str| {
+            fields
+                .next()?
+                .strip_prefix(key)?
+                .strip_prefix('=')
+                .map(str::to_string)
+        };
         let log_type = get("type")?;
         let epoch = get("epoch")?.parse().ok()?;
         let start = get("start")?.parse().ok()?;
         let end = get("end")?.parse().ok()?;
-        (start <= end).then_some(ArchiveHeader { log_type, epoch, start, end })
+        (start <= end).then_some(ArchiveHeader {
+            log_type,
+            epoch,
+            start,
+            end,
+        })
     }
 
     pub fn matches(&self, piece: &PieceRef) -> bool {
@@ -129,7 +145,12 @@ impl ArchiveHeader {
     /// Read the header comment of a gzip file (RFC 1952 §2.3).
     pub fn read(path: &Path) -> io::Result<ArchiveHeader> {
         let mut r = BufReader::new(File::open(path)?);
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a pihealth archive: {why}"));
+        let bad = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a pihealth archive: {why}"),
+            )
+        };
         let mut fixed = [0u8; 10];
         r.read_exact(&mut fixed)?;
         if fixed[0] != 0x1f || fixed[1] != 0x8b || fixed[2] != 8 {
@@ -139,7 +160,10 @@ impl ArchiveHeader {
         if flags & 0x04 != 0 {
             let mut xlen = [0u8; 2];
             r.read_exact(&mut xlen)?;
-            io::copy(&mut (&mut r).take(u16::from_le_bytes(xlen) as u64), &mut io::sink())?;
+            io::copy(
+                &mut (&mut r).take(u16::from_le_bytes(xlen) as u64),
+                &mut io::sink(),
+            )?;
         }
         let read_cstr = |r: &mut BufReader<File>| -> io::Result<Vec<u8>> {
             let mut out = Vec::new();
@@ -172,12 +196,19 @@ mod tests {
     fn header_round_trip_through_a_real_gzip_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cpu-x.log.gz");
-        let h = ArchiveHeader { log_type: "cpu".into(), epoch: 42, start: 10, end: 25 };
+        let h = ArchiveHeader {
+            log_type: "cpu".into(),
+            epoch: 42,
+            start: 10,
+            end: 25,
+        };
         crate::agent::logstore::write_gzip_atomic(&path, &h, &mut &b"hello normal\n"[..]).unwrap();
         assert_eq!(ArchiveHeader::read(&path).unwrap(), h);
         // And it is plain gzip.
         let mut text = String::new();
-        flate2::read::GzDecoder::new(File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(File::open(&path).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
         assert_eq!(text, "hello normal\n");
         assert!(ArchiveHeader::parse_comment("pihealth type=a epoch=1 start=5 end=1").is_none());
         assert!(ArchiveHeader::parse_comment("other").is_none());

@@ -216,7 +216,11 @@ impl LogStore {
                     .map(|a| a.header.end)
                     .max()
                     .unwrap_or(0);
-                TypeState { epoch, base, acked: base }
+                TypeState {
+                    epoch,
+                    base,
+                    acked: base,
+                }
             }
         };
         let mut len = file_len(&log_path)?;
@@ -231,7 +235,9 @@ impl LogStore {
         if archived_end > state.base {
             let cut = archived_end - state.base;
             if len >= cut {
-                log::warn!("{name}: finishing an interrupted rotation ({cut} bytes already archived)");
+                log::warn!(
+                    "{name}: finishing an interrupted rotation ({cut} bytes already archived)"
+                );
                 drop_prefix(&log_path, cut)?;
                 len -= cut;
             }
@@ -246,10 +252,18 @@ impl LogStore {
         let keep = complete_prefix_len(&log_path, len, state.acked.saturating_sub(state.base))?;
         if keep < len {
             log::warn!("{name}: removing a torn record of {} bytes", len - keep);
-            OpenOptions::new().write(true).open(&log_path)?.set_len(keep)?;
+            OpenOptions::new()
+                .write(true)
+                .open(&log_path)?
+                .set_len(keep)?;
             len = keep;
         }
-        let log = TypeLog { state, len, file: None, archives };
+        let log = TypeLog {
+            state,
+            len,
+            file: None,
+            archives,
+        };
         if saved != Some(state) {
             storage::write_json_atomic(&self.state_path(name), &state, true)?;
         }
@@ -350,7 +364,11 @@ impl LogStore {
             // The oldest archive of any type: archive names carry UTC times.
             let oldest = types
                 .iter()
-                .filter_map(|(name, t)| t.archives.first().map(|a| (archive_time(&a.path), name.clone())))
+                .filter_map(|(name, t)| {
+                    t.archives
+                        .first()
+                        .map(|a| (archive_time(&a.path), name.clone()))
+                })
                 .min();
             let Some((_, name)) = oldest else { break };
             let log = types.get_mut(&name).expect("found above");
@@ -366,7 +384,11 @@ impl LogStore {
                     d.archives += 1;
                     d.bytes += bytes;
                 }
-                None => drops.push(Dropped { log_type: name, archives: 1, bytes }),
+                None => drops.push(Dropped {
+                    log_type: name,
+                    archives: 1,
+                    bytes,
+                }),
             }
         }
         Ok(drops)
@@ -428,10 +450,17 @@ impl LogStore {
                     .iter()
                     .find(|a| a.header.matches(piece))
                     .ok_or_else(gone)?;
-                Ok(PieceReader { file: File::open(&a.path)?, offset: 0, len: a.size })
+                Ok(PieceReader {
+                    file: File::open(&a.path)?,
+                    offset: 0,
+                    len: a.size,
+                })
             }
             PieceKind::Current => {
-                if piece.epoch != log.state.epoch || piece.start < log.state.base || piece.end > log.end() {
+                if piece.epoch != log.state.epoch
+                    || piece.start < log.state.base
+                    || piece.end > log.end()
+                {
                     return Err(gone());
                 }
                 Ok(PieceReader {
@@ -460,9 +489,16 @@ impl LogStore {
                 // An ack for a range since rotated away changes nothing here:
                 // the archive holding it is offered, and the master skips
                 // the part it already has.
-                if piece.epoch == log.state.epoch && piece.end > log.state.acked && piece.end <= log.end() {
+                if piece.epoch == log.state.epoch
+                    && piece.end > log.state.acked
+                    && piece.end <= log.end()
+                {
                     log.state.acked = piece.end;
-                    storage::write_json_atomic(&self.state_path(&piece.log_type), &log.state, false)?;
+                    storage::write_json_atomic(
+                        &self.state_path(&piece.log_type),
+                        &log.state,
+                        false,
+                    )?;
                 }
             }
         }
@@ -476,7 +512,9 @@ impl LogStore {
 }
 
 fn new_epoch() -> io::Result<u64> {
-    Ok(u64::from_be_bytes(crate::protocol::auth::random_bytes::<8>()?))
+    Ok(u64::from_be_bytes(
+        crate::protocol::auth::random_bytes::<8>()?,
+    ))
 }
 
 fn file_len(path: &Path) -> io::Result<u64> {
@@ -543,7 +581,11 @@ fn archive_time(path: &Path) -> String {
 
 /// Gzip `source` into `path` (via a hidden temp file, fsynced, renamed),
 /// with the stream range in the header comment. Returns the compressed size.
-pub fn write_gzip_atomic(path: &Path, header: &ArchiveHeader, source: &mut dyn Read) -> io::Result<u64> {
+pub fn write_gzip_atomic(
+    path: &Path,
+    header: &ArchiveHeader,
+    source: &mut dyn Read,
+) -> io::Result<u64> {
     let tmp = storage::temp_path(path);
     let file = File::create(&tmp).map_err(|e| storage::with_path(e, &tmp))?;
     let mut encoder: GzEncoder<File> = GzBuilder::new()
@@ -582,7 +624,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let backup = dir.path().join("logbackup");
-        Fixture { _dir: dir, log, backup }
+        Fixture {
+            _dir: dir,
+            log,
+            backup,
+        }
     }
 
     fn open(f: &Fixture, rotate: u64, cap: u64) -> LogStore {
@@ -632,7 +678,13 @@ mod tests {
         }
         let (pending, more) = store.pending();
         assert!(!more);
-        assert!(pending.iter().filter(|p| p.piece.kind == PieceKind::Archive).count() >= 5);
+        assert!(
+            pending
+                .iter()
+                .filter(|p| p.piece.kind == PieceKind::Archive)
+                .count()
+                >= 5
+        );
         // Archives are plain gzip: readable by zcat, stream range in the comment.
         let first = pending[0].clone();
         let (mut have, mut got) = (0, Vec::new());
@@ -640,7 +692,10 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(store.backlog(), 0);
         assert_eq!(fs::read_dir(&f.backup).unwrap().count(), 0);
-        assert!(store.open_piece(&first.piece).is_err(), "released piece is gone");
+        assert!(
+            store.open_piece(&first.piece).is_err(),
+            "released piece is gone"
+        );
     }
 
     #[test]
@@ -689,9 +744,21 @@ mod tests {
                 let store = open(&f, 1 << 20, 1 << 20);
                 store.append("cpu", data).unwrap();
             }
-            let state: TypeState = storage::read_json(&f.log.join(".pihealth/cpu.state")).unwrap().unwrap();
-            let header = ArchiveHeader { log_type: "cpu".into(), epoch: state.epoch, start: 0, end: data.len() as u64 };
-            write_gzip_atomic(&f.backup.join(archive_name("cpu", chrono::Utc::now())), &header, &mut &data[..]).unwrap();
+            let state: TypeState = storage::read_json(&f.log.join(".pihealth/cpu.state"))
+                .unwrap()
+                .unwrap();
+            let header = ArchiveHeader {
+                log_type: "cpu".into(),
+                epoch: state.epoch,
+                start: 0,
+                end: data.len() as u64,
+            };
+            write_gzip_atomic(
+                &f.backup.join(archive_name("cpu", chrono::Utc::now())),
+                &header,
+                &mut &data[..],
+            )
+            .unwrap();
             if crash_after == "replace" {
                 fs::write(f.log.join("cpu.log"), b"").unwrap();
             }
@@ -699,7 +766,10 @@ mod tests {
             store.append("cpu", b"three normal\n").unwrap();
             let (mut have, mut got) = (0, Vec::new());
             drain(&store, &mut have, &mut got);
-            assert_eq!(got, b"one normal\ntwo normal\nthree normal\n", "crash after {crash_after}");
+            assert_eq!(
+                got, b"one normal\ntwo normal\nthree normal\n",
+                "crash after {crash_after}"
+            );
         }
     }
 
@@ -710,7 +780,10 @@ mod tests {
             let store = open(&f, 1 << 20, 1 << 20);
             store.append("cpu", b"whole normal\n").unwrap();
         }
-        let mut file = OpenOptions::new().append(true).open(f.log.join("cpu.log")).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(f.log.join("cpu.log"))
+            .unwrap();
         file.write_all(b"half a rec").unwrap();
         let store = open(&f, 1 << 20, 1 << 20);
         let (mut have, mut got) = (0, Vec::new());
@@ -734,7 +807,11 @@ mod tests {
                     format!("{seed:016x}")
                 })
                 .collect();
-            drops.extend(store.append("cpu", format!("{noise} normal\n").as_bytes()).unwrap());
+            drops.extend(
+                store
+                    .append("cpu", format!("{noise} normal\n").as_bytes())
+                    .unwrap(),
+            );
         }
         assert!(!drops.is_empty());
         let lost: u64 = drops.iter().map(|d| d.bytes).sum();
@@ -763,7 +840,10 @@ mod tests {
         store.append("cpu", b"second normal\n").unwrap();
         let mut got = Vec::new();
         reader.file.seek(SeekFrom::Start(reader.offset)).unwrap();
-        (&mut reader.file).take(reader.len).read_to_end(&mut got).unwrap();
+        (&mut reader.file)
+            .take(reader.len)
+            .read_to_end(&mut got)
+            .unwrap();
         assert_eq!(got, b"first normal\n");
         // The stale current piece is no longer offered or openable.
         assert!(store.open_piece(&pending[0].piece).is_err());

@@ -1,3 +1,200 @@
 //! The agent: collectors, log store, alarm spool and the control/data servers.
+//!
+//! Threads: the caller's thread runs the collector schedule; one accept
+//! thread per port hands connections to a fixed pool; one uplink thread
+//! registers, beats and delivers alarms.
+pub mod alarms;
 pub mod collector;
 pub mod logstore;
+pub mod server;
+pub mod uplink;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use threadpool::ThreadPool;
+
+use crate::config::AgentConfig;
+use crate::level::Level;
+use crate::net::{self, AcceptLoop};
+use crate::protocol::Key;
+use alarms::{AlarmMonitor, AlarmSpool};
+use logstore::LogStore;
+use server::AgentServer;
+use uplink::Uplink;
+
+/// How long in-flight transfers may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Run the agent until `stop` is set.
+pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let name = config.agent_name();
+    let key = Key::load(&config.key_file)?;
+    let specs = config
+        .collector_specs(config_path)
+        .map_err(|e| e.to_string())?;
+    let type_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let store = Arc::new(
+        LogStore::open(
+            &config.log_dir,
+            &config.backup_dir,
+            config.rotate_size.0,
+            config.max_backlog.0,
+            &type_names,
+        )
+        .map_err(|e| format!("cannot open the log store: {e}"))?,
+    );
+    let private = config.log_dir.join(".pihealth");
+    let script_state = private.join("scripts");
+    let scratch = private.join("run");
+    for dir in [&script_state, &scratch] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let spool =
+        Arc::new(AlarmSpool::open(&private.join("alarms.spool")).map_err(|e| e.to_string())?);
+
+    let control_listener =
+        net::bind(config.control_listen, "control").map_err(|e| e.to_string())?;
+    let data_listener = net::bind(config.data_listen, "data").map_err(|e| e.to_string())?;
+    let control_addr = control_listener.local_addr().map_err(|e| e.to_string())?;
+    let data_port = data_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .port();
+
+    let io_timeout = config.io_timeout.0;
+    let pool = ThreadPool::with_name("agent-worker".into(), config.workers);
+    let server = Arc::new(AgentServer::new(
+        name.clone(),
+        store.clone(),
+        vec![key.clone()],
+        data_port,
+        config.allowed_masters.clone(),
+        io_timeout * 3,
+    ));
+    let max_queued = config.workers * 16;
+    let s = server.clone();
+    let mut control = AcceptLoop::start(
+        "control",
+        control_listener,
+        pool.clone(),
+        io_timeout,
+        max_queued,
+        Arc::new(move |stream, peer| s.handle_control(stream, peer)),
+    )
+    .map_err(|e| e.to_string())?;
+    let s = server.clone();
+    let mut data = AcceptLoop::start(
+        "data",
+        data_listener,
+        pool.clone(),
+        io_timeout,
+        max_queued,
+        Arc::new(move |stream, peer| s.handle_data(stream, peer)),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let uplink = Uplink {
+        name: name.clone(),
+        master: config.master_address()?,
+        master_alarm: config.master_alarm_address()?,
+        key,
+        control_listen: control_addr,
+        data_port,
+        heartbeat_interval: config.heartbeat_interval.0,
+        connect_timeout: config.connect_timeout.0,
+        io_timeout,
+        store: store.clone(),
+        spool: spool.clone(),
+    };
+    let uplink_stop = stop.clone();
+    let uplink_thread = std::thread::Builder::new()
+        .name("uplink".into())
+        .spawn(move || uplink.run(&uplink_stop, &wake_rx))
+        .map_err(|e| e.to_string())?;
+
+    log::info!(
+        "agent {name}: control on {}, data on {}, {} collector(s), master {}",
+        control.local_addr(),
+        data.local_addr(),
+        specs.len(),
+        config.master
+    );
+
+    let mut env = config.thresholds.env();
+    env.push(("PIHEALTH_STATE_DIR".into(), absolute(&script_state)));
+    env.push(("PIHEALTH_HOST".into(), name.clone()));
+    let work_dir = std::env::current_dir().map_err(|e| e.to_string())?;
+    let mut monitor = AlarmMonitor::new(&name, config.realarm_interval.0);
+    let raise = |alarm: std::io::Result<crate::protocol::Alarm>| match alarm.and_then(|a| {
+        log::warn!("{name}: alarm {} {} {}", a.log_type, a.level, a.message);
+        spool.push(a)
+    }) {
+        Ok(()) => {
+            let _ = wake_tx.try_send(());
+        }
+        Err(e) => log::error!("{name}: cannot spool an alarm: {e}"),
+    };
+    collector::run_schedule(
+        &specs,
+        &env,
+        &work_dir,
+        &scratch,
+        &stop,
+        &mut |spec, outcome| {
+            match store.append(&spec.name, outcome.render().as_bytes()) {
+                Ok(drops) => {
+                    for d in drops {
+                        let message = format!(
+                        "max_backlog reached: dropped {} bytes of {} log in {} archive(s) not yet pulled",
+                        d.bytes, d.log_type, d.archives
+                    );
+                        raise(monitor.alarm(
+                            &d.log_type,
+                            Level::Warning,
+                            message,
+                            crate::storage::now_rfc3339(),
+                        ));
+                    }
+                }
+                Err(e) => {
+                    log::error!("{name}: cannot store {} output: {e}", spec.name);
+                    let message = format!("cannot store collector output: {e}");
+                    raise(monitor.alarm(
+                        &spec.name,
+                        Level::Unknown,
+                        message,
+                        crate::storage::now_rfc3339(),
+                    ));
+                }
+            }
+            match monitor.observe(&spec.name, &outcome, Instant::now()) {
+                Ok(Some(alarm)) => raise(Ok(alarm)),
+                Ok(None) => {}
+                Err(e) => raise(Err(e)),
+            }
+        },
+    );
+
+    // Stop: no new connections, let transfers in flight finish (bounded).
+    log::info!("agent {name}: stopping");
+    stop.store(true, Ordering::SeqCst);
+    control.stop();
+    data.stop();
+    let _ = uplink_thread.join();
+    if !net::drain_pool(&pool, SHUTDOWN_GRACE) {
+        log::warn!("agent {name}: transfers still running after {SHUTDOWN_GRACE:?}; leaving them (nothing acknowledged is lost)");
+    }
+    log::info!("agent {name}: stopped");
+    Ok(())
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}

@@ -40,8 +40,14 @@ use crate::storage::{self, archive_name, ArchiveHeader};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Intent {
-    Seal { archive: String },
-    Store { archive: String, epoch: u64, end: u64 },
+    Seal {
+        archive: String,
+    },
+    Store {
+        archive: String,
+        epoch: u64,
+        end: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -106,7 +112,12 @@ pub struct HostArchive {
 }
 
 impl HostArchive {
-    pub fn open(log_root: &Path, backup_root: &Path, host: &str, rotate_size: u64) -> Result<HostArchive, OpenError> {
+    pub fn open(
+        log_root: &Path,
+        backup_root: &Path,
+        host: &str,
+        rotate_size: u64,
+    ) -> Result<HostArchive, OpenError> {
         crate::names::check_host_name(host)
             .map_err(|e| OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         let log_dir = log_root.join(host);
@@ -126,7 +137,8 @@ impl HostArchive {
             Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy),
             Err(fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
         }
-        let state: HostState = storage::read_json(&log_dir.join(".pihealth-state.json"))?.unwrap_or_default();
+        let state: HostState =
+            storage::read_json(&log_dir.join(".pihealth-state.json"))?.unwrap_or_default();
         let mut archive = HostArchive {
             host: host.to_string(),
             log_dir,
@@ -166,7 +178,11 @@ impl HostArchive {
                     }
                     self.dirty = true;
                 }
-                Some(Intent::Store { archive, epoch, end }) => {
+                Some(Intent::Store {
+                    archive,
+                    epoch,
+                    end,
+                }) => {
                     if backup_dir.join(&archive).exists() {
                         ts.epoch = epoch;
                         ts.committed = end;
@@ -179,8 +195,15 @@ impl HostArchive {
             // Bytes appended but never committed: the agent still has them.
             let len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
             if len > ts.local_len {
-                log::warn!("{}/{name}: cutting {} uncommitted bytes", self.host, len - ts.local_len);
-                OpenOptions::new().write(true).open(&log_path)?.set_len(ts.local_len)?;
+                log::warn!(
+                    "{}/{name}: cutting {} uncommitted bytes",
+                    self.host,
+                    len - ts.local_len
+                );
+                OpenOptions::new()
+                    .write(true)
+                    .open(&log_path)?
+                    .set_len(ts.local_len)?;
             }
         }
         self.commit()
@@ -202,7 +225,9 @@ impl HostArchive {
                             piece.start
                         ));
                     }
-                    Plan::Fetch { skip: ts.committed.saturating_sub(piece.start) }
+                    Plan::Fetch {
+                        skip: ts.committed.saturating_sub(piece.start),
+                    }
                 }
             }
             Some(ts) if ts.committed > 0 => {
@@ -228,7 +253,12 @@ impl HostArchive {
     /// Append a current-log piece (its bytes read from `data`, exactly
     /// `piece.end - piece.start` of them), skipping the first `skip`.
     /// Durable on return; visible to the agent only after `commit`.
-    pub fn store_current(&mut self, piece: &PieceRef, skip: u64, data: &mut dyn Read) -> io::Result<u64> {
+    pub fn store_current(
+        &mut self,
+        piece: &PieceRef,
+        skip: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<u64> {
         let log_path = self.log_path(&piece.log_type);
         let local_len = self.type_state(piece).local_len;
         let mut file = OpenOptions::new()
@@ -240,16 +270,28 @@ impl HostArchive {
         file.set_len(local_len)?;
         file.seek(SeekFrom::Start(local_len))?;
         let expected = piece.end - piece.start;
-        io::copy(&mut data.take(skip), &mut io::sink())?;
-        let mut out = BufWriter::with_capacity(64 * 1024, &mut file);
-        let written = io::copy(data, &mut out)?;
-        out.flush()?;
-        drop(out);
+        let copied = io::copy(&mut data.take(skip), &mut io::sink()).and_then(|_| {
+            let mut out = BufWriter::with_capacity(64 * 1024, &mut file);
+            let n = io::copy(data, &mut out)?;
+            out.flush()?;
+            Ok(n)
+        });
+        let written = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                // A transfer cut midway: leave no partial piece behind.
+                let _ = file.set_len(local_len);
+                return Err(e);
+            }
+        };
         if skip + written != expected {
             file.set_len(local_len)?;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("piece carried {} bytes, expected {expected}", skip + written),
+                format!(
+                    "piece carried {} bytes, expected {expected}",
+                    skip + written
+                ),
             ));
         }
         file.sync_data()?;
@@ -269,8 +311,16 @@ impl HostArchive {
     /// Store a rotated archive as it came (gzip bytes read from `data`),
     /// after checking it inflates to exactly its range. If the first `skip`
     /// bytes are already stored, the rest is recompressed instead.
-    pub fn store_archive(&mut self, piece: &PieceRef, skip: u64, size: u64, data: &mut dyn Read) -> io::Result<u64> {
-        let incoming = self.backup_dir.join(format!(".incoming-{}.tmp", piece.log_type));
+    pub fn store_archive(
+        &mut self,
+        piece: &PieceRef,
+        skip: u64,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<u64> {
+        let incoming = self
+            .backup_dir
+            .join(format!(".incoming-{}.tmp", piece.log_type));
         let mut file = File::create(&incoming).map_err(|e| storage::with_path(e, &incoming))?;
         let received = io::copy(data, &mut file)?;
         if received != size {
@@ -280,22 +330,42 @@ impl HostArchive {
             ));
         }
         file.sync_all()?;
-        let inflated = io::copy(&mut MultiGzDecoder::new(File::open(&incoming)?), &mut io::sink())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("archive does not inflate: {e}")))?;
+        let inflated = io::copy(
+            &mut MultiGzDecoder::new(File::open(&incoming)?),
+            &mut io::sink(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("archive does not inflate: {e}"),
+            )
+        })?;
         if inflated != piece.end - piece.start {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("archive inflates to {inflated} bytes, expected {}", piece.end - piece.start),
+                format!(
+                    "archive inflates to {inflated} bytes, expected {}",
+                    piece.end - piece.start
+                ),
             ));
         }
         // Sealing first keeps file names in stream order.
-        if self.state.types.get(&piece.log_type).is_some_and(|t| t.local_len > 0) {
+        if self
+            .state
+            .types
+            .get(&piece.log_type)
+            .is_some_and(|t| t.local_len > 0)
+        {
             self.seal(&piece.log_type)?;
         }
         let name = self.next_archive_name(&piece.log_type);
         let final_path = self.backup_dir.join(&name);
         let ts = self.type_state(piece);
-        ts.pending = Some(Intent::Store { archive: name.clone(), epoch: piece.epoch, end: piece.end });
+        ts.pending = Some(Intent::Store {
+            archive: name.clone(),
+            epoch: piece.epoch,
+            end: piece.end,
+        });
         self.dirty = true;
         self.commit()?;
         if skip == 0 {
@@ -324,7 +394,12 @@ impl HostArchive {
     }
 
     fn next_archive_name(&self, log_type: &str) -> String {
-        let last = self.state.types.get(log_type).map(|t| t.last_archive.as_str()).unwrap_or("");
+        let last = self
+            .state
+            .types
+            .get(log_type)
+            .map(|t| t.last_archive.as_str())
+            .unwrap_or("");
         let mut time = chrono::Utc::now();
         loop {
             let name = archive_name(log_type, time);
@@ -337,7 +412,9 @@ impl HostArchive {
 
     /// Compress the current `TYPE.log` into the backup directory.
     pub fn seal(&mut self, log_type: &str) -> io::Result<()> {
-        let Some(ts) = self.state.types.get(log_type) else { return Ok(()) };
+        let Some(ts) = self.state.types.get(log_type) else {
+            return Ok(());
+        };
         if ts.local_len == 0 {
             return Ok(());
         }
@@ -349,11 +426,17 @@ impl HostArchive {
         };
         let local_len = ts.local_len;
         let name = self.next_archive_name(log_type);
-        self.state.types.get_mut(log_type).expect("checked").pending = Some(Intent::Seal { archive: name.clone() });
+        self.state.types.get_mut(log_type).expect("checked").pending = Some(Intent::Seal {
+            archive: name.clone(),
+        });
         self.dirty = true;
         self.commit()?;
         let log_path = self.log_path(log_type);
-        write_gzip_atomic(&self.backup_dir.join(&name), &header, &mut File::open(&log_path)?.take(local_len))?;
+        write_gzip_atomic(
+            &self.backup_dir.join(&name),
+            &header,
+            &mut File::open(&log_path)?.take(local_len),
+        )?;
         replace_with_empty(&log_path)?;
         let ts = self.state.types.get_mut(log_type).expect("checked");
         ts.pending = None;
@@ -387,7 +470,12 @@ fn replace_with_empty(path: &Path) -> io::Result<()> {
 
 /// Read a host's whole archive of one type, oldest first (for tests and
 /// `pihealth logs`): every `.gz` in name order, then `TYPE.log`.
-pub fn read_all(log_root: &Path, backup_root: &Path, host: &str, log_type: &str) -> io::Result<Vec<u8>> {
+pub fn read_all(
+    log_root: &Path,
+    backup_root: &Path,
+    host: &str,
+    log_type: &str,
+) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     for path in archive_files(backup_root, host, log_type)? {
         MultiGzDecoder::new(File::open(&path)?).read_to_end(&mut out)?;
@@ -430,13 +518,24 @@ mod tests {
     use crate::protocol::message::PieceKind;
 
     fn piece(kind: PieceKind, start: u64, end: u64) -> PieceRef {
-        PieceRef { log_type: "cpu".into(), kind, epoch: 1, start, end }
+        PieceRef {
+            log_type: "cpu".into(),
+            kind,
+            epoch: 1,
+            start,
+            end,
+        }
     }
 
     fn gz(header_start: u64, data: &[u8]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log.gz");
-        let h = ArchiveHeader { log_type: "cpu".into(), epoch: 1, start: header_start, end: header_start + data.len() as u64 };
+        let h = ArchiveHeader {
+            log_type: "cpu".into(),
+            epoch: 1,
+            start: header_start,
+            end: header_start + data.len() as u64,
+        };
         write_gzip_atomic(&path, &h, &mut &data[..]).unwrap();
         fs::read(path).unwrap()
     }
@@ -460,11 +559,15 @@ mod tests {
         let bytes = gz(6, data);
         let p3 = piece(PieceKind::Archive, 6, 12);
         assert_eq!(a.plan(&p3), Plan::Fetch { skip: 3 });
-        a.store_archive(&p3, 3, bytes.len() as u64, &mut &bytes[..]).unwrap();
+        a.store_archive(&p3, 3, bytes.len() as u64, &mut &bytes[..])
+            .unwrap();
         let p4 = piece(PieceKind::Current, 12, 15);
         a.store_current(&p4, 0, &mut &b"e \n"[..]).unwrap();
         a.commit().unwrap();
-        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \nc \nd \ne \n");
+        assert_eq!(
+            read_all(&log, &backup, "pi1", "cpu").unwrap(),
+            b"a \nb \nc \nd \ne \n"
+        );
     }
 
     #[test]
@@ -472,7 +575,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
         let _a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
-        assert!(matches!(HostArchive::open(&log, &backup, "pi1", 1 << 20), Err(OpenError::Busy)));
+        assert!(matches!(
+            HostArchive::open(&log, &backup, "pi1", 1 << 20),
+            Err(OpenError::Busy)
+        ));
         assert!(HostArchive::open(&log, &backup, "pi2", 1 << 20).is_ok());
         assert!(HostArchive::open(&log, &backup, "../../etc", 1 << 20).is_err());
     }
@@ -483,10 +589,12 @@ mod tests {
         let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
         {
             let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
-            a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..]).unwrap();
+            a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
+                .unwrap();
             a.commit().unwrap();
             // Crash after the append, before commit: no ack was sent.
-            a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..]).unwrap();
+            a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..])
+                .unwrap();
         }
         let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
         let again = piece(PieceKind::Current, 3, 6);
@@ -515,12 +623,24 @@ mod tests {
             // Simulate a crash inside a seal, after its archive was written.
             let name = a.next_archive_name("cpu");
             let ts = a.state.types.get_mut("cpu").unwrap();
-            let header = ArchiveHeader { log_type: "cpu".into(), epoch: 1, start: ts.local_start, end: ts.committed };
+            let header = ArchiveHeader {
+                log_type: "cpu".into(),
+                epoch: 1,
+                start: ts.local_start,
+                end: ts.committed,
+            };
             let len = ts.local_len;
-            ts.pending = Some(Intent::Seal { archive: name.clone() });
+            ts.pending = Some(Intent::Seal {
+                archive: name.clone(),
+            });
             a.dirty = true;
             a.commit().unwrap();
-            write_gzip_atomic(&backup.join("pi1").join(&name), &header, &mut File::open(log.join("pi1/cpu.log")).unwrap().take(len)).unwrap();
+            write_gzip_atomic(
+                &backup.join("pi1").join(&name),
+                &header,
+                &mut File::open(log.join("pi1/cpu.log")).unwrap().take(len),
+            )
+            .unwrap();
         }
         let _a = HostArchive::open(&log, &backup, "pi1", 1024).unwrap();
         // One seal by size, one finished from the interrupted intent.
@@ -540,7 +660,9 @@ mod tests {
         assert!(a.store_archive(&p, 0, n as u64, &mut &bytes[..]).is_err());
         let wrong_range = piece(PieceKind::Archive, 0, 5);
         let good = gz(0, b"abc\n");
-        assert!(a.store_archive(&wrong_range, 0, good.len() as u64, &mut &good[..]).is_err());
+        assert!(a
+            .store_archive(&wrong_range, 0, good.len() as u64, &mut &good[..])
+            .is_err());
         assert_eq!(a.plan(&p), Plan::Fetch { skip: 0 });
     }
 }

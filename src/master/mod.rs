@@ -1,3 +1,374 @@
 //! The master: registry and liveness, the pull scheduler, the per-host
 //! archive, and the alarm receiver.
+//!
+//! Threads: one accept thread per listening port (registration 8080,
+//! alarms 8081) and one scheduler thread, all handing work to one fixed
+//! `threadpool::ThreadPool` of `workers` threads. Every socket has
+//! timeouts, so no job holds a worker forever.
+pub mod alarms;
 pub mod archive;
+pub mod pull;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use threadpool::ThreadPool;
+
+use crate::config::MasterConfig;
+use crate::net::{self, AcceptLoop};
+use crate::protocol::{Connection, Key, Message, Purpose};
+use alarms::AlarmLog;
+use pull::{PullContext, PullError};
+use registry::Registry;
+
+/// How long in-flight pulls may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Scheduler tick: liveness is checked this often.
+const TICK: Duration = Duration::from_millis(100);
+
+fn pull_context(config: &MasterConfig, key: Key) -> PullContext {
+    PullContext {
+        key,
+        log_root: config.log_dir.clone(),
+        backup_root: config.backup_dir.clone(),
+        rotate_size: config.rotate_size.0,
+        connect_timeout: config.connect_timeout.0,
+        io_timeout: config.io_timeout.0,
+    }
+}
+
+/// Serve one connection on the registration/heartbeat port.
+fn handle_register(registry: &Registry, keys: &[Key], stream: TcpStream, peer: SocketAddr) {
+    let mut conn = match Connection::server(stream, keys, Purpose::Register) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("registration connection from {peer} refused: {e}");
+            return;
+        }
+    };
+    let result: io::Result<()> = (|| {
+        let (name, control_ip, control_port, time_ms, backlog, data_port, first) =
+            match conn.recv()? {
+                Message::Register {
+                    name,
+                    control_ip,
+                    control_port,
+                    data_port,
+                    time_ms,
+                } => (
+                    name,
+                    control_ip,
+                    control_port,
+                    time_ms,
+                    None,
+                    Some(data_port),
+                    true,
+                ),
+                Message::Heartbeat {
+                    name,
+                    control_ip,
+                    control_port,
+                    time_ms,
+                    backlog,
+                } => (
+                    name,
+                    control_ip,
+                    control_port,
+                    time_ms,
+                    Some(backlog),
+                    None,
+                    false,
+                ),
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unexpected {}", other.kind()),
+                    ))
+                }
+            };
+        if let Err(why) = crate::names::check_host_name(&name) {
+            let _ = conn.send(&Message::Error(format!("host name refused: {why}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("host name {name:?} refused: {why}"),
+            ));
+        }
+        // The agent's own word for its listening address, else where it came from.
+        let ip = control_ip.parse().unwrap_or(peer.ip());
+        let control = SocketAddr::new(ip, control_port);
+        if first {
+            log::info!("{name}: registration from {control}");
+        }
+        registry.heartbeat(&name, control, time_ms, backlog, data_port);
+        conn.send(&Message::Welcome {
+            time_ms: registry::now_ms(),
+        })
+    })();
+    if let Err(e) = result {
+        log::warn!("registration connection from {peer}: {e}");
+    }
+}
+
+/// Per-agent bookkeeping of the scheduler (not persisted).
+struct Slot {
+    next_pull: Instant,
+    next_probe: Instant,
+    pulling: Arc<AtomicBool>,
+    probing: Arc<AtomicBool>,
+}
+
+fn schedule(
+    config: &MasterConfig,
+    registry: &Arc<Registry>,
+    ctx: &PullContext,
+    pool: &ThreadPool,
+    stop: &AtomicBool,
+) {
+    let mut slots: HashMap<SocketAddr, Slot> = HashMap::new();
+    let limit_ms = (config.heartbeat_interval.0 * config.heartbeat_misses).as_millis() as i64;
+    let mut last_flush = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        for agent in registry.snapshot() {
+            let slot = slots.entry(agent.control).or_insert_with(|| Slot {
+                next_pull: now,
+                next_probe: now,
+                pulling: Arc::new(AtomicBool::new(false)),
+                probing: Arc::new(AtomicBool::new(false)),
+            });
+            // Never two pulls of one agent at once.
+            if now >= slot.next_pull && !slot.pulling.swap(true, Ordering::SeqCst) {
+                slot.next_pull = now + config.pull_interval.0;
+                let (flag, registry, ctx, control, name) = (
+                    slot.pulling.clone(),
+                    registry.clone(),
+                    ctx.clone(),
+                    agent.control,
+                    agent.name.clone(),
+                );
+                let configured = if agent.origin == registry::Origin::Static {
+                    name
+                } else {
+                    None
+                };
+                pool.execute(move || {
+                    run_pull(&registry, &ctx, control, configured.as_deref());
+                    flag.store(false, Ordering::SeqCst);
+                });
+            }
+            if now >= slot.next_probe && !slot.probing.swap(true, Ordering::SeqCst) {
+                slot.next_probe = now + config.heartbeat_interval.0;
+                let (flag, registry, ctx, control) = (
+                    slot.probing.clone(),
+                    registry.clone(),
+                    ctx.clone(),
+                    agent.control,
+                );
+                pool.execute(move || {
+                    match pull::probe(&ctx, control) {
+                        Ok((info, skew)) => registry.contact(control, &info, skew, "probe"),
+                        Err(e) => log::debug!("probe of {control} failed: {e}"),
+                    }
+                    flag.store(false, Ordering::SeqCst);
+                });
+            }
+        }
+        registry.check_liveness(limit_ms);
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            if let Err(e) = registry.flush() {
+                log::error!("cannot write the registry: {e}");
+            }
+            last_flush = Instant::now();
+        }
+        net::sleep_unless(stop, TICK);
+    }
+}
+
+fn run_pull(registry: &Registry, ctx: &PullContext, control: SocketAddr, name: Option<&str>) {
+    match pull::pull_agent(ctx, control, name) {
+        Ok(report) => {
+            if let Some(info) = &report.info {
+                registry.contact(control, info, report.skew_ms, "pull");
+            }
+            for e in &report.events {
+                registry.event(e);
+            }
+            if report.pieces > 0 {
+                log::info!(
+                    "{}: pulled {} piece(s), {} bytes in {:?}",
+                    report.host,
+                    report.pieces,
+                    report.bytes,
+                    report.elapsed
+                );
+            }
+            registry.pull_finished(control, Ok(report.bytes));
+        }
+        Err(PullError::Busy(host)) => log::info!("{host}: skipped, another pull of it is running"),
+        Err(e) => {
+            log::warn!("pull of {control} failed: {e}");
+            registry.pull_finished(control, Err(e.to_string()));
+        }
+    }
+}
+
+/// Run the master daemon until `stop` is set.
+pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let key = Key::load(&config.key_file)?;
+    let keys = vec![key.clone()];
+    let statics = config
+        .static_agents(config_path)
+        .map_err(|e| e.to_string())?;
+    let registry = Arc::new(
+        Registry::open(&config.log_dir, &statics, config.agent_data_port)
+            .map_err(|e| format!("registry: {e}"))?,
+    );
+    let alarm_log = Arc::new(
+        AlarmLog::open(
+            &config.log_dir,
+            config.alarm_command.clone(),
+            config.alarm_command_timeout.0,
+        )
+        .map_err(|e| format!("alarms.log: {e}"))?,
+    );
+    std::fs::create_dir_all(&config.backup_dir)
+        .map_err(|e| format!("{}: {e}", config.backup_dir.display()))?;
+    let register_listener = net::bind(config.listen, "registration").map_err(|e| e.to_string())?;
+    let alarm_listener = net::bind(config.alarm_listen, "alarms").map_err(|e| e.to_string())?;
+    let pool = ThreadPool::with_name("master-worker".into(), config.workers);
+    let io_timeout = config.io_timeout.0;
+    let max_queued = config.workers * 64;
+
+    let (r, k) = (registry.clone(), keys.clone());
+    let mut register = AcceptLoop::start(
+        "registration",
+        register_listener,
+        pool.clone(),
+        io_timeout,
+        max_queued,
+        Arc::new(move |stream, peer| handle_register(&r, &k, stream, peer)),
+    )
+    .map_err(|e| e.to_string())?;
+    let (a, k) = (alarm_log.clone(), keys.clone());
+    let mut alarm = AcceptLoop::start(
+        "alarms",
+        alarm_listener,
+        pool.clone(),
+        io_timeout,
+        max_queued,
+        Arc::new(move |stream, peer| a.handle(stream, peer, &k)),
+    )
+    .map_err(|e| e.to_string())?;
+
+    log::info!(
+        "master: registration on {}, alarms on {}, {} static agent(s), {} worker(s)",
+        register.local_addr(),
+        alarm.local_addr(),
+        statics.len(),
+        config.workers
+    );
+    let ctx = pull_context(config, key);
+    schedule(config, &registry, &ctx, &pool, &stop);
+
+    log::info!("master: stopping");
+    register.stop();
+    alarm.stop();
+    if !net::drain_pool(&pool, SHUTDOWN_GRACE) {
+        log::warn!("master: pulls still running after {SHUTDOWN_GRACE:?}; leaving them (nothing unacknowledged is lost)");
+    }
+    if let Err(e) = registry.flush() {
+        log::error!("cannot write the registry: {e}");
+    }
+    log::info!("master: stopped");
+    Ok(())
+}
+
+/// One pull cycle now (`pihealth pull`): every known agent, or those named.
+/// Prints one line per agent; returns whether all succeeded.
+pub fn pull_once(
+    config: &MasterConfig,
+    config_path: &Path,
+    hosts: &[String],
+) -> Result<bool, String> {
+    let key = Key::load(&config.key_file)?;
+    let statics = config
+        .static_agents(config_path)
+        .map_err(|e| e.to_string())?;
+    let (_, registered) = Registry::read_snapshot(&config.log_dir).map_err(|e| e.to_string())?;
+    let mut targets: Vec<(SocketAddr, Option<String>, Option<String>)> = Vec::new();
+    for s in &statics {
+        let known = registered
+            .iter()
+            .find(|r| r.control == s.control)
+            .and_then(|r| r.name.clone());
+        targets.push((s.control, s.name.clone(), s.name.clone().or(known)));
+    }
+    for r in &registered {
+        if !targets.iter().any(|t| t.0 == r.control) {
+            targets.push((r.control, None, r.name.clone()));
+        }
+    }
+    if !hosts.is_empty() {
+        targets.retain(|t| {
+            hosts
+                .iter()
+                .any(|h| Some(h) == t.2.as_ref() || *h == t.0.to_string())
+        });
+        if targets.is_empty() {
+            return Err(format!("no known agent matches {}", hosts.join(", ")));
+        }
+    }
+    if targets.is_empty() {
+        return Err(
+            "no agents: list them under `agents:` in the config, or start agents that register"
+                .into(),
+        );
+    }
+    let ctx = pull_context(config, key);
+    let pool = ThreadPool::with_name("pull".into(), config.workers.min(targets.len()));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (control, configured, known) in targets.clone() {
+        let (ctx, tx) = (ctx.clone(), tx.clone());
+        pool.execute(move || {
+            let _ = tx.send((
+                control,
+                known,
+                pull::pull_agent(&ctx, control, configured.as_deref()),
+            ));
+        });
+    }
+    drop(tx);
+    let mut all_ok = true;
+    for (control, known, result) in rx.iter() {
+        let label = known.unwrap_or_else(|| control.to_string());
+        match result {
+            Ok(r) => {
+                for e in &r.events {
+                    log::warn!("{e}");
+                }
+                println!(
+                    "{} {control} ok: {} piece(s), {} bytes, {} already stored, {} ms",
+                    r.host,
+                    r.pieces,
+                    r.bytes,
+                    r.already_had,
+                    r.elapsed.as_millis()
+                );
+            }
+            Err(PullError::Busy(host)) => {
+                println!("{host} {control} skipped: another pull of this host is in progress")
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("{label} {control} FAILED: {e}");
+            }
+        }
+    }
+    Ok(all_ok)
+}

@@ -137,7 +137,10 @@ pub fn decode_hello(body: &[u8]) -> Result<(Purpose, [u8; 32]), String> {
         return Err("not a pihealth hello".into());
     }
     if body[2] != VERSION {
-        return Err(format!("protocol version {} not supported (want {VERSION})", body[2]));
+        return Err(format!(
+            "protocol version {} not supported (want {VERSION})",
+            body[2]
+        ));
     }
     let purpose = Purpose::from_byte(body[3]).ok_or("unknown connection purpose")?;
     let mut nonce = [0u8; 32];
@@ -170,11 +173,21 @@ pub struct Handshake {
 
 impl Handshake {
     pub fn client_proof(&self, key: &Key) -> [u8; 32] {
-        key.mac(b"pihealth/1 client", self.purpose, &self.client_nonce, &self.server_nonce)
+        key.mac(
+            b"pihealth/1 client",
+            self.purpose,
+            &self.client_nonce,
+            &self.server_nonce,
+        )
     }
 
     pub fn server_proof(&self, key: &Key) -> [u8; 32] {
-        key.mac(b"pihealth/1 server", self.purpose, &self.client_nonce, &self.server_nonce)
+        key.mac(
+            b"pihealth/1 server",
+            self.purpose,
+            &self.client_nonce,
+            &self.server_nonce,
+        )
     }
 
     /// Which of `keys` (current and, during a key change, previous) made
@@ -201,8 +214,18 @@ impl Handshake {
 
     /// Session MAC states: (client→server, server→client).
     pub fn session(&self, key: &Key) -> (FrameMac, FrameMac) {
-        let c2s = key.mac(b"pihealth/1 c2s", self.purpose, &self.client_nonce, &self.server_nonce);
-        let s2c = key.mac(b"pihealth/1 s2c", self.purpose, &self.client_nonce, &self.server_nonce);
+        let c2s = key.mac(
+            b"pihealth/1 c2s",
+            self.purpose,
+            &self.client_nonce,
+            &self.server_nonce,
+        );
+        let s2c = key.mac(
+            b"pihealth/1 s2c",
+            self.purpose,
+            &self.client_nonce,
+            &self.server_nonce,
+        );
         (FrameMac::new(&c2s), FrameMac::new(&s2c))
     }
 }
@@ -230,6 +253,17 @@ impl FrameMac {
         mac.finalize().into_bytes().into()
     }
 
+    /// Like `seal` for a payload given in parts.
+    pub fn seal_parts(&mut self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        let mut mac = self.keyed.clone();
+        mac.update(&self.seq.to_be_bytes());
+        for part in parts {
+            mac.update(part);
+        }
+        self.seq += 1;
+        mac.finalize().into_bytes().into()
+    }
+
     /// Check the next received frame (`payload || mac`) and return its payload.
     pub fn open<'a>(&mut self, body: &'a [u8]) -> Result<&'a [u8], String> {
         if body.len() < MAC_LEN {
@@ -239,8 +273,12 @@ impl FrameMac {
         let mut mac = self.keyed.clone();
         mac.update(&self.seq.to_be_bytes());
         mac.update(payload);
-        mac.verify_slice(tag)
-            .map_err(|_| format!("bad MAC on frame {} (altered, replayed or reordered)", self.seq))?;
+        mac.verify_slice(tag).map_err(|_| {
+            format!(
+                "bad MAC on frame {} (altered, replayed or reordered)",
+                self.seq
+            )
+        })?;
         self.seq += 1;
         Ok(payload)
     }
@@ -263,15 +301,24 @@ mod tests {
         let (k1, k2) = (Key::from_bytes([7; 32]), Key::from_bytes([8; 32]));
         let h = handshake();
         let proof = h.client_proof(&k1);
-        assert!(h.check_client_proof(std::slice::from_ref(&k1), &proof).is_some());
-        assert!(h.check_client_proof(std::slice::from_ref(&k2), &proof).is_none());
+        assert!(h
+            .check_client_proof(std::slice::from_ref(&k1), &proof)
+            .is_some());
+        assert!(h
+            .check_client_proof(std::slice::from_ref(&k2), &proof)
+            .is_none());
         // A key change: the server holds new and old keys.
-        assert!(h.check_client_proof(&[k2.clone(), k1.clone()], &proof).is_some());
+        assert!(h
+            .check_client_proof(&[k2.clone(), k1.clone()], &proof)
+            .is_some());
         // Client and server proofs are not interchangeable (no reflection).
         assert!(!h.check_server_proof(&k1, &proof));
         assert!(h.check_server_proof(&k1, &h.server_proof(&k1)));
         // Another purpose (port) gives another proof.
-        let other = Handshake { purpose: Purpose::Data, ..handshake() };
+        let other = Handshake {
+            purpose: Purpose::Data,
+            ..handshake()
+        };
         assert!(other.check_client_proof(&[k1], &proof).is_none());
     }
 
@@ -311,11 +358,16 @@ mod tests {
         assert!(decode_hello(b"GET / HTTP/1.1\r\n").is_err());
         let mut wrong_version = hello.clone();
         wrong_version[2] = 9;
-        assert!(decode_hello(&wrong_version).unwrap_err().contains("version"));
+        assert!(decode_hello(&wrong_version)
+            .unwrap_err()
+            .contains("version"));
         let mut wrong_purpose = hello;
         wrong_purpose[3] = 77;
         assert!(decode_hello(&wrong_purpose).is_err());
-        assert_eq!(decode_challenge(&encode_challenge(&[5; 32])).unwrap(), [5; 32]);
+        assert_eq!(
+            decode_challenge(&encode_challenge(&[5; 32])).unwrap(),
+            [5; 32]
+        );
         assert!(decode_challenge(&[1, 2, 3]).is_err());
     }
 

@@ -28,10 +28,17 @@ impl<S: Read + Write> Connection<S> {
     pub fn client(stream: S, key: &Key, purpose: Purpose) -> io::Result<Connection<S>> {
         let mut reader = BufReader::with_capacity(MAX_FRAME.min(128 * 1024), stream);
         let client_nonce = auth::random_bytes::<32>()?;
-        write_frame(reader.get_mut(), &[&auth::encode_hello(purpose, &client_nonce)])?;
+        write_frame(
+            reader.get_mut(),
+            &[&auth::encode_hello(purpose, &client_nonce)],
+        )?;
         let challenge = read_frame(&mut reader, MAX_HANDSHAKE_FRAME)?;
         let server_nonce = auth::decode_challenge(&challenge).map_err(auth_error)?;
-        let hs = Handshake { purpose, client_nonce, server_nonce };
+        let hs = Handshake {
+            purpose,
+            client_nonce,
+            server_nonce,
+        };
         write_frame(reader.get_mut(), &[&hs.client_proof(key)])?;
         let (send, recv) = hs.session(key);
         Ok(Connection {
@@ -49,25 +56,44 @@ impl<S: Read + Write> Connection<S> {
         let hello = read_frame(&mut reader, MAX_HANDSHAKE_FRAME)?;
         let (asked, client_nonce) = auth::decode_hello(&hello).map_err(auth_error)?;
         if asked != purpose {
-            return Err(auth_error(format!("wrong port: {asked:?} hello on the {purpose:?} port")));
+            return Err(auth_error(format!(
+                "wrong port: {asked:?} hello on the {purpose:?} port"
+            )));
         }
         let server_nonce = auth::random_bytes::<32>()?;
         write_frame(reader.get_mut(), &[&auth::encode_challenge(&server_nonce)])?;
         let proof = read_frame(&mut reader, MAX_HANDSHAKE_FRAME)?;
-        let hs = Handshake { purpose, client_nonce, server_nonce };
+        let hs = Handshake {
+            purpose,
+            client_nonce,
+            server_nonce,
+        };
         let key = hs
             .check_client_proof(keys, &proof)
             .ok_or_else(|| auth_error("authentication failed: wrong key"))?
             .clone();
         write_frame(reader.get_mut(), &[&hs.server_proof(&key)])?;
         let (recv, send) = hs.session(&key);
-        Ok(Connection { reader, send, recv, expected_server_proof: None })
+        Ok(Connection {
+            reader,
+            send,
+            recv,
+            expected_server_proof: None,
+        })
     }
 
     pub fn send(&mut self, message: &Message) -> io::Result<()> {
         let payload = message.encode();
         let mac = self.send.seal(&payload);
         write_frame(self.reader.get_mut(), &[&payload, &mac])?;
+        self.reader.get_mut().flush()
+    }
+
+    /// Send a data chunk without copying it into a `Message` first.
+    pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        let header = Message::chunk_header(data.len());
+        let mac = self.send.seal_parts(&[&header, data]);
+        write_frame(self.reader.get_mut(), &[&header, data, &mac])?;
         self.reader.get_mut().flush()
     }
 
@@ -153,7 +179,12 @@ pub(crate) mod tests {
         let k = key.clone();
         let server = thread::spawn(move || Connection::server(s, &[k], Purpose::Data).map(|_| ()));
         let _ = Connection::client(c, &key, Purpose::Control);
-        assert!(server.join().unwrap().unwrap_err().to_string().contains("wrong port"));
+        assert!(server
+            .join()
+            .unwrap()
+            .unwrap_err()
+            .to_string()
+            .contains("wrong port"));
     }
 
     #[test]

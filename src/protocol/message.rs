@@ -61,7 +61,7 @@ pub struct AgentInfo {
     pub backlog: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Alarm {
     /// Random id; re-sends carry the same id so the master stores it once.
     pub id: String,
@@ -80,22 +80,48 @@ pub enum Message {
     Pong(AgentInfo),
     /// master → agent control: what is pending?
     ListPending,
-    Pending { info: AgentInfo, offers: Vec<Offer>, more: bool },
+    Pending {
+        info: AgentInfo,
+        offers: Vec<Offer>,
+        more: bool,
+    },
     /// master → agent control: these pieces are stored and fsynced; release them.
     Ack(Vec<PieceRef>),
     AckOk,
     Bye,
     /// master → agent data: send the piece this token was issued for.
-    Fetch { token: [u8; TOKEN_LEN] },
+    Fetch {
+        token: [u8; TOKEN_LEN],
+    },
     Chunk(Vec<u8>),
-    End { len: u64 },
-    /// agent → master registration port.
-    Register { name: String, control_port: u16, data_port: u16, time_ms: i64 },
-    Heartbeat { name: String, control_port: u16, time_ms: i64, backlog: u64 },
-    Welcome { time_ms: i64 },
+    End {
+        len: u64,
+    },
+    /// agent → master registration port. `control_ip` is where the agent
+    /// listens, empty when it listens on every address (then the master
+    /// uses the address the connection came from).
+    Register {
+        name: String,
+        control_ip: String,
+        control_port: u16,
+        data_port: u16,
+        time_ms: i64,
+    },
+    Heartbeat {
+        name: String,
+        control_ip: String,
+        control_port: u16,
+        time_ms: i64,
+        backlog: u64,
+    },
+    Welcome {
+        time_ms: i64,
+    },
     /// agent → master alarm port.
     Alarm(Alarm),
-    AlarmAck { id: String },
+    AlarmAck {
+        id: String,
+    },
     /// Either side: the request was refused; the connection closes after it.
     Error(String),
 }
@@ -178,7 +204,10 @@ struct Decoder<'a>(&'a [u8]);
 impl<'a> Decoder<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
-            return Err(DecodeError(format!("truncated: wanted {n} bytes, have {}", self.0.len())));
+            return Err(DecodeError(format!(
+                "truncated: wanted {n} bytes, have {}",
+                self.0.len()
+            )));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -188,13 +217,19 @@ impl<'a> Decoder<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("took 2")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("took 2"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("took 8")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("took 8"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("took 8")))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("took 8"),
+        ))
     }
     fn bytes(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = u32::from_be_bytes(self.take(4)?.try_into().expect("took 4")) as usize;
@@ -227,9 +262,17 @@ impl<'a> Decoder<'a> {
         };
         let (epoch, start, end) = (self.u64()?, self.u64()?, self.u64()?);
         if start > end {
-            return Err(DecodeError(format!("piece range {start}..{end} is backwards")));
+            return Err(DecodeError(format!(
+                "piece range {start}..{end} is backwards"
+            )));
         }
-        Ok(PieceRef { log_type, kind, epoch, start, end })
+        Ok(PieceRef {
+            log_type,
+            kind,
+            epoch,
+            start,
+            end,
+        })
     }
     fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
         let n = self.u16()? as usize;
@@ -282,16 +325,30 @@ impl Message {
                 e.u8(tag::END);
                 e.u64(*len);
             }
-            Message::Register { name, control_port, data_port, time_ms } => {
+            Message::Register {
+                name,
+                control_ip,
+                control_port,
+                data_port,
+                time_ms,
+            } => {
                 e.u8(tag::REGISTER);
                 e.str(name);
+                e.str(control_ip);
                 e.u16(*control_port);
                 e.u16(*data_port);
                 e.i64(*time_ms);
             }
-            Message::Heartbeat { name, control_port, time_ms, backlog } => {
+            Message::Heartbeat {
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                backlog,
+            } => {
                 e.u8(tag::HEARTBEAT);
                 e.str(name);
+                e.str(control_ip);
                 e.u16(*control_port);
                 e.i64(*time_ms);
                 e.u64(*backlog);
@@ -316,6 +373,13 @@ impl Message {
             }
         }
         e.0
+    }
+
+    /// The encoding of `Chunk(data)` up to `data`, for zero-copy sends.
+    pub fn chunk_header(len: usize) -> [u8; 5] {
+        let mut h = [tag::CHUNK, 0, 0, 0, 0];
+        h[1..].copy_from_slice(&(len as u32).to_be_bytes());
+        h
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
@@ -352,12 +416,14 @@ impl Message {
             tag::END => Message::End { len: d.u64()? },
             tag::REGISTER => Message::Register {
                 name: d.str(MAX_NAME)?,
+                control_ip: d.str(MAX_NAME)?,
                 control_port: d.u16()?,
                 data_port: d.u16()?,
                 time_ms: d.i64()?,
             },
             tag::HEARTBEAT => Message::Heartbeat {
                 name: d.str(MAX_NAME)?,
+                control_ip: d.str(MAX_NAME)?,
                 control_port: d.u16()?,
                 time_ms: d.i64()?,
                 backlog: d.u64()?,
@@ -371,7 +437,9 @@ impl Message {
                 message: d.str(MAX_TEXT)?,
                 time: d.str(MAX_NAME)?,
             }),
-            tag::ALARM_ACK => Message::AlarmAck { id: d.str(MAX_NAME)? },
+            tag::ALARM_ACK => Message::AlarmAck {
+                id: d.str(MAX_NAME)?,
+            },
             tag::ERROR => Message::Error(d.str(MAX_TEXT)?),
             t => return Err(DecodeError(format!("unknown message tag {t}"))),
         };
@@ -409,7 +477,12 @@ mod tests {
     use super::*;
 
     fn samples() -> Vec<Message> {
-        let info = AgentInfo { name: "pi1".into(), time_ms: -5, data_port: 8001, backlog: 42 };
+        let info = AgentInfo {
+            name: "pi1".into(),
+            time_ms: -5,
+            data_port: 8001,
+            backlog: 42,
+        };
         let piece = PieceRef {
             log_type: "cpu".into(),
             kind: PieceKind::Archive,
@@ -423,7 +496,11 @@ mod tests {
             Message::ListPending,
             Message::Pending {
                 info,
-                offers: vec![Offer { piece: piece.clone(), size: 99, token: [3; 16] }],
+                offers: vec![Offer {
+                    piece: piece.clone(),
+                    size: 99,
+                    token: [3; 16],
+                }],
                 more: true,
             },
             Message::Ack(vec![piece]),
@@ -432,8 +509,20 @@ mod tests {
             Message::Fetch { token: [1; 16] },
             Message::Chunk(vec![0, 1, 2]),
             Message::End { len: 3 },
-            Message::Register { name: "pi".into(), control_port: 8000, data_port: 8001, time_ms: 1 },
-            Message::Heartbeat { name: "pi".into(), control_port: 8000, time_ms: 2, backlog: 3 },
+            Message::Register {
+                name: "pi".into(),
+                control_ip: "127.0.0.2".into(),
+                control_port: 8000,
+                data_port: 8001,
+                time_ms: 1,
+            },
+            Message::Heartbeat {
+                name: "pi".into(),
+                control_ip: String::new(),
+                control_port: 8000,
+                time_ms: 2,
+                backlog: 3,
+            },
             Message::Welcome { time_ms: 4 },
             Message::Alarm(Alarm {
                 id: "ab".into(),
@@ -449,6 +538,12 @@ mod tests {
     }
 
     #[test]
+    fn chunk_header_matches_encoding() {
+        let m = Message::Chunk(vec![9; 5]);
+        assert_eq!(&m.encode()[..5], &Message::chunk_header(5));
+    }
+
+    #[test]
     fn every_message_round_trips() {
         for m in samples() {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m, "{}", m.kind());
@@ -460,7 +555,11 @@ mod tests {
         for m in samples() {
             let bytes = m.encode();
             for cut in 0..bytes.len() {
-                assert!(Message::decode(&bytes[..cut]).is_err(), "{} cut at {cut}", m.kind());
+                assert!(
+                    Message::decode(&bytes[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    m.kind()
+                );
             }
             let mut longer = bytes.clone();
             longer.push(0);
@@ -476,7 +575,12 @@ mod tests {
         assert!(Message::decode(&bytes).is_err());
         // Too many offers.
         let mut bytes = Message::Pending {
-            info: AgentInfo { name: "a".into(), time_ms: 0, data_port: 1, backlog: 0 },
+            info: AgentInfo {
+                name: "a".into(),
+                time_ms: 0,
+                data_port: 1,
+                backlog: 0,
+            },
             offers: vec![],
             more: false,
         }
@@ -487,7 +591,13 @@ mod tests {
         // A backwards range.
         let mut ack = vec![tag::ACK, 0, 1];
         let mut e = Encoder(Vec::new());
-        e.piece(&PieceRef { log_type: "x".into(), kind: PieceKind::Current, epoch: 0, start: 5, end: 1 });
+        e.piece(&PieceRef {
+            log_type: "x".into(),
+            kind: PieceKind::Current,
+            epoch: 0,
+            start: 5,
+            end: 1,
+        });
         ack.extend_from_slice(&e.0);
         assert!(Message::decode(&ack).is_err());
         assert!(Message::decode(&[200]).is_err());

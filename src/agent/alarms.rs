@@ -1,0 +1,267 @@
+//! Alarms on the agent: deciding when to raise one, and a spool on disk
+//! that keeps every alarm until the master acknowledges it.
+//!
+//! Crash safety: an alarm is appended to `log/.pihealth/alarms.spool` and
+//! fsynced before anyone tries to send it; it leaves the spool only after
+//! the master's `AlarmAck`. A crash between the master's ack and our
+//! rewrite of the spool re-sends it, and the master recognises the id.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::agent::collector::Outcome;
+use crate::level::Level;
+use crate::protocol::message::{Alarm, MAX_TEXT};
+use crate::storage;
+
+pub struct AlarmSpool {
+    path: PathBuf,
+    queue: Mutex<VecDeque<Alarm>>,
+}
+
+impl AlarmSpool {
+    pub fn open(path: &Path) -> io::Result<AlarmSpool> {
+        let mut queue = VecDeque::new();
+        match File::open(path) {
+            Ok(file) => {
+                for line in BufReader::new(file).lines() {
+                    let line = line?;
+                    match serde_json::from_str::<Alarm>(&line) {
+                        Ok(a) => queue.push_back(a),
+                        // A line torn by a crash mid-append was never acknowledged
+                        // to anyone; the alarm it held is raised again if still true.
+                        Err(e) => log::warn!("{}: skipping unreadable alarm: {e}", path.display()),
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(storage::with_path(e, path)),
+        }
+        Ok(AlarmSpool {
+            path: path.to_path_buf(),
+            queue: Mutex::new(queue),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Alarm>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep an alarm durably until acknowledged.
+    pub fn push(&self, alarm: Alarm) -> io::Result<()> {
+        let mut queue = self.lock();
+        let mut line = serde_json::to_string(&alarm).map_err(io::Error::other)?;
+        line.push('\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(line.as_bytes())?;
+        file.sync_data()?;
+        queue.push_back(alarm);
+        Ok(())
+    }
+
+    /// The oldest unacknowledged alarm.
+    pub fn front(&self) -> Option<Alarm> {
+        self.lock().front().cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The master has stored alarm `id`.
+    pub fn acknowledged(&self, id: &str) -> io::Result<()> {
+        let mut queue = self.lock();
+        queue.retain(|a| a.id != id);
+        let mut text = String::new();
+        for a in queue.iter() {
+            text.push_str(&serde_json::to_string(a).map_err(io::Error::other)?);
+            text.push('\n');
+        }
+        storage::write_atomic(&self.path, text.as_bytes(), true)
+    }
+}
+
+/// Decides when a collector's outcome is worth an alarm: when its level
+/// changes to or from a problem level, and every `realarm_interval` while
+/// a problem lasts.
+pub struct AlarmMonitor {
+    host: String,
+    realarm_interval: Duration,
+    last: HashMap<String, (Level, Instant)>,
+}
+
+impl AlarmMonitor {
+    pub fn new(host: &str, realarm_interval: Duration) -> AlarmMonitor {
+        AlarmMonitor {
+            host: host.to_string(),
+            realarm_interval,
+            last: HashMap::new(),
+        }
+    }
+
+    pub fn observe(
+        &mut self,
+        log_type: &str,
+        outcome: &Outcome,
+        now: Instant,
+    ) -> io::Result<Option<Alarm>> {
+        let level = outcome.level;
+        let raise = match self.last.get(log_type) {
+            // First run: a problem from the start is news; a normal start is not.
+            None => level.is_problem(),
+            Some((previous, since)) => {
+                (*previous != level && (previous.is_problem() || level.is_problem()))
+                    || (level.is_problem() && now.duration_since(*since) >= self.realarm_interval)
+            }
+        };
+        let entry = self
+            .last
+            .entry(log_type.to_string())
+            .or_insert((level, now));
+        if !raise {
+            entry.0 = level;
+            return Ok(None);
+        }
+        let previous = entry.0;
+        *entry = (level, now);
+        let mut message = if !level.is_problem() && previous.is_problem() {
+            format!("recovered from {previous}: ")
+        } else {
+            String::new()
+        };
+        message.push_str(&outcome.lines.join(" / "));
+        Ok(Some(self.alarm(
+            log_type,
+            level,
+            message,
+            outcome.finished_at.to_rfc3339(),
+        )?))
+    }
+
+    /// An alarm about the agent itself (e.g. data dropped at `max_backlog`).
+    pub fn alarm(
+        &self,
+        log_type: &str,
+        level: Level,
+        mut message: String,
+        time: String,
+    ) -> io::Result<Alarm> {
+        if message.len() > MAX_TEXT {
+            let mut cut = MAX_TEXT;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let id: String = crate::protocol::auth::random_bytes::<16>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Alarm {
+            id,
+            host: self.host.clone(),
+            log_type: log_type.to_string(),
+            level: level.to_string(),
+            message,
+            time,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(level: Level) -> Outcome {
+        Outcome {
+            finished_at: chrono::Local::now().fixed_offset(),
+            level,
+            lines: vec![format!("x {level}")],
+        }
+    }
+
+    #[test]
+    fn alarms_on_changes_to_and_from_problems_and_while_they_last() {
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(m
+            .observe("cpu", &outcome(Level::Normal), t0)
+            .unwrap()
+            .is_none());
+        assert!(m
+            .observe("cpu", &outcome(Level::Note), t0)
+            .unwrap()
+            .is_none());
+        let a = m
+            .observe("cpu", &outcome(Level::Warning), t0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.level, "warning");
+        assert!(m
+            .observe(
+                "cpu",
+                &outcome(Level::Warning),
+                t0 + Duration::from_secs(30)
+            )
+            .unwrap()
+            .is_none());
+        assert!(m
+            .observe(
+                "cpu",
+                &outcome(Level::Warning),
+                t0 + Duration::from_secs(61)
+            )
+            .unwrap()
+            .is_some());
+        let r = m
+            .observe("cpu", &outcome(Level::Normal), t0 + Duration::from_secs(62))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.level, "normal");
+        assert!(r.message.starts_with("recovered from warning"));
+        // A problem at the very first run is reported.
+        assert!(m
+            .observe("disk", &outcome(Level::Critical), t0)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn spool_survives_reopen_until_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alarms.spool");
+        let m = AlarmMonitor::new("pi1", Duration::from_secs(60));
+        let a = m
+            .alarm("cpu", Level::Warning, "hot".into(), "t".into())
+            .unwrap();
+        let b = m
+            .alarm("mem", Level::Warning, "full".into(), "t".into())
+            .unwrap();
+        assert_ne!(a.id, b.id);
+        {
+            let s = AlarmSpool::open(&path).unwrap();
+            s.push(a.clone()).unwrap();
+            s.push(b.clone()).unwrap();
+        }
+        // A torn last line from a crash is skipped, the rest kept.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"id\":\"tor").unwrap();
+        let s = AlarmSpool::open(&path).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.front().unwrap(), a);
+        s.acknowledged(&a.id).unwrap();
+        let s = AlarmSpool::open(&path).unwrap();
+        assert_eq!(s.front().unwrap(), b);
+    }
+}

@@ -1,0 +1,261 @@
+//! The agent's two ports: control (8000: ping, list pending, acknowledge)
+//! and data (8001: one piece per short-lived connection, bound to a
+//! one-time token handed out on the control connection).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::agent::logstore::LogStore;
+use crate::protocol::auth::random_bytes;
+use crate::protocol::message::{AgentInfo, Message, Offer, PieceRef, MAX_CHUNK, TOKEN_LEN};
+use crate::protocol::{Connection, Key, Purpose};
+
+/// Most messages one control connection may exchange (a pull needs a few
+/// per round); past it the connection is closed.
+const MAX_CONTROL_MESSAGES: usize = 1024;
+/// Most outstanding data tokens; the oldest expire first.
+const MAX_TOKENS: usize = 8192;
+
+struct Token {
+    piece: PieceRef,
+    expires: Instant,
+    /// The control connection that asked; its tokens die with it.
+    connection: u64,
+}
+
+/// What both servers share.
+pub struct AgentServer {
+    pub name: String,
+    pub store: Arc<LogStore>,
+    pub keys: Vec<Key>,
+    pub data_port: u16,
+    pub allowed_masters: Vec<IpAddr>,
+    pub token_lifetime: Duration,
+    tokens: Mutex<HashMap<[u8; TOKEN_LEN], Token>>,
+    next_connection: Mutex<u64>,
+}
+
+impl AgentServer {
+    pub fn new(
+        name: String,
+        store: Arc<LogStore>,
+        keys: Vec<Key>,
+        data_port: u16,
+        allowed_masters: Vec<IpAddr>,
+        token_lifetime: Duration,
+    ) -> AgentServer {
+        AgentServer {
+            name,
+            store,
+            keys,
+            data_port,
+            allowed_masters,
+            token_lifetime,
+            tokens: Mutex::new(HashMap::new()),
+            next_connection: Mutex::new(0),
+        }
+    }
+
+    fn allowed(&self, peer: SocketAddr, port: &str) -> bool {
+        let ok = self.allowed_masters.is_empty() || self.allowed_masters.contains(&peer.ip());
+        if !ok {
+            log::warn!(
+                "{}: {port} connection from {peer} refused: not in allowed_masters",
+                self.name
+            );
+        }
+        ok
+    }
+
+    fn info(&self) -> AgentInfo {
+        AgentInfo {
+            name: self.name.clone(),
+            time_ms: chrono::Utc::now().timestamp_millis(),
+            data_port: self.data_port,
+            backlog: self.store.backlog(),
+        }
+    }
+
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; TOKEN_LEN], Token>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serve one control connection until the master says `Bye` or leaves.
+    pub fn handle_control(&self, stream: TcpStream, peer: SocketAddr) {
+        if !self.allowed(peer, "control") {
+            return;
+        }
+        let mut conn = match Connection::server(stream, &self.keys, Purpose::Control) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("{}: control connection from {peer} refused: {e}", self.name);
+                return;
+            }
+        };
+        let id = {
+            let mut n = self
+                .next_connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            *n
+        };
+        if let Err(e) = self.control_session(&mut conn, id) {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                log::warn!("{}: control connection from {peer}: {e}", self.name);
+            }
+        }
+        self.tokens().retain(|_, t| t.connection != id);
+    }
+
+    fn control_session(&self, conn: &mut Connection<TcpStream>, id: u64) -> io::Result<()> {
+        for _ in 0..MAX_CONTROL_MESSAGES {
+            match conn.recv()? {
+                Message::Ping => conn.send(&Message::Pong(self.info()))?,
+                Message::ListPending => {
+                    let (pending, more) = self.store.pending();
+                    let now = Instant::now();
+                    let mut offers = Vec::with_capacity(pending.len());
+                    let mut tokens = self.tokens();
+                    tokens.retain(|_, t| t.expires > now);
+                    for p in pending {
+                        if tokens.len() >= MAX_TOKENS {
+                            break;
+                        }
+                        let token = random_bytes::<TOKEN_LEN>()?;
+                        tokens.insert(
+                            token,
+                            Token {
+                                piece: p.piece.clone(),
+                                expires: now + self.token_lifetime,
+                                connection: id,
+                            },
+                        );
+                        offers.push(Offer {
+                            piece: p.piece,
+                            size: p.size,
+                            token,
+                        });
+                    }
+                    drop(tokens);
+                    conn.send(&Message::Pending {
+                        info: self.info(),
+                        offers,
+                        more,
+                    })?;
+                }
+                Message::Ack(pieces) => {
+                    for piece in &pieces {
+                        if let Err(e) = self.store.release(piece) {
+                            log::error!(
+                                "{}: cannot release {} {}..{}: {e}",
+                                self.name,
+                                piece.log_type,
+                                piece.start,
+                                piece.end
+                            );
+                        }
+                    }
+                    conn.send(&Message::AckOk)?;
+                }
+                Message::Bye => return Ok(()),
+                other => {
+                    let _ = conn.send(&Message::Error(format!(
+                        "{} not expected on the control port",
+                        other.kind()
+                    )));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unexpected {}", other.kind()),
+                    ));
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many messages on one control connection",
+        ))
+    }
+
+    /// Serve one data connection: one token, one piece, then close.
+    pub fn handle_data(&self, stream: TcpStream, peer: SocketAddr) {
+        if !self.allowed(peer, "data") {
+            return;
+        }
+        let mut conn = match Connection::server(stream, &self.keys, Purpose::Data) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("{}: data connection from {peer} refused: {e}", self.name);
+                return;
+            }
+        };
+        if let Err(e) = self.send_piece(&mut conn) {
+            log::warn!("{}: data connection from {peer}: {e}", self.name);
+            let _ = conn.send(&Message::Error(e.to_string()));
+        }
+    }
+
+    fn send_piece(&self, conn: &mut Connection<TcpStream>) -> io::Result<()> {
+        let token = match conn.recv()? {
+            Message::Fetch { token } => token,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("expected Fetch, got {}", other.kind()),
+                ))
+            }
+        };
+        let piece = match self.tokens().remove(&token) {
+            Some(t) if t.expires > Instant::now() => t.piece,
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "token expired",
+                ))
+            }
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "unknown or used token",
+                ))
+            }
+        };
+        let mut reader = self.store.open_piece(&piece)?;
+        reader.file.seek(SeekFrom::Start(reader.offset))?;
+        let mut source = (&mut reader.file).take(reader.len);
+        let mut buf = vec![0u8; MAX_CHUNK];
+        let mut sent = 0u64;
+        loop {
+            let n = read_full(&mut source, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            conn.send_chunk(&buf[..n])?;
+            sent += n as u64;
+        }
+        if sent != reader.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "piece shorter than offered",
+            ));
+        }
+        conn.send(&Message::End { len: sent })
+    }
+}
+
+/// Read until `buf` is full or the source ends.
+fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,170 @@
+//! The agent's connections to the master: registration at start, a
+//! heartbeat every `heartbeat_interval`, and delivery of spooled alarms,
+//! all from one thread over short-lived authenticated connections.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::agent::alarms::AlarmSpool;
+use crate::agent::logstore::LogStore;
+use crate::net;
+use crate::protocol::{Connection, Key, Message, Purpose};
+
+pub struct Uplink {
+    pub name: String,
+    pub master: SocketAddr,
+    pub master_alarm: SocketAddr,
+    pub key: Key,
+    /// Where our control port listens; unspecified (0.0.0.0) means "ask
+    /// the master to use the address our connections come from".
+    pub control_listen: SocketAddr,
+    pub data_port: u16,
+    pub heartbeat_interval: Duration,
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+    pub store: Arc<LogStore>,
+    pub spool: Arc<AlarmSpool>,
+}
+
+/// Longest wait between alarm delivery attempts while the master is away.
+const MAX_ALARM_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Uplink {
+    fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
+        let stream = net::connect(addr, self.connect_timeout, self.io_timeout)?;
+        Connection::client(stream, &self.key, purpose)
+    }
+
+    fn register(&self, first: bool) -> io::Result<()> {
+        let mut conn = self.connect(self.master, Purpose::Register)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let control_ip = match self.control_listen.ip() {
+            ip if ip.is_unspecified() => String::new(),
+            ip => ip.to_string(),
+        };
+        let control_port = self.control_listen.port();
+        let message = if first {
+            Message::Register {
+                name: self.name.clone(),
+                control_ip,
+                control_port,
+                data_port: self.data_port,
+                time_ms: now,
+            }
+        } else {
+            Message::Heartbeat {
+                name: self.name.clone(),
+                control_ip,
+                control_port,
+                time_ms: now,
+                backlog: self.store.backlog(),
+            }
+        };
+        conn.send(&message)?;
+        match conn.recv_ok()? {
+            Message::Welcome { .. } => Ok(()),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected Welcome, got {}", other.kind()),
+            )),
+        }
+    }
+
+    /// Send spooled alarms oldest first until the spool is empty.
+    fn deliver_alarms(&self) -> io::Result<usize> {
+        let mut sent = 0;
+        let mut conn = None;
+        while let Some(alarm) = self.spool.front() {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => conn.insert(self.connect(self.master_alarm, Purpose::Alarm)?),
+            };
+            c.send(&Message::Alarm(alarm.clone()))?;
+            match c.recv_ok()? {
+                Message::AlarmAck { id } if id == alarm.id => self.spool.acknowledged(&id)?,
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("expected AlarmAck, got {}", other.kind()),
+                    ))
+                }
+            }
+            sent += 1;
+        }
+        if let Some(mut c) = conn {
+            let _ = c.send(&Message::Bye);
+        }
+        Ok(sent)
+    }
+
+    /// Run until `stop`; `wake` is signalled when a new alarm is spooled.
+    pub fn run(&self, stop: &AtomicBool, wake: &Receiver<()>) {
+        let mut registered = false;
+        let mut master_reachable = true;
+        let mut next_beat = Instant::now();
+        let mut next_alarm_try = Instant::now();
+        let mut alarm_backoff = Duration::from_millis(500);
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= next_beat {
+                match self.register(!registered) {
+                    Ok(()) => {
+                        if !registered || !master_reachable {
+                            log::info!(
+                                "{}: {} with master {}",
+                                self.name,
+                                if registered {
+                                    "heartbeat back"
+                                } else {
+                                    "registered"
+                                },
+                                self.master
+                            );
+                        }
+                        registered = true;
+                        master_reachable = true;
+                    }
+                    Err(e) => {
+                        if master_reachable {
+                            log::warn!("{}: master {} unreachable: {e}", self.name, self.master);
+                        }
+                        master_reachable = false;
+                    }
+                }
+                next_beat = now + self.heartbeat_interval;
+            }
+            if !self.spool.is_empty() && now >= next_alarm_try {
+                match self.deliver_alarms() {
+                    Ok(n) => {
+                        log::info!("{}: delivered {n} alarm(s)", self.name);
+                        alarm_backoff = Duration::from_millis(500);
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "{}: alarm delivery to {} failed ({e}); {} kept in the spool, retry in {alarm_backoff:?}",
+                            self.name,
+                            self.master_alarm,
+                            self.spool.len()
+                        );
+                        next_alarm_try = Instant::now() + alarm_backoff;
+                        alarm_backoff = (alarm_backoff * 2).min(MAX_ALARM_BACKOFF);
+                    }
+                }
+            }
+            let now = Instant::now();
+            let mut until = next_beat;
+            if !self.spool.is_empty() {
+                until = until.min(next_alarm_try);
+            }
+            let wait = until
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(200));
+            let _ = wake.recv_timeout(wait);
+        }
+    }
+}

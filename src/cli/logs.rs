@@ -1,0 +1,176 @@
+//! `pihealth logs HOST TYPE`: the archives in `logbackup/HOST/` and the
+//! current `log/HOST/TYPE.log` as one stream, oldest first.
+//!
+//! Reads only what the master has committed (the length in the host's
+//! state file), so a piece being written is never shown half-done.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use flate2::read::MultiGzDecoder;
+
+use crate::config::MasterConfig;
+use crate::master::archive::archive_files;
+
+pub struct Query {
+    pub host: String,
+    pub log_type: String,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub follow: bool,
+}
+
+struct Filter {
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+impl Filter {
+    fn keep(&self, line: &str) -> bool {
+        match super::line_time(line) {
+            Some(t) => self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u),
+            None => self.since.is_none() && self.until.is_none(),
+        }
+    }
+}
+
+fn emit(reader: &mut dyn BufRead, filter: &Filter, out: &mut dyn Write) -> io::Result<()> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if filter.keep(&line) {
+            out.write_all(line.as_bytes())?;
+        }
+    }
+}
+
+/// Committed length of `log/HOST/TYPE.log` (from the host state file).
+fn committed_len(log_root: &Path, host: &str, log_type: &str) -> u64 {
+    let path = log_root.join(host).join(".pihealth-state.json");
+    let state: Option<serde_json::Value> = crate::storage::read_json(&path).ok().flatten();
+    state
+        .and_then(|s| s["types"][log_type]["local_len"].as_u64())
+        .unwrap_or(0)
+}
+
+fn list_names(dir: &Path, strip: fn(&str) -> Option<String>) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(strip))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
+    crate::names::check_host_name(&q.host).map_err(|e| format!("host {:?}: {e}", q.host))?;
+    crate::names::check_type_name(&q.log_type)
+        .map_err(|e| format!("type {:?}: {e}", q.log_type))?;
+    let hosts = list_names(&config.log_dir, |n| {
+        (crate::names::check_host_name(n).is_ok() && !n.ends_with(".log") && !n.ends_with(".json"))
+            .then(|| n.to_string())
+    });
+    let host_dir = config.log_dir.join(&q.host);
+    if !host_dir.is_dir() {
+        return Err(format!(
+            "no host {:?} under {}; hosts: {}",
+            q.host,
+            config.log_dir.display(),
+            hosts.join(", ")
+        ));
+    }
+    let archives =
+        archive_files(&config.backup_dir, &q.host, &q.log_type).map_err(|e| e.to_string())?;
+    let current = host_dir.join(format!("{}.log", q.log_type));
+    if archives.is_empty() && !current.exists() {
+        let mut types = list_names(&host_dir, |n| n.strip_suffix(".log").map(str::to_string));
+        types.extend(list_names(&config.backup_dir.join(&q.host), |n| {
+            n.strip_suffix(".log.gz")
+                .and_then(|s| s.rsplit_once('-'))
+                .map(|(t, _)| t.to_string())
+        }));
+        types.sort();
+        types.dedup();
+        return Err(format!(
+            "host {} has no {:?} log; types: {}",
+            q.host,
+            q.log_type,
+            types.join(", ")
+        ));
+    }
+    let filter = Filter {
+        since: q.since.as_deref().map(super::parse_time).transpose()?,
+        until: q.until.as_deref().map(super::parse_time).transpose()?,
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let io = |e: io::Error| e.to_string();
+    for path in &archives {
+        let file = File::open(path).map_err(io)?;
+        emit(
+            &mut BufReader::new(MultiGzDecoder::new(file)),
+            &filter,
+            &mut out,
+        )
+        .map_err(io)?;
+    }
+    let mut shown = committed_len(&config.log_dir, &q.host, &q.log_type);
+    if let Ok(file) = File::open(&current) {
+        emit(&mut BufReader::new(file.take(shown)), &filter, &mut out).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    if !q.follow {
+        return Ok(());
+    }
+    // Follow: print newly committed bytes; when the master seals the log
+    // into an archive, finish that archive from where we were, print any
+    // archive that arrived after it, and start over on the new log.
+    let mut known: Vec<_> = archives;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now_archives =
+            archive_files(&config.backup_dir, &q.host, &q.log_type).map_err(|e| e.to_string())?;
+        let fresh: Vec<_> = now_archives
+            .iter()
+            .filter(|p| !known.contains(p))
+            .cloned()
+            .collect();
+        let committed = committed_len(&config.log_dir, &q.host, &q.log_type);
+        if !fresh.is_empty() {
+            for (i, path) in fresh.iter().enumerate() {
+                let file = File::open(path).map_err(io)?;
+                let mut reader = BufReader::new(MultiGzDecoder::new(file));
+                if i == 0 {
+                    // The first new archive is the log we were following.
+                    io::copy(&mut (&mut reader).take(shown), &mut io::sink()).map_err(io)?;
+                }
+                emit(&mut reader, &filter, &mut out).map_err(io)?;
+            }
+            shown = 0;
+            known = now_archives;
+        }
+        if committed > shown {
+            if let Ok(mut file) = File::open(&current) {
+                file.seek(SeekFrom::Start(shown)).map_err(io)?;
+                emit(
+                    &mut BufReader::new(file.take(committed - shown)),
+                    &filter,
+                    &mut out,
+                )
+                .map_err(io)?;
+                shown = committed;
+            }
+        }
+        out.flush().map_err(io)?;
+    }
+}

@@ -1,0 +1,287 @@
+//! Alarms arriving at the master: stored once in `log/alarms.log`,
+//! acknowledged, and handed to `alarm_command`.
+//!
+//! Order: append + fsync the line, remember the id, acknowledge. A crash
+//! before the ack makes the agent re-send; the id (loaded from
+//! `alarms.log` at start) makes the master recognise it and only ack.
+//! `alarm_command` gets the alarm in environment variables and runs
+//! without a shell, so nothing an agent says is ever interpreted.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::level::Level;
+use crate::protocol::{Alarm, Connection, Key, Message, Purpose};
+
+/// Most alarms one connection may deliver before it is closed.
+const MAX_ALARMS_PER_CONNECTION: usize = 10_000;
+
+pub struct AlarmLog {
+    path: PathBuf,
+    seen: Mutex<HashSet<String>>,
+    command: Option<Vec<String>>,
+    command_timeout: Duration,
+}
+
+/// One line of `alarms.log`: `TIME HOST TYPE LEVEL ID MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmLine {
+    pub time: String,
+    pub host: String,
+    pub log_type: String,
+    pub level: String,
+    pub id: String,
+    pub message: String,
+}
+
+impl AlarmLine {
+    pub fn parse(line: &str) -> Option<AlarmLine> {
+        let mut f = line.splitn(6, ' ');
+        Some(AlarmLine {
+            time: f.next()?.to_string(),
+            host: f.next()?.to_string(),
+            log_type: f.next()?.to_string(),
+            level: f.next()?.to_string(),
+            id: f.next()?.to_string(),
+            message: f.next().unwrap_or("").to_string(),
+        })
+    }
+}
+
+/// Read every alarm line of `log/alarms.log`, oldest first.
+pub fn read_alarms(path: &Path) -> io::Result<Vec<AlarmLine>> {
+    match File::open(path) {
+        Ok(f) => Ok(BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| AlarmLine::parse(&l))
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl AlarmLog {
+    pub fn open(
+        log_dir: &Path,
+        command: Option<Vec<String>>,
+        command_timeout: Duration,
+    ) -> io::Result<AlarmLog> {
+        let path = log_dir.join("alarms.log");
+        let seen = read_alarms(&path)?.into_iter().map(|a| a.id).collect();
+        Ok(AlarmLog {
+            path,
+            seen: Mutex::new(seen),
+            command,
+            command_timeout,
+        })
+    }
+
+    /// Check an alarm from the network before it touches the disk.
+    fn validate(alarm: &Alarm) -> Result<(), String> {
+        crate::names::check_host_name(&alarm.host)?;
+        crate::names::check_type_name(&alarm.log_type)?;
+        alarm.level.parse::<Level>()?;
+        if alarm.id.is_empty()
+            || alarm.id.len() > 64
+            || !alarm.id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err("bad alarm id".into());
+        }
+        chrono::DateTime::parse_from_rfc3339(&alarm.time)
+            .map_err(|e| format!("bad alarm time: {e}"))?;
+        Ok(())
+    }
+
+    /// Store an alarm unless already stored; true if it was new.
+    pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&alarm.id) {
+            return Ok(false);
+        }
+        let line = format!(
+            "{} {} {} {} {} {}\n",
+            alarm.time,
+            alarm.host,
+            alarm.log_type,
+            alarm.level,
+            alarm.id,
+            one_line(&alarm.message)
+        );
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(line.as_bytes())?;
+        file.sync_data()?;
+        seen.insert(alarm.id.clone());
+        Ok(true)
+    }
+
+    /// Serve one connection on the alarm port.
+    pub fn handle(&self, stream: TcpStream, peer: SocketAddr, keys: &[Key]) {
+        let mut conn = match Connection::server(stream, keys, Purpose::Alarm) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("alarm connection from {peer} refused: {e}");
+                return;
+            }
+        };
+        for _ in 0..MAX_ALARMS_PER_CONNECTION {
+            let alarm = match conn.recv() {
+                Ok(Message::Alarm(a)) => a,
+                Ok(Message::Bye) => return,
+                Ok(other) => {
+                    log::warn!("alarm connection from {peer}: unexpected {}", other.kind());
+                    return;
+                }
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                        log::warn!("alarm connection from {peer}: {e}");
+                    }
+                    return;
+                }
+            };
+            if let Err(why) = Self::validate(&alarm) {
+                log::warn!("alarm from {peer} refused: {why}");
+                let _ = conn.send(&Message::Error(why));
+                return;
+            }
+            match self.record(&alarm) {
+                Ok(new) => {
+                    if new {
+                        log::warn!(
+                            "alarm from {}: {} {} {}",
+                            alarm.host,
+                            alarm.log_type,
+                            alarm.level,
+                            alarm.message
+                        );
+                        self.run_command(&alarm);
+                    }
+                    if conn
+                        .send(&Message::AlarmAck {
+                            id: alarm.id.clone(),
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Not stored, so not acknowledged: the agent keeps it.
+                    log::error!("cannot store alarm from {}: {e}", alarm.host);
+                    let _ = conn.send(&Message::Error("master cannot store alarms now".into()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run_command(&self, alarm: &Alarm) {
+        let Some(argv) = &self.command else { return };
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .env("PIHEALTH_HOST", &alarm.host)
+            .env("PIHEALTH_TYPE", &alarm.log_type)
+            .env("PIHEALTH_LEVEL", &alarm.level)
+            .env("PIHEALTH_MESSAGE", &alarm.message)
+            .env("PIHEALTH_TIME", &alarm.time)
+            .env("PIHEALTH_ID", &alarm.id)
+            .stdin(Stdio::null());
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("alarm_command {:?} cannot start: {e}", argv[0]);
+                return;
+            }
+        };
+        let timeout = self.command_timeout;
+        let program = argv[0].clone();
+        // Reap it off the worker thread, killing it if it overstays.
+        let spawned = std::thread::Builder::new()
+            .name("alarm-command".into())
+            .spawn(move || {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) => {
+                            if !status.success() {
+                                log::warn!("alarm_command {program:?} exited with {status}");
+                            }
+                            return;
+                        }
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        _ => {
+                            log::warn!("alarm_command {program:?} killed after {timeout:?}");
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return;
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot watch alarm_command: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(id: &str) -> Alarm {
+        Alarm {
+            id: id.into(),
+            host: "pi1".into(),
+            log_type: "cpu".into(),
+            level: "warning".into(),
+            message: "load high\nsecond line".into(),
+            time: "2026-11-21T10:00:00+08:00".into(),
+        }
+    }
+
+    #[test]
+    fn stored_once_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
+        assert!(log.record(&alarm("a1")).unwrap());
+        assert!(!log.record(&alarm("a1")).unwrap());
+        let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
+        assert!(!log.record(&alarm("a1")).unwrap());
+        assert!(log.record(&alarm("a2")).unwrap());
+        let lines = read_alarms(&dir.path().join("alarms.log")).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].message, "load high second line");
+    }
+
+    #[test]
+    fn hostile_alarms_are_refused() {
+        let mut a = alarm("x");
+        a.host = "../../etc".into();
+        assert!(AlarmLog::validate(&a).is_err());
+        let mut a = alarm("x");
+        a.level = "panic".into();
+        assert!(AlarmLog::validate(&a).is_err());
+        let mut a = alarm("x y");
+        a.id = "x y".into();
+        assert!(AlarmLog::validate(&a).is_err());
+        assert!(AlarmLog::validate(&alarm("abc123")).is_ok());
+    }
+}

@@ -1,0 +1,295 @@
+//! One pull of one agent: list what is pending on the control connection,
+//! fetch each piece over its own short-lived data connection, store it,
+//! commit, and only then acknowledge.
+//!
+//! A failure fetching a piece of one type stops that type for this round
+//! (later pieces of it would land out of order) but not the other types.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::master::archive::{HostArchive, OpenError, Plan};
+use crate::net;
+use crate::protocol::message::{AgentInfo, Offer, PieceKind};
+use crate::protocol::{Connection, Key, Message, Purpose};
+
+/// Most `ListPending` rounds in one pull (each moves up to 256 pieces).
+const MAX_ROUNDS: usize = 64;
+
+#[derive(Clone)]
+pub struct PullContext {
+    pub key: Key,
+    pub log_root: PathBuf,
+    pub backup_root: PathBuf,
+    pub rotate_size: u64,
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct PullReport {
+    pub host: String,
+    pub info: Option<AgentInfo>,
+    pub skew_ms: i64,
+    pub pieces: usize,
+    /// Log bytes newly stored (uncompressed).
+    pub bytes: u64,
+    /// Bytes that crossed data connections.
+    pub wire_bytes: u64,
+    pub already_had: usize,
+    pub failed_pieces: Vec<String>,
+    pub events: Vec<String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug)]
+pub enum PullError {
+    Busy(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for PullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PullError::Busy(h) => write!(f, "{h}: another pull of this host is in progress"),
+            PullError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> PullError {
+    PullError::Failed(e.to_string())
+}
+
+/// Ask an agent who it is (a liveness probe).
+pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i64)> {
+    let sent = chrono::Utc::now().timestamp_millis();
+    let mut conn = Connection::client(
+        net::connect(control, ctx.connect_timeout, ctx.io_timeout)?,
+        &ctx.key,
+        Purpose::Control,
+    )?;
+    conn.send(&Message::Ping)?;
+    let info = match conn.recv_ok()? {
+        Message::Pong(info) => info,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected Pong, got {}", other.kind()),
+            ))
+        }
+    };
+    let _ = conn.send(&Message::Bye);
+    Ok((info.clone(), skew(sent, info.time_ms)))
+}
+
+/// Agent clock minus ours, taking our clock at the middle of the exchange.
+fn skew(sent_ms: i64, agent_ms: i64) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    agent_ms - (sent_ms + (now - sent_ms) / 2)
+}
+
+/// Pull everything pending from the agent at `control`. `name` is the
+/// configured host name, if any; otherwise the agent's own name is used.
+pub fn pull_agent(
+    ctx: &PullContext,
+    control: SocketAddr,
+    name: Option<&str>,
+) -> Result<PullReport, PullError> {
+    let started = Instant::now();
+    let stream = net::connect(control, ctx.connect_timeout, ctx.io_timeout).map_err(failed)?;
+    let mut conn = Connection::client(stream, &ctx.key, Purpose::Control).map_err(failed)?;
+    let mut report = PullReport::default();
+    let mut archive: Option<HostArchive> = None;
+    for _ in 0..MAX_ROUNDS {
+        let sent = chrono::Utc::now().timestamp_millis();
+        conn.send(&Message::ListPending).map_err(failed)?;
+        let (info, offers, more) = match conn.recv_ok().map_err(failed)? {
+            Message::Pending { info, offers, more } => (info, offers, more),
+            other => return Err(failed(format!("expected Pending, got {}", other.kind()))),
+        };
+        report.skew_ms = skew(sent, info.time_ms);
+        let host = name.unwrap_or(&info.name).to_string();
+        crate::names::check_host_name(&host).map_err(|e| {
+            failed(format!(
+                "agent at {control} sent an unusable host name {host:?}: {e}"
+            ))
+        })?;
+        if name.is_some_and(|n| n != info.name) {
+            log::warn!(
+                "{host}: agent at {control} calls itself {:?}; archiving under the configured name",
+                info.name
+            );
+        }
+        report.host = host.clone();
+        report.info = Some(info.clone());
+        if offers.is_empty() {
+            break;
+        }
+        if archive.is_none() {
+            archive = Some(
+                match HostArchive::open(&ctx.log_root, &ctx.backup_root, &host, ctx.rotate_size) {
+                    Ok(a) => a,
+                    Err(OpenError::Busy) => return Err(PullError::Busy(host)),
+                    Err(OpenError::Io(e)) => {
+                        return Err(failed(format!("{host}: cannot open the archive: {e}")))
+                    }
+                },
+            );
+        }
+        let store = archive.as_mut().expect("opened above");
+        let data_addr = SocketAddr::new(control.ip(), info.data_port);
+        let mut acks = Vec::new();
+        let mut broken_types: Vec<String> = Vec::new();
+        for offer in &offers {
+            let piece = &offer.piece;
+            if broken_types.contains(&piece.log_type) {
+                continue;
+            }
+            if crate::names::check_type_name(&piece.log_type).is_err() {
+                report
+                    .failed_pieces
+                    .push(format!("{:?}: bad type name", piece.log_type));
+                broken_types.push(piece.log_type.clone());
+                continue;
+            }
+            match store.plan(piece) {
+                Plan::AlreadyHave => {
+                    report.already_had += 1;
+                    acks.push(piece.clone());
+                }
+                Plan::Fetch { skip } => match fetch(ctx, data_addr, offer, skip, store) {
+                    Ok(stored) => {
+                        report.pieces += 1;
+                        report.bytes += stored;
+                        report.wire_bytes += offer.size;
+                        acks.push(piece.clone());
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "{host}: {} {}..{} not fetched: {e}",
+                            piece.log_type,
+                            piece.start,
+                            piece.end
+                        );
+                        report.failed_pieces.push(format!(
+                            "{} {}..{}: {e}",
+                            piece.log_type, piece.start, piece.end
+                        ));
+                        broken_types.push(piece.log_type.clone());
+                    }
+                },
+            }
+        }
+        report.events.append(&mut store.events);
+        // Durable first, acknowledged second.
+        store
+            .commit()
+            .map_err(|e| failed(format!("{host}: cannot commit: {e}")))?;
+        if !acks.is_empty() {
+            conn.send(&Message::Ack(acks)).map_err(failed)?;
+            match conn.recv_ok().map_err(failed)? {
+                Message::AckOk => {}
+                other => return Err(failed(format!("expected AckOk, got {}", other.kind()))),
+            }
+        }
+        if !more || !broken_types.is_empty() {
+            break;
+        }
+    }
+    let _ = conn.send(&Message::Bye);
+    report.elapsed = started.elapsed();
+    if report.failed_pieces.is_empty() {
+        Ok(report)
+    } else {
+        Err(failed(format!(
+            "{}: {} piece(s) failed, first: {}",
+            report.host,
+            report.failed_pieces.len(),
+            report.failed_pieces[0]
+        )))
+    }
+}
+
+/// Fetch one piece over its own data connection into the archive.
+fn fetch(
+    ctx: &PullContext,
+    data_addr: SocketAddr,
+    offer: &Offer,
+    skip: u64,
+    store: &mut HostArchive,
+) -> io::Result<u64> {
+    let stream = net::connect(data_addr, ctx.connect_timeout, ctx.io_timeout)?;
+    let mut conn = Connection::client(stream, &ctx.key, Purpose::Data)?;
+    conn.send(&Message::Fetch { token: offer.token })?;
+    let mut reader = ChunkReader {
+        conn: &mut conn,
+        buffer: Vec::new(),
+        at: 0,
+        received: 0,
+        expected: offer.size,
+        done: false,
+    };
+    match offer.piece.kind {
+        PieceKind::Current => store.store_current(&offer.piece, skip, &mut reader),
+        PieceKind::Archive => store.store_archive(&offer.piece, skip, offer.size, &mut reader),
+    }
+}
+
+/// The bytes of a piece as they arrive in `Chunk` frames; ends at `End`,
+/// which must agree with what arrived and with the size offered.
+struct ChunkReader<'a> {
+    conn: &'a mut Connection<TcpStream>,
+    buffer: Vec<u8>,
+    at: usize,
+    received: u64,
+    expected: u64,
+    done: bool,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buffer.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.conn.recv_ok()? {
+                Message::Chunk(data) => {
+                    self.received += data.len() as u64;
+                    if self.received > self.expected {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "agent sent more than it offered",
+                        ));
+                    }
+                    self.buffer = data;
+                    self.at = 0;
+                }
+                Message::End { len } => {
+                    if len != self.received || len != self.expected {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "piece ended at {len} bytes; received {}, offered {}",
+                                self.received, self.expected
+                            ),
+                        ));
+                    }
+                    self.done = true;
+                }
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("expected Chunk, got {}", other.kind()),
+                    ))
+                }
+            }
+        }
+        let n = out.len().min(self.buffer.len() - self.at);
+        out[..n].copy_from_slice(&self.buffer[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,313 @@
+//! The agents the master knows, their liveness, and what the last pulls did.
+//!
+//! Kept in memory behind one lock and written to `log/registry.json`
+//! (atomically, at most about once a second) so registrations survive a
+//! restart and `pihealth status` can read the fleet without the daemon.
+//! Every change of an agent's state goes to `log/events.log`.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::StaticAgent;
+use crate::protocol::AgentInfo;
+use crate::storage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    NeverSeen,
+    Up,
+    Down,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::NeverSeen => "never seen",
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Static,
+    Registered,
+}
+
+/// One agent as the master sees it. Times are milliseconds since the Unix
+/// epoch (UTC) so they survive restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Host name as the agent (or the config) gives it; `None` until known.
+    pub name: Option<String>,
+    pub control: SocketAddr,
+    pub data_port: u16,
+    pub origin: Origin,
+    pub state: State,
+    pub state_since_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub last_pull_ms: Option<i64>,
+    pub last_pull_ok_ms: Option<i64>,
+    pub last_pull_error: Option<String>,
+    pub bytes_pulled: u64,
+    pub backlog: u64,
+    /// Agent clock minus master clock, from the last exchange.
+    pub clock_skew_ms: Option<i64>,
+}
+
+impl AgentRecord {
+    fn new(
+        name: Option<String>,
+        control: SocketAddr,
+        data_port: u16,
+        origin: Origin,
+    ) -> AgentRecord {
+        AgentRecord {
+            name,
+            control,
+            data_port,
+            origin,
+            state: State::NeverSeen,
+            state_since_ms: None,
+            last_seen_ms: None,
+            last_heartbeat_ms: None,
+            last_pull_ms: None,
+            last_pull_ok_ms: None,
+            last_pull_error: None,
+            bytes_pulled: 0,
+            backlog: 0,
+            clock_skew_ms: None,
+        }
+    }
+
+    /// Name for logs and tables: the host name, or the address until known.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.control.to_string())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RegistryFile {
+    written_ms: i64,
+    agents: Vec<AgentRecord>,
+}
+
+pub struct Registry {
+    path: PathBuf,
+    events_path: PathBuf,
+    agents: Mutex<Vec<AgentRecord>>,
+    dirty: AtomicBool,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Registry {
+    /// Load `log/registry.json` and merge in the static agent list.
+    pub fn open(
+        log_dir: &Path,
+        statics: &[StaticAgent],
+        default_data_port: u16,
+    ) -> io::Result<Registry> {
+        std::fs::create_dir_all(log_dir).map_err(|e| storage::with_path(e, log_dir))?;
+        let path = log_dir.join("registry.json");
+        let file: RegistryFile = storage::read_json(&path)?.unwrap_or_default();
+        let mut agents = file.agents;
+        for s in statics {
+            match agents.iter_mut().find(|a| a.control == s.control) {
+                Some(a) => {
+                    a.origin = Origin::Static;
+                    if s.name.is_some() {
+                        a.name = s.name.clone();
+                    }
+                }
+                None => agents.push(AgentRecord::new(
+                    s.name.clone(),
+                    s.control,
+                    default_data_port,
+                    Origin::Static,
+                )),
+            }
+        }
+        Ok(Registry {
+            path,
+            events_path: log_dir.join("events.log"),
+            agents: Mutex::new(agents),
+            dirty: AtomicBool::new(true),
+        })
+    }
+
+    /// Read the registry file without taking part in the daemon's life (for
+    /// `status` and `pull`).
+    pub fn read_snapshot(log_dir: &Path) -> io::Result<(Option<i64>, Vec<AgentRecord>)> {
+        let file: Option<RegistryFile> = storage::read_json(&log_dir.join("registry.json"))?;
+        Ok(match file {
+            Some(f) => (Some(f.written_ms), f.agents),
+            None => (None, Vec::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AgentRecord>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    pub fn snapshot(&self) -> Vec<AgentRecord> {
+        self.lock().clone()
+    }
+
+    /// Append one line to `log/events.log` (and the program log).
+    pub fn event(&self, text: &str) {
+        log::info!("{text}");
+        let line = format!("{} {text}\n", storage::now_rfc3339());
+        let result = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.events_path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = result {
+            log::error!("cannot write {}: {e}", self.events_path.display());
+        }
+    }
+
+    fn set_state(&self, a: &mut AgentRecord, state: State, why: &str) {
+        if a.state != state {
+            self.event(&format!(
+                "{} {} {} ({why})",
+                a.label(),
+                a.control,
+                state.as_str()
+            ));
+            a.state = state;
+            a.state_since_ms = Some(now_ms());
+            self.mark_dirty();
+        }
+    }
+
+    fn seen(&self, a: &mut AgentRecord, why: &str) {
+        a.last_seen_ms = Some(now_ms());
+        self.set_state(a, State::Up, why);
+        self.mark_dirty();
+    }
+
+    /// A registration or heartbeat arrived from `peer` (authenticated).
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        control: SocketAddr,
+        agent_time_ms: i64,
+        backlog: Option<u64>,
+        data_port: Option<u16>,
+    ) {
+        let mut agents = self.lock();
+        // A name is the agent's identity; an address only for unnamed entries.
+        let index = agents
+            .iter()
+            .position(|a| a.name.as_deref() == Some(name))
+            .or_else(|| {
+                agents
+                    .iter()
+                    .position(|a| a.control == control && a.name.is_none())
+            });
+        let index = match index {
+            Some(i) => i,
+            None => {
+                self.event(&format!("{name} {control} registered"));
+                agents.push(AgentRecord::new(
+                    Some(name.to_string()),
+                    control,
+                    data_port.unwrap_or(8001),
+                    Origin::Registered,
+                ));
+                agents.len() - 1
+            }
+        };
+        let a = &mut agents[index];
+        if a.control != control {
+            self.event(&format!("{name} moved from {} to {control}", a.control));
+            a.control = control;
+        }
+        if a.name.as_deref() != Some(name) && a.origin == Origin::Registered {
+            a.name = Some(name.to_string());
+        }
+        if let Some(p) = data_port {
+            a.data_port = p;
+        }
+        if let Some(b) = backlog {
+            a.backlog = b;
+        }
+        a.clock_skew_ms = Some(agent_time_ms - now_ms());
+        a.last_heartbeat_ms = Some(now_ms());
+        self.seen(a, "heartbeat");
+    }
+
+    /// A probe or pull of the agent at `control` succeeded.
+    pub fn contact(&self, control: SocketAddr, info: &AgentInfo, skew_ms: i64, what: &str) {
+        let mut agents = self.lock();
+        if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
+            if a.name.is_none() {
+                a.name = Some(info.name.clone());
+            }
+            a.data_port = info.data_port;
+            a.backlog = info.backlog;
+            a.clock_skew_ms = Some(skew_ms);
+            self.seen(a, what);
+        }
+    }
+
+    pub fn pull_finished(&self, control: SocketAddr, result: Result<u64, String>) {
+        let mut agents = self.lock();
+        if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
+            let now = now_ms();
+            a.last_pull_ms = Some(now);
+            match result {
+                Ok(bytes) => {
+                    a.last_pull_ok_ms = Some(now);
+                    a.bytes_pulled += bytes;
+                    a.last_pull_error = None;
+                }
+                Err(e) => a.last_pull_error = Some(e),
+            }
+            self.mark_dirty();
+        }
+    }
+
+    /// Mark agents `down` whose last sign of life is older than `limit_ms`.
+    pub fn check_liveness(&self, limit_ms: i64) {
+        let now = now_ms();
+        let mut agents = self.lock();
+        for a in agents.iter_mut() {
+            if a.state == State::Up && a.last_seen_ms.is_some_and(|t| now - t > limit_ms) {
+                self.set_state(a, State::Down, "missed heartbeats");
+            }
+        }
+    }
+
+    /// Write the registry file if anything changed.
+    pub fn flush(&self) -> io::Result<()> {
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let file = RegistryFile {
+            written_ms: now_ms(),
+            agents: self.snapshot(),
+        };
+        storage::write_json_atomic(&self.path, &file, true).inspect_err(|_| self.mark_dirty())
+    }
+}
