@@ -335,12 +335,7 @@ impl LogStore {
             let size = write_gzip_atomic(&path, &header, &mut source.take(end - start))?;
             log.archives.push(Archive { path, header, size });
         }
-        // Replace, not truncate: a data connection still reading the old
-        // file keeps reading the old, unchanging bytes.
-        let log_path = self.log_path(name);
-        let fresh = storage::temp_path(&log_path);
-        File::create(&fresh)?.sync_all()?;
-        fs::rename(&fresh, &log_path)?;
+        replace_with_empty(&self.log_path(name))?;
         storage::sync_dir(&self.log_dir)?;
         log.file = None;
         log.len = 0;
@@ -494,11 +489,24 @@ impl LogStore {
                     && piece.end <= log.end()
                 {
                     log.state.acked = piece.end;
-                    storage::write_json_atomic(
-                        &self.state_path(&piece.log_type),
-                        &log.state,
-                        false,
-                    )?;
+                    let state_path = self.state_path(&piece.log_type);
+                    let emptying = log.state.acked == log.end();
+                    // Durable only when the log is about to be emptied: then
+                    // a lost write would misplace later bytes. Otherwise a lost
+                    // write only re-offers a range the master already has.
+                    storage::write_json_atomic(&state_path, &log.state, emptying)?;
+                    if emptying {
+                        // All of it is stored on the master: start an empty
+                        // log, so `log/` holds only unpulled data. The state
+                        // above is written first; a crash before this rename
+                        // leaves the old log fully acknowledged, a crash after
+                        // it finds `acked` beyond the empty log and moves `base`.
+                        replace_with_empty(&self.log_path(&piece.log_type))?;
+                        log.file = None;
+                        log.len = 0;
+                        log.state.base = log.state.acked;
+                        storage::write_json_atomic(&state_path, &log.state, false)?;
+                    }
                 }
             }
         }
@@ -509,6 +517,14 @@ impl LogStore {
     pub fn backlog(&self) -> u64 {
         Self::backlog_locked(&self.lock())
     }
+}
+
+/// Replace, never truncate: a data connection still reading the old file
+/// keeps reading the old, unchanging bytes.
+fn replace_with_empty(path: &Path) -> io::Result<()> {
+    let fresh = storage::temp_path(path);
+    File::create(&fresh)?;
+    fs::rename(&fresh, path).map_err(|e| storage::with_path(e, path))
 }
 
 fn new_epoch() -> io::Result<u64> {
@@ -691,6 +707,8 @@ mod tests {
         drain(&store, &mut have, &mut got);
         assert_eq!(got, expected);
         assert_eq!(store.backlog(), 0);
+        // Only unpulled data stays on the agent.
+        assert_eq!(fs::metadata(f.log.join("cpu.log")).unwrap().len(), 0);
         assert_eq!(fs::read_dir(&f.backup).unwrap().count(), 0);
         assert!(
             store.open_piece(&first.piece).is_err(),
@@ -723,6 +741,8 @@ mod tests {
         let store = open(&f, 1 << 20, 1 << 20);
         store.append("cpu", b"a normal\n").unwrap();
         let (pending, _) = store.pending();
+        // A line arrives between the offer and the ack: a partial ack.
+        store.append("cpu", b"b normal\n").unwrap();
         let state_before = fs::read(f.log.join(".pihealth/cpu.state")).unwrap();
         store.release(&pending[0].piece).unwrap();
         drop(store);
@@ -730,7 +750,8 @@ mod tests {
         fs::write(f.log.join(".pihealth/cpu.state"), state_before).unwrap();
         let store = open(&f, 1 << 20, 1 << 20);
         let (again, _) = store.pending();
-        assert_eq!(again[0].piece, pending[0].piece);
+        assert_eq!(again[0].piece.start, pending[0].piece.start);
+        assert_eq!(again[0].piece.end, 18);
     }
 
     #[test]

@@ -1,0 +1,175 @@
+//! The shipped `config/master.yaml` and `config/agent.yaml` load, and hold
+//! the documented defaults; a bad value is an error naming file and key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pihealth::config::{AgentConfig, MasterConfig};
+
+fn shipped(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+#[test]
+fn shipped_master_config_loads_with_defaults() {
+    let c = MasterConfig::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/master.yaml"
+    )))
+    .unwrap_or_else(|e| panic!("config/master.yaml must load: {e}"));
+    assert_eq!(c.workers, 10);
+    assert_eq!(c.pull_interval.0, Duration::from_secs(30));
+    assert_eq!(c.heartbeat_interval.0, Duration::from_secs(10));
+    assert_eq!(c.heartbeat_misses, 3);
+    assert_eq!(c.rotate_size.0, 8 << 20);
+    assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.alarm_listen, "0.0.0.0:8081".parse().unwrap());
+    assert_eq!(c.agent_control_port, 8000);
+    assert_eq!(c.agent_data_port, 8001);
+    assert_eq!(c.log_dir, Path::new("log"));
+    assert_eq!(c.backup_dir, Path::new("logbackup"));
+    assert_eq!(c.key_file, Path::new("config/pihealth.key"));
+    assert!(c.agents.is_empty());
+    assert!(c.alarm_command.is_none());
+}
+
+#[test]
+fn shipped_agent_config_loads_with_defaults() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/agent.yaml"));
+    let c = AgentConfig::load(path).unwrap_or_else(|e| panic!("config/agent.yaml must load: {e}"));
+    assert_eq!(c.heartbeat_interval.0, Duration::from_secs(10));
+    assert_eq!(c.rotate_size.0, 8 << 20);
+    assert_eq!(c.control_listen, "0.0.0.0:8000".parse().unwrap());
+    assert_eq!(c.data_listen, "0.0.0.0:8001".parse().unwrap());
+    assert_eq!(c.key_file, Path::new("config/pihealth.key"));
+    assert_eq!(c.log_dir, Path::new("log"));
+    assert_eq!(c.backup_dir, Path::new("logbackup"));
+    assert!(c.name.is_none());
+    let names: Vec<&str> = c.collectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["cpu", "mem", "disk", "proc", "users", "sysinfo"]);
+    let specs = c.collector_specs(path).expect("collectors are valid");
+    let proc = specs.iter().find(|s| s.name == "proc").expect("proc");
+    assert_eq!(proc.interval, Duration::from_secs(30));
+    assert_eq!(proc.timeout, Duration::from_secs(20));
+    let sysinfo = specs.iter().find(|s| s.name == "sysinfo").expect("sysinfo");
+    assert_eq!(sysinfo.interval, Duration::from_secs(300));
+}
+
+/// Every value written in the shipped files is the struct default, so the
+/// files document the defaults truthfully (collectors aside).
+#[test]
+fn shipped_values_are_the_defaults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "").expect("write");
+
+    let file = MasterConfig::load(&shipped("master.yaml")).expect("loads");
+    let default = MasterConfig::load(&empty).expect("defaults load");
+    assert_eq!(format!("{file:?}"), format!("{default:?}"));
+
+    let mut file = AgentConfig::load(&shipped("agent.yaml")).expect("loads");
+    let default = AgentConfig::load(&empty).expect("defaults load");
+    file.collectors.clear();
+    assert_eq!(format!("{file:?}"), format!("{default:?}"));
+}
+
+#[test]
+fn bad_value_names_file_key_and_expectation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("broken-master.yaml");
+    std::fs::write(&path, "pull_interval: soon\n").expect("write");
+    let e = MasterConfig::load(&path)
+        .expect_err("`soon` is not a duration")
+        .to_string();
+    assert!(e.contains("broken-master.yaml"), "{e}");
+    assert!(e.contains("pull_interval"), "{e}");
+    assert!(e.contains("30s"), "{e}");
+
+    let path = dir.path().join("broken-agent.yaml");
+    std::fs::write(&path, "rotate_size: huge\n").expect("write");
+    let e = AgentConfig::load(&path)
+        .expect_err("`huge` is not a size")
+        .to_string();
+    assert!(e.contains("broken-agent.yaml"), "{e}");
+    assert!(e.contains("rotate_size"), "{e}");
+    assert!(e.contains("8MiB"), "{e}");
+}
+
+/// The file's text with every commented-out example switched on: the comment
+/// lines right after each "Example (remove the leading `# ` ...)" line lose
+/// their `# `, keeping their indentation.
+fn with_examples_enabled(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_example = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if trimmed.starts_with("# Example (remove the leading `# `") {
+            in_example = true;
+            continue;
+        }
+        match trimmed.strip_prefix("# ") {
+            Some(rest) if in_example => {
+                out.push_str(indent);
+                out.push_str(rest);
+            }
+            _ => {
+                in_example = false;
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn commented_examples_are_valid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let text = std::fs::read_to_string(shipped("master.yaml")).expect("read");
+    let text = with_examples_enabled(&text).replace("\nagents: []\n", "\n");
+    let path = dir.path().join("master.yaml");
+    std::fs::write(&path, text).expect("write");
+    let c = MasterConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let agents = c.static_agents(&path).expect("valid agents");
+    assert_eq!(agents.len(), 3 + 10, "{agents:?}");
+    assert_eq!(agents[0].control, "10.0.0.11:8000".parse().unwrap());
+    assert_eq!(agents[2].name.as_deref(), Some("pi3"));
+    assert_eq!(agents[12].control, "10.0.0.30:8000".parse().unwrap());
+    assert_eq!(
+        c.alarm_command.as_deref(),
+        Some(
+            &[
+                "/usr/local/bin/notify".to_string(),
+                "--channel".into(),
+                "ops".into()
+            ][..]
+        )
+    );
+
+    let text = std::fs::read_to_string(shipped("agent.yaml")).expect("read");
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, with_examples_enabled(&text)).expect("write");
+    let c = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let specs = c.collector_specs(&path).expect("valid collectors");
+    assert_eq!(specs.len(), 6 + 5);
+    for spec in &specs[6..] {
+        assert_eq!(spec.mode, pihealth::agent::collector::Mode::Nagios);
+        assert!(spec.argv[0].starts_with("/usr/lib/nagios/plugins/check_"));
+    }
+    assert_eq!(
+        specs[7].argv,
+        [
+            "/usr/lib/nagios/plugins/check_disk",
+            "-w",
+            "20%",
+            "-c",
+            "10%",
+            "-p",
+            "/"
+        ]
+    );
+}
