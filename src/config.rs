@@ -507,8 +507,12 @@ impl AgentConfig {
             let argv = split_command(&c.command).map_err(|m| invalid(path, &key("command"), m))?;
             require_positive(path, &key("interval"), c.interval.0)?;
             let timeout = c.timeout.map(|t| t.0).unwrap_or_else(|| {
-                // Default: the interval, capped so a hung script is noticed soon.
-                c.interval.0.min(Duration::from_secs(60))
+                // Default: the interval, but at least 10s (a loaded Pi can be
+                // slow to start a script) and at most 60s (a hung script is
+                // noticed soon).
+                c.interval
+                    .0
+                    .clamp(Duration::from_secs(10), Duration::from_secs(60))
             });
             require_positive(path, &key("timeout"), timeout)?;
             specs.push(CollectorSpec {

@@ -243,7 +243,7 @@ impl Registry {
             self.event(&format!("{name} moved from {} to {control}", a.control));
             a.control = control;
         }
-        if a.name.as_deref() != Some(name) && a.origin == Origin::Registered {
+        if a.name.is_none() || (a.name.as_deref() != Some(name) && a.origin == Origin::Registered) {
             a.name = Some(name.to_string());
         }
         if let Some(p) = data_port {

@@ -1,2 +1,6 @@
+//! The one integration test binary: real masters and agents on loopback.
+mod cluster;
 mod config_files;
 mod scripts;
+mod security;
+mod util;

@@ -1,0 +1,302 @@
+//! Test helpers: a temp directory per test, real `pihealth` processes on
+//! loopback addresses, configs, and reading what landed on disk.
+//!
+//! Each test takes its own block of addresses `127.0.BLOCK.x` (master on
+//! `.1`, agents on `.2`, `.3`, … each on ports 8000/8001), so tests run in
+//! parallel without sharing a port.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pihealth");
+pub const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
+
+/// Generous bound for anything that should happen within a few intervals;
+/// only reached when something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub block: u8,
+}
+
+pub fn master_ip(block: u8) -> String {
+    format!("127.0.{block}.1")
+}
+
+pub fn agent_ip(block: u8, i: usize) -> String {
+    format!("127.0.{block}.{}", i + 2)
+}
+
+impl Cluster {
+    /// A fresh directory with a key; `block` picks the address block.
+    pub fn new(block: u8) -> Cluster {
+        let mut dir = tempfile::Builder::new()
+            .prefix("pihealth-it-")
+            .tempdir()
+            .expect("temp dir");
+        // PIHEALTH_KEEP_TEST_DIRS=1 keeps the directories for a post-mortem.
+        if std::env::var_os("PIHEALTH_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("test directory kept: {}", dir.path().display());
+        }
+        let status = Command::new(BIN)
+            .args(["keygen", "pihealth.key"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run keygen");
+        assert!(status.success(), "keygen failed");
+        Cluster { dir, block }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// A master config listing `agents` agents of this block, with fast
+    /// intervals; `extra` is appended YAML.
+    pub fn master_config(&self, agents: usize, extra: &str) -> PathBuf {
+        let ip = master_ip(self.block);
+        let mut text = format!(
+            "listen: {ip}:8080\nalarm_listen: {ip}:8081\npull_interval: 500ms\nheartbeat_interval: 500ms\n\
+             heartbeat_misses: 3\nconnect_timeout: 1s\nio_timeout: 5s\nkey_file: pihealth.key\n\
+             log_dir: master/log\nbackup_dir: master/logbackup\n"
+        );
+        text.push_str(extra);
+        if agents > 0 {
+            text.push_str("agents:\n");
+            for i in 0..agents {
+                text.push_str(&format!("  - \"{}:8000\"\n", agent_ip(self.block, i)));
+            }
+        }
+        self.write("master.yaml", &text)
+    }
+
+    /// An agent config named `pi{i+1}` with the given collectors YAML list.
+    pub fn agent_config(&self, i: usize, collectors: &str, extra: &str) -> PathBuf {
+        let (mip, ip, n) = (master_ip(self.block), agent_ip(self.block, i), i + 1);
+        let text = format!(
+            "name: pi{n}\nmaster: {mip}:8080\ncontrol_listen: {ip}:8000\ndata_listen: {ip}:8001\n\
+             key_file: pihealth.key\nlog_dir: agents/pi{n}/log\nbackup_dir: agents/pi{n}/logbackup\n\
+             heartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 5s\n{extra}collectors:\n{collectors}"
+        );
+        self.write(&format!("agent-pi{n}.yaml"), &text)
+    }
+
+    pub fn start(&self, role: &str, config: &Path, label: &str) -> Proc {
+        Proc::start(self.dir.path(), role, config, label)
+    }
+
+    pub fn master_log(&self) -> PathBuf {
+        self.path("master/log")
+    }
+
+    pub fn master_backup(&self) -> PathBuf {
+        self.path("master/logbackup")
+    }
+
+    /// Everything the master holds for `host`/`log_type`, oldest first.
+    pub fn archived(&self, host: &str, log_type: &str) -> String {
+        let bytes = pihealth::master::archive::read_all(
+            &self.master_log(),
+            &self.master_backup(),
+            host,
+            log_type,
+        )
+        .unwrap_or_default();
+        String::from_utf8(bytes).expect("archive is text")
+    }
+
+    /// Run a `pihealth` command in the cluster directory.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run pihealth")
+    }
+}
+
+/// A running `pihealth` process; killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub label: String,
+    pub log: PathBuf,
+    args: (PathBuf, String, PathBuf),
+}
+
+impl Proc {
+    pub fn start(dir: &Path, role: &str, config: &Path, label: &str) -> Proc {
+        let log = dir.join(format!("{label}.stderr"));
+        let mut p = Proc {
+            child: None,
+            label: label.into(),
+            log,
+            args: (dir.into(), role.into(), config.into()),
+        };
+        p.restart();
+        p
+    }
+
+    /// Start (again) with the same arguments, appending to the same log.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} still running", self.label);
+        let (dir, role, config) = &self.args;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg(role)
+            .arg("-c")
+            .arg(config)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn pihealth");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not stop within {PATIENCE:?} of SIGTERM", self.label);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Poll `check` until it holds; panic naming `what` after `PATIENCE`.
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A collector script printing a strictly increasing counter, persisted in
+/// the agent's script state directory.
+pub fn counter_script(cluster: &Cluster) -> PathBuf {
+    let path = cluster.write(
+        "counter.sh",
+        "#!/bin/sh\nf=\"$PIHEALTH_STATE_DIR/counter\"\nn=$(cat \"$f\" 2>/dev/null || echo 0)\nn=$((n+1))\n\
+         echo $n > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\necho \"$n normal\"\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// The counter values in a stored log, in order.
+pub fn counter_values(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let _time = f.next()?;
+            f.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The last value the counter script wrote for agent `pi{i+1}`.
+pub fn counter_file(cluster: &Cluster, i: usize) -> u64 {
+    fs::read_to_string(cluster.path(&format!("agents/pi{}/log/.pihealth/scripts/counter", i + 1)))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every counter value the agent still holds (current log and archives).
+pub fn agent_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
+    let base = cluster.path(&format!("agents/pi{}", i + 1));
+    let mut text = fs::read_to_string(base.join("log/counter.log")).unwrap_or_default();
+    if let Ok(entries) = fs::read_dir(base.join("logbackup")) {
+        for e in entries.flatten() {
+            let mut s = String::new();
+            if let Ok(f) = fs::File::open(e.path()) {
+                let _ = flate2::read::MultiGzDecoder::new(f).read_to_string(&mut s);
+            }
+            text.push_str(&s);
+        }
+    }
+    counter_values(&text)
+}
+
+/// Whether any process on this machine runs a command line containing `needle`.
+pub fn process_running(needle: &str) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        fs::read(e.path().join("cmdline"))
+            .map(|raw| {
+                String::from_utf8_lossy(&raw)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
