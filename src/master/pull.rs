@@ -82,6 +82,12 @@ pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i
         }
     };
     let _ = conn.send(&Message::Bye);
+    crate::names::check_host_name(&info.name).map_err(|why| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("agent sent an unusable host name {:?}: {why}", info.name),
+        )
+    })?;
     Ok((info.clone(), skew(sent, info.time_ms)))
 }
 

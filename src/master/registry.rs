@@ -262,7 +262,16 @@ impl Registry {
         let mut agents = self.lock();
         if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
             if a.name.is_none() {
-                a.name = Some(info.name.clone());
+                match crate::names::check_host_name(&info.name) {
+                    Ok(()) => a.name = Some(info.name.clone()),
+                    Err(why) => {
+                        log::warn!(
+                            "agent at {control} calls itself {:?}: refused ({why})",
+                            info.name
+                        );
+                        return;
+                    }
+                }
             }
             a.data_port = info.data_port;
             a.backlog = info.backlog;
