@@ -21,6 +21,19 @@ fn standard_collectors() -> String {
         .collect()
 }
 
+const CHECK_LOAD: &str = "/usr/lib/nagios/plugins/check_load";
+
+/// A Monitoring-Plugins check, unchanged, as a `nagios` collector (when the
+/// Debian package `monitoring-plugins-basic` is installed; `.ci/run` does).
+fn nagios_collector() -> String {
+    if std::path::Path::new(CHECK_LOAD).exists() {
+        format!("  - {{name: load, command: \"{CHECK_LOAD} -w 100,100,100 -c 200,200,200\", interval: 1s, mode: nagios}}\n")
+    } else {
+        eprintln!("{CHECK_LOAD} missing: nagios collector not tested end to end");
+        String::new()
+    }
+}
+
 fn counter_collector(cluster: &Cluster, interval: &str) -> String {
     format!(
         "  - {{name: counter, command: {}, interval: {interval}}}\n",
@@ -47,7 +60,7 @@ fn three_agents_deliver_every_type_and_keep_only_unpulled_data() {
     let mut master = c.start("master", &master_cfg, "master");
     let mut agents: Vec<Proc> = (0..3)
         .map(|i| {
-            let cfg = c.agent_config(i, &standard_collectors(), "");
+            let cfg = c.agent_config(i, &(standard_collectors() + &nagios_collector()), "");
             c.start("agent", &cfg, &format!("agent{i}"))
         })
         .collect();
@@ -72,6 +85,17 @@ fn three_agents_deliver_every_type_and_keep_only_unpulled_data() {
                     "{host}/{t}: {line:?} does not end in a level"
                 );
             }
+        }
+    }
+    if std::path::Path::new(CHECK_LOAD).exists() {
+        wait_for("pi1/load (nagios) on the master", || {
+            c.archived("pi1", "load").lines().count() >= 2
+        });
+        for line in c.archived("pi1", "load").lines() {
+            assert!(
+                line.contains(" LOAD OK") && line.ends_with(" normal"),
+                "{line:?}"
+            );
         }
     }
     // Pulled lines leave the agent: its cpu log no longer holds the first
