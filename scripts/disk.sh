@@ -6,15 +6,8 @@
 #   the figure df's Use% shows (blocks reserved for root count as neither).
 # Env: PIHEALTH_DISK_NOTE (80), PIHEALTH_DISK_WARNING (90).
 set -u
-export LC_ALL=C
-
-die() { echo "${0##*/}: $*" >&2; exit 2; }
-
-number() {
-    local v=${!1:-$2}
-    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
-    printf '%s\n' "$v"
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 note=$(number PIHEALTH_DISK_NOTE 80) || exit 2
 warn=$(number PIHEALTH_DISK_WARNING 90) || exit 2

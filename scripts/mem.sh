@@ -6,20 +6,8 @@
 #   $PIHEALTH_STATE_DIR/mem.dynavg (the first run's average is the current value).
 # Env: PIHEALTH_MEM_NOTE (70), PIHEALTH_MEM_WARNING (80), PIHEALTH_STATE_DIR (${TMPDIR:-/tmp}).
 set -u
-export LC_ALL=C
-
-die() { echo "${0##*/}: $*" >&2; exit 2; }
-
-number() {
-    local v=${!1:-$2}
-    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
-    printf '%s\n' "$v"
-}
-
-level() {
-    awk -v v="$1" -v n="$2" -v w="$3" \
-        'BEGIN { print (v + 0 >= w + 0) ? "warning" : (v + 0 >= n + 0) ? "note" : "normal" }'
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 note=$(number PIHEALTH_MEM_NOTE 70) || exit 2
 warn=$(number PIHEALTH_MEM_WARNING 80) || exit 2

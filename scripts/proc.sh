@@ -9,15 +9,8 @@
 #   multi-threaded process can show more than 100).
 # Env: PIHEALTH_PROC_THRESHOLD (50), PIHEALTH_PROC_RECHECK (5 s).
 set -u
-export LC_ALL=C
-
-die() { echo "${0##*/}: $*" >&2; exit 2; }
-
-number() {
-    local v=${!1:-$2}
-    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
-    printf '%s\n' "$v"
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 threshold=$(number PIHEALTH_PROC_THRESHOLD 50) || exit 2
 recheck=$(number PIHEALTH_PROC_RECHECK 5) || exit 2

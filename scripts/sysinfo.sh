@@ -8,20 +8,8 @@
 # Env: the PIHEALTH_DISK_*, PIHEALTH_MEM_* and PIHEALTH_TEMP_* thresholds,
 #      PIHEALTH_THERMAL_DIR (/sys/class/thermal) as in cpu.sh.
 set -u
-export LC_ALL=C
-
-die() { echo "${0##*/}: $*" >&2; exit 2; }
-
-number() {
-    local v=${!1:-$2}
-    [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || die "$1='$v' is not a non-negative number"
-    printf '%s\n' "$v"
-}
-
-level() {
-    awk -v v="$1" -v n="$2" -v w="$3" \
-        'BEGIN { print (v + 0 >= w + 0) ? "warning" : (v + 0 >= n + 0) ? "note" : "normal" }'
-}
+# shellcheck source=scripts/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 mem_note=$(number PIHEALTH_MEM_NOTE 70) || exit 2
 mem_warn=$(number PIHEALTH_MEM_WARNING 80) || exit 2

@@ -8,9 +8,8 @@
 #   LOGGED_IN   user@source:tty for each session (source empty when local)
 #   Empty lists print as "-". LEVEL is note when more than one account has uid 0.
 set -u
-export LC_ALL=C
-
-die() { echo "${0##*/}: $*" >&2; exit 2; }
+# shellcheck source=scripts/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 # join: read words one per line, print them comma-separated, or - when none.
 join() { awk 'NF { s = s (n++ ? "," : "") $1 } END { print n ? s : "-" }'; }

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::master::registry::{Registry, State};
 
-/// The standard scripts, embedded so the demo needs no checkout.
-pub const SCRIPTS: [(&str, &str); 6] = [
+/// The standard scripts and their shared helpers, embedded so the demo
+/// needs no checkout.
+pub const SCRIPTS: [(&str, &str); 7] = [
+    ("common.sh", include_str!("../../scripts/common.sh")),
     ("cpu.sh", include_str!("../../scripts/cpu.sh")),
     ("mem.sh", include_str!("../../scripts/mem.sh")),
     ("disk.sh", include_str!("../../scripts/disk.sh")),
