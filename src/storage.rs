@@ -79,6 +79,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
     Ok(())
 }
 
+/// Append `bytes` to `path` (created if missing) and fsync before returning:
+/// for records that are acknowledged to someone right after.
+pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| with_path(e, path))?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }

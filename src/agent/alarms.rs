@@ -7,8 +7,8 @@
 //! rewrite of the spool re-sends it, and the master recognises the id.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,12 +56,7 @@ impl AlarmSpool {
         let mut queue = self.lock();
         let mut line = serde_json::to_string(&alarm).map_err(io::Error::other)?;
         line.push('\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        file.write_all(line.as_bytes())?;
-        file.sync_data()?;
+        storage::append_synced(&self.path, line.as_bytes())?;
         queue.push_back(alarm);
         Ok(())
     }
@@ -255,8 +250,11 @@ mod tests {
             s.push(b.clone()).unwrap();
         }
         // A torn last line from a crash is skipped, the rest kept.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"id\":\"tor").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"id\":\"tor").unwrap();
         let s = AlarmSpool::open(&path).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s.front().unwrap(), a);

@@ -8,8 +8,8 @@
 //! without a shell, so nothing an agent says is ever interpreted.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::level::Level;
 use crate::protocol::{Alarm, Connection, Key, Message, Purpose};
+use crate::storage;
 
 /// Most alarms one connection may deliver before it is closed.
 const MAX_ALARMS_PER_CONNECTION: usize = 10_000;
@@ -120,12 +121,7 @@ impl AlarmLog {
             alarm.id,
             one_line(&alarm.message)
         );
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        file.write_all(line.as_bytes())?;
-        file.sync_data()?;
+        storage::append_synced(&self.path, line.as_bytes())?;
         seen.insert(alarm.id.clone());
         Ok(true)
     }
