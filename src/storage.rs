@@ -98,7 +98,21 @@ pub fn now_rfc3339() -> String {
 /// `TYPE-<UTC time>.log.gz`; the time has microseconds so names sort in
 /// creation order even for several rotations in one second.
 pub fn archive_name(log_type: &str, time: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{log_type}-{}.log.gz", time.format("%Y%m%dT%H%M%S%.6fZ"))
+    format!("{log_type}-{}.log.gz", time.format(ARCHIVE_TIME_FORMAT))
+}
+
+const ARCHIVE_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%.6fZ";
+
+/// The UTC time in an archive name of `log_type`, if the name is exactly
+/// `TYPE-<time>.log.gz` (so `cpu-2-<time>` is not a `cpu` archive).
+pub fn archive_time(name: &str, log_type: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let time = name
+        .strip_prefix(log_type)?
+        .strip_prefix('-')?
+        .strip_suffix(".log.gz")?;
+    chrono::NaiveDateTime::parse_from_str(time, ARCHIVE_TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 pub fn is_archive_file(path: &Path) -> bool {
@@ -224,5 +238,17 @@ mod tests {
         assert_eq!(text, "hello normal\n");
         assert!(ArchiveHeader::parse_comment("pihealth type=a epoch=1 start=5 end=1").is_none());
         assert!(ArchiveHeader::parse_comment("other").is_none());
+    }
+
+    #[test]
+    fn archive_names_parse_back_for_their_type_only() {
+        let t = chrono::Utc::now();
+        let name = archive_name("cpu", t);
+        assert_eq!(
+            archive_time(&name, "cpu").map(|p| p.timestamp_micros()),
+            Some(t.timestamp_micros())
+        );
+        assert!(archive_time(&archive_name("cpu-2", t), "cpu").is_none());
+        assert!(archive_time("cpu-garbage.log.gz", "cpu").is_none());
     }
 }

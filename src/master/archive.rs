@@ -164,6 +164,39 @@ impl HostArchive {
     fn recover(&mut self) -> io::Result<()> {
         storage::remove_temp_files(&self.backup_dir)?;
         storage::remove_temp_files(&self.log_dir)?;
+        // A log with no state (state file lost or restored from an old
+        // backup): keep every byte of it; later pieces are appended after.
+        for entry in fs::read_dir(&self.log_dir)? {
+            let path = entry?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".log"))
+            else {
+                continue;
+            };
+            if crate::names::check_type_name(name).is_err() || self.state.types.contains_key(name) {
+                continue;
+            }
+            let len = fs::metadata(&path)?.len();
+            log::warn!(
+                "{}/{name}: no state for {} bytes of log; keeping them",
+                self.host,
+                len
+            );
+            self.events.push(format!(
+                "{} {name} log of {len} bytes found without state; kept",
+                self.host
+            ));
+            self.state.types.insert(
+                name.to_string(),
+                TypeState {
+                    local_len: len,
+                    ..TypeState::default()
+                },
+            );
+            self.dirty = true;
+        }
         let names: Vec<String> = self.state.types.keys().cloned().collect();
         for name in names {
             let log_path = self.log_path(&name);
@@ -393,21 +426,24 @@ impl HostArchive {
         Ok(piece.end - piece.start - skip)
     }
 
+    /// A new archive name sorting after every earlier one of this type,
+    /// even when the wall clock has gone backwards.
     fn next_archive_name(&self, log_type: &str) -> String {
         let last = self
             .state
             .types
             .get(log_type)
-            .map(|t| t.last_archive.as_str())
-            .unwrap_or("");
+            .and_then(|t| storage::archive_time(&t.last_archive, log_type));
         let mut time = chrono::Utc::now();
-        loop {
-            let name = archive_name(log_type, time);
-            if name.as_str() > last && !self.backup_dir.join(&name).exists() {
-                return name;
-            }
+        if let Some(last) = last {
+            time = time.max(last + chrono::Duration::microseconds(1));
+        }
+        // Names are unique per microsecond; a clash means another file with
+        // that exact name (not ours): step past it.
+        while self.backup_dir.join(archive_name(log_type, time)).exists() {
             time += chrono::Duration::microseconds(1);
         }
+        archive_name(log_type, time)
     }
 
     /// Compress the current `TYPE.log` into the backup directory.
@@ -493,16 +529,14 @@ pub fn read_all(
 /// A host's archives of one type, oldest first.
 pub fn archive_files(backup_root: &Path, host: &str, log_type: &str) -> io::Result<Vec<PathBuf>> {
     let dir = backup_root.join(host);
-    let prefix = format!("{log_type}-");
     let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 storage::is_archive_file(p)
-                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                        n.strip_prefix(&prefix)
-                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                    })
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| storage::archive_time(n, log_type).is_some())
             })
             .collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -567,6 +601,39 @@ mod tests {
         assert_eq!(
             read_all(&log, &backup, "pi1", "cpu").unwrap(),
             b"a \nb \nc \nd \ne \n"
+        );
+    }
+
+    #[test]
+    fn a_lost_state_file_never_erases_stored_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        {
+            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
+                .unwrap();
+            a.commit().unwrap();
+        }
+        fs::remove_file(log.join("pi1/.pihealth-state.json")).unwrap();
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let p = piece(PieceKind::Current, 3, 6);
+        a.store_current(&p, 0, &mut &b"b \n"[..]).unwrap();
+        a.commit().unwrap();
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
+    }
+
+    #[test]
+    fn archive_names_keep_order_when_the_clock_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let future = chrono::Utc::now() + chrono::Duration::days(365);
+        a.state.types.entry("cpu".into()).or_default().last_archive = archive_name("cpu", future);
+        // Straight to one microsecond after the last name, no walking.
+        let next = a.next_archive_name("cpu");
+        assert_eq!(
+            next,
+            archive_name("cpu", future + chrono::Duration::microseconds(1))
         );
     }
 
