@@ -91,6 +91,29 @@ pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_data()
 }
 
+/// Cut a line-oriented file back to its last newline: a line torn by a
+/// crash mid-append must not swallow the next line appended after it.
+pub fn cut_torn_line(path: &Path) -> io::Result<()> {
+    let mut file = match fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(with_path(e, path)),
+    };
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)?;
+    if text.last().is_some_and(|&b| b != b'\n') {
+        let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        log::warn!(
+            "{}: cutting a torn last line of {} bytes",
+            path.display(),
+            text.len() - keep
+        );
+        file.set_len(keep as u64)?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }

@@ -25,6 +25,7 @@ pub struct AlarmSpool {
 
 impl AlarmSpool {
     pub fn open(path: &Path) -> io::Result<AlarmSpool> {
+        storage::cut_torn_line(path)?;
         let mut queue = VecDeque::new();
         match File::open(path) {
             Ok(file) => {
@@ -32,8 +33,8 @@ impl AlarmSpool {
                     let line = line?;
                     match serde_json::from_str::<Alarm>(&line) {
                         Ok(a) => queue.push_back(a),
-                        // A line torn by a crash mid-append was never acknowledged
-                        // to anyone; the alarm it held is raised again if still true.
+                        // Torn lines are cut above (never acknowledged to
+                        // anyone); this is a line damaged some other way.
                         Err(e) => log::warn!("{}: skipping unreadable alarm: {e}", path.display()),
                     }
                 }
@@ -258,6 +259,13 @@ mod tests {
         let s = AlarmSpool::open(&path).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s.front().unwrap(), a);
+        // An alarm spooled after the torn line survives the next restart.
+        let c = m
+            .alarm("disk", Level::Warning, "full".into(), "t".into())
+            .unwrap();
+        s.push(c.clone()).unwrap();
+        let s = AlarmSpool::open(&path).unwrap();
+        assert_eq!(s.len(), 3);
         s.acknowledged(&a.id).unwrap();
         let s = AlarmSpool::open(&path).unwrap();
         assert_eq!(s.front().unwrap(), b);

@@ -81,6 +81,7 @@ impl AlarmLog {
         command_timeout: Duration,
     ) -> io::Result<AlarmLog> {
         let path = log_dir.join("alarms.log");
+        storage::cut_torn_line(&path)?;
         let seen = read_alarms(&path)?.into_iter().map(|a| a.id).collect();
         Ok(AlarmLog {
             path,
@@ -262,8 +263,17 @@ mod tests {
         let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
         assert!(!log.record(&alarm("a1")).unwrap());
         assert!(log.record(&alarm("a2")).unwrap());
+        // A line torn by a crash does not swallow the next alarm.
+        storage::append_synced(
+            &dir.path().join("alarms.log"),
+            b"2026-11-21T10:00:00+08:00 pi1 cp",
+        )
+        .unwrap();
+        let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
+        assert!(log.record(&alarm("a3")).unwrap());
         let lines = read_alarms(&dir.path().join("alarms.log")).unwrap();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2].id, "a3");
         assert_eq!(lines[0].message, "load high second line");
     }
 

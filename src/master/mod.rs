@@ -115,6 +115,15 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: TcpStream, peer: S
     }
 }
 
+/// Clears a busy flag when dropped, so a job that panics still frees its agent.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Per-agent bookkeeping of the scheduler (not persisted).
 struct Slot {
     next_pull: Instant,
@@ -158,8 +167,8 @@ fn schedule(
                     None
                 };
                 pool.execute(move || {
+                    let _clear = ClearOnDrop(flag);
                     run_pull(&registry, &ctx, control, configured.as_deref());
-                    flag.store(false, Ordering::SeqCst);
                 });
             }
             if now >= slot.next_probe && !slot.probing.swap(true, Ordering::SeqCst) {
@@ -171,11 +180,11 @@ fn schedule(
                     agent.control,
                 );
                 pool.execute(move || {
+                    let _clear = ClearOnDrop(flag);
                     match pull::probe(&ctx, control) {
                         Ok((info, skew)) => registry.contact(control, &info, skew, "probe"),
                         Err(e) => log::debug!("probe of {control} failed: {e}"),
                     }
-                    flag.store(false, Ordering::SeqCst);
                 });
             }
         }

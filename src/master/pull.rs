@@ -94,7 +94,7 @@ pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i
 /// Agent clock minus ours, taking our clock at the middle of the exchange.
 fn skew(sent_ms: i64, agent_ms: i64) -> i64 {
     let now = chrono::Utc::now().timestamp_millis();
-    agent_ms - (sent_ms + (now - sent_ms) / 2)
+    agent_ms.saturating_sub(sent_ms.saturating_add(now.saturating_sub(sent_ms) / 2))
 }
 
 /// Pull everything pending from the agent at `control`. `name` is the

@@ -252,7 +252,7 @@ impl Registry {
         if let Some(b) = backlog {
             a.backlog = b;
         }
-        a.clock_skew_ms = Some(agent_time_ms - now_ms());
+        a.clock_skew_ms = Some(agent_time_ms.saturating_sub(now_ms()));
         a.last_heartbeat_ms = Some(now_ms());
         self.seen(a, "heartbeat");
     }
