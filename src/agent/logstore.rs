@@ -25,10 +25,15 @@
 //!   range moves `acked` (state renamed into place, not fsynced: if that is
 //!   lost, the range is offered again and the master, which stores only
 //!   what lies beyond its own committed offset, acknowledges it again
-//!   without storing it twice).
+//!   without storing it twice). When the whole current log is acknowledged
+//!   it is replaced by an empty one; then the state is fsynced before the
+//!   rename and again after it (see `release`).
 //! - `max_backlog`: when unpulled bytes exceed it, the oldest archives are
-//!   deleted, and the loss is written into the type's own log and returned
-//!   so the caller raises an alarm. Never silent.
+//!   deleted; each loss is first written (fsynced) into the type's own log,
+//!   then the archive is unlinked, and the losses are returned so the
+//!   caller raises an alarm. Never silent.
+//! - a failed state write (disk full) is remembered and retried before any
+//!   archive is deleted, since recovery places `base` by the archives.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -67,6 +72,10 @@ struct TypeLog {
     file: Option<File>,
     /// Rotated archives not yet acknowledged, sorted by stream start.
     archives: Vec<Archive>,
+    /// False after a failed state write: the state on disk is behind, and
+    /// no archive may be deleted until it is written (recovery relies on
+    /// the archives to place `base`).
+    state_saved: bool,
 }
 
 impl TypeLog {
@@ -263,6 +272,7 @@ impl LogStore {
             len,
             file: None,
             archives,
+            state_saved: true,
         };
         if saved != Some(state) {
             storage::write_json_atomic(&self.state_path(name), &state, true)?;
@@ -282,19 +292,7 @@ impl LogStore {
         }
         let log = types.get_mut(log_type).expect("inserted above");
         self.append_locked(log_type, log, record)?;
-        let drops = self.enforce_backlog(&mut types)?;
-        for d in &drops {
-            let line = format!(
-                "{} pihealth dropped {} bytes in {} archive(s): max_backlog reached warning\n",
-                storage::now_rfc3339(),
-                d.bytes,
-                d.archives
-            );
-            if let Some(log) = types.get_mut(&d.log_type) {
-                self.append_locked(&d.log_type, log, line.as_bytes())?;
-            }
-        }
-        Ok(drops)
+        self.enforce_backlog(&mut types)
     }
 
     fn append_locked(&self, name: &str, log: &mut TypeLog, record: &[u8]) -> io::Result<()> {
@@ -341,9 +339,24 @@ impl LogStore {
         log.len = 0;
         log.state.base = end;
         log.state.acked = end;
-        storage::write_json_atomic(&self.state_path(name), &log.state, true)?;
+        self.save_state(name, log, true)?;
         log::info!("{name}: rotated at stream offset {end}");
         Ok(())
+    }
+
+    /// Write the state, remembering a failure so it is retried before any
+    /// archive is deleted.
+    fn save_state(&self, name: &str, log: &mut TypeLog, durable: bool) -> io::Result<()> {
+        let result = storage::write_json_atomic(&self.state_path(name), &log.state, durable);
+        log.state_saved = result.is_ok();
+        result
+    }
+
+    fn ensure_state_saved(&self, name: &str, log: &mut TypeLog) -> io::Result<()> {
+        if log.state_saved {
+            return Ok(());
+        }
+        self.save_state(name, log, true)
     }
 
     fn backlog_locked(types: &BTreeMap<String, TypeLog>) -> u64 {
@@ -367,9 +380,25 @@ impl LogStore {
                 .min();
             let Some((_, name)) = oldest else { break };
             let log = types.get_mut(&name).expect("found above");
+            self.ensure_state_saved(&name, log)?;
             let archive = log.archives.remove(0);
-            fs::remove_file(&archive.path)?;
             let bytes = archive.header.end - archive.header.start;
+            // Recorded in the log itself before the bytes go: never silent,
+            // even if we are killed right after the unlink.
+            let line = format!(
+                "{} pihealth dropped {bytes} bytes ({}): max_backlog reached warning\n",
+                storage::now_rfc3339(),
+                archive
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("archive")
+            );
+            if let Err(e) = self.append_locked(&name, log, line.as_bytes()) {
+                log.archives.insert(0, archive);
+                return Err(e);
+            }
+            fs::remove_file(&archive.path)?;
             log::warn!(
                 "{name}: max_backlog reached, dropped {} ({bytes} bytes of log)",
                 archive.path.display()
@@ -473,9 +502,11 @@ impl LogStore {
         let Some(log) = types.get_mut(&piece.log_type) else {
             return Ok(());
         };
+        let name = piece.log_type.as_str();
         match piece.kind {
             PieceKind::Archive => {
                 if let Some(i) = log.archives.iter().position(|a| a.header.matches(piece)) {
+                    self.ensure_state_saved(name, log)?;
                     let archive = log.archives.remove(i);
                     fs::remove_file(&archive.path)?;
                 }
@@ -489,23 +520,26 @@ impl LogStore {
                     && piece.end <= log.end()
                 {
                     log.state.acked = piece.end;
-                    let state_path = self.state_path(&piece.log_type);
                     let emptying = log.state.acked == log.end();
                     // Durable only when the log is about to be emptied: then
                     // a lost write would misplace later bytes. Otherwise a lost
                     // write only re-offers a range the master already has.
-                    storage::write_json_atomic(&state_path, &log.state, emptying)?;
+                    self.save_state(name, log, emptying)?;
                     if emptying {
                         // All of it is stored on the master: start an empty
                         // log, so `log/` holds only unpulled data. The state
-                        // above is written first; a crash before this rename
+                        // above is durable first; a crash before this rename
                         // leaves the old log fully acknowledged, a crash after
-                        // it finds `acked` beyond the empty log and moves `base`.
-                        replace_with_empty(&self.log_path(&piece.log_type))?;
+                        // it finds `acked` beyond the empty log and moves
+                        // `base`. The rename and the new base are made durable
+                        // before anything is appended to the new log, so even
+                        // a power loss cannot mistake new bytes for old.
+                        replace_with_empty(&self.log_path(name))?;
+                        storage::sync_dir(&self.log_dir)?;
                         log.file = None;
                         log.len = 0;
                         log.state.base = log.state.acked;
-                        storage::write_json_atomic(&state_path, &log.state, false)?;
+                        self.save_state(name, log, true)?;
                     }
                 }
             }
