@@ -91,19 +91,60 @@ impl AlarmSpool {
 /// Decides when a collector's outcome is worth an alarm: when its level
 /// changes to or from a problem level, and every `realarm_interval` while
 /// a problem lasts.
+///
+/// The last level per type is kept in a file, so a restart neither forgets
+/// a problem (and its recovery alarm) nor raises it again under a new id.
+/// The caller saves it after spooling the alarm: a crash in between raises
+/// the alarm again rather than losing it.
 pub struct AlarmMonitor {
     host: String,
     realarm_interval: Duration,
     last: HashMap<String, (Level, Instant)>,
+    levels_path: Option<PathBuf>,
+    levels_changed: bool,
 }
 
 impl AlarmMonitor {
-    pub fn new(host: &str, realarm_interval: Duration) -> AlarmMonitor {
-        AlarmMonitor {
+    pub fn new(
+        host: &str,
+        realarm_interval: Duration,
+        levels_path: Option<&Path>,
+    ) -> io::Result<AlarmMonitor> {
+        let mut last = HashMap::new();
+        if let Some(path) = levels_path {
+            let saved: HashMap<String, String> = storage::read_json(path)?.unwrap_or_default();
+            let now = Instant::now();
+            for (log_type, level) in saved {
+                if let Ok(level) = level.parse::<Level>() {
+                    last.insert(log_type, (level, now));
+                }
+            }
+        }
+        Ok(AlarmMonitor {
             host: host.to_string(),
             realarm_interval,
-            last: HashMap::new(),
+            last,
+            levels_path: levels_path.map(Path::to_path_buf),
+            levels_changed: false,
+        })
+    }
+
+    /// Persist the levels if any changed since the last save.
+    pub fn save(&mut self) -> io::Result<()> {
+        let Some(path) = &self.levels_path else {
+            return Ok(());
+        };
+        if !self.levels_changed {
+            return Ok(());
         }
+        let levels: HashMap<&str, &str> = self
+            .last
+            .iter()
+            .map(|(t, (l, _))| (t.as_str(), l.as_str()))
+            .collect();
+        storage::write_json_atomic(path, &levels, false)?;
+        self.levels_changed = false;
+        Ok(())
     }
 
     pub fn observe(
@@ -113,6 +154,13 @@ impl AlarmMonitor {
         now: Instant,
     ) -> io::Result<Option<Alarm>> {
         let level = outcome.level;
+        if self
+            .last
+            .get(log_type)
+            .is_none_or(|(previous, _)| *previous != level)
+        {
+            self.levels_changed = true;
+        }
         let raise = match self.last.get(log_type) {
             // First run: a problem from the start is news; a normal start is not.
             None => level.is_problem(),
@@ -189,7 +237,7 @@ mod tests {
 
     #[test]
     fn alarms_on_changes_to_and_from_problems_and_while_they_last() {
-        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60));
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), None).unwrap();
         let t0 = Instant::now();
         assert!(m
             .observe("cpu", &outcome(Level::Normal), t0)
@@ -234,10 +282,45 @@ mod tests {
     }
 
     #[test]
+    fn levels_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("levels.json");
+        let t0 = Instant::now();
+        {
+            let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+            assert!(m
+                .observe("cpu", &outcome(Level::Warning), t0)
+                .unwrap()
+                .is_some());
+            m.save().unwrap();
+        }
+        // Still in trouble after a restart: no second alarm under a new id.
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert!(m
+            .observe("cpu", &outcome(Level::Warning), Instant::now())
+            .unwrap()
+            .is_none());
+        m.save().unwrap();
+        // Recovered while the agent was down: the recovery is reported.
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        let r = m
+            .observe("cpu", &outcome(Level::Normal), Instant::now())
+            .unwrap()
+            .unwrap();
+        assert!(r.message.starts_with("recovered from warning"));
+        // Not saved (killed before the spool took it): raised again.
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert!(m
+            .observe("cpu", &outcome(Level::Normal), Instant::now())
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
     fn spool_survives_reopen_until_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alarms.spool");
-        let m = AlarmMonitor::new("pi1", Duration::from_secs(60));
+        let m = AlarmMonitor::new("pi1", Duration::from_secs(60), None).unwrap();
         let a = m
             .alarm("cpu", Level::Warning, "hot".into(), "t".into())
             .unwrap();

@@ -128,15 +128,24 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     env.push(("PIHEALTH_STATE_DIR".into(), absolute(&script_state)));
     env.push(("PIHEALTH_HOST".into(), name.clone()));
     let work_dir = std::env::current_dir().map_err(|e| e.to_string())?;
-    let mut monitor = AlarmMonitor::new(&name, config.realarm_interval.0);
+    let mut monitor = AlarmMonitor::new(
+        &name,
+        config.realarm_interval.0,
+        Some(&private.join("levels.json")),
+    )
+    .map_err(|e| format!("alarm levels: {e}"))?;
     let raise = |alarm: std::io::Result<crate::protocol::Alarm>| match alarm.and_then(|a| {
         log::warn!("{name}: alarm {} {} {}", a.log_type, a.level, a.message);
         spool.push(a)
     }) {
         Ok(()) => {
             let _ = wake_tx.try_send(());
+            true
         }
-        Err(e) => log::error!("{name}: cannot spool an alarm: {e}"),
+        Err(e) => {
+            log::error!("{name}: cannot spool an alarm: {e}");
+            false
+        }
     };
     collector::run_schedule(
         &specs,
@@ -171,10 +180,17 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                     ));
                 }
             }
-            match monitor.observe(&spec.name, &outcome, Instant::now()) {
+            let spooled = match monitor.observe(&spec.name, &outcome, Instant::now()) {
                 Ok(Some(alarm)) => raise(Ok(alarm)),
-                Ok(None) => {}
+                Ok(None) => true,
                 Err(e) => raise(Err(e)),
+            };
+            // Only once the alarm is safe in the spool: otherwise the next
+            // run sees the change again and raises it again.
+            if spooled {
+                if let Err(e) = monitor.save() {
+                    log::error!("{name}: cannot save alarm levels: {e}");
+                }
             }
         },
     );
