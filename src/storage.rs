@@ -18,7 +18,9 @@ pub fn with_path(e: io::Error, path: &Path) -> io::Error {
 /// Hidden sibling used while a file is being written: `.NAME.tmp`.
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{name}.tmp"))
+    // Hidden already (`.pihealth-state.json`): no second dot, no `..` in names.
+    let hidden = if name.starts_with('.') { "" } else { "." };
+    path.with_file_name(format!("{hidden}{name}.tmp"))
 }
 
 /// Remove leftovers of writes interrupted by a crash.
@@ -261,6 +263,18 @@ mod tests {
         assert_eq!(text, "hello normal\n");
         assert!(ArchiveHeader::parse_comment("pihealth type=a epoch=1 start=5 end=1").is_none());
         assert!(ArchiveHeader::parse_comment("other").is_none());
+    }
+
+    #[test]
+    fn temp_names_are_hidden_and_never_contain_dot_dot() {
+        assert_eq!(
+            temp_path(Path::new("a/cpu.log")),
+            Path::new("a/.cpu.log.tmp")
+        );
+        assert_eq!(
+            temp_path(Path::new("a/.state.json")),
+            Path::new("a/.state.json.tmp")
+        );
     }
 
     #[test]
