@@ -25,6 +25,8 @@ const MAX_ALARMS_PER_CONNECTION: usize = 10_000;
 
 pub struct AlarmLog {
     path: PathBuf,
+    /// Ids whose `alarm_command` has been started (or that needed none).
+    done_path: PathBuf,
     seen: Mutex<HashSet<String>>,
     command: Option<Vec<String>>,
     command_timeout: Duration,
@@ -81,14 +83,55 @@ impl AlarmLog {
         command_timeout: Duration,
     ) -> io::Result<AlarmLog> {
         let path = log_dir.join("alarms.log");
+        let done_path = log_dir.join(".alarm-commands.done");
         storage::cut_torn_line(&path)?;
-        let seen = read_alarms(&path)?.into_iter().map(|a| a.id).collect();
-        Ok(AlarmLog {
+        let recorded = read_alarms(&path)?;
+        let log = AlarmLog {
             path,
-            seen: Mutex::new(seen),
+            done_path: done_path.clone(),
+            seen: Mutex::new(recorded.iter().map(|a| a.id.clone()).collect()),
             command,
             command_timeout,
-        })
+        };
+        if !done_path.exists() {
+            // First start with this record: what is logged so far is settled.
+            let ids: String = recorded.iter().map(|a| format!("{}\n", a.id)).collect();
+            storage::write_atomic(&done_path, ids.as_bytes(), true)?;
+        } else {
+            // Alarms stored just before a crash, whose command never started.
+            storage::cut_torn_line(&done_path)?;
+            let done: HashSet<String> = std::fs::read_to_string(&done_path)?
+                .lines()
+                .map(str::to_string)
+                .collect();
+            for a in recorded.into_iter().filter(|a| !done.contains(&a.id)) {
+                log::warn!(
+                    "alarm {} from {} was stored before a crash; handling it now",
+                    a.id,
+                    a.host
+                );
+                log.handled(&Alarm {
+                    id: a.id,
+                    host: a.host,
+                    log_type: a.log_type,
+                    level: a.level,
+                    message: a.message,
+                    time: a.time,
+                });
+            }
+        }
+        Ok(log)
+    }
+
+    /// Run `alarm_command` for a newly stored alarm, then note that it ran,
+    /// so a crash in between runs it at the next start (once).
+    fn handled(&self, alarm: &Alarm) {
+        self.run_command(alarm);
+        if let Err(e) =
+            storage::append_synced(&self.done_path, format!("{}\n", alarm.id).as_bytes())
+        {
+            log::error!("cannot write {}: {e}", self.done_path.display());
+        }
     }
 
     /// Check an alarm from the network before it touches the disk.
@@ -166,7 +209,7 @@ impl AlarmLog {
                             alarm.level,
                             alarm.message
                         );
-                        self.run_command(&alarm);
+                        self.handled(&alarm);
                     }
                     if conn
                         .send(&Message::AlarmAck {
@@ -275,6 +318,45 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2].id, "a3");
         assert_eq!(lines[0].message, "load high second line");
+    }
+
+    #[test]
+    fn alarm_command_runs_once_even_across_a_crash() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("ran.txt");
+        let hook = dir.path().join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!("#!/bin/sh\necho \"$PIHEALTH_ID\" >> {}\n", ran.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let command = Some(vec![hook.display().to_string()]);
+        let log = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
+        // Stored, then the master dies before starting the command.
+        assert!(log.record(&alarm("c1")).unwrap());
+        drop(log);
+        let _log = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
+        let _again = AlarmLog::open(dir.path(), command, Duration::from_secs(10)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&ran)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 1
+        {
+            assert!(Instant::now() < deadline, "alarm_command never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Every start of the command is noted once: the second open found
+        // it handled and ran nothing.
+        let done = std::fs::read_to_string(dir.path().join(".alarm-commands.done")).unwrap();
+        assert_eq!(done.lines().filter(|l| *l == "c1").count(), 1, "{done}");
+        assert_eq!(
+            std::fs::read_to_string(&ran).unwrap().lines().next(),
+            Some("c1")
+        );
     }
 
     #[test]
