@@ -446,11 +446,11 @@ impl AgentConfig {
             .map_err(|m| invalid(path, "master", m))?;
         self.master_alarm_address()
             .map_err(|m| invalid(path, "master_alarm", m))?;
-        if self.workers == 0 || self.workers > 256 {
+        if self.workers < 2 || self.workers > 256 {
             return Err(invalid(
                 path,
                 "workers",
-                "expected a pool size from 1 to 256",
+                "expected a pool size from 2 to 256 (a pull holds a control and a data connection at once)",
             ));
         }
         for (key, d) in [

@@ -7,13 +7,14 @@
 //! the loop. Shutdown sets a flag and connects once to the listener to wake
 //! the blocked `accept`.
 
-use std::io;
+use std::cell::Cell;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 
@@ -36,13 +37,85 @@ pub fn prepare(stream: &TcpStream, io_timeout: Duration) -> io::Result<()> {
     stream.set_nodelay(true)
 }
 
+/// A server-side stream with an optional overall deadline on top of the
+/// per-read timeout: a peer trickling one byte at a time cannot stretch a
+/// handshake past it. Cleared (`set_deadline(None)`) once the peer has
+/// proved the key.
+pub struct TimedStream {
+    stream: TcpStream,
+    io_timeout: Duration,
+    deadline: Cell<Option<Instant>>,
+}
+
+impl TimedStream {
+    pub fn new(stream: TcpStream, io_timeout: Duration, deadline: Option<Instant>) -> TimedStream {
+        TimedStream {
+            stream,
+            io_timeout,
+            deadline: Cell::new(deadline),
+        }
+    }
+
+    /// Change the per-read/write timeout (e.g. for a session that may idle
+    /// while its peer works elsewhere).
+    pub fn set_io_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.io_timeout = timeout;
+        prepare(&self.stream, timeout)
+    }
+
+    pub fn set_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.deadline.set(deadline);
+        if deadline.is_none() {
+            prepare(&self.stream, self.io_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Shrink the socket timeouts to what is left before the deadline.
+    fn arm(&self) -> io::Result<()> {
+        let Some(deadline) = self.deadline.get() else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "peer too slow: deadline passed",
+            ));
+        }
+        let timeout = Some(left.min(self.io_timeout));
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)
+    }
+}
+
+impl Read for TimedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for TimedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}")))
 }
 
-/// What handles one accepted connection, on a pool thread.
-pub type Handler = Arc<dyn Fn(TcpStream, SocketAddr) + Send + Sync>;
+/// What handles one accepted connection, on a pool thread. The stream comes
+/// with a deadline one `io_timeout` after a worker took it, for the handshake;
+/// the handler lifts it once the peer has proved the key.
+pub type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
 
 /// A running accept loop; `stop` ends it.
 pub struct AcceptLoop {
@@ -92,6 +165,13 @@ impl AcceptLoop {
                             let handler = handler.clone();
                             let label = label.clone();
                             pool.execute(move || {
+                                // The handshake clock starts when a worker takes the connection,
+                                // so queueing behind slow peers does not expire a good one.
+                                let stream = TimedStream::new(
+                                    stream,
+                                    io_timeout,
+                                    Some(Instant::now() + io_timeout),
+                                );
                                 if catch_unwind(AssertUnwindSafe(|| handler(stream, peer))).is_err()
                                 {
                                     log::error!(
@@ -149,9 +229,9 @@ impl Drop for AcceptLoop {
 /// Wait until the pool has no running or queued jobs, at most `limit`.
 /// Returns whether it drained.
 pub fn drain_pool(pool: &ThreadPool, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = Instant::now() + limit;
     while pool.active_count() + pool.queued_count() > 0 {
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return false;
         }
         thread::sleep(Duration::from_millis(20));
@@ -161,9 +241,9 @@ pub fn drain_pool(pool: &ThreadPool, limit: Duration) -> bool {
 
 /// Sleep up to `d`, waking early when `stop` is set.
 pub fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let deadline = std::time::Instant::now() + d;
+    let deadline = Instant::now() + d;
     while !stop.load(Ordering::SeqCst) {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if now >= deadline {
             return;
         }
@@ -174,13 +254,12 @@ pub fn sleep_unless(stop: &AtomicBool, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
     #[test]
     fn accept_loop_serves_and_stops() {
         let pool = ThreadPool::new(2);
         let listener = bind("127.0.0.1:0".parse().unwrap(), "test").unwrap();
-        let handler: Handler = Arc::new(|mut s: TcpStream, _| {
+        let handler: Handler = Arc::new(|mut s: TimedStream, _| {
             let _ = s.write_all(b"hi");
         });
         let mut l = AcceptLoop::start(
@@ -202,10 +281,53 @@ mod tests {
     }
 
     #[test]
+    fn a_trickling_peer_is_cut_off_at_the_deadline() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "test").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            // One byte at a time, each well within the per-read timeout.
+            for _ in 0..200 {
+                if c.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (s, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        let mut timed = TimedStream::new(
+            s,
+            Duration::from_secs(1),
+            Some(started + Duration::from_millis(200)),
+        );
+        let mut buf = [0u8; 1];
+        let mut got = 0;
+        let err = loop {
+            match timed.read(&mut buf) {
+                Ok(0) => panic!("peer closed first"),
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        // Cut off long before the peer's 200 bytes were in.
+        assert!(got < 200, "read {got} bytes");
+        drop(timed);
+        client.join().unwrap();
+    }
+
+    #[test]
     fn a_panicking_handler_does_not_take_the_server_down() {
         let pool = ThreadPool::new(1);
         let listener = bind("127.0.0.1:0".parse().unwrap(), "test").unwrap();
-        let handler: Handler = Arc::new(|mut s: TcpStream, _| {
+        let handler: Handler = Arc::new(|mut s: TimedStream, _| {
             let mut b = [0u8; 1];
             let _ = s.read(&mut b);
             if b[0] == b'p' {

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::agent::logstore::LogStore;
+use crate::net::TimedStream;
 use crate::protocol::auth::random_bytes;
 use crate::protocol::message::{AgentInfo, Message, Offer, PieceRef, MAX_CHUNK, TOKEN_LEN};
 use crate::protocol::{Connection, Key, Purpose};
@@ -84,7 +85,7 @@ impl AgentServer {
     }
 
     /// Serve one control connection until the master says `Bye` or leaves.
-    pub fn handle_control(&self, stream: TcpStream, peer: SocketAddr) {
+    pub fn handle_control(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "control") {
             return;
         }
@@ -111,7 +112,11 @@ impl AgentServer {
         self.tokens().retain(|_, t| t.connection != id);
     }
 
-    fn control_session(&self, conn: &mut Connection<TcpStream>, id: u64) -> io::Result<()> {
+    fn control_session(&self, conn: &mut Connection<TimedStream>, id: u64) -> io::Result<()> {
+        // Authenticated. Between its messages the master fetches pieces over
+        // data connections, so the session may idle as long as its tokens live.
+        conn.stream().set_deadline(None)?;
+        conn.stream_mut().set_io_timeout(self.token_lifetime)?;
         for _ in 0..MAX_CONTROL_MESSAGES {
             match conn.recv()? {
                 Message::Ping => conn.send(&Message::Pong(self.info()))?,
@@ -181,7 +186,7 @@ impl AgentServer {
     }
 
     /// Serve one data connection: one token, one piece, then close.
-    pub fn handle_data(&self, stream: TcpStream, peer: SocketAddr) {
+    pub fn handle_data(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "data") {
             return;
         }
@@ -198,7 +203,7 @@ impl AgentServer {
         }
     }
 
-    fn send_piece(&self, conn: &mut Connection<TcpStream>) -> io::Result<()> {
+    fn send_piece(&self, conn: &mut Connection<TimedStream>) -> io::Result<()> {
         let token = match conn.recv()? {
             Message::Fetch { token } => token,
             other => {
@@ -223,6 +228,8 @@ impl AgentServer {
                 ))
             }
         };
+        // A valid token: stream the piece under the per-write timeout only.
+        conn.stream().set_deadline(None)?;
         let mut reader = self.store.open_piece(&piece)?;
         reader.file.seek(SeekFrom::Start(reader.offset))?;
         let mut source = (&mut reader.file).take(reader.len);

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -171,7 +171,7 @@ impl AlarmLog {
     }
 
     /// Serve one connection on the alarm port.
-    pub fn handle(&self, stream: TcpStream, peer: SocketAddr, keys: &[Key]) {
+    pub fn handle(&self, stream: crate::net::TimedStream, peer: SocketAddr, keys: &[Key]) {
         let mut conn = match Connection::server(stream, keys, Purpose::Alarm) {
             Ok(c) => c,
             Err(e) => {
@@ -179,6 +179,10 @@ impl AlarmLog {
                 return;
             }
         };
+        // Authenticated: a burst of spooled alarms may take a while.
+        if conn.stream().set_deadline(None).is_err() {
+            return;
+        }
         for _ in 0..MAX_ALARMS_PER_CONNECTION {
             let alarm = match conn.recv() {
                 Ok(Message::Alarm(a)) => a,

@@ -12,7 +12,7 @@ pub mod registry;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,7 +44,8 @@ fn pull_context(config: &MasterConfig, key: Key) -> PullContext {
 }
 
 /// Serve one connection on the registration/heartbeat port.
-fn handle_register(registry: &Registry, keys: &[Key], stream: TcpStream, peer: SocketAddr) {
+/// The whole exchange stays under the accept deadline: it is one message.
+fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, peer: SocketAddr) {
     let mut conn = match Connection::server(stream, keys, Purpose::Register) {
         Ok(c) => c,
         Err(e) => {

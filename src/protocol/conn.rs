@@ -125,6 +125,10 @@ impl<S: Read + Write> Connection<S> {
     pub fn stream(&self) -> &S {
         self.reader.get_ref()
     }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        self.reader.get_mut()
+    }
 }
 
 #[cfg(test)]

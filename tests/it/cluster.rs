@@ -448,3 +448,69 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
         .unwrap();
     assert_eq!(text, again, "keygen overwrote a key without --force");
 }
+
+/// Clients without the key that send one byte now and then must not hold
+/// the agent's workers: the handshake has a deadline, so a real pull still
+/// gets through a two-worker agent under such an attack.
+#[test]
+fn trickling_clients_cannot_starve_a_real_pull() {
+    let c = Cluster::new(18);
+    let script = counter_script(&c);
+    c.write(
+        "agent.yaml",
+        &format!(
+            "name: pi1\nmaster: 127.0.18.1:8080\ncontrol_listen: 127.0.18.2:8000\ndata_listen: 127.0.18.2:8001\n\
+             key_file: pihealth.key\nlog_dir: agents/pi1/log\nbackup_dir: agents/pi1/logbackup\n\
+             workers: 2\nio_timeout: 1s\ncollectors:\n  - {{name: counter, command: {}, interval: 100ms}}\n",
+            script.display()
+        ),
+    );
+    c.write(
+        "master.yaml",
+        "key_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\nio_timeout: 8s\nagents: [\"127.0.18.2:8000\"]\n",
+    );
+    let _agent = c.start("agent", &c.path("agent.yaml"), "agent");
+    wait_for("the agent to listen", || {
+        std::net::TcpStream::connect("127.0.18.2:8000").is_ok()
+    });
+    wait_for("a counter line on the agent", || {
+        !agent_counter_values(&c, 0).is_empty()
+    });
+
+    // Three tricklers, each sending a well-formed hello and proof (wrong
+    // key) one byte every 200 ms: 76 bytes, 15 s per connection if nothing
+    // cuts them off.
+    let mut bytes = Vec::new();
+    let hello =
+        pihealth::protocol::auth::encode_hello(pihealth::protocol::Purpose::Control, &[1; 32]);
+    pihealth::protocol::frame::write_frame(&mut bytes, &[&hello]).unwrap();
+    pihealth::protocol::frame::write_frame(&mut bytes, &[&[0u8; 32]]).unwrap();
+    let tricklers: Vec<_> = (0..3)
+        .map(|_| {
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let Ok(mut s) = std::net::TcpStream::connect("127.0.18.2:8000") else {
+                    return;
+                };
+                for b in bytes {
+                    if s.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100)); // let them queue first
+    let out = c.run(&["pull", "-c", "master.yaml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pull failed under a trickle attack: {stdout}"
+    );
+    assert!(!counter_values(&c.archived("pi1", "counter")).is_empty());
+    for t in tricklers {
+        t.join().unwrap();
+    }
+}
