@@ -1,7 +1,7 @@
 //! `pihealth`: one binary, the agent and the master plus operator commands.
 //! Thin: parse arguments, set up logging and signals, load the config, run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -102,57 +102,47 @@ fn failure(e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Ctrl-C and SIGTERM set the returned flag.
-fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+fn stop_on_signals() -> Result<Arc<AtomicBool>, ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| format!("cannot handle signals: {e}"))?;
+        .map_err(|e| failure(format!("cannot handle signals: {e}")))?;
     Ok(stop)
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    match cli.command {
+fn master_config(path: &Path) -> Result<MasterConfig, ExitCode> {
+    MasterConfig::load(path).map_err(config_error)
+}
+
+/// Success, or exit 1 with the error.
+fn done(result: Result<(), String>) -> Result<ExitCode, ExitCode> {
+    result.map(|()| ExitCode::SUCCESS).map_err(failure)
+}
+
+/// `Ok(false)` from a command means "ran, but something failed": exit 1.
+fn verdict(result: Result<bool, String>) -> Result<ExitCode, ExitCode> {
+    match result {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::from(1)),
+        Err(e) => Err(failure(e)),
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, ExitCode> {
+    match command {
         Command::Master { config } => {
-            let cfg = match MasterConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            let stop = match stop_on_signals() {
-                Ok(s) => s,
-                Err(e) => return failure(e),
-            };
-            match pihealth::master::run(&cfg, &config, stop) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
-            }
+            let cfg = master_config(&config)?;
+            done(pihealth::master::run(&cfg, &config, stop_on_signals()?))
         }
         Command::Agent { config } => {
-            let cfg = match AgentConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            let stop = match stop_on_signals() {
-                Ok(s) => s,
-                Err(e) => return failure(e),
-            };
-            match pihealth::agent::run(&cfg, &config, stop) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
-            }
+            let cfg = AgentConfig::load(&config).map_err(config_error)?;
+            done(pihealth::agent::run(&cfg, &config, stop_on_signals()?))
         }
-        Command::Pull { config, hosts } => {
-            let cfg = match MasterConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            match pihealth::master::pull_once(&cfg, &config, &hosts) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(e) => failure(e),
-            }
-        }
+        Command::Pull { config, hosts } => verdict(pihealth::master::pull_once(
+            &master_config(&config)?,
+            &config,
+            &hosts,
+        )),
         Command::Logs {
             config,
             host,
@@ -161,10 +151,6 @@ fn main() -> ExitCode {
             until,
             follow,
         } => {
-            let cfg = match MasterConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
             let query = pihealth::cli::logs::Query {
                 host,
                 log_type,
@@ -172,49 +158,34 @@ fn main() -> ExitCode {
                 until,
                 follow,
             };
-            match pihealth::cli::logs::run(&cfg, &query) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
-            }
+            done(pihealth::cli::logs::run(&master_config(&config)?, &query))
         }
-        Command::Status { config } => {
-            let cfg = match MasterConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            match pihealth::cli::status::print(&cfg.log_dir, &mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
-            }
+        Command::Status { config } => done(pihealth::cli::status::print(
+            &master_config(&config)?.log_dir,
+            &mut std::io::stdout(),
+        )),
+        Command::Alarms { config, since } => done(pihealth::cli::alarms::print(
+            &master_config(&config)?.log_dir,
+            since.as_deref(),
+        )),
+        Command::Keygen { path, force } => {
+            pihealth::cli::keygen(&path, force).map_err(failure)?;
+            println!(
+                "wrote a new key to {} (mode 600); copy it to the master and every agent",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Alarms { config, since } => {
-            let cfg = match MasterConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            match pihealth::cli::alarms::print(&cfg.log_dir, since.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
-            }
-        }
-        Command::Keygen { path, force } => match pihealth::cli::keygen(&path, force) {
-            Ok(()) => {
-                println!(
-                    "wrote a new key to {} (mode 600); copy it to the master and every agent",
-                    path.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => failure(e),
-        },
         Command::Demo {
             agents,
             seconds,
             keep,
-        } => match pihealth::cli::demo::run(agents, seconds, keep.as_deref()) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => failure(e),
-        },
+        } => verdict(pihealth::cli::demo::run(agents, seconds, keep.as_deref())),
     }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    run(cli.command).unwrap_or_else(|code| code)
 }
