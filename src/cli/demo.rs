@@ -5,7 +5,7 @@
 //! demo works from any directory.
 
 use std::fs;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -176,12 +176,13 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
             Path::new(&config),
             &format!("agent-pi{}.log", i + 1),
         )?;
+        // Into the guard first: whatever happens next, it is stopped.
+        children.0.push((format!("pi{}", i + 1), child));
         println!(
             "started agent pi{} on 127.0.0.{}:8000 (data :8001)",
             i + 1,
             i + 2
         );
-        children.0.push((format!("pi{}", i + 1), child));
     }
     let log_root = dir.join("master/log");
     let backup_root = dir.join("master/logbackup");
@@ -204,11 +205,17 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         }
         let (_, records) = Registry::read_snapshot(&log_root).unwrap_or((None, Vec::new()));
         let up = records.iter().filter(|r| r.state == State::Up).count();
-        print!(
-            "\r{:>3}s: {up}/{agents} agents up",
+        // Redraw one line on a terminal; plain lines when piped.
+        let line = format!(
+            "{:>3}s: {up}/{agents} agents up",
             started.elapsed().as_secs()
         );
-        let _ = std::io::stdout().flush();
+        if std::io::stdout().is_terminal() {
+            print!("\r{line}");
+            let _ = std::io::stdout().flush();
+        } else if started.elapsed().as_secs().is_multiple_of(5) {
+            println!("{line}");
+        }
     }
     println!();
     // Stop everything cleanly (SIGTERM) before reading the final state.

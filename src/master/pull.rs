@@ -63,6 +63,22 @@ fn failed(e: impl std::fmt::Display) -> PullError {
     PullError::Failed(e.to_string())
 }
 
+/// An I/O error in words an operator reads: a socket timeout shows up as
+/// "Resource temporarily unavailable" otherwise.
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("timed out waiting for the agent ({e})")
+        }
+        io::ErrorKind::UnexpectedEof => "the agent closed the connection".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn io_failed(e: io::Error) -> PullError {
+    PullError::Failed(describe(&e))
+}
+
 /// Ask an agent who it is (a liveness probe).
 pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i64)> {
     let sent = chrono::Utc::now().timestamp_millis();
@@ -105,14 +121,14 @@ pub fn pull_agent(
     name: Option<&str>,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
-    let stream = net::connect(control, ctx.connect_timeout, ctx.io_timeout).map_err(failed)?;
-    let mut conn = Connection::client(stream, &ctx.key, Purpose::Control).map_err(failed)?;
+    let stream = net::connect(control, ctx.connect_timeout, ctx.io_timeout).map_err(io_failed)?;
+    let mut conn = Connection::client(stream, &ctx.key, Purpose::Control).map_err(io_failed)?;
     let mut report = PullReport::default();
     let mut archive: Option<HostArchive> = None;
     for _ in 0..MAX_ROUNDS {
         let sent = chrono::Utc::now().timestamp_millis();
-        conn.send(&Message::ListPending).map_err(failed)?;
-        let (info, offers, more) = match conn.recv_ok().map_err(failed)? {
+        conn.send(&Message::ListPending).map_err(io_failed)?;
+        let (info, offers, more) = match conn.recv_ok().map_err(io_failed)? {
             Message::Pending { info, offers, more } => (info, offers, more),
             other => return Err(failed(format!("expected Pending, got {}", other.kind()))),
         };
@@ -174,6 +190,7 @@ pub fn pull_agent(
                         acks.push(piece.clone());
                     }
                     Err(e) => {
+                        let e = describe(&e);
                         log::warn!(
                             "{host}: {} {}..{} not fetched: {e}",
                             piece.log_type,
@@ -195,8 +212,8 @@ pub fn pull_agent(
             .commit()
             .map_err(|e| failed(format!("{host}: cannot commit: {e}")))?;
         if !acks.is_empty() {
-            conn.send(&Message::Ack(acks)).map_err(failed)?;
-            match conn.recv_ok().map_err(failed)? {
+            conn.send(&Message::Ack(acks)).map_err(io_failed)?;
+            match conn.recv_ok().map_err(io_failed)? {
                 Message::AckOk => {}
                 other => return Err(failed(format!("expected AckOk, got {}", other.kind()))),
             }
