@@ -274,6 +274,21 @@ impl HostArchive {
         }
     }
 
+    /// A piece of a new stream (the agent lost its state): seal what the
+    /// current log holds of the old stream first, so every archive's header
+    /// describes one stream.
+    fn begin_piece(&mut self, piece: &PieceRef) -> io::Result<()> {
+        let switching = self
+            .state
+            .types
+            .get(&piece.log_type)
+            .is_some_and(|t| t.epoch != piece.epoch && t.local_len > 0);
+        if switching {
+            self.seal(&piece.log_type)?;
+        }
+        Ok(())
+    }
+
     fn type_state(&mut self, piece: &PieceRef) -> &mut TypeState {
         let ts = self.state.types.entry(piece.log_type.clone()).or_default();
         if ts.epoch != piece.epoch {
@@ -292,6 +307,7 @@ impl HostArchive {
         skip: u64,
         data: &mut dyn Read,
     ) -> io::Result<u64> {
+        self.begin_piece(piece)?;
         let log_path = self.log_path(&piece.log_type);
         let local_len = self.type_state(piece).local_len;
         let mut file = OpenOptions::new()
@@ -634,6 +650,31 @@ mod tests {
         assert_eq!(
             next,
             archive_name("cpu", future + chrono::Duration::microseconds(1))
+        );
+    }
+
+    #[test]
+    fn a_new_agent_stream_starts_after_a_seal_of_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        a.store_current(&piece(PieceKind::Current, 0, 4), 0, &mut &b"old\n"[..])
+            .unwrap();
+        let fresh = PieceRef {
+            epoch: 2,
+            ..piece(PieceKind::Current, 0, 4)
+        };
+        assert_eq!(a.plan(&fresh), Plan::Fetch { skip: 0 });
+        a.store_current(&fresh, 0, &mut &b"new\n"[..]).unwrap();
+        a.commit().unwrap();
+        let archives = archive_files(&backup, "pi1", "cpu").unwrap();
+        assert_eq!(archives.len(), 1);
+        let header = ArchiveHeader::read(&archives[0]).unwrap();
+        assert_eq!((header.epoch, header.start, header.end), (1, 0, 4));
+        assert_eq!(fs::read(log.join("pi1/cpu.log")).unwrap(), b"new\n");
+        assert_eq!(
+            read_all(&log, &backup, "pi1", "cpu").unwrap(),
+            b"old\nnew\n"
         );
     }
 
