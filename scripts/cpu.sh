@@ -30,17 +30,7 @@ read -r total2 idle2 <<<"$(sample)" || exit 2
 usage=$(awk -v dt=$((total2 - total1)) -v di=$((idle2 - idle1)) \
     'BEGIN { printf "%.2f", (dt > 0 ? (dt - di) * 100 / dt : 0) }')
 
-# Hottest thermal zone, in millidegrees; zones that cannot be read (some
-# report EIO/ENODATA) are skipped.
-temp=-
-max=
-for f in "${PIHEALTH_THERMAL_DIR:-/sys/class/thermal}"/thermal_zone*/temp; do
-    t=
-    { read -r t <"$f"; } 2>/dev/null
-    [[ $t =~ ^-?[0-9]+$ ]] || continue
-    if [[ -z $max ]] || ((t > max)); then max=$t; fi
-done
-[[ -n $max ]] && temp=$(awk -v m="$max" 'BEGIN { printf "%.2f", m / 1000 }')
+temp=$(hottest_temp)
 
 lvl=$(level "$usage" "$cpu_note" "$cpu_warn")
 if [[ $temp != - ]]; then

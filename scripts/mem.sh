@@ -14,17 +14,7 @@ warn=$(number PIHEALTH_MEM_WARNING 80) || exit 2
 state_dir=${PIHEALTH_STATE_DIR:-${TMPDIR:-/tmp}}
 state=$state_dir/mem.dynavg
 
-# Kernels before 3.14 have no MemAvailable: approximate it with free + buffers + cached.
-read -r total_mib used_mib used_pct < <(awk '
-    $1 == "MemTotal:" { total = $2 }
-    $1 == "MemAvailable:" { avail = $2; have = 1 }
-    $1 == "MemFree:" || $1 == "Buffers:" || $1 == "Cached:" { approx += $2 }
-    END {
-        if (total <= 0) exit 1
-        if (!have) avail = approx
-        used = total - avail
-        printf "%d %d %.2f\n", total / 1024, used / 1024, used * 100 / total
-    }' /proc/meminfo)
+read -r total_mib used_mib used_pct < <(mem_usage)
 [[ -n ${used_pct:-} ]] || die "cannot parse /proc/meminfo"
 
 # A missing or garbled state file counts as a first run.

@@ -31,31 +31,12 @@ disk=$(bash "$(dirname -- "${BASH_SOURCE[0]}")/disk.sh") || die "disk.sh failed"
 read -r _ disk_total _ disk_pct disk_level <<<"${disk##*$'\n'}"
 [[ -n ${disk_level:-} ]] || die "unexpected disk.sh output"
 
-# Same definition as mem.sh: used = MemTotal - MemAvailable.
-read -r mem_total mem_pct < <(awk '
-    $1 == "MemTotal:" { total = $2 }
-    $1 == "MemAvailable:" { avail = $2; have = 1 }
-    $1 == "MemFree:" || $1 == "Buffers:" || $1 == "Cached:" { approx += $2 }
-    END {
-        if (total <= 0) exit 1
-        if (!have) avail = approx
-        printf "%d %.2f\n", total / 1024, (total - avail) * 100 / total
-    }' /proc/meminfo)
+# Same definition as mem.sh (common.sh's mem_usage).
+read -r mem_total _ mem_pct < <(mem_usage)
 [[ -n ${mem_pct:-} ]] || die "cannot parse /proc/meminfo"
 
-# Hottest readable thermal zone (millidegrees), as in cpu.sh.
-max=
-for f in "${PIHEALTH_THERMAL_DIR:-/sys/class/thermal}"/thermal_zone*/temp; do
-    t=
-    { read -r t <"$f"; } 2>/dev/null
-    [[ $t =~ ^-?[0-9]+$ ]] || continue
-    if [[ -z $max ]] || ((t > max)); then max=$t; fi
-done
-temp=- temp_level=normal
-if [[ -n $max ]]; then
-    temp=$(awk -v m="$max" 'BEGIN { printf "%.2f", m / 1000 }')
-    temp_level=$(level "$temp" "$temp_note" "$temp_warn")
-fi
+temp=$(hottest_temp) temp_level=normal
+[[ $temp == - ]] || temp_level=$(level "$temp" "$temp_note" "$temp_warn")
 
 # Hostname and kernel release never hold spaces in practice; make sure.
 echo "${host// /_} $os ${kernel// /_} ${uptime%.*} $load1 $disk_total $disk_pct $mem_total $mem_pct $temp" \
