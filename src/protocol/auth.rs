@@ -106,13 +106,21 @@ impl Key {
         Key::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    fn mac(&self, label: &[u8], purpose: Purpose, nc: &[u8; 32], ns: &[u8; 32]) -> [u8; 32] {
+    /// HMAC(K, label || purpose || nonce_c || nonce_s), ready to finalize or verify.
+    fn keyed(&self, label: &[u8], purpose: Purpose, nc: &[u8; 32], ns: &[u8; 32]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(label);
         mac.update(&[purpose as u8]);
         mac.update(nc);
         mac.update(ns);
-        mac.finalize().into_bytes().into()
+        mac
+    }
+
+    fn mac(&self, label: &[u8], purpose: Purpose, nc: &[u8; 32], ns: &[u8; 32]) -> [u8; 32] {
+        self.keyed(label, purpose, nc, ns)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 }
 
@@ -194,22 +202,27 @@ impl Handshake {
     /// this client proof; compared in constant time.
     pub fn check_client_proof<'k>(&self, keys: &'k [Key], proof: &[u8]) -> Option<&'k Key> {
         keys.iter().find(|key| {
-            let mut mac = HmacSha256::new_from_slice(&key.0).expect("any key length");
-            mac.update(b"pihealth/1 client");
-            mac.update(&[self.purpose as u8]);
-            mac.update(&self.client_nonce);
-            mac.update(&self.server_nonce);
-            mac.verify_slice(proof).is_ok()
+            key.keyed(
+                b"pihealth/1 client",
+                self.purpose,
+                &self.client_nonce,
+                &self.server_nonce,
+            )
+            .verify_slice(proof)
+            .is_ok()
         })
     }
 
+    /// Whether the server proved `key`; compared in constant time.
     pub fn check_server_proof(&self, key: &Key, proof: &[u8]) -> bool {
-        let mut mac = HmacSha256::new_from_slice(&key.0).expect("any key length");
-        mac.update(b"pihealth/1 server");
-        mac.update(&[self.purpose as u8]);
-        mac.update(&self.client_nonce);
-        mac.update(&self.server_nonce);
-        mac.verify_slice(proof).is_ok()
+        key.keyed(
+            b"pihealth/1 server",
+            self.purpose,
+            &self.client_nonce,
+            &self.server_nonce,
+        )
+        .verify_slice(proof)
+        .is_ok()
     }
 
     /// Session MAC states: (client→server, server→client).

@@ -19,7 +19,7 @@ pub struct Connection<S: Read + Write> {
     recv: FrameMac,
     /// The client sends its first request right after its proof (saving a
     /// round trip) and checks the server's proof before reading any answer.
-    expected_server_proof: Option<[u8; 32]>,
+    server_to_check: Option<(Handshake, Key)>,
 }
 
 impl<S: Read + Write> Connection<S> {
@@ -45,7 +45,7 @@ impl<S: Read + Write> Connection<S> {
             reader,
             send,
             recv,
-            expected_server_proof: Some(hs.server_proof(key)),
+            server_to_check: Some((hs, key.clone())),
         })
     }
 
@@ -78,7 +78,7 @@ impl<S: Read + Write> Connection<S> {
             reader,
             send,
             recv,
-            expected_server_proof: None,
+            server_to_check: None,
         })
     }
 
@@ -98,11 +98,9 @@ impl<S: Read + Write> Connection<S> {
     }
 
     pub fn recv(&mut self) -> io::Result<Message> {
-        if let Some(expected) = self.expected_server_proof.take() {
+        if let Some((hs, key)) = self.server_to_check.take() {
             let proof = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)?;
-            // Not secret-dependent timing worth hiding: the client only
-            // learns whether the server knew the key.
-            if proof.len() != expected.len() || proof != expected {
+            if !hs.check_server_proof(&key, &proof) {
                 return Err(auth_error("server failed to prove the key"));
             }
         }
@@ -174,6 +172,30 @@ pub(crate) mod tests {
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
         // The server closed without proving anything: the client reads EOF.
         assert!(conn.recv().is_err());
+    }
+
+    #[test]
+    fn a_server_without_the_key_is_refused_by_the_client() {
+        let (c, mut s) = pair();
+        let impostor = thread::spawn(move || {
+            let hello = read_frame(&mut s, MAX_HANDSHAKE_FRAME).unwrap();
+            let (purpose, client_nonce) = auth::decode_hello(&hello).unwrap();
+            let server_nonce = [9; 32];
+            write_frame(&mut s, &[&auth::encode_challenge(&server_nonce)]).unwrap();
+            let _client_proof = read_frame(&mut s, MAX_HANDSHAKE_FRAME).unwrap();
+            let hs = Handshake {
+                purpose,
+                client_nonce,
+                server_nonce,
+            };
+            // A proof made with another key.
+            write_frame(&mut s, &[&hs.server_proof(&Key::from_bytes([6; 32]))]).unwrap();
+        });
+        let mut conn = Connection::client(c, &Key::from_bytes([5; 32]), Purpose::Control).unwrap();
+        conn.send(&Message::Ping).unwrap();
+        let err = conn.recv().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        impostor.join().unwrap();
     }
 
     #[test]
