@@ -211,9 +211,20 @@ impl AcceptLoop {
             }
             _ => self.addr,
         };
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let woken = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        match woken {
+            Ok(_) => {
+                let _ = thread.join();
+            }
+            // Unwoken, the thread stays blocked in `accept`: leave it to end
+            // with the process rather than wait for it forever.
+            Err(e) => log::warn!(
+                "cannot wake the accept loop on {}: {e}; not waiting for it",
+                self.addr
+            ),
         }
     }
 }

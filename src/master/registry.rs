@@ -109,6 +109,8 @@ pub struct Registry {
     events_path: PathBuf,
     agents: Mutex<Vec<AgentRecord>>,
     dirty: AtomicBool,
+    /// Data port assumed for an agent until it says otherwise.
+    default_data_port: u16,
 }
 
 pub fn now_ms() -> i64 {
@@ -147,6 +149,7 @@ impl Registry {
             events_path: log_dir.join("events.log"),
             agents: Mutex::new(agents),
             dirty: AtomicBool::new(true),
+            default_data_port,
         })
     }
 
@@ -232,7 +235,7 @@ impl Registry {
                 agents.push(AgentRecord::new(
                     Some(name.to_string()),
                     control,
-                    data_port.unwrap_or(8001),
+                    data_port.unwrap_or(self.default_data_port),
                     Origin::Registered,
                 ));
                 agents.len() - 1
