@@ -3,6 +3,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod level;
+pub mod logline;
 pub mod master;
 pub mod names;
 pub mod net;
