@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pihealth::config::{AgentConfig, MasterConfig};
+use pihealth::level::Level;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,12 @@ enum Command {
         /// Keep printing new lines as pulls land.
         #[arg(short, long)]
         follow: bool,
+        /// Only lines at or above this level: normal, note, warning, critical, unknown.
+        #[arg(long, value_name = "LEVEL")]
+        level: Option<Level>,
+        /// One JSON object per line: time, host, type, fields, level.
+        #[arg(long)]
+        json: bool,
     },
     /// Table of agents: state, last heartbeat and pull, backlog, alarms, skew.
     Status {
@@ -150,6 +157,8 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
             since,
             until,
             follow,
+            level,
+            json,
         } => {
             let query = pihealth::cli::logs::Query {
                 host,
@@ -157,6 +166,8 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
                 since,
                 until,
                 follow,
+                min_level: level,
+                json,
             };
             done(pihealth::cli::logs::run(&master_config(&config)?, &query))
         }

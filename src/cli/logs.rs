@@ -12,6 +12,8 @@ use std::time::Duration;
 use flate2::read::MultiGzDecoder;
 
 use crate::config::MasterConfig;
+use crate::level::Level;
+use crate::logline::LogLine;
 use crate::master::archive::archive_files;
 
 pub struct Query {
@@ -20,18 +22,50 @@ pub struct Query {
     pub since: Option<String>,
     pub until: Option<String>,
     pub follow: bool,
+    /// Only lines whose level is at least this (`--level warning`).
+    pub min_level: Option<Level>,
+    /// One JSON object per line instead of the stored text.
+    pub json: bool,
 }
 
-struct Filter {
+/// Which lines to print, and how.
+struct Filter<'q> {
     since: Option<chrono::DateTime<chrono::FixedOffset>>,
     until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    min_level: Option<Level>,
+    /// `Some((host, type))` prints JSON objects.
+    json: Option<(&'q str, &'q str)>,
 }
 
-impl Filter {
-    fn keep(&self, line: &str) -> bool {
-        match super::line_time(line) {
-            Some(t) => self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u),
-            None => self.since.is_none() && self.until.is_none(),
+impl Filter<'_> {
+    /// Print `line` if it passes. A line without a timestamp (e.g. the
+    /// agent's "pihealth dropped" notice) only shows when nothing filters.
+    fn emit_line(&self, line: &str, out: &mut dyn Write) -> io::Result<()> {
+        let parsed = LogLine::parse(line);
+        let keep = match &parsed {
+            Some(l) => {
+                self.since.is_none_or(|s| l.time >= s)
+                    && self.until.is_none_or(|u| l.time < u)
+                    && self
+                        .min_level
+                        .is_none_or(|m| l.level.is_some_and(|v| v >= m))
+            }
+            None => self.since.is_none() && self.until.is_none() && self.min_level.is_none(),
+        };
+        if !keep {
+            return Ok(());
+        }
+        match (self.json, parsed) {
+            (Some((host, log_type)), Some(l)) => {
+                writeln!(out, "{}", l.to_json(host, log_type))
+            }
+            (Some((host, log_type)), None) => writeln!(
+                out,
+                "{}",
+                serde_json::json!({"time": null, "host": host, "type": log_type,
+                    "fields": [], "level": null, "text": line.trim_end()})
+            ),
+            (None, _) => out.write_all(line.as_bytes()),
         }
     }
 }
@@ -43,9 +77,7 @@ fn emit(reader: &mut dyn BufRead, filter: &Filter, out: &mut dyn Write) -> io::R
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        if filter.keep(&line) {
-            out.write_all(line.as_bytes())?;
-        }
+        filter.emit_line(&line, out)?;
     }
 }
 
@@ -76,12 +108,16 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
     crate::names::check_host_name(&q.host).map_err(|e| format!("host {:?}: {e}", q.host))?;
     crate::names::check_type_name(&q.log_type)
         .map_err(|e| format!("type {:?}: {e}", q.log_type))?;
-    let hosts = list_names(&config.log_dir, |n| {
-        (crate::names::check_host_name(n).is_ok() && !n.ends_with(".log") && !n.ends_with(".json"))
-            .then(|| n.to_string())
-    });
     let host_dir = config.log_dir.join(&q.host);
     if !host_dir.is_dir() {
+        let hosts: Vec<String> = list_names(&config.log_dir, |n| {
+            crate::names::check_host_name(n)
+                .is_ok()
+                .then(|| n.to_string())
+        })
+        .into_iter()
+        .filter(|n| config.log_dir.join(n).is_dir())
+        .collect();
         return Err(format!(
             "no host {:?} under {}; hosts: {}",
             q.host,
@@ -111,6 +147,8 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
     let filter = Filter {
         since: q.since.as_deref().map(super::parse_time).transpose()?,
         until: q.until.as_deref().map(super::parse_time).transpose()?,
+        min_level: q.min_level,
+        json: q.json.then_some((q.host.as_str(), q.log_type.as_str())),
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -53,8 +53,3 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, S
     let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
     Ok((chrono::Local::now() - ago).fixed_offset())
 }
-
-/// The timestamp a stored line starts with.
-pub fn line_time(line: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    chrono::DateTime::parse_from_rfc3339(line.split(' ').next()?).ok()
-}
