@@ -68,14 +68,29 @@ enum Command {
     Status {
         #[arg(short, long, default_value = "config/master.yaml")]
         config: PathBuf,
+        /// One JSON object: the state's age and one entry per agent.
+        #[arg(long)]
+        json: bool,
     },
-    /// Recent alarms, newest last.
+    /// Recent alarms, newest last, then the open and recovered problems.
     Alarms {
         #[arg(short, long, default_value = "config/master.yaml")]
         config: PathBuf,
         /// Only alarms at or after this time: RFC 3339 or relative like 2h.
         #[arg(long)]
         since: Option<String>,
+        /// Only this host; repeatable.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Only alarms at or above this level: normal, note, warning, critical, unknown.
+        #[arg(long, value_name = "LEVEL")]
+        level: Option<Level>,
+        /// Only the problems still open (latest alarm at warning or worse).
+        #[arg(long)]
+        open: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a new random shared key file with mode 0600.
     Keygen {
@@ -171,14 +186,32 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
             };
             done(pihealth::cli::logs::run(&master_config(&config)?, &query))
         }
-        Command::Status { config } => done(pihealth::cli::status::print(
+        Command::Status { config, json } => done(pihealth::cli::status::print(
             &master_config(&config)?.log_dir,
+            json,
             &mut std::io::stdout(),
         )),
-        Command::Alarms { config, since } => done(pihealth::cli::alarms::print(
-            &master_config(&config)?.log_dir,
-            since.as_deref(),
-        )),
+        Command::Alarms {
+            config,
+            since,
+            hosts,
+            level,
+            open,
+            json,
+        } => {
+            let query = pihealth::cli::alarms::Query {
+                since,
+                hosts,
+                min_level: level,
+                open_only: open,
+                json,
+            };
+            done(pihealth::cli::alarms::print(
+                &master_config(&config)?.log_dir,
+                &query,
+                &mut std::io::stdout(),
+            ))
+        }
         Command::Keygen { path, force } => {
             pihealth::cli::keygen(&path, force).map_err(failure)?;
             println!(

@@ -1,25 +1,112 @@
-//! `pihealth alarms`: recent alarms, newest last.
+//! `pihealth alarms`: recent alarms, newest last, then which problems are
+//! still open and which recovered. Reads `log/alarms.log`, so it works
+//! with or without the master running.
 
+use std::io::{self, Write};
 use std::path::Path;
 
-use crate::master::alarms::read_alarms;
+use crate::level::Level;
+use crate::master::alarms::{problems, read_alarms, AlarmLine, Problem};
 
-pub fn print(log_dir: &Path, since: Option<&str>) -> Result<(), String> {
-    let since = since.map(super::parse_time).transpose()?;
+pub struct Query {
+    pub since: Option<String>,
+    /// Only these hosts (any of them); empty means all.
+    pub hosts: Vec<String>,
+    /// Only alarms at or above this level.
+    pub min_level: Option<Level>,
+    /// Only the open problems.
+    pub open_only: bool,
+    pub json: bool,
+}
+
+impl Query {
+    fn wants_host(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == host)
+    }
+
+    fn wants_level(&self, level: &str) -> bool {
+        // An alarm with a level we cannot read is shown rather than hidden.
+        self.min_level
+            .is_none_or(|m| level.parse::<Level>().map_or(true, |l| l >= m))
+    }
+}
+
+fn after(time: &str, since: Option<chrono::DateTime<chrono::FixedOffset>>) -> bool {
+    since.is_none_or(|s| chrono::DateTime::parse_from_rfc3339(time).map_or(true, |t| t >= s))
+}
+
+fn alarm_json(a: &AlarmLine) -> serde_json::Value {
+    serde_json::json!({
+        "time": a.time, "host": a.host, "type": a.log_type,
+        "level": a.level, "id": a.id, "message": a.message,
+    })
+}
+
+fn problem_line(p: &Problem) -> String {
+    let word = if p.open { "since" } else { "at" };
+    format!(
+        "  {:<16} {:<10} {:<8} {word} {}  {}",
+        p.host, p.log_type, p.level, p.since, p.message
+    )
+}
+
+pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
+    let since = q.since.as_deref().map(super::parse_time).transpose()?;
     let alarms = read_alarms(&log_dir.join("alarms.log")).map_err(|e| e.to_string())?;
-    for a in alarms {
-        if let Some(since) = since {
-            if chrono::DateTime::parse_from_rfc3339(&a.time)
-                .map(|t| t < since)
-                .unwrap_or(false)
-            {
-                continue;
+    let io = |e: io::Error| e.to_string();
+    // Problems are judged on the whole history (a problem may have begun
+    // before --since), then filtered like the alarms.
+    let summary: Vec<Problem> = problems(&alarms)
+        .into_iter()
+        .filter(|p| q.wants_host(&p.host) && (!p.open || q.wants_level(&p.level)))
+        .collect();
+    let (open, recovered): (Vec<&Problem>, Vec<&Problem>) = summary.iter().partition(|p| p.open);
+    if q.open_only {
+        for p in &open {
+            if q.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(p).map_err(|e| e.to_string())?
+                )
+            } else {
+                writeln!(out, "{}", problem_line(p).trim_start())
             }
+            .map_err(io)?;
         }
-        println!(
-            "{} {:<16} {:<10} {:<8} {}",
-            a.time, a.host, a.log_type, a.level, a.message
-        );
+        return Ok(());
+    }
+    let shown = alarms
+        .iter()
+        .filter(|a| after(&a.time, since) && q.wants_host(&a.host) && q.wants_level(&a.level));
+    for a in shown {
+        if q.json {
+            writeln!(out, "{}", alarm_json(a))
+        } else {
+            writeln!(
+                out,
+                "{} {:<16} {:<10} {:<8} {}",
+                a.time, a.host, a.log_type, a.level, a.message
+            )
+        }
+        .map_err(io)?;
+    }
+    if q.json {
+        return Ok(());
+    }
+    let recovered: Vec<&&Problem> = recovered
+        .iter()
+        .filter(|p| after(&p.since, since))
+        .collect();
+    writeln!(out, "\nopen problems: {}", open.len()).map_err(io)?;
+    for p in &open {
+        writeln!(out, "{}", problem_line(p)).map_err(io)?;
+    }
+    if !recovered.is_empty() {
+        writeln!(out, "recovered: {}", recovered.len()).map_err(io)?;
+        for p in &recovered {
+            writeln!(out, "{}", problem_line(p)).map_err(io)?;
+        }
     }
     Ok(())
 }

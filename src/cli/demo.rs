@@ -221,7 +221,7 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
     // Stop everything cleanly (SIGTERM) before reading the final state.
     drop(children);
     println!();
-    super::status::print(&log_root, &mut std::io::stdout())?;
+    super::status::print(&log_root, false, &mut std::io::stdout())?;
     let (_, records) = Registry::read_snapshot(&log_root).map_err(|e| e.to_string())?;
     let mut ok = records.len() == agents;
     for r in &records {

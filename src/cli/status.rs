@@ -5,9 +5,14 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::level::Level;
-use crate::master::alarms::read_alarms;
+use crate::master::alarms::{problems, read_alarms};
 use crate::master::registry::{now_ms, AgentRecord, Registry};
+
+/// Clock skew beyond this is flagged.
+const SKEW_LIMIT_MS: i64 = 30_000;
+/// The running master rewrites the state at least this often while agents
+/// heartbeat; older means it is probably stopped.
+const STALE_AFTER_MS: i64 = 30_000;
 
 fn ago(ms: Option<i64>) -> String {
     match ms {
@@ -23,16 +28,12 @@ fn ago(ms: Option<i64>) -> String {
     }
 }
 
-/// Open problems per host: types whose latest alarm is at a problem level.
+/// Open problems per host (see `master::alarms::problems`).
 pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
-    let mut latest: HashMap<(String, String), String> = HashMap::new();
-    for a in read_alarms(&log_dir.join("alarms.log"))? {
-        latest.insert((a.host, a.log_type), a.level);
-    }
     let mut open: HashMap<String, usize> = HashMap::new();
-    for ((host, _), level) in latest {
-        if level.parse::<Level>().is_ok_and(|l| l.is_problem()) {
-            *open.entry(host).or_default() += 1;
+    for p in problems(&read_alarms(&log_dir.join("alarms.log"))?) {
+        if p.open {
+            *open.entry(p.host).or_default() += 1;
         }
     }
     Ok(open)
@@ -44,7 +45,9 @@ pub fn rows(agents: &[AgentRecord], open: &HashMap<String, usize>) -> Vec<[Strin
         .map(|a| {
             let skew = match a.clock_skew_ms {
                 None => "-".to_string(),
-                Some(ms) if ms.abs() > 30_000 => format!("{:+.1}s SKEWED", ms as f64 / 1000.0),
+                Some(ms) if ms.abs() > SKEW_LIMIT_MS => {
+                    format!("{:+.1}s SKEWED", ms as f64 / 1000.0)
+                }
                 Some(ms) => format!("{:+.1}s", ms as f64 / 1000.0),
             };
             let pull = match (&a.last_pull_error, a.last_pull_ok_ms) {
@@ -67,7 +70,45 @@ pub fn rows(agents: &[AgentRecord], open: &HashMap<String, usize>) -> Vec<[Strin
         .collect()
 }
 
-pub fn print(log_dir: &Path, out: &mut dyn Write) -> Result<(), String> {
+fn rfc3339(ms: Option<i64>) -> Option<String> {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The fleet as JSON: one object with the file's age and one entry per agent.
+pub fn json(
+    written_ms: i64,
+    agents: &[AgentRecord],
+    open: &HashMap<String, usize>,
+) -> serde_json::Value {
+    let agents: Vec<serde_json::Value> = agents
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "host": a.label(),
+                "address": a.control.to_string(),
+                "state": a.state.as_str(),
+                "since": rfc3339(a.state_since_ms),
+                "last_heartbeat": rfc3339(a.last_heartbeat_ms),
+                "last_pull": rfc3339(a.last_pull_ms),
+                "last_pull_ok": rfc3339(a.last_pull_ok_ms),
+                "last_pull_error": a.last_pull_error,
+                "bytes_pulled": a.bytes_pulled,
+                "backlog_bytes": a.backlog,
+                "open_alarms": open.get(&a.label()).copied().unwrap_or(0),
+                "clock_skew_seconds": a.clock_skew_ms.map(|ms| ms as f64 / 1000.0),
+                "clock_skewed": a.clock_skew_ms.is_some_and(|ms| ms.abs() > SKEW_LIMIT_MS),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "written": rfc3339(Some(written_ms)),
+        "age_seconds": ((now_ms() - written_ms) as f64 / 1000.0).max(0.0),
+        "agents": agents,
+    })
+}
+
+pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), String> {
     let (written, agents) = Registry::read_snapshot(log_dir).map_err(|e| e.to_string())?;
     let Some(written) = written else {
         return Err(format!(
@@ -76,6 +117,10 @@ pub fn print(log_dir: &Path, out: &mut dyn Write) -> Result<(), String> {
         ));
     };
     let open = open_alarms(log_dir).map_err(|e| e.to_string())?;
+    let io = |e: io::Error| e.to_string();
+    if as_json {
+        return writeln!(out, "{}", json(written, &agents, &open)).map_err(io);
+    }
     let header = [
         "HOST",
         "ADDRESS",
@@ -105,11 +150,20 @@ pub fn print(log_dir: &Path, out: &mut dyn Write) -> Result<(), String> {
             .trim_end()
             .to_string()
     };
-    let io = |e: io::Error| e.to_string();
     writeln!(out, "{}", line(header.to_vec())).map_err(io)?;
     for r in &rows {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect())).map_err(io)?;
     }
-    writeln!(out, "(state written by the master {})", ago(Some(written))).map_err(io)?;
+    let stale = if now_ms() - written > STALE_AFTER_MS {
+        " — the master seems not to be running"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "(state written by the master {}{stale})",
+        ago(Some(written))
+    )
+    .map_err(io)?;
     Ok(())
 }

@@ -286,6 +286,50 @@ impl AlarmLog {
     }
 }
 
+/// Where one host's log type stands, from its alarms: the latest alarm
+/// decides whether a problem is open; `since` is when the current run of
+/// problem alarms began (re-alarms do not move it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub host: String,
+    #[serde(rename = "type")]
+    pub log_type: String,
+    /// Level of the latest alarm.
+    pub level: String,
+    pub open: bool,
+    /// Open: when the problem began. Recovered: when it was recovered.
+    pub since: String,
+    pub message: String,
+}
+
+/// One entry per (host, type) that ever alarmed, in order of first alarm.
+pub fn problems(alarms: &[AlarmLine]) -> Vec<Problem> {
+    let mut out: Vec<Problem> = Vec::new();
+    for a in alarms {
+        let open = a.level.parse::<Level>().is_ok_and(Level::is_problem);
+        let entry = out
+            .iter_mut()
+            .find(|p| p.host == a.host && p.log_type == a.log_type);
+        let continues = entry.as_ref().is_some_and(|p| p.open && open);
+        let next = Problem {
+            host: a.host.clone(),
+            log_type: a.log_type.clone(),
+            level: a.level.clone(),
+            open,
+            since: match &entry {
+                Some(p) if continues => p.since.clone(),
+                _ => a.time.clone(),
+            },
+            message: a.message.clone(),
+        };
+        match entry {
+            Some(p) => *p = next,
+            None => out.push(next),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +419,29 @@ mod tests {
         a.id = "x y".into();
         assert!(AlarmLog::validate(&a).is_err());
         assert!(AlarmLog::validate(&alarm("abc123")).is_ok());
+    }
+
+    #[test]
+    fn problems_open_until_recovered() {
+        let line = |t: &str, host: &str, ty: &str, level: &str| AlarmLine {
+            time: t.into(),
+            host: host.into(),
+            log_type: ty.into(),
+            level: level.into(),
+            id: format!("{t}{host}{ty}"),
+            message: format!("{level} text"),
+        };
+        let alarms = [
+            line("t1", "pi1", "disk", "warning"),
+            line("t2", "pi2", "cpu", "warning"),
+            line("t3", "pi1", "disk", "critical"),
+            line("t4", "pi2", "cpu", "normal"),
+            line("t5", "pi1", "mem", "note"),
+        ];
+        let p = problems(&alarms);
+        assert_eq!(p.len(), 3);
+        assert!(p[0].open && p[0].level == "critical" && p[0].since == "t1");
+        assert!(!p[1].open && p[1].since == "t4");
+        assert!(!p[2].open, "note is not a problem");
     }
 }

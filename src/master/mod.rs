@@ -29,6 +29,9 @@ use registry::Registry;
 
 /// How long in-flight pulls may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The registry file is rewritten at least this often, so its age shows
+/// whether the master is running (see `pihealth status`).
+const REGISTRY_REFRESH: Duration = Duration::from_secs(10);
 /// Scheduler tick: liveness is checked this often.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -143,6 +146,7 @@ fn schedule(
     let mut slots: HashMap<SocketAddr, Slot> = HashMap::new();
     let limit_ms = (config.heartbeat_interval.0 * config.heartbeat_misses).as_millis() as i64;
     let mut last_flush = Instant::now();
+    let mut last_written = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         for agent in registry.snapshot() {
@@ -191,6 +195,10 @@ fn schedule(
         }
         registry.check_liveness(limit_ms);
         if last_flush.elapsed() >= Duration::from_secs(1) {
+            if last_written.elapsed() >= REGISTRY_REFRESH {
+                registry.mark_dirty();
+                last_written = Instant::now();
+            }
             if let Err(e) = registry.flush() {
                 log::error!("cannot write the registry: {e}");
             }

@@ -167,7 +167,9 @@ impl Registry {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn mark_dirty(&self) {
+    /// Have the next `flush` write the file (also used to keep its
+    /// `written_ms` fresh, which tells `pihealth status` the master runs).
+    pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
     }
 

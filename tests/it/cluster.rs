@@ -115,6 +115,24 @@ fn three_agents_deliver_every_type_and_keep_only_unpulled_data() {
                 .iter()
                 .all(|h| text.lines().any(|l| l.starts_with(h) && l.contains(" up ")))
     });
+    // The same as JSON, with the fields a script would read.
+    wait_for("status --json to show three pulled agents", || {
+        let out = c.run(&["status", "-c", "master.yaml", "--json"]);
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        let agents = v["agents"].as_array().cloned().unwrap_or_default();
+        v["age_seconds"].as_f64().is_some_and(|a| a < 30.0)
+            && agents.len() == 3
+            && agents.iter().all(|a| {
+                a["state"] == "up"
+                    && a["bytes_pulled"].as_u64() > Some(0)
+                    && a["last_pull_ok"].is_string()
+                    && a["last_heartbeat"].is_string()
+                    && a["clock_skewed"] == false
+                    && a["address"].as_str().is_some_and(|s| s.ends_with(":8000"))
+            })
+    });
     let events = fs::read_to_string(c.master_log().join("events.log")).expect("events.log");
     assert!(
         events.contains("pi1") && events.contains(" up "),

@@ -45,9 +45,9 @@ fn stamp(t: DateTime<FixedOffset>) -> String {
 
 /// Line `i` of the fake cpu history: every 20th is a warning, every 7th a note.
 fn cpu_line(t: DateTime<FixedOffset>, i: usize) -> String {
-    let level = if i % 20 == 0 {
+    let level = if i.is_multiple_of(20) {
         "warning"
-    } else if i % 7 == 0 {
+    } else if i.is_multiple_of(7) {
         "note"
     } else {
         "normal"

@@ -2,6 +2,7 @@
 mod cluster;
 mod config_files;
 mod logs;
+mod operator;
 mod scripts;
 mod security;
 mod util;
