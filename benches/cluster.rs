@@ -171,12 +171,13 @@ fn main() {
     pihealth::cli::keygen(&key_path, false).expect("keygen");
     let key = Key::load(&key_path).expect("key");
     let ctx = |root: &str| PullContext {
-        key: key.clone(),
+        keys: vec![key.clone()],
         log_root: dir.path().join(root).join("log"),
         backup_root: dir.path().join(root).join("logbackup"),
         rotate_size: 512 << 20,
         connect_timeout: Duration::from_secs(2),
         io_timeout: Duration::from_secs(30),
+        progress: None,
     };
 
     // A collector that only prints a line: the bench measures pulls, not scripts.

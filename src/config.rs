@@ -147,6 +147,8 @@ pub struct MasterConfig {
     pub backup_dir: PathBuf,
     pub rotate_size: ByteSize,
     pub key_file: PathBuf,
+    /// Older keys still accepted during a key change-over (see the README).
+    pub previous_key_files: Vec<PathBuf>,
     /// Program (and fixed arguments) run once per new alarm, never through a shell.
     pub alarm_command: Option<Vec<String>>,
     pub alarm_command_timeout: HumanDuration,
@@ -170,6 +172,7 @@ impl Default for MasterConfig {
             backup_dir: PathBuf::from("logbackup"),
             rotate_size: ByteSize(8 << 20),
             key_file: PathBuf::from("config/pihealth.key"),
+            previous_key_files: Vec::new(),
             alarm_command: None,
             alarm_command_timeout: HumanDuration(Duration::from_secs(30)),
         }
@@ -255,6 +258,8 @@ pub struct AgentConfig {
     /// IP addresses allowed to connect to the control and data ports; empty = any.
     pub allowed_masters: Vec<IpAddr>,
     pub key_file: PathBuf,
+    /// Older keys still accepted during a key change-over (see the README).
+    pub previous_key_files: Vec<PathBuf>,
     pub log_dir: PathBuf,
     pub backup_dir: PathBuf,
     pub rotate_size: ByteSize,
@@ -278,6 +283,7 @@ impl Default for AgentConfig {
             data_listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
             allowed_masters: Vec::new(),
             key_file: PathBuf::from("config/pihealth.key"),
+            previous_key_files: Vec::new(),
             log_dir: PathBuf::from("log"),
             backup_dir: PathBuf::from("logbackup"),
             rotate_size: ByteSize(8 << 20),

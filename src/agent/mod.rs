@@ -31,7 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Run the agent until `stop` is set.
 pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), String> {
     let name = config.agent_name();
-    let key = Key::load(&config.key_file)?;
+    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
     let specs = config
         .collector_specs(config_path)
         .map_err(|e| e.to_string())?;
@@ -69,7 +69,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     let server = Arc::new(AgentServer::new(
         name.clone(),
         store.clone(),
-        vec![key.clone()],
+        keys.clone(),
         data_port,
         config.allowed_masters.clone(),
         io_timeout * 3,
@@ -101,7 +101,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         name: name.clone(),
         master: config.master_address()?,
         master_alarm: config.master_alarm_address()?,
-        key,
+        keys,
         control_listen: control_addr,
         data_port,
         heartbeat_interval: config.heartbeat_interval.0,

@@ -12,14 +12,14 @@ use crossbeam_channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
-use crate::net;
 use crate::protocol::{Connection, Key, Message, Purpose};
 
 pub struct Uplink {
     pub name: String,
     pub master: SocketAddr,
     pub master_alarm: SocketAddr,
-    pub key: Key,
+    /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
+    pub keys: Vec<Key>,
     /// Where our control port listens; unspecified (0.0.0.0) means "ask
     /// the master to use the address our connections come from".
     pub control_listen: SocketAddr,
@@ -36,8 +36,13 @@ const MAX_ALARM_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Uplink {
     fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
-        let stream = net::connect(addr, self.connect_timeout, self.io_timeout)?;
-        Connection::client(stream, &self.key, purpose)
+        Connection::dial(
+            addr,
+            &self.keys,
+            purpose,
+            self.connect_timeout,
+            self.io_timeout,
+        )
     }
 
     fn register(&self, first: bool) -> io::Result<()> {

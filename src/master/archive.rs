@@ -68,6 +68,9 @@ struct HostState {
     types: BTreeMap<String, TypeState>,
 }
 
+/// The host's state file, in `log/HOST/`.
+const STATE_FILE: &str = ".pihealth-state.json";
+
 /// What to do with an offered piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -137,8 +140,7 @@ impl HostArchive {
             Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy),
             Err(fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
         }
-        let state: HostState =
-            storage::read_json(&log_dir.join(".pihealth-state.json"))?.unwrap_or_default();
+        let state: HostState = storage::read_json(&log_dir.join(STATE_FILE))?.unwrap_or_default();
         let mut archive = HostArchive {
             host: host.to_string(),
             log_dir,
@@ -154,7 +156,7 @@ impl HostArchive {
     }
 
     fn state_path(&self) -> PathBuf {
-        self.log_dir.join(".pihealth-state.json")
+        self.log_dir.join(STATE_FILE)
     }
 
     fn log_path(&self, log_type: &str) -> PathBuf {
@@ -540,6 +542,17 @@ pub fn read_all(
         Err(e) => return Err(e),
     }
     Ok(out)
+}
+
+/// Committed length of `log/HOST/TYPE.log`, from the host's state file:
+/// the bytes a reader may show (a pull may be appending beyond it). 0 when
+/// the type, the host or its state is unknown.
+pub fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
+    let path = log_root.join(host).join(STATE_FILE);
+    let state: Option<HostState> = storage::read_json(&path)?;
+    Ok(state
+        .and_then(|s| s.types.get(log_type).map(|t| t.local_len))
+        .unwrap_or(0))
 }
 
 /// A host's archives of one type, oldest first.

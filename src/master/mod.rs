@@ -7,8 +7,11 @@
 //! timeouts, so no job holds a worker forever.
 pub mod alarms;
 pub mod archive;
+pub mod oneshot;
 pub mod pull;
 pub mod registry;
+
+pub use oneshot::pull_once;
 
 use std::collections::HashMap;
 use std::io;
@@ -35,14 +38,15 @@ const REGISTRY_REFRESH: Duration = Duration::from_secs(10);
 /// Scheduler tick: liveness is checked this often.
 const TICK: Duration = Duration::from_millis(100);
 
-fn pull_context(config: &MasterConfig, key: Key) -> PullContext {
+pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext {
     PullContext {
-        key,
+        keys,
         log_root: config.log_dir.clone(),
         backup_root: config.backup_dir.clone(),
         rotate_size: config.rotate_size.0,
         connect_timeout: config.connect_timeout.0,
         io_timeout: config.io_timeout.0,
+        progress: None,
     }
 }
 
@@ -238,8 +242,7 @@ fn run_pull(registry: &Registry, ctx: &PullContext, control: SocketAddr, name: O
 
 /// Run the master daemon until `stop` is set.
 pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), String> {
-    let key = Key::load(&config.key_file)?;
-    let keys = vec![key.clone()];
+    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
     let statics = config
         .static_agents(config_path)
         .map_err(|e| e.to_string())?;
@@ -291,7 +294,7 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         statics.len(),
         config.workers
     );
-    let ctx = pull_context(config, key);
+    let ctx = pull_context(config, keys);
     schedule(config, &registry, &ctx, &pool, &stop);
 
     log::info!("master: stopping");
@@ -305,88 +308,4 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     }
     log::info!("master: stopped");
     Ok(())
-}
-
-/// One pull cycle now (`pihealth pull`): every known agent, or those named.
-/// Prints one line per agent; returns whether all succeeded.
-pub fn pull_once(
-    config: &MasterConfig,
-    config_path: &Path,
-    hosts: &[String],
-) -> Result<bool, String> {
-    let key = Key::load(&config.key_file)?;
-    let statics = config
-        .static_agents(config_path)
-        .map_err(|e| e.to_string())?;
-    let (_, registered) = Registry::read_snapshot(&config.log_dir).map_err(|e| e.to_string())?;
-    let mut targets: Vec<(SocketAddr, Option<String>, Option<String>)> = Vec::new();
-    for s in &statics {
-        let known = registered
-            .iter()
-            .find(|r| r.control == s.control)
-            .and_then(|r| r.name.clone());
-        targets.push((s.control, s.name.clone(), s.name.clone().or(known)));
-    }
-    for r in &registered {
-        if !targets.iter().any(|t| t.0 == r.control) {
-            targets.push((r.control, None, r.name.clone()));
-        }
-    }
-    if !hosts.is_empty() {
-        targets.retain(|t| {
-            hosts
-                .iter()
-                .any(|h| Some(h) == t.2.as_ref() || *h == t.0.to_string())
-        });
-        if targets.is_empty() {
-            return Err(format!("no known agent matches {}", hosts.join(", ")));
-        }
-    }
-    if targets.is_empty() {
-        return Err(
-            "no agents: list them under `agents:` in the config, or start agents that register"
-                .into(),
-        );
-    }
-    let ctx = pull_context(config, key);
-    let pool = ThreadPool::with_name("pull".into(), config.workers.min(targets.len()));
-    let (tx, rx) = crossbeam_channel::unbounded();
-    for (control, configured, known) in targets.clone() {
-        let (ctx, tx) = (ctx.clone(), tx.clone());
-        pool.execute(move || {
-            let _ = tx.send((
-                control,
-                known,
-                pull::pull_agent(&ctx, control, configured.as_deref()),
-            ));
-        });
-    }
-    drop(tx);
-    let mut all_ok = true;
-    for (control, known, result) in rx.iter() {
-        let label = known.unwrap_or_else(|| control.to_string());
-        match result {
-            Ok(r) => {
-                for e in &r.events {
-                    log::warn!("{e}");
-                }
-                println!(
-                    "{} {control} ok: {} piece(s), {} bytes, {} already stored, {} ms",
-                    r.host,
-                    r.pieces,
-                    r.bytes,
-                    r.already_had,
-                    r.elapsed.as_millis()
-                );
-            }
-            Err(PullError::Busy(host)) => {
-                println!("{host} {control} skipped: another pull of this host is in progress")
-            }
-            Err(e) => {
-                all_ok = false;
-                println!("{label} {control} FAILED: {e}");
-            }
-        }
-    }
-    Ok(all_ok)
 }

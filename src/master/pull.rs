@@ -5,13 +5,14 @@
 //! A failure fetching a piece of one type stops that type for this round
 //! (later pieces of it would land out of order) but not the other types.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::master::archive::{HostArchive, OpenError, Plan};
-use crate::net;
 use crate::protocol::message::{AgentInfo, Offer, PieceKind};
 use crate::protocol::{Connection, Key, Message, Purpose};
 
@@ -20,12 +21,59 @@ const MAX_ROUNDS: usize = 64;
 
 #[derive(Clone)]
 pub struct PullContext {
-    pub key: Key,
+    /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
+    pub keys: Vec<Key>,
     pub log_root: PathBuf,
     pub backup_root: PathBuf,
     pub rotate_size: u64,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
+    /// Byte counts for a progress display (`pihealth pull`); `None` in the daemon.
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl PullContext {
+    fn dial(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
+        Connection::dial(
+            addr,
+            &self.keys,
+            purpose,
+            self.connect_timeout,
+            self.io_timeout,
+        )
+    }
+}
+
+/// How far each running pull has got, shared with whoever displays it.
+#[derive(Default)]
+pub struct Progress {
+    agents: Mutex<BTreeMap<SocketAddr, AgentProgress>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentProgress {
+    pub host: String,
+    /// Bytes offered so far (grows when a pull takes several rounds).
+    pub offered: u64,
+    /// Bytes received over data connections so far.
+    pub received: u64,
+    pub finished: bool,
+}
+
+impl Progress {
+    fn update(&self, control: SocketAddr, change: impl FnOnce(&mut AgentProgress)) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        change(agents.entry(control).or_default());
+    }
+
+    pub fn finished(&self, control: SocketAddr) {
+        self.update(control, |a| a.finished = true);
+    }
+
+    pub fn snapshot(&self) -> Vec<(SocketAddr, AgentProgress)> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -82,11 +130,7 @@ fn io_failed(e: io::Error) -> PullError {
 /// Ask an agent who it is (a liveness probe).
 pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i64)> {
     let sent = chrono::Utc::now().timestamp_millis();
-    let mut conn = Connection::client(
-        net::connect(control, ctx.connect_timeout, ctx.io_timeout)?,
-        &ctx.key,
-        Purpose::Control,
-    )?;
+    let mut conn = ctx.dial(control, Purpose::Control)?;
     conn.send(&Message::Ping)?;
     let info = match conn.recv_ok()? {
         Message::Pong(info) => info,
@@ -121,8 +165,7 @@ pub fn pull_agent(
     name: Option<&str>,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
-    let stream = net::connect(control, ctx.connect_timeout, ctx.io_timeout).map_err(io_failed)?;
-    let mut conn = Connection::client(stream, &ctx.key, Purpose::Control).map_err(io_failed)?;
+    let mut conn = ctx.dial(control, Purpose::Control).map_err(io_failed)?;
     let mut report = PullReport::default();
     let mut archive: Option<HostArchive> = None;
     for _ in 0..MAX_ROUNDS {
@@ -147,6 +190,13 @@ pub fn pull_agent(
         }
         report.host = host.clone();
         report.info = Some(info.clone());
+        if let Some(p) = &ctx.progress {
+            let offered: u64 = offers.iter().map(|o| o.size).sum();
+            p.update(control, |a| {
+                a.host = host.clone();
+                a.offered += offered;
+            });
+        }
         if offers.is_empty() {
             break;
         }
@@ -182,7 +232,7 @@ pub fn pull_agent(
                     report.already_had += 1;
                     acks.push(piece.clone());
                 }
-                Plan::Fetch { skip } => match fetch(ctx, data_addr, offer, skip, store) {
+                Plan::Fetch { skip } => match fetch(ctx, control, data_addr, offer, skip, store) {
                     Ok(stored) => {
                         report.pieces += 1;
                         report.bytes += stored;
@@ -239,13 +289,13 @@ pub fn pull_agent(
 /// Fetch one piece over its own data connection into the archive.
 fn fetch(
     ctx: &PullContext,
+    control: SocketAddr,
     data_addr: SocketAddr,
     offer: &Offer,
     skip: u64,
     store: &mut HostArchive,
 ) -> io::Result<u64> {
-    let stream = net::connect(data_addr, ctx.connect_timeout, ctx.io_timeout)?;
-    let mut conn = Connection::client(stream, &ctx.key, Purpose::Data)?;
+    let mut conn = ctx.dial(data_addr, Purpose::Data)?;
     conn.send(&Message::Fetch { token: offer.token })?;
     let mut reader = ChunkReader {
         conn: &mut conn,
@@ -254,6 +304,7 @@ fn fetch(
         received: 0,
         expected: offer.size,
         done: false,
+        progress: ctx.progress.as_deref().map(|p| (p, control)),
     };
     match offer.piece.kind {
         PieceKind::Current => store.store_current(&offer.piece, skip, &mut reader),
@@ -270,6 +321,7 @@ struct ChunkReader<'a> {
     received: u64,
     expected: u64,
     done: bool,
+    progress: Option<(&'a Progress, SocketAddr)>,
 }
 
 impl Read for ChunkReader<'_> {
@@ -286,6 +338,10 @@ impl Read for ChunkReader<'_> {
                             io::ErrorKind::InvalidData,
                             "agent sent more than it offered",
                         ));
+                    }
+                    if let Some((p, control)) = self.progress {
+                        let n = data.len() as u64;
+                        p.update(control, |a| a.received += n);
                     }
                     self.buffer = data;
                     self.at = 0;

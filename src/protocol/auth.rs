@@ -106,6 +106,20 @@ impl Key {
         Key::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The keys a daemon holds: `key_file` first (the one it proves itself
+    /// with), then `previous_key_files`, still accepted from peers and tried
+    /// as a fallback while a key change-over is under way.
+    pub fn load_ring(primary: &Path, previous: &[std::path::PathBuf]) -> Result<Vec<Key>, String> {
+        let mut keys = vec![Key::load(primary)?];
+        for path in previous {
+            let key = Key::load(path)?;
+            if !keys.iter().any(|k| k.to_hex() == key.to_hex()) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
     /// HMAC(K, label || purpose || nonce_c || nonce_s), ready to finalize or verify.
     fn keyed(&self, label: &[u8], purpose: Purpose, nc: &[u8; 32], ns: &[u8; 32]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");

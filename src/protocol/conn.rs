@@ -4,6 +4,8 @@
 //! in-memory pipe, and so TLS can later slot in underneath.
 
 use std::io::{self, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use super::auth::{self, FrameMac, Handshake, Key, Purpose, MAC_LEN};
 use super::frame::{read_frame, write_frame, MAX_FRAME, MAX_HANDSHAKE_FRAME};
@@ -20,6 +22,50 @@ pub struct Connection<S: Read + Write> {
     /// The client sends its first request right after its proof (saving a
     /// round trip) and checks the server's proof before reading any answer.
     server_to_check: Option<(Handshake, Key)>,
+}
+
+impl Connection<TcpStream> {
+    /// Connect to `addr` and authenticate with the first of `keys` the
+    /// server accepts. With one key (the usual case) the server's proof is
+    /// checked at the first `recv`, saving a round trip; with several (a key
+    /// change-over) each but the last is confirmed at once, and a server
+    /// that hangs up on it is tried again with the next key.
+    pub fn dial(
+        addr: SocketAddr,
+        keys: &[Key],
+        purpose: Purpose,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<Connection<TcpStream>> {
+        let Some((last, earlier)) = keys.split_last() else {
+            return Err(auth_error("no key to authenticate with"));
+        };
+        for key in earlier {
+            let stream = crate::net::connect(addr, connect_timeout, io_timeout)?;
+            let mut conn = Connection::client(stream, key, purpose)?;
+            match conn.confirm_server() {
+                Ok(()) => return Ok(conn),
+                Err(e) if refused_key(&e) => {
+                    log::debug!("{addr} refused a key ({e}); trying the next one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let stream = crate::net::connect(addr, connect_timeout, io_timeout)?;
+        Connection::client(stream, last, purpose)
+    }
+}
+
+/// How a server that lacks our key answers a proof: it hangs up.
+fn refused_key(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::PermissionDenied
+    )
 }
 
 impl<S: Read + Write> Connection<S> {
@@ -82,6 +128,19 @@ impl<S: Read + Write> Connection<S> {
         })
     }
 
+    /// Read and check the server's proof now rather than at the first
+    /// `recv`: a server that does not hold our key closes the connection
+    /// here, which is how `dial` knows to try the next key.
+    pub fn confirm_server(&mut self) -> io::Result<()> {
+        if let Some((hs, key)) = self.server_to_check.take() {
+            let proof = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)?;
+            if !hs.check_server_proof(&key, &proof) {
+                return Err(auth_error("server failed to prove the key"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn send(&mut self, message: &Message) -> io::Result<()> {
         let payload = message.encode();
         let mac = self.send.seal(&payload);
@@ -98,12 +157,7 @@ impl<S: Read + Write> Connection<S> {
     }
 
     pub fn recv(&mut self) -> io::Result<Message> {
-        if let Some((hs, key)) = self.server_to_check.take() {
-            let proof = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)?;
-            if !hs.check_server_proof(&key, &proof) {
-                return Err(auth_error("server failed to prove the key"));
-            }
-        }
+        self.confirm_server()?;
         let body = read_frame(&mut self.reader, MAX_FRAME + MAC_LEN)?;
         let payload = self
             .recv
@@ -222,5 +276,54 @@ pub(crate) mod tests {
         });
         c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert!(server.join().unwrap().is_err());
+    }
+
+    /// A server holding only `server_keys`, answering one Ping per connection.
+    fn key_server(
+        server_keys: Vec<Key>,
+        connections: usize,
+    ) -> (SocketAddr, thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = thread::spawn(move || {
+            let mut served = 0;
+            for _ in 0..connections {
+                let (s, _) = listener.accept().unwrap();
+                if let Ok(mut conn) = Connection::server(s, &server_keys, Purpose::Control) {
+                    if conn.recv().is_ok_and(|m| m == Message::Ping) {
+                        conn.send(&Message::Bye).unwrap();
+                        served += 1;
+                    }
+                }
+            }
+            served
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn dial_falls_back_to_a_previous_key_the_server_still_has() {
+        let (old, new) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
+        let t = Duration::from_secs(5);
+        // Server still on the old key: the new one is refused, the old works.
+        let (addr, server) = key_server(vec![old.clone()], 2);
+        let mut conn =
+            Connection::dial(addr, &[new.clone(), old.clone()], Purpose::Control, t, t).unwrap();
+        conn.send(&Message::Ping).unwrap();
+        assert_eq!(conn.recv().unwrap(), Message::Bye);
+        assert_eq!(server.join().unwrap(), 1);
+        // Server already on the new key: the first try succeeds.
+        let (addr, server) = key_server(vec![new.clone()], 1);
+        let mut conn =
+            Connection::dial(addr, &[new.clone(), old.clone()], Purpose::Control, t, t).unwrap();
+        conn.send(&Message::Ping).unwrap();
+        assert_eq!(conn.recv().unwrap(), Message::Bye);
+        assert_eq!(server.join().unwrap(), 1);
+        // A server with neither key: refused in the end.
+        let (addr, server) = key_server(vec![Key::from_bytes([3; 32])], 2);
+        let result = Connection::dial(addr, &[new, old], Purpose::Control, t, t)
+            .and_then(|mut c| c.send(&Message::Ping).and_then(|_| c.recv()));
+        assert!(result.is_err());
+        assert_eq!(server.join().unwrap(), 0);
     }
 }

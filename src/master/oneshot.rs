@@ -1,0 +1,231 @@
+//! `pihealth pull`: one pull cycle now, then exit (for cron).
+//!
+//! Pulls every known agent (or those named) in parallel on a pool of
+//! `workers` threads, prints one summary line per agent on stdout, and
+//! shows progress on stderr while big backlogs move: a line redrawn in
+//! place on a terminal, plain lines every few seconds otherwise.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use threadpool::ThreadPool;
+
+use super::pull::{self, AgentProgress, Progress, PullError};
+use super::registry::Registry;
+use crate::config::MasterConfig;
+use crate::protocol::Key;
+
+/// Progress shows only once a pull has run this long (small pulls from
+/// cron stay quiet).
+const QUIET_FOR: Duration = Duration::from_secs(1);
+/// Redraw interval on a terminal.
+const REDRAW: Duration = Duration::from_millis(250);
+/// Interval of plain progress lines when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!("{}/s", human_bytes((bytes as f64 / secs) as u64))
+}
+
+fn agent_progress(a: &AgentProgress, elapsed: Duration) -> String {
+    format!(
+        "{} {} of {}, {}",
+        a.host,
+        human_bytes(a.received),
+        human_bytes(a.offered.max(a.received)),
+        rate(a.received, elapsed)
+    )
+}
+
+/// Draws progress while the pulls run.
+struct Display {
+    progress: Arc<Progress>,
+    started: Instant,
+    terminal: bool,
+    drawn: bool,
+    last_plain: Instant,
+    agents: usize,
+}
+
+impl Display {
+    fn tick(&mut self) {
+        let elapsed = self.started.elapsed();
+        if elapsed < QUIET_FOR {
+            return;
+        }
+        let snapshot = self.progress.snapshot();
+        let mut running: Vec<&AgentProgress> = snapshot
+            .iter()
+            .map(|(_, a)| a)
+            .filter(|a| !a.finished && a.received > 0)
+            .collect();
+        if running.is_empty() {
+            self.clear();
+            return;
+        }
+        running.sort_by_key(|a| std::cmp::Reverse(a.received));
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let done = snapshot.iter().filter(|(_, a)| a.finished).count();
+            let total: u64 = snapshot.iter().map(|(_, a)| a.received).sum();
+            let busiest: Vec<String> = running
+                .iter()
+                .take(2)
+                .map(|a| agent_progress(a, elapsed))
+                .collect();
+            let _ = write!(
+                err,
+                "\r\x1b[Kpulling: {done}/{} agents done, {} at {}; {}",
+                self.agents,
+                human_bytes(total),
+                rate(total, elapsed),
+                busiest.join("; ")
+            );
+            let _ = err.flush();
+            self.drawn = true;
+        } else if self.last_plain.elapsed() >= PLAIN_EVERY {
+            for a in running {
+                let _ = writeln!(err, "progress: {}", agent_progress(a, elapsed));
+            }
+            self.last_plain = Instant::now();
+        }
+    }
+
+    /// Remove the redrawn line before a summary line is printed.
+    fn clear(&mut self) {
+        if self.drawn {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// One pull cycle now (`pihealth pull`): every known agent, or those named.
+/// Prints one line per agent; returns whether all succeeded.
+pub fn pull_once(
+    config: &MasterConfig,
+    config_path: &Path,
+    hosts: &[String],
+) -> Result<bool, String> {
+    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
+    let statics = config
+        .static_agents(config_path)
+        .map_err(|e| e.to_string())?;
+    let (_, registered) = Registry::read_snapshot(&config.log_dir).map_err(|e| e.to_string())?;
+    let mut targets: Vec<(SocketAddr, Option<String>, Option<String>)> = Vec::new();
+    for s in &statics {
+        let known = registered
+            .iter()
+            .find(|r| r.control == s.control)
+            .and_then(|r| r.name.clone());
+        targets.push((s.control, s.name.clone(), s.name.clone().or(known)));
+    }
+    for r in &registered {
+        if !targets.iter().any(|t| t.0 == r.control) {
+            targets.push((r.control, None, r.name.clone()));
+        }
+    }
+    if !hosts.is_empty() {
+        targets.retain(|t| {
+            hosts
+                .iter()
+                .any(|h| Some(h) == t.2.as_ref() || *h == t.0.to_string())
+        });
+        if targets.is_empty() {
+            return Err(format!("no known agent matches {}", hosts.join(", ")));
+        }
+    }
+    if targets.is_empty() {
+        return Err(
+            "no agents: list them under `agents:` in the config, or start agents that register"
+                .into(),
+        );
+    }
+    let progress = Arc::new(Progress::default());
+    let mut ctx = super::pull_context(config, keys);
+    ctx.progress = Some(progress.clone());
+    let pool = ThreadPool::with_name("pull".into(), config.workers.min(targets.len()));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (control, configured, known) in targets.clone() {
+        let (ctx, tx) = (ctx.clone(), tx.clone());
+        pool.execute(move || {
+            let _ = tx.send((
+                control,
+                known,
+                pull::pull_agent(&ctx, control, configured.as_deref()),
+            ));
+        });
+    }
+    drop(tx);
+    let mut display = Display {
+        progress: progress.clone(),
+        started: Instant::now(),
+        terminal: std::io::stderr().is_terminal(),
+        drawn: false,
+        last_plain: Instant::now(),
+        agents: targets.len(),
+    };
+    let mut all_ok = true;
+    loop {
+        let (control, known, result) = match rx.recv_timeout(REDRAW) {
+            Ok(finished) => finished,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                display.tick();
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        progress.finished(control);
+        display.clear();
+        let label = known.unwrap_or_else(|| control.to_string());
+        match result {
+            Ok(r) => {
+                for e in &r.events {
+                    log::warn!("{e}");
+                }
+                let speed = if r.elapsed >= QUIET_FOR {
+                    format!(", {}", rate(r.wire_bytes, r.elapsed))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{} {control} ok: {} piece(s), {} bytes ({}), {} already stored, {} ms{speed}",
+                    r.host,
+                    r.pieces,
+                    r.bytes,
+                    human_bytes(r.bytes),
+                    r.already_had,
+                    r.elapsed.as_millis()
+                );
+            }
+            Err(PullError::Busy(host)) => {
+                println!("{host} {control} skipped: another pull of this host is in progress")
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("{label} {control} FAILED: {e}");
+            }
+        }
+    }
+    Ok(all_ok)
+}
