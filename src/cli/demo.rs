@@ -8,7 +8,10 @@ use std::fs;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::master::registry::{Registry, State};
@@ -27,6 +30,8 @@ pub const SCRIPTS: [(&str, &str); 7] = [
 pub const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
 
 const MASTER_PORT: u16 = 18080;
+/// The master's status page and /metrics.
+const HTTP_PORT: u16 = 18082;
 
 struct Children(Vec<(String, Child)>);
 
@@ -78,13 +83,16 @@ fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> Result<Child,
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        // Own process group: a Ctrl-C at the terminal reaches only the demo,
+        // which then stops its children in order.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start the {role}: {e}"))
 }
 
 fn master_yaml(agents: usize) -> String {
     let mut text = format!(
-        "listen: 127.0.0.1:{MASTER_PORT}\nalarm_listen: 127.0.0.1:{}\npull_interval: 2s\nheartbeat_interval: 1s\nheartbeat_misses: 3\nkey_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\nrotate_size: 64KiB\nagents:\n",
+        "listen: 127.0.0.1:{MASTER_PORT}\nalarm_listen: 127.0.0.1:{}\npull_interval: 2s\nheartbeat_interval: 1s\nheartbeat_misses: 3\nkey_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\nrotate_size: 64KiB\nhttp_listen: 127.0.0.1:{HTTP_PORT}\nagents:\n",
         MASTER_PORT + 1
     );
     for i in 0..agents {
@@ -99,7 +107,13 @@ fn master_yaml(agents: usize) -> String {
 
 fn agent_yaml(i: usize) -> String {
     let ip = format!("127.0.0.{}", i + 2);
-    format!(
+    // pi1 alarms on disk at once, to show the alarm path.
+    let thresholds = if i == 0 {
+        "thresholds: {disk_note: 1, disk_warning: 2}\n"
+    } else {
+        ""
+    };
+    let text = format!(
         "name: pi{n}\nmaster: 127.0.0.1:{MASTER_PORT}\nmaster_alarm: 127.0.0.1:{alarm}\ncontrol_listen: {ip}:8000\ndata_listen: {ip}:8001\n\
          key_file: pihealth.key\nlog_dir: agents/pi{n}/log\nbackup_dir: agents/pi{n}/logbackup\nrotate_size: 16KiB\nmax_backlog: 64MiB\n\
          heartbeat_interval: 1s\ncollectors:\n\
@@ -111,7 +125,8 @@ fn agent_yaml(i: usize) -> String {
          \x20 - {{name: sysinfo, command: scripts/sysinfo.sh, interval: 5s}}\n",
         n = i + 1,
         alarm = MASTER_PORT + 1,
-    )
+    );
+    text + thresholds
 }
 
 fn last_lines(
@@ -131,16 +146,107 @@ fn last_lines(
         .collect()
 }
 
-/// Run the demo; true if every agent ended up and every type had lines.
+/// How the demo talks to the person watching it.
+struct Screen {
+    terminal: bool,
+    last_plain: Option<Instant>,
+}
+
+impl Screen {
+    /// On a terminal: clear it and draw `text`. Piped: print `line` every
+    /// few seconds instead, so a log of the demo stays readable.
+    fn show(&mut self, text: &str, line: &str) {
+        if self.terminal {
+            print!("\x1b[H\x1b[2J{text}");
+            let _ = std::io::stdout().flush();
+        } else if self.last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
+            println!("{line}");
+            self.last_plain = Some(Instant::now());
+        }
+    }
+}
+
+/// Redraw interval of the live table on a terminal.
+const REDRAW: Duration = Duration::from_secs(3);
+/// Interval of progress lines when stdout is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// How long the agents get to register before the demo gives up on them.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The live view: fleet table, open problems and what to try.
+fn dashboard(dir: &Path, log_root: &Path, agents: usize, elapsed: Duration, total: Option<Duration>) -> String {
+    let mut out = Vec::new();
+    let clock = match total {
+        Some(t) => format!("{}s of {}s", elapsed.as_secs(), t.as_secs()),
+        None => format!("{}s", elapsed.as_secs()),
+    };
+    let _ = writeln!(
+        out,
+        "pihealth demo: master on 127.0.0.1:{MASTER_PORT}, {agents} agent(s) on 127.0.0.2 and up; {clock}; Ctrl-C stops\n\
+         status page and /metrics: http://127.0.0.1:{HTTP_PORT}/\n"
+    );
+    if super::status::print(log_root, false, &mut out).is_err() {
+        let _ = writeln!(out, "(waiting for the master's first state)");
+    }
+    let open: Vec<_> = crate::master::alarms::read_alarms(&log_root.join("alarms.log"))
+        .map(|a| crate::master::alarms::problems(&a))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.open)
+        .collect();
+    let _ = writeln!(out, "\nopen problems: {}", open.len());
+    for p in open.iter().take(5) {
+        let _ = writeln!(out, "  {} {} {} since {}: {}", p.host, p.log_type, p.level, p.since, p.message);
+    }
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pihealth".into());
+    let _ = writeln!(
+        out,
+        "\nin another terminal:\n  cd {} && {exe} logs -c master.yaml pi1 cpu --follow\n  cd {} && {exe} alarms -c master.yaml",
+        dir.display(),
+        dir.display()
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn up_count(log_root: &Path) -> usize {
+    Registry::read_snapshot(log_root)
+        .map(|(_, records)| records.iter().filter(|r| r.state == State::Up).count())
+        .unwrap_or(0)
+}
+
+/// A child that exited on its own (not stopped by us) ends the demo.
+fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
+    for (name, child) in &mut children.0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = if name == "master" {
+                "master.log".to_string()
+            } else {
+                format!("agent-{name}.log")
+            };
+            return Err(format!(
+                "{name} exited early ({status}); see {}",
+                dir.join(log).display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Run the demo for `seconds` (0: until Ctrl-C); true if every agent came
+/// up and every type has lines on the master.
 pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, String> {
     if agents == 0 || agents > 250 {
         return Err("--agents must be from 1 to 250 (127.0.0.2 to 127.0.0.251)".into());
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     let temp;
     let dir: PathBuf = match keep {
         Some(d) => {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            d.to_path_buf()
+            fs::canonicalize(d).map_err(|e| format!("{}: {e}", d.display()))?
         }
         None => {
             temp = tempfile::Builder::new()
@@ -167,6 +273,7 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         "master".into(),
         spawn(&dir, "master", Path::new("master.yaml"), "master.log")?,
     ));
+    println!("started the master on 127.0.0.1:{MASTER_PORT} (alarms :{})", MASTER_PORT + 1);
     for i in 0..agents {
         let config = format!("agent-pi{}.yaml", i + 1);
         write(&dir.join(&config), &agent_yaml(i))?;
@@ -184,51 +291,63 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
             i + 2
         );
     }
+    println!("pi1 has its disk thresholds lowered to 1% (note) and 2% (warning), so an alarm shows up");
     let log_root = dir.join("master/log");
     let backup_root = dir.join("master/logbackup");
     let started = Instant::now();
-    let total = Duration::from_secs(seconds);
-    while started.elapsed() < total {
-        std::thread::sleep(Duration::from_secs(1).min(total.saturating_sub(started.elapsed())));
-        for (name, child) in &mut children.0 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "{name} exited early ({status}); see {}/{}.log",
-                    dir.display(),
-                    if name == "master" {
-                        "master".to_string()
-                    } else {
-                        format!("agent-{name}")
-                    }
-                ));
-            }
+    let total = (seconds > 0).then(|| Duration::from_secs(seconds));
+    let mut screen = Screen {
+        terminal: std::io::stdout().is_terminal(),
+        last_plain: None,
+    };
+    // Registration: one progress line until every agent is up.
+    let mut shown = usize::MAX;
+    while !stop.load(Ordering::SeqCst) && started.elapsed() < STARTUP {
+        check_children(&mut children, &dir)?;
+        let up = up_count(&log_root);
+        if up != shown {
+            println!("{up}/{agents} agents up");
+            shown = up;
         }
-        let (_, records) = Registry::read_snapshot(&log_root).unwrap_or((None, Vec::new()));
-        let up = records.iter().filter(|r| r.state == State::Up).count();
-        // Redraw one line on a terminal; plain lines when piped.
-        let line = format!(
-            "{:>3}s: {up}/{agents} agents up",
-            started.elapsed().as_secs()
-        );
-        if std::io::stdout().is_terminal() {
-            print!("\r{line}");
-            let _ = std::io::stdout().flush();
-        } else if started.elapsed().as_secs().is_multiple_of(5) {
-            println!("{line}");
+        if up == agents {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    println!();
+    let mut last_draw: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) && total.is_none_or(|t| started.elapsed() < t) {
+        check_children(&mut children, &dir)?;
+        if last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
+            let line = format!(
+                "{:>4}s: {}/{agents} agents up",
+                started.elapsed().as_secs(),
+                up_count(&log_root)
+            );
+            screen.show(
+                &dashboard(&dir, &log_root, agents, started.elapsed(), total),
+                &line,
+            );
+            last_draw = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("\nstopping the master and the agents…");
     // Stop everything cleanly (SIGTERM) before reading the final state.
     drop(children);
+    summary(&dir, &log_root, &backup_root, agents, keep.is_some())
+}
+
+/// The final report: the fleet, a few lines per host and type, the alarms.
+fn summary(dir: &Path, log_root: &Path, backup_root: &Path, agents: usize, kept: bool) -> Result<bool, String> {
     println!();
-    super::status::print(&log_root, false, &mut std::io::stdout())?;
-    let (_, records) = Registry::read_snapshot(&log_root).map_err(|e| e.to_string())?;
+    super::status::print(log_root, false, &mut std::io::stdout())?;
+    let (_, records) = Registry::read_snapshot(log_root).map_err(|e| e.to_string())?;
     let mut ok = records.len() == agents;
     for r in &records {
         let host = r.label();
         println!("\n== {host} ==");
         for t in TYPES {
-            let lines = last_lines(&log_root, &backup_root, &host, t, 2);
+            let lines = last_lines(log_root, backup_root, &host, t, 2);
             if lines.is_empty() {
                 ok = false;
                 println!("  {t:<8} (no lines yet)");
@@ -238,23 +357,34 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
             }
         }
     }
+    println!();
+    let query = super::alarms::Query {
+        since: None,
+        hosts: Vec::new(),
+        min_level: None,
+        open_only: false,
+        json: false,
+    };
+    println!("alarms:");
+    super::alarms::print(log_root, &query, &mut std::io::stdout())?;
     // The agents were stopped on purpose; they were all up until then.
     let all_were_up = records.iter().all(|r| r.last_seen_ms.is_some());
     ok &= all_were_up;
+    let pulled: u64 = records.iter().map(|r| r.bytes_pulled).sum();
     println!();
     println!(
         "{}",
         if ok {
-            "demo: all agents reported and every type has lines"
+            format!("demo: all {agents} agents reported, every type has lines, {pulled} bytes pulled")
         } else {
-            "demo: some agents or types are missing (see the logs in the demo directory)"
+            "demo: some agents or types are missing (see the logs in the demo directory)".to_string()
         }
     );
-    if keep.is_some() {
+    if kept {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pihealth".into());
         println!(
-            "kept {}; try: cd {} && pihealth logs -c master.yaml pi1 cpu",
-            dir.display(),
-            dir.display()
+            "kept {d}; try:\n  cd {d} && {exe} logs -c master.yaml pi1 cpu\n  cd {d} && {exe} status -c master.yaml",
+            d = dir.display()
         );
     }
     Ok(ok)
