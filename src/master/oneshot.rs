@@ -68,7 +68,7 @@ struct Display {
 }
 
 impl Display {
-    fn tick(&mut self) {
+    fn tick(&mut self, err: &mut dyn Write) {
         let elapsed = self.started.elapsed();
         if elapsed < QUIET_FOR {
             return;
@@ -80,11 +80,10 @@ impl Display {
             .filter(|a| !a.finished && a.received > 0)
             .collect();
         if running.is_empty() {
-            self.clear();
+            self.clear(err);
             return;
         }
         running.sort_by_key(|a| std::cmp::Reverse(a.received));
-        let mut err = std::io::stderr().lock();
         if self.terminal {
             let done = snapshot.iter().filter(|(_, a)| a.finished).count();
             let total: u64 = snapshot.iter().map(|(_, a)| a.received).sum();
@@ -112,9 +111,9 @@ impl Display {
     }
 
     /// Remove the redrawn line before a summary line is printed.
-    fn clear(&mut self) {
+    fn clear(&mut self, err: &mut dyn Write) {
         if self.drawn {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            let _ = write!(err, "\r\x1b[K");
             self.drawn = false;
         }
     }
@@ -190,13 +189,13 @@ pub fn pull_once(
         let (control, known, result) = match rx.recv_timeout(REDRAW) {
             Ok(finished) => finished,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                display.tick();
+                display.tick(&mut std::io::stderr().lock());
                 continue;
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         progress.finished(control);
-        display.clear();
+        display.clear(&mut std::io::stderr().lock());
         let label = known.unwrap_or_else(|| control.to_string());
         match result {
             Ok(r) => {
@@ -228,4 +227,76 @@ pub fn pull_once(
         }
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn display(terminal: bool) -> Display {
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(10))
+            .unwrap_or_else(Instant::now);
+        let progress = Arc::new(Progress::default());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.2:8000".parse().unwrap(),
+            "127.0.0.3:8000".parse().unwrap(),
+        );
+        progress.update(a, |p| {
+            p.host = "pi1".into();
+            p.offered = 4 << 20;
+            p.received = 1 << 20;
+        });
+        progress.update(b, |p| p.host = "pi2".into());
+        progress.finished(b);
+        Display {
+            progress,
+            started: long_ago,
+            terminal,
+            drawn: false,
+            last_plain: long_ago,
+            agents: 2,
+        }
+    }
+
+    #[test]
+    fn plain_progress_lines_when_not_a_terminal() {
+        let mut d = display(false);
+        let mut out = Vec::new();
+        d.tick(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("progress: pi1 1.0 MiB of 4.0 MiB, "),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'));
+        // Not again before PLAIN_EVERY has passed.
+        let mut again = Vec::new();
+        d.tick(&mut again);
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn one_redrawn_line_on_a_terminal_cleared_before_summaries() {
+        let mut d = display(true);
+        let mut out = Vec::new();
+        d.tick(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("\r\x1b[Kpulling: 1/2 agents done, 1.0 MiB at "),
+            "{text}"
+        );
+        assert!(text.contains("pi1 1.0 MiB of 4.0 MiB"));
+        let mut cleared = Vec::new();
+        d.clear(&mut cleared);
+        assert_eq!(cleared, b"\r\x1b[K");
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
 }

@@ -61,7 +61,7 @@ pub struct AgentProgress {
 }
 
 impl Progress {
-    fn update(&self, control: SocketAddr, change: impl FnOnce(&mut AgentProgress)) {
+    pub(crate) fn update(&self, control: SocketAddr, change: impl FnOnce(&mut AgentProgress)) {
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         change(agents.entry(control).or_default());
     }
