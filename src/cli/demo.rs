@@ -7,8 +7,8 @@
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -174,7 +174,13 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 const STARTUP: Duration = Duration::from_secs(30);
 
 /// The live view: fleet table, open problems and what to try.
-fn dashboard(dir: &Path, log_root: &Path, agents: usize, elapsed: Duration, total: Option<Duration>) -> String {
+fn dashboard(
+    dir: &Path,
+    log_root: &Path,
+    agents: usize,
+    elapsed: Duration,
+    total: Option<Duration>,
+) -> String {
     let mut out = Vec::new();
     let clock = match total {
         Some(t) => format!("{}s of {}s", elapsed.as_secs(), t.as_secs()),
@@ -196,9 +202,15 @@ fn dashboard(dir: &Path, log_root: &Path, agents: usize, elapsed: Duration, tota
         .collect();
     let _ = writeln!(out, "\nopen problems: {}", open.len());
     for p in open.iter().take(5) {
-        let _ = writeln!(out, "  {} {} {} since {}: {}", p.host, p.log_type, p.level, p.since, p.message);
+        let _ = writeln!(
+            out,
+            "  {} {} {} since {}: {}",
+            p.host, p.log_type, p.level, p.since, p.message
+        );
     }
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pihealth".into());
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pihealth".into());
     let _ = writeln!(
         out,
         "\nin another terminal:\n  cd {} && {exe} logs -c master.yaml pi1 cpu --follow\n  cd {} && {exe} alarms -c master.yaml",
@@ -273,7 +285,10 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         "master".into(),
         spawn(&dir, "master", Path::new("master.yaml"), "master.log")?,
     ));
-    println!("started the master on 127.0.0.1:{MASTER_PORT} (alarms :{})", MASTER_PORT + 1);
+    println!(
+        "started the master on 127.0.0.1:{MASTER_PORT} (alarms :{})",
+        MASTER_PORT + 1
+    );
     for i in 0..agents {
         let config = format!("agent-pi{}.yaml", i + 1);
         write(&dir.join(&config), &agent_yaml(i))?;
@@ -291,7 +306,9 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
             i + 2
         );
     }
-    println!("pi1 has its disk thresholds lowered to 1% (note) and 2% (warning), so an alarm shows up");
+    println!(
+        "pi1 has its disk thresholds lowered to 1% (note) and 2% (warning), so an alarm shows up"
+    );
     let log_root = dir.join("master/log");
     let backup_root = dir.join("master/logbackup");
     let started = Instant::now();
@@ -338,7 +355,13 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
 }
 
 /// The final report: the fleet, a few lines per host and type, the alarms.
-fn summary(dir: &Path, log_root: &Path, backup_root: &Path, agents: usize, kept: bool) -> Result<bool, String> {
+fn summary(
+    dir: &Path,
+    log_root: &Path,
+    backup_root: &Path,
+    agents: usize,
+    kept: bool,
+) -> Result<bool, String> {
     println!();
     super::status::print(log_root, false, &mut std::io::stdout())?;
     let (_, records) = Registry::read_snapshot(log_root).map_err(|e| e.to_string())?;
@@ -375,13 +398,18 @@ fn summary(dir: &Path, log_root: &Path, backup_root: &Path, agents: usize, kept:
     println!(
         "{}",
         if ok {
-            format!("demo: all {agents} agents reported, every type has lines, {pulled} bytes pulled")
+            format!(
+                "demo: all {agents} agents reported, every type has lines, {pulled} bytes pulled"
+            )
         } else {
-            "demo: some agents or types are missing (see the logs in the demo directory)".to_string()
+            "demo: some agents or types are missing (see the logs in the demo directory)"
+                .to_string()
         }
     );
     if kept {
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "pihealth".into());
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "pihealth".into());
         println!(
             "kept {d}; try:\n  cd {d} && {exe} logs -c master.yaml pi1 cpu\n  cd {d} && {exe} status -c master.yaml",
             d = dir.display()
