@@ -5,7 +5,7 @@
 //! so `main` can print it and exit 2 before touching any data.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,6 +134,9 @@ pub struct MasterConfig {
     pub listen: SocketAddr,
     /// Alarms from agents.
     pub alarm_listen: SocketAddr,
+    /// Status page and Prometheus metrics (no key needed: loopback by
+    /// default); `None` (`null` in YAML) turns the port off.
+    pub http_listen: Option<SocketAddr>,
     pub agents: Vec<AgentEntry>,
     pub agent_control_port: u16,
     pub agent_data_port: u16,
@@ -149,6 +152,9 @@ pub struct MasterConfig {
     pub key_file: PathBuf,
     /// Older keys still accepted during a key change-over (see the README).
     pub previous_key_files: Vec<PathBuf>,
+    /// Connections from one address still in their handshake; more are
+    /// closed at once (see `net::AcceptLimits`).
+    pub max_handshakes_per_address: usize,
     /// Program (and fixed arguments) run once per new alarm, never through a shell.
     pub alarm_command: Option<Vec<String>>,
     pub alarm_command_timeout: HumanDuration,
@@ -159,6 +165,7 @@ impl Default for MasterConfig {
         MasterConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             alarm_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8082))),
             agents: Vec::new(),
             agent_control_port: 8000,
             agent_data_port: 8001,
@@ -173,6 +180,7 @@ impl Default for MasterConfig {
             rotate_size: ByteSize(8 << 20),
             key_file: PathBuf::from("config/pihealth.key"),
             previous_key_files: Vec::new(),
+            max_handshakes_per_address: 8,
             alarm_command: None,
             alarm_command_timeout: HumanDuration(Duration::from_secs(30)),
         }
@@ -260,6 +268,9 @@ pub struct AgentConfig {
     pub key_file: PathBuf,
     /// Older keys still accepted during a key change-over (see the README).
     pub previous_key_files: Vec<PathBuf>,
+    /// Connections from one address still in their handshake; more are
+    /// closed at once (see `net::AcceptLimits`).
+    pub max_handshakes_per_address: usize,
     pub log_dir: PathBuf,
     pub backup_dir: PathBuf,
     pub rotate_size: ByteSize,
@@ -284,6 +295,7 @@ impl Default for AgentConfig {
             allowed_masters: Vec::new(),
             key_file: PathBuf::from("config/pihealth.key"),
             previous_key_files: Vec::new(),
+            max_handshakes_per_address: 2,
             log_dir: PathBuf::from("log"),
             backup_dir: PathBuf::from("logbackup"),
             rotate_size: ByteSize(8 << 20),
@@ -299,18 +311,18 @@ impl Default for AgentConfig {
     }
 }
 
-fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         key: String::new(),
         message: format!("cannot read the configuration file: {e}"),
-    })?;
+    })
+}
+
+/// Deserialize YAML text; `path` only names the file in errors.
+fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, path: &Path) -> Result<T, ConfigError> {
     // An empty file means "all defaults"; YAML would call it null.
-    let text = if text.trim().is_empty() {
-        "{}"
-    } else {
-        text.as_str()
-    };
+    let text = if text.trim().is_empty() { "{}" } else { text };
     serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
         let key = e.path().to_string();
         ConfigError {
@@ -336,6 +348,22 @@ fn require_positive(path: &Path, key: &str, value: Duration) -> Result<(), Confi
     Ok(())
 }
 
+#[cfg(not(fuzzing))]
+fn lookup(with_port: &str) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
+    std::net::ToSocketAddrs::to_socket_addrs(with_port)
+}
+
+/// Under the fuzzer names are never looked up: every input would become a
+/// DNS query, making runs slow, nondeterministic and noisy on the network.
+/// Literal addresses take the same path as in a normal build.
+#[cfg(fuzzing)]
+fn lookup(with_port: &str) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
+    with_port
+        .parse::<SocketAddr>()
+        .map(|a| vec![a].into_iter())
+        .map_err(|_| std::io::Error::other("name lookup is off under the fuzzer"))
+}
+
 /// Resolve `host[:port]` to a socket address, using `default_port` when absent.
 pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, String> {
     let with_port = if text.parse::<SocketAddr>().is_ok() || text.rsplit_once(':').is_some() {
@@ -343,8 +371,7 @@ pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, Stri
     } else {
         format!("{text}:{default_port}")
     };
-    with_port
-        .to_socket_addrs()
+    lookup(&with_port)
         .map_err(|e| format!("expected host:port, cannot resolve `{text}`: {e}"))?
         .next()
         .ok_or_else(|| format!("expected host:port, `{text}` resolves to nothing"))
@@ -352,7 +379,13 @@ pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, Stri
 
 impl MasterConfig {
     pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
-        let config: MasterConfig = read_yaml(path)?;
+        Self::parse(&read_text(path)?, path)
+    }
+
+    /// Parse and validate configuration text; `path` only names the file in
+    /// errors. Separate from `load` so the fuzzer needs no files.
+    pub fn parse(text: &str, path: &Path) -> Result<MasterConfig, ConfigError> {
+        let config: MasterConfig = parse_yaml(text, path)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -365,8 +398,24 @@ impl MasterConfig {
                 "expected a pool size from 1 to 1024",
             ));
         }
+        if self.max_handshakes_per_address == 0 {
+            return Err(invalid(
+                path,
+                "max_handshakes_per_address",
+                "expected at least 1",
+            ));
+        }
         if self.heartbeat_misses == 0 {
             return Err(invalid(path, "heartbeat_misses", "expected at least 1"));
+        }
+        if let Some(http) = self.http_listen {
+            if http == self.listen || http == self.alarm_listen {
+                return Err(invalid(
+                    path,
+                    "http_listen",
+                    "expected an address other than `listen` and `alarm_listen`",
+                ));
+            }
         }
         for (key, d) in [
             ("pull_interval", self.pull_interval),
@@ -439,7 +488,13 @@ impl MasterConfig {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let config: AgentConfig = read_yaml(path)?;
+        Self::parse(&read_text(path)?, path)
+    }
+
+    /// Parse and validate configuration text; `path` only names the file in
+    /// errors. Separate from `load` so the fuzzer needs no files.
+    pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
+        let config: AgentConfig = parse_yaml(text, path)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -457,6 +512,13 @@ impl AgentConfig {
                 path,
                 "workers",
                 "expected a pool size from 2 to 256 (a pull holds a control and a data connection at once)",
+            ));
+        }
+        if self.max_handshakes_per_address == 0 {
+            return Err(invalid(
+                path,
+                "max_handshakes_per_address",
+                "expected at least 1",
             ));
         }
         for (key, d) in [
@@ -567,6 +629,25 @@ mod tests {
         assert_eq!(agents[0].control, "127.0.0.2:8000".parse().unwrap());
         assert_eq!(agents[1].name.as_deref(), Some("pi9"));
         assert_eq!(agents[4].control, "10.0.0.3:8000".parse().unwrap());
+    }
+
+    #[test]
+    fn http_listen_defaults_to_loopback_and_can_be_turned_off() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = MasterConfig::load(&write(&dir, "")).expect("defaults");
+        assert_eq!(c.http_listen, Some("127.0.0.1:8082".parse().unwrap()));
+        let c = MasterConfig::load(&write(&dir, "http_listen: null\n")).expect("null");
+        assert_eq!(c.http_listen, None);
+        let c = MasterConfig::load(&write(&dir, "http_listen: \"0.0.0.0:9100\"\n")).expect("set");
+        assert_eq!(c.http_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let e = MasterConfig::load(&write(&dir, "http_listen: localhost\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_listen"), "{e}");
+        let e = MasterConfig::load(&write(&dir, "http_listen: \"0.0.0.0:8080\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`http_listen`"), "{e}");
     }
 
     #[test]

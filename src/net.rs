@@ -8,11 +8,12 @@
 //! the blocked `accept`.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ pub struct TimedStream {
     stream: TcpStream,
     io_timeout: Duration,
     deadline: Cell<Option<Instant>>,
+    /// The peer address's handshake slot, held until the peer has proved
+    /// the key (or the connection ends).
+    slot: Cell<Option<AddressSlot>>,
 }
 
 impl TimedStream {
@@ -53,6 +57,7 @@ impl TimedStream {
             stream,
             io_timeout,
             deadline: Cell::new(deadline),
+            slot: Cell::new(None),
         }
     }
 
@@ -63,12 +68,21 @@ impl TimedStream {
         prepare(&self.stream, timeout)
     }
 
+    /// `None` means the peer has proved the key: the handshake deadline and
+    /// the address's handshake slot are released.
     pub fn set_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.deadline.set(deadline);
         if deadline.is_none() {
+            drop(self.slot.take());
             prepare(&self.stream, self.io_timeout)?;
         }
         Ok(())
+    }
+
+    /// Half-close: tell the peer no more bytes come (for a lingering close,
+    /// so unread request bytes do not turn our FIN into a reset).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown(std::net::Shutdown::Write)
     }
 
     /// Shrink the socket timeouts to what is left before the deadline.
@@ -117,6 +131,96 @@ pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
 /// the handler lifts it once the peer has proved the key.
 pub type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
 
+/// Connections from one address that have not proved the key yet.
+#[derive(Default)]
+struct HandshakeCounts(Mutex<HashMap<IpAddr, usize>>);
+
+impl HandshakeCounts {
+    /// A slot for `ip`, or `None` if it already holds `limit`.
+    fn claim(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One unauthenticated connection's claim on its address's quota; given
+/// back on drop.
+struct AddressSlot {
+    counts: Arc<HandshakeCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Logs refused connections without letting a flood flood the log: the
+/// first refusal at once, then at most one summary line per second.
+struct Refusals {
+    label: String,
+    last: Option<Instant>,
+    suppressed: usize,
+}
+
+impl Refusals {
+    fn new(label: String) -> Refusals {
+        Refusals {
+            label,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn note(&mut self, peer: SocketAddr, why: &str) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = match self.suppressed {
+            0 => String::new(),
+            n => format!(" ({n} more refused in the last second)"),
+        };
+        log::warn!("{}: {peer} refused: {why}{more}", self.label);
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+/// What an accept loop lets in, and how long it waits.
+#[derive(Debug, Clone)]
+pub struct AcceptLimits {
+    /// Per read/write, and for the whole handshake.
+    pub io_timeout: Duration,
+    /// Connections waiting for a worker beyond this are closed at once.
+    pub max_queued: usize,
+    /// Connections from one address still in their handshake (queued or on
+    /// a worker); more are closed at once. A peer without the key never
+    /// gets past its handshake, so this caps what one address can hold.
+    pub max_handshakes_per_address: usize,
+    /// If not empty, only these addresses; others are closed by the accept
+    /// thread before they reach a worker.
+    pub allowed: Vec<IpAddr>,
+}
+
 /// A running accept loop; `stop` ends it.
 pub struct AcceptLoop {
     addr: SocketAddr,
@@ -136,6 +240,30 @@ impl AcceptLoop {
         max_queued: usize,
         handler: Handler,
     ) -> io::Result<AcceptLoop> {
+        let limits = AcceptLimits {
+            io_timeout,
+            max_queued,
+            max_handshakes_per_address: usize::MAX,
+            allowed: Vec::new(),
+        };
+        AcceptLoop::start_with(name, listener, pool, limits, handler)
+    }
+
+    /// Accept on `listener` within `limits`, handing connections to `pool`.
+    pub fn start_with(
+        name: &str,
+        listener: TcpListener,
+        pool: ThreadPool,
+        limits: AcceptLimits,
+        handler: Handler,
+    ) -> io::Result<AcceptLoop> {
+        let AcceptLimits {
+            io_timeout,
+            max_queued,
+            max_handshakes_per_address,
+            allowed,
+        } = limits;
+        let counts = Arc::new(HandshakeCounts::default());
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -144,6 +272,7 @@ impl AcceptLoop {
             .name(format!("accept-{name}"))
             .spawn(move || {
                 let mut backoff = Duration::from_millis(5);
+                let mut refusals = Refusals::new(label.clone());
                 while !flag.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, peer)) => {
@@ -151,13 +280,19 @@ impl AcceptLoop {
                             if flag.load(Ordering::SeqCst) {
                                 break;
                             }
-                            if pool.queued_count() >= max_queued {
-                                log::warn!(
-                                    "{label}: {peer} dropped: {} connections already waiting",
-                                    pool.queued_count()
-                                );
+                            if !allowed.is_empty() && !allowed.contains(&peer.ip()) {
+                                refusals.note(peer, "not an allowed address");
                                 continue;
                             }
+                            if pool.queued_count() >= max_queued {
+                                refusals.note(peer, "too many connections waiting for a worker");
+                                continue;
+                            }
+                            let Some(slot) = counts.claim(peer.ip(), max_handshakes_per_address)
+                            else {
+                                refusals.note(peer, "too many handshakes from this address");
+                                continue;
+                            };
                             if let Err(e) = prepare(&stream, io_timeout) {
                                 log::debug!("{label}: {peer}: {e}");
                                 continue;
@@ -172,6 +307,7 @@ impl AcceptLoop {
                                     io_timeout,
                                     Some(Instant::now() + io_timeout),
                                 );
+                                stream.slot.set(Some(slot));
                                 if catch_unwind(AssertUnwindSafe(|| handler(stream, peer))).is_err()
                                 {
                                     log::error!(

@@ -375,7 +375,7 @@ impl LogStore {
                 .filter_map(|(name, t)| {
                     t.archives
                         .first()
-                        .map(|a| (archive_time(&a.path), name.clone()))
+                        .map(|a| (archive_time(&a.path, name), name.clone()))
                 })
                 .min();
             let Some((_, name)) = oldest else { break };
@@ -621,12 +621,15 @@ fn unique_archive_path(dir: &Path, log_type: &str) -> io::Result<PathBuf> {
     }
 }
 
-fn archive_time(path: &Path) -> String {
+/// The UTC time in an archive's name. Parsed for its type, since type names
+/// may contain `-` themselves (`net-io-<time>.log.gz`): splitting at the
+/// first `-` made such a type's archives look newest, so the cap dropped
+/// newer archives of other types first. A name that does not parse sorts
+/// first, as the oldest.
+fn archive_time(path: &Path, log_type: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     path.file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.split_once('-'))
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default()
+        .and_then(|n| storage::archive_time(n, log_type))
 }
 
 /// Gzip `source` into `path` (via a hidden temp file, fsynced, renamed),
@@ -877,6 +880,54 @@ mod tests {
         drain(&store, &mut have, &mut got);
         let text = String::from_utf8(got).unwrap();
         assert!(text.contains("pihealth dropped"), "{text}");
+    }
+
+    #[test]
+    fn backlog_cap_drops_the_oldest_archive_even_of_a_type_with_a_dash() {
+        // Found by tests/logstore_model.rs: `net-io-<time>` was read as time
+        // `io-<time>`, which sorts after every real time.
+        let f = fixture();
+        let store = LogStore::open(
+            &f.log,
+            &f.backup,
+            1024,
+            4096,
+            &["cpu".to_string(), "net-io".to_string()],
+        )
+        .unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = || -> Vec<u8> {
+            let mut line: String = (0..12)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    format!("{seed:016x}")
+                })
+                .collect();
+            line.push('\n');
+            line.into_bytes()
+        };
+        let archives = |store: &LogStore, ty: &str| {
+            store
+                .pending()
+                .0
+                .iter()
+                .filter(|p| p.piece.log_type == ty && p.piece.kind == PieceKind::Archive)
+                .count()
+        };
+        // First an archive of `net-io`, then newer ones of `cpu` until the cap bites.
+        while archives(&store, "net-io") == 0 {
+            assert!(store.append("net-io", &noise()).unwrap().is_empty());
+        }
+        let drops = loop {
+            let drops = store.append("cpu", &noise()).unwrap();
+            if !drops.is_empty() {
+                break drops;
+            }
+        };
+        assert_eq!(drops[0].log_type, "net-io", "{drops:?}");
+        assert_eq!(archives(&store, "net-io"), 0);
     }
 
     #[test]

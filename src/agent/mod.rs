@@ -18,7 +18,7 @@ use threadpool::ThreadPool;
 
 use crate::config::AgentConfig;
 use crate::level::Level;
-use crate::net::{self, AcceptLoop};
+use crate::net::{self, AcceptLimits, AcceptLoop};
 use crate::protocol::Key;
 use alarms::{AlarmMonitor, AlarmSpool};
 use logstore::LogStore;
@@ -74,24 +74,29 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         config.allowed_masters.clone(),
         io_timeout * 3,
     ));
-    let max_queued = config.workers * 16;
+    // Unknown addresses are closed by the accept thread, and one address
+    // can hold only a few workers with handshakes it cannot finish.
+    let limits = AcceptLimits {
+        io_timeout,
+        max_queued: config.workers * 16,
+        max_handshakes_per_address: config.max_handshakes_per_address,
+        allowed: config.allowed_masters.clone(),
+    };
     let s = server.clone();
-    let mut control = AcceptLoop::start(
+    let mut control = AcceptLoop::start_with(
         "control",
         control_listener,
         pool.clone(),
-        io_timeout,
-        max_queued,
+        limits.clone(),
         Arc::new(move |stream, peer| s.handle_control(stream, peer)),
     )
     .map_err(|e| e.to_string())?;
     let s = server.clone();
-    let mut data = AcceptLoop::start(
+    let mut data = AcceptLoop::start_with(
         "data",
         data_listener,
         pool.clone(),
-        io_timeout,
-        max_queued,
+        limits.clone(),
         Arc::new(move |stream, peer| s.handle_data(stream, peer)),
     )
     .map_err(|e| e.to_string())?;

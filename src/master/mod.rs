@@ -1,15 +1,21 @@
 //! The master: registry and liveness, the pull scheduler, the per-host
-//! archive, and the alarm receiver.
+//! archive, the alarm receiver, and the status page and metrics (`http`).
 //!
 //! Threads: one accept thread per listening port (registration 8080,
-//! alarms 8081) and one scheduler thread, all handing work to one fixed
-//! `threadpool::ThreadPool` of `workers` threads. Every socket has
-//! timeouts, so no job holds a worker forever.
+//! alarms 8081, HTTP 8082) and one scheduler thread, all handing work to
+//! one fixed `threadpool::ThreadPool` of `workers` threads. Every socket
+//! has timeouts, so no job holds a worker forever.
+pub mod alarm_summary;
 pub mod alarms;
 pub mod archive;
+pub mod exposition;
+pub mod http;
+pub mod metrics;
 pub mod oneshot;
+pub mod page;
 pub mod pull;
 pub mod registry;
+pub mod samples;
 
 pub use oneshot::pull_once;
 
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
 use crate::config::MasterConfig;
-use crate::net::{self, AcceptLoop};
+use crate::net::{self, AcceptLimits, AcceptLoop};
 use crate::protocol::{Connection, Key, Message, Purpose};
 use alarms::AlarmLog;
 use pull::{PullContext, PullError};
@@ -213,6 +219,7 @@ fn schedule(
 }
 
 fn run_pull(registry: &Registry, ctx: &PullContext, control: SocketAddr, name: Option<&str>) {
+    let started = Instant::now();
     match pull::pull_agent(ctx, control, name) {
         Ok(report) => {
             if let Some(info) = &report.info {
@@ -230,12 +237,12 @@ fn run_pull(registry: &Registry, ctx: &PullContext, control: SocketAddr, name: O
                     report.elapsed
                 );
             }
-            registry.pull_finished(control, Ok(report.bytes));
+            registry.pull_finished(control, Ok(report.bytes), report.elapsed);
         }
         Err(PullError::Busy(host)) => log::info!("{host}: skipped, another pull of it is running"),
         Err(e) => {
             log::warn!("pull of {control} failed: {e}");
-            registry.pull_finished(control, Err(e.to_string()));
+            registry.pull_finished(control, Err(e.to_string()), started.elapsed());
         }
     }
 }
@@ -262,35 +269,70 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         .map_err(|e| format!("{}: {e}", config.backup_dir.display()))?;
     let register_listener = net::bind(config.listen, "registration").map_err(|e| e.to_string())?;
     let alarm_listener = net::bind(config.alarm_listen, "alarms").map_err(|e| e.to_string())?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            net::bind(
+                addr,
+                "http_listen: status page and metrics; null turns it off",
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let pool = ThreadPool::with_name("master-worker".into(), config.workers);
     let io_timeout = config.io_timeout.0;
     let max_queued = config.workers * 64;
+    // Agents may share an address (NAT), so the cap on unfinished
+    // handshakes per address is higher than on an agent.
+    let limits = AcceptLimits {
+        io_timeout,
+        max_queued,
+        max_handshakes_per_address: config.max_handshakes_per_address,
+        allowed: Vec::new(),
+    };
 
     let (r, k) = (registry.clone(), keys.clone());
-    let mut register = AcceptLoop::start(
+    let mut register = AcceptLoop::start_with(
         "registration",
         register_listener,
         pool.clone(),
-        io_timeout,
-        max_queued,
+        limits.clone(),
         Arc::new(move |stream, peer| handle_register(&r, &k, stream, peer)),
     )
     .map_err(|e| e.to_string())?;
     let (a, k) = (alarm_log.clone(), keys.clone());
-    let mut alarm = AcceptLoop::start(
+    let mut alarm = AcceptLoop::start_with(
         "alarms",
         alarm_listener,
         pool.clone(),
-        io_timeout,
-        max_queued,
+        limits.clone(),
         Arc::new(move |stream, peer| a.handle(stream, peer, &k)),
     )
     .map_err(|e| e.to_string())?;
+    let mut web = match http_listener {
+        Some(listener) => {
+            let h = Arc::new(http::Http::new(config, registry.clone()));
+            Some(
+                AcceptLoop::start(
+                    "http",
+                    listener,
+                    pool.clone(),
+                    io_timeout,
+                    max_queued,
+                    Arc::new(move |stream, peer| h.handle(stream, peer)),
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        None => None,
+    };
 
     log::info!(
-        "master: registration on {}, alarms on {}, {} static agent(s), {} worker(s)",
+        "master: registration on {}, alarms on {}, status page and metrics on {}, {} static agent(s), {} worker(s)",
         register.local_addr(),
         alarm.local_addr(),
+        web.as_ref()
+            .map_or("(off)".to_string(), |w| format!("http://{}/", w.local_addr())),
         statics.len(),
         config.workers
     );
@@ -300,6 +342,9 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     log::info!("master: stopping");
     register.stop();
     alarm.stop();
+    if let Some(w) = &mut web {
+        w.stop();
+    }
     if !net::drain_pool(&pool, SHUTDOWN_GRACE) {
         log::warn!("master: pulls still running after {SHUTDOWN_GRACE:?}; leaving them (nothing unacknowledged is lost)");
     }

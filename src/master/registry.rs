@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,10 @@ pub struct AgentRecord {
     pub last_pull_ms: Option<i64>,
     pub last_pull_ok_ms: Option<i64>,
     pub last_pull_error: Option<String>,
+    /// How long the last pull took, successful or not. Absent in registry
+    /// files written before it existed.
+    #[serde(default)]
+    pub last_pull_duration_ms: Option<u64>,
     pub bytes_pulled: u64,
     pub backlog: u64,
     /// Agent clock minus master clock, from the last exchange.
@@ -84,6 +89,7 @@ impl AgentRecord {
             last_pull_ms: None,
             last_pull_ok_ms: None,
             last_pull_error: None,
+            last_pull_duration_ms: None,
             bytes_pulled: 0,
             backlog: 0,
             clock_skew_ms: None,
@@ -104,10 +110,42 @@ struct RegistryFile {
     agents: Vec<AgentRecord>,
 }
 
+/// Upper bounds, in seconds, of the pull-duration histogram's buckets.
+pub const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Every pull since the master started (kept in memory only: `/metrics`
+/// counters may start over with the process).
+#[derive(Debug, Clone, Default)]
+pub struct PullStats {
+    pub ok: u64,
+    pub failed: u64,
+    /// Pulls that took at most each bound of `PULL_BUCKETS` (cumulative).
+    pub buckets: [u64; PULL_BUCKETS.len()],
+    pub seconds_sum: f64,
+}
+
+impl PullStats {
+    pub fn record(&mut self, ok: bool, elapsed: Duration) {
+        if ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        let secs = elapsed.as_secs_f64();
+        self.seconds_sum += secs;
+        for (bound, n) in PULL_BUCKETS.iter().zip(self.buckets.iter_mut()) {
+            if secs <= *bound {
+                *n += 1;
+            }
+        }
+    }
+}
+
 pub struct Registry {
     path: PathBuf,
     events_path: PathBuf,
     agents: Mutex<Vec<AgentRecord>>,
+    pulls: Mutex<PullStats>,
     dirty: AtomicBool,
     /// Data port assumed for an agent until it says otherwise.
     default_data_port: u16,
@@ -148,6 +186,7 @@ impl Registry {
             path,
             events_path: log_dir.join("events.log"),
             agents: Mutex::new(agents),
+            pulls: Mutex::new(PullStats::default()),
             dirty: AtomicBool::new(true),
             default_data_port,
         })
@@ -285,11 +324,21 @@ impl Registry {
         }
     }
 
-    pub fn pull_finished(&self, control: SocketAddr, result: Result<u64, String>) {
+    pub fn pull_finished(
+        &self,
+        control: SocketAddr,
+        result: Result<u64, String>,
+        elapsed: Duration,
+    ) {
+        self.pulls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(result.is_ok(), elapsed);
         let mut agents = self.lock();
         if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
             let now = now_ms();
             a.last_pull_ms = Some(now);
+            a.last_pull_duration_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
             match result {
                 Ok(bytes) => {
                     a.last_pull_ok_ms = Some(now);
@@ -300,6 +349,10 @@ impl Registry {
             }
             self.mark_dirty();
         }
+    }
+
+    pub fn pull_stats(&self) -> PullStats {
+        self.pulls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Mark agents `down` whose last sign of life is older than `limit_ms`.

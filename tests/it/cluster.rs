@@ -508,7 +508,10 @@ fn trickling_clients_cannot_starve_a_real_pull() {
             let bytes = bytes.clone();
             std::thread::spawn(move || {
                 use std::io::Write;
-                let Ok(mut s) = std::net::TcpStream::connect("127.0.18.2:8000") else {
+                // From an address of its own, as from another machine: the
+                // one-shot pull below comes from 127.0.0.1.
+                let Some(mut s) = crate::overload::connect_from("127.0.18.99", "127.0.18.2:8000")
+                else {
                     return;
                 };
                 for b in bytes {

@@ -26,6 +26,7 @@ fn shipped_master_config_loads_with_defaults() {
     assert_eq!(c.rotate_size.0, 8 << 20);
     assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
     assert_eq!(c.alarm_listen, "0.0.0.0:8081".parse().unwrap());
+    assert_eq!(c.http_listen, Some("127.0.0.1:8082".parse().unwrap()));
     assert_eq!(c.agent_control_port, 8000);
     assert_eq!(c.agent_data_port, 8001);
     assert_eq!(c.log_dir, Path::new("log"));

@@ -69,11 +69,13 @@ impl Cluster {
     }
 
     /// A master config listing `agents` agents of this block, with fast
-    /// intervals; `extra` is appended YAML.
+    /// intervals and the status page on the block's own `.1:8082` (the
+    /// default 127.0.0.1:8082 would be shared by every test); `extra` is
+    /// appended YAML.
     pub fn master_config(&self, agents: usize, extra: &str) -> PathBuf {
         let ip = master_ip(self.block);
         let mut text = format!(
-            "listen: {ip}:8080\nalarm_listen: {ip}:8081\npull_interval: 500ms\nheartbeat_interval: 500ms\n\
+            "listen: {ip}:8080\nalarm_listen: {ip}:8081\nhttp_listen: {ip}:8082\npull_interval: 500ms\nheartbeat_interval: 500ms\n\
              heartbeat_misses: 3\nconnect_timeout: 1s\nio_timeout: 5s\nkey_file: pihealth.key\n\
              log_dir: master/log\nbackup_dir: master/logbackup\n"
         );
