@@ -41,6 +41,10 @@ alarms *args:
 keygen:
     @if [ -e config/pihealth.key ]; then echo "config/pihealth.key exists; not overwriting it"; else cargo run --release -- keygen config/pihealth.key; fi
 
+# Screenshot of the status page of a running demo, with headless Chromium.
+screenshot out="status-page.png":
+    scripts/screenshot-status.sh {{out}}
+
 # All tests (the README's test command).
 test:
     cargo test --all-targets

@@ -81,13 +81,9 @@ fn emit(reader: &mut dyn BufRead, filter: &Filter, out: &mut dyn Write) -> io::R
     }
 }
 
-/// Committed length of `log/HOST/TYPE.log` (from the host state file).
+/// What a reader may show of `log/HOST/TYPE.log`; 0 if the state is unreadable.
 fn committed_len(log_root: &Path, host: &str, log_type: &str) -> u64 {
-    let path = log_root.join(host).join(".pihealth-state.json");
-    let state: Option<serde_json::Value> = crate::storage::read_json(&path).ok().flatten();
-    state
-        .and_then(|s| s["types"][log_type]["local_len"].as_u64())
-        .unwrap_or(0)
+    crate::master::archive::committed_len(log_root, host, log_type).unwrap_or(0)
 }
 
 fn list_names(dir: &Path, strip: fn(&str) -> Option<String>) -> Vec<String> {
