@@ -216,8 +216,9 @@ pub struct AcceptLimits {
     /// a worker); more are closed at once. A peer without the key never
     /// gets past its handshake, so this caps what one address can hold.
     pub max_handshakes_per_address: usize,
-    /// If not empty, only these addresses; others are closed by the accept
-    /// thread before they reach a worker.
+
+    /// If not empty, only these addresses (the agent's `allowed_masters`);
+    /// others are closed by the accept thread before they reach a worker.
     pub allowed: Vec<IpAddr>,
 }
 
@@ -281,7 +282,7 @@ impl AcceptLoop {
                                 break;
                             }
                             if !allowed.is_empty() && !allowed.contains(&peer.ip()) {
-                                refusals.note(peer, "not an allowed address");
+                                refusals.note(peer, "not in allowed_masters");
                                 continue;
                             }
                             if pool.queued_count() >= max_queued {

@@ -854,7 +854,7 @@ fn allowed_masters_refuses_other_addresses() {
     }
     wait_for("the agent to log the refusal", || {
         let log = agent.stderr();
-        log.contains("control connection from") && log.contains("not in allowed_masters")
+        log.contains("control: 127.0.0.1:") && log.contains("refused: not in allowed_masters")
     });
 }
 
