@@ -216,7 +216,6 @@ pub struct AcceptLimits {
     /// a worker); more are closed at once. A peer without the key never
     /// gets past its handshake, so this caps what one address can hold.
     pub max_handshakes_per_address: usize,
-
     /// If not empty, only these addresses (the agent's `allowed_masters`);
     /// others are closed by the accept thread before they reach a worker.
     pub allowed: Vec<IpAddr>,
