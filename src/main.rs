@@ -231,5 +231,6 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    pihealth::failpoint::init();
     run(cli.command).unwrap_or_else(|code| code)
 }

@@ -333,6 +333,7 @@ impl LogStore {
             let size = write_gzip_atomic(&path, &header, &mut source.take(end - start))?;
             log.archives.push(Archive { path, header, size });
         }
+        crate::failpoint::hit("logstore.mid_rotate");
         replace_with_empty(&self.log_path(name))?;
         storage::sync_dir(&self.log_dir)?;
         log.file = None;
@@ -525,6 +526,7 @@ impl LogStore {
                     // a lost write would misplace later bytes. Otherwise a lost
                     // write only re-offers a range the master already has.
                     self.save_state(name, log, emptying)?;
+                    crate::failpoint::hit("logstore.mid_release");
                     if emptying {
                         // All of it is stored on the master: start an empty
                         // log, so `log/` holds only unpulled data. The state
@@ -653,6 +655,7 @@ pub fn write_gzip_atomic(
         encoder.write_all(chunk)?;
         let n = chunk.len();
         reader.consume(n);
+        crate::failpoint::hit("logstore.mid_gzip");
     }
     let file = encoder.finish()?;
     file.sync_all()?;

@@ -242,6 +242,7 @@ impl AgentServer {
             }
             conn.send_chunk(&buf[..n])?;
             sent += n as u64;
+            crate::failpoint::hit("server.mid_send");
         }
         if sent != reader.len {
             return Err(io::Error::new(

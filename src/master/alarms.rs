@@ -166,6 +166,7 @@ impl AlarmLog {
             one_line(&alarm.message)
         );
         storage::append_synced(&self.path, line.as_bytes())?;
+        crate::failpoint::hit("alarms.after_append");
         seen.insert(alarm.id.clone());
         Ok(true)
     }

@@ -491,6 +491,7 @@ impl HostArchive {
             &header,
             &mut File::open(&log_path)?.take(local_len),
         )?;
+        crate::failpoint::hit("archive.mid_seal");
         replace_with_empty(&log_path)?;
         let ts = self.state.types.get_mut(log_type).expect("checked");
         ts.pending = None;

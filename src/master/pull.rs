@@ -257,10 +257,12 @@ pub fn pull_agent(
             }
         }
         report.events.append(&mut store.events);
+        crate::failpoint::hit("pull.after_store");
         // Durable first, acknowledged second.
         store
             .commit()
             .map_err(|e| failed(format!("{host}: cannot commit: {e}")))?;
+        crate::failpoint::hit("pull.after_commit");
         if !acks.is_empty() {
             conn.send(&Message::Ack(acks)).map_err(io_failed)?;
             match conn.recv_ok().map_err(io_failed)? {

@@ -284,8 +284,17 @@ impl Registry {
         };
         let a = &mut agents[index];
         if a.control != control {
-            self.event(&format!("{name} moved from {} to {control}", a.control));
-            a.control = control;
+            if a.origin == Origin::Static {
+                // The configured address is the operator's word (it may be
+                // a proxy or a NAT address the agent cannot know).
+                log::debug!(
+                    "{name} says it listens on {control}; keeping the configured {}",
+                    a.control
+                );
+            } else {
+                self.event(&format!("{name} moved from {} to {control}", a.control));
+                a.control = control;
+            }
         }
         if a.name.is_none() || (a.name.as_deref() != Some(name) && a.origin == Origin::Registered) {
             a.name = Some(name.to_string());

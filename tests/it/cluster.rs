@@ -181,20 +181,7 @@ fn kill_9_of_agent_and_master_loses_and_duplicates_nothing() {
             assert!(out.status.code().is_some());
             master.restart();
         } else {
-            agent.kill9();
-            // Scripts run in their own process groups, so the killed agent's
-            // last run may still be going: let it finish before counting.
-            let script = c.path("counter.sh").display().to_string();
-            wait_for("orphaned collector runs to end", || {
-                !process_running(&script)
-            });
-            let stored = agent_counter_values(&c, 0)
-                .into_iter()
-                .chain(counter_values(&c.archived("pi1", "counter")))
-                .max()
-                .unwrap_or(0);
-            unstored.extend(stored + 1..=counter_file(&c, 0));
-            agent.restart();
+            unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
         }
     }
     // Everything the agent has stored so far must arrive.

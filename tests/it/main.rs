@@ -1,4 +1,5 @@
 //! The one integration test binary: real masters and agents on loopback.
+mod chaos;
 mod cluster;
 mod config_files;
 mod http;
@@ -6,6 +7,7 @@ mod keys;
 mod logs;
 mod operator;
 mod overload;
+mod proxy;
 mod scripts;
 mod security;
 mod util;

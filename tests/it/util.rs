@@ -141,6 +141,8 @@ pub struct Proc {
     pub label: String,
     pub log: PathBuf,
     args: (PathBuf, String, PathBuf),
+    /// Extra environment for every (re)start, e.g. `PIHEALTH_FAILPOINTS`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -151,6 +153,7 @@ impl Proc {
             label: label.into(),
             log,
             args: (dir.into(), role.into(), config.into()),
+            env: Vec::new(),
         };
         p.restart();
         p
@@ -171,6 +174,7 @@ impl Proc {
             .arg(config)
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -217,6 +221,16 @@ impl Proc {
             let _ = f.read_to_string(&mut text);
         }
         text
+    }
+
+    /// If the process has exited on its own (a crash, a failpoint), forget
+    /// it so it can be restarted; returns whether it had.
+    pub fn reap_if_dead(&mut self) -> bool {
+        if self.child.is_some() && !self.is_running() {
+            self.kill9();
+            return true;
+        }
+        false
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -285,6 +299,39 @@ pub fn agent_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
         }
     }
     counter_values(&text)
+}
+
+/// Every counter value stored on either side for agent `pi{i+1}` (its own
+/// logs and the master's archive of `counter`).
+pub fn stored_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
+    let mut values = agent_counter_values(cluster, i);
+    values.extend(counter_values(
+        &cluster.archived(&format!("pi{}", i + 1), "counter"),
+    ));
+    values
+}
+
+/// Kill agent `pi{i+1}` with SIGKILL, restart it, and return the counter
+/// values that died with it: produced by a collector run (in flight, or
+/// orphaned between fork and exec) but stored by neither side. They are
+/// the values between the last one stored before the kill and the first
+/// one the restarted agent stores, which this waits for.
+pub fn kill9_agent_and_count_losses(cluster: &Cluster, agent: &mut Proc, i: usize) -> Vec<u64> {
+    agent.kill9();
+    let before = stored_counter_values(cluster, i)
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    agent.restart();
+    let mut first_after = None;
+    wait_for("the restarted agent to store a value", || {
+        first_after = stored_counter_values(cluster, i)
+            .into_iter()
+            .filter(|&v| v > before)
+            .min();
+        first_after.is_some()
+    });
+    (before + 1..first_after.unwrap_or(before + 1)).collect()
 }
 
 /// Whether any process on this machine runs a command line containing `needle`.

@@ -1,0 +1,192 @@
+//! Chaos (SPEC §6, issue 4): a faulty network and crashes at the worst
+//! moments, and still every counter value reaches the master's archive
+//! exactly once, in order.
+//!
+//! - Every connection runs through a `FaultProxy` (agent control and data
+//!   ports, master registration and alarm ports) that cuts, stalls, slows
+//!   and half-closes some of them at random byte counts.
+//! - Both processes run with failpoints armed: they abort (like `kill -9`)
+//!   between storing and committing, between committing and acknowledging,
+//!   in the middle of a master-side seal, in the middle of an agent's gzip
+//!   and rotation, between an agent's state write and its log emptying, and
+//!   in the middle of sending a piece.
+//! - On top, rounds of `kill -9` of the agent or of the master, with a
+//!   one-shot `pihealth pull` while the master is down.
+//!
+//! The short run is part of `cargo test`. For a long one:
+//! `PIHEALTH_CHAOS_ROUNDS=2000 PIHEALTH_CHAOS_SEED=7 cargo test --release --test it chaos -- --nocapture`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::proxy::{FaultProxy, Rng};
+use crate::util::*;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const MASTER_FAILPOINTS: &str =
+    "pull.after_store=0.02,pull.after_commit=0.02,archive.mid_seal=0.05";
+const AGENT_FAILPOINTS: &str =
+    "server.mid_send=0.01,logstore.mid_gzip=0.05,logstore.mid_rotate=0.05,logstore.mid_release=0.02";
+
+/// What happened, for the report.
+#[derive(Default)]
+struct Tally {
+    agent_kills: u64,
+    master_kills: u64,
+    agent_aborts: u64,
+    master_aborts: u64,
+    one_shot_pulls: u64,
+}
+
+#[test]
+fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
+    let seed = env_u64("PIHEALTH_CHAOS_SEED", 1);
+    let rounds = env_u64("PIHEALTH_CHAOS_ROUNDS", 25);
+    let c = Cluster::new(25);
+    let script = counter_script(&c);
+    // Real processes: master on .1, agent on .102; the proxies on .2 (as
+    // the agent, for the master) and .3 (as the master, for the agent).
+    c.write(
+        "master.yaml",
+        "listen: 127.0.25.1:8080\nalarm_listen: 127.0.25.1:8081\nhttp_listen: 127.0.25.1:8082\n\
+         pull_interval: 300ms\nheartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 1s\n\
+         key_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\nrotate_size: 2KiB\n\
+         agents: [{name: pi1, address: \"127.0.25.2:8000\"}]\n",
+    );
+    c.write(
+        "agent.yaml",
+        &format!(
+            "name: pi1\nmaster: 127.0.25.3:8080\nmaster_alarm: 127.0.25.3:8081\n\
+             control_listen: 127.0.25.102:8000\ndata_listen: 127.0.25.102:8001\n\
+             key_file: pihealth.key\nlog_dir: agents/pi1/log\nbackup_dir: agents/pi1/logbackup\n\
+             rotate_size: 1KiB\nheartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 1s\n\
+             collectors:\n  - {{name: counter, command: {}, interval: 30ms}}\n",
+            script.display()
+        ),
+    );
+    let per_mille = 200;
+    let proxies = [
+        FaultProxy::start("127.0.25.2:8000", "127.0.25.102:8000", seed, per_mille),
+        FaultProxy::start("127.0.25.2:8001", "127.0.25.102:8001", seed + 1, per_mille),
+        FaultProxy::start("127.0.25.3:8080", "127.0.25.1:8080", seed + 2, per_mille),
+        FaultProxy::start("127.0.25.3:8081", "127.0.25.1:8081", seed + 3, per_mille),
+    ];
+    let mut master = Proc::start(c.dir.path(), "master", &c.path("master.yaml"), "master");
+    let mut agent = Proc::start(c.dir.path(), "agent", &c.path("agent.yaml"), "agent");
+    let arm = |p: &mut Proc, points: &str, n: u64| {
+        p.env = vec![
+            ("PIHEALTH_FAILPOINTS".into(), points.into()),
+            (
+                "PIHEALTH_FAILPOINT_SEED".into(),
+                (seed * 1000 + n).to_string(),
+            ),
+        ];
+    };
+    arm(&mut master, MASTER_FAILPOINTS, 0);
+    arm(&mut agent, AGENT_FAILPOINTS, 0);
+    master.kill9();
+    master.restart();
+    agent.kill9();
+    agent.restart();
+
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let mut unstored: BTreeSet<u64> = BTreeSet::new();
+    let mut tally = Tally::default();
+    let mut restarts = 0;
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
+        // Failpoint aborts since the last round.
+        if agent.reap_if_dead() {
+            tally.agent_aborts += 1;
+            restarts += 1;
+            arm(&mut agent, AGENT_FAILPOINTS, restarts);
+            // Dead already; the kill only reaps, then it restarts.
+            unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
+        }
+        if master.reap_if_dead() {
+            tally.master_aborts += 1;
+            restarts += 1;
+            arm(&mut master, MASTER_FAILPOINTS, restarts);
+            master.restart();
+        }
+        match rng.below(10) {
+            0..=2 => {
+                tally.agent_kills += 1;
+                restarts += 1;
+                arm(&mut agent, AGENT_FAILPOINTS, restarts);
+                unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
+            }
+            3..=4 => {
+                master.kill9();
+                tally.master_kills += 1;
+                // A one-shot pull (as from cron) while the daemon is down.
+                let out = c.run(&["pull", "-c", "master.yaml"]);
+                assert!(out.status.code().is_some(), "pull crashed");
+                tally.one_shot_pulls += 1;
+                restarts += 1;
+                arm(&mut master, MASTER_FAILPOINTS, restarts);
+                master.restart();
+            }
+            _ => {}
+        }
+    }
+
+    // Calm: no more faults, no failpoints; everything stored must arrive.
+    for p in &proxies {
+        p.fault_per_mille
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+    agent.env.clear();
+    unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
+    master.kill9();
+    master.env.clear();
+    master.restart();
+    let produced = counter_file(&c, 0);
+    wait_for("every stored value to reach the master", || {
+        counter_values(&c.archived("pi1", "counter"))
+            .last()
+            .is_some_and(|&v| v >= produced)
+    });
+    agent.terminate();
+    master.terminate();
+
+    let values = counter_values(&c.archived("pi1", "counter"));
+    for pair in values.windows(2) {
+        assert!(pair[0] < pair[1], "out of order or duplicated: {pair:?}");
+    }
+    let got: BTreeSet<u64> = values.iter().copied().collect();
+    let missing: Vec<u64> = (1..=produced)
+        .filter(|n| !got.contains(n) && !unstored.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "lost values: {missing:?}");
+    let agent_deaths = tally.agent_kills + tally.agent_aborts + 1;
+    assert!(
+        unstored.len() as u64 <= 2 * agent_deaths,
+        "more values died with the agent than its {agent_deaths} deaths explain: {unstored:?}"
+    );
+    let faults: u64 = proxies.iter().map(|p| p.stats.faults()).sum();
+    eprintln!(
+        "chaos seed {seed}: {rounds} rounds; kill -9: {} agent, {} master ({} one-shot pulls); \
+         failpoint aborts: {} agent, {} master; {} values checked exactly once and in order \
+         ({} unstored at agent deaths); proxies: {}",
+        tally.agent_kills,
+        tally.master_kills,
+        tally.one_shot_pulls,
+        tally.agent_aborts,
+        tally.master_aborts,
+        values.len(),
+        unstored.len(),
+        proxies
+            .iter()
+            .map(|p| p.stats.summary())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    assert!(faults > 0, "the proxies never broke a connection");
+}
