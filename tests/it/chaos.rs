@@ -48,35 +48,48 @@ struct Tally {
 fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
     let seed = env_u64("PIHEALTH_CHAOS_SEED", 1);
     let rounds = env_u64("PIHEALTH_CHAOS_ROUNDS", 25);
-    let c = Cluster::new(25);
+    // A long run takes its own block so `cargo test` can run beside it.
+    let block = env_u64("PIHEALTH_CHAOS_BLOCK", 25) as u8;
+    let c = Cluster::new(block);
+    let ip = |host: u8| format!("127.0.{block}.{host}");
     let script = counter_script(&c);
     // Real processes: master on .1, agent on .102; the proxies on .2 (as
     // the agent, for the master) and .3 (as the master, for the agent).
     c.write(
         "master.yaml",
-        "listen: 127.0.25.1:8080\nalarm_listen: 127.0.25.1:8081\nhttp_listen: 127.0.25.1:8082\n\
-         pull_interval: 300ms\nheartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 1s\n\
-         key_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\nrotate_size: 2KiB\n\
-         agents: [{name: pi1, address: \"127.0.25.2:8000\"}]\n",
+        &format!(
+            "listen: {m}:8080\nalarm_listen: {m}:8081\nhttp_listen: {m}:8082\n\
+             pull_interval: 300ms\nheartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 1s\n\
+             key_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\nrotate_size: 2KiB\n\
+             agents: [{{name: pi1, address: \"{p}:8000\"}}]\n",
+            m = ip(1),
+            p = ip(2)
+        ),
     );
     c.write(
         "agent.yaml",
         &format!(
-            "name: pi1\nmaster: 127.0.25.3:8080\nmaster_alarm: 127.0.25.3:8081\n\
-             control_listen: 127.0.25.102:8000\ndata_listen: 127.0.25.102:8001\n\
+            "name: pi1\nmaster: {mp}:8080\nmaster_alarm: {mp}:8081\n\
+             control_listen: {a}:8000\ndata_listen: {a}:8001\n\
              key_file: pihealth.key\nlog_dir: agents/pi1/log\nbackup_dir: agents/pi1/logbackup\n\
              rotate_size: 1KiB\nheartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 1s\n\
-             collectors:\n  - {{name: counter, command: {}, interval: 30ms}}\n",
-            script.display()
+             collectors:\n  - {{name: counter, command: {s}, interval: 30ms}}\n",
+            mp = ip(3),
+            a = ip(102),
+            s = script.display()
         ),
     );
     let per_mille = 200;
     let proxies = [
-        FaultProxy::start("127.0.25.2:8000", "127.0.25.102:8000", seed, per_mille),
-        FaultProxy::start("127.0.25.2:8001", "127.0.25.102:8001", seed + 1, per_mille),
-        FaultProxy::start("127.0.25.3:8080", "127.0.25.1:8080", seed + 2, per_mille),
-        FaultProxy::start("127.0.25.3:8081", "127.0.25.1:8081", seed + 3, per_mille),
-    ];
+        (ip(2) + ":8000", ip(102) + ":8000"),
+        (ip(2) + ":8001", ip(102) + ":8001"),
+        (ip(3) + ":8080", ip(1) + ":8080"),
+        (ip(3) + ":8081", ip(1) + ":8081"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (listen, upstream))| FaultProxy::start(listen, upstream, seed + i as u64, per_mille))
+    .collect::<Vec<_>>();
     let mut master = Proc::start(c.dir.path(), "master", &c.path("master.yaml"), "master");
     let mut agent = Proc::start(c.dir.path(), "agent", &c.path("agent.yaml"), "agent");
     let arm = |p: &mut Proc, points: &str, n: u64| {
