@@ -109,7 +109,8 @@ pub struct HostArchive {
     rotate_size: u64,
     state: HostState,
     dirty: bool,
-    /// Things worth an entry in `events.log` (gaps, restarted streams).
+    /// Things written to `events.log` (gaps, restarted streams), also
+    /// kept here for the caller's report.
     pub events: Vec<String>,
     _lock: File,
 }
@@ -186,7 +187,7 @@ impl HostArchive {
                 self.host,
                 len
             );
-            self.events.push(format!(
+            self.event(format!(
                 "{} {name} log of {len} bytes found without state; kept",
                 self.host
             ));
@@ -246,34 +247,70 @@ impl HostArchive {
 
     /// Decide what to do with an offered piece.
     pub fn plan(&mut self, piece: &PieceRef) -> Plan {
-        match self.state.types.get(&piece.log_type) {
+        let (plan, note) = match self.state.types.get(&piece.log_type) {
             Some(ts) if ts.epoch == piece.epoch => {
                 if piece.end <= ts.committed {
-                    Plan::AlreadyHave
+                    (Plan::AlreadyHave, None)
                 } else {
-                    if piece.start > ts.committed {
-                        self.events.push(format!(
+                    let gap = (piece.start > ts.committed).then(|| {
+                        format!(
                             "{} {} gap of {} bytes before stream offset {} (dropped on the agent)",
                             self.host,
                             piece.log_type,
                             piece.start - ts.committed,
                             piece.start
-                        ));
-                    }
-                    Plan::Fetch {
-                        skip: ts.committed.saturating_sub(piece.start),
-                    }
+                        )
+                    });
+                    let skip = ts.committed.saturating_sub(piece.start);
+                    (Plan::Fetch { skip }, gap)
                 }
             }
             Some(ts) if ts.committed > 0 => {
-                self.events.push(format!(
+                let note = format!(
                     "{} {} new stream {} from the agent (was {} at offset {})",
                     self.host, piece.log_type, piece.epoch, ts.epoch, ts.committed
-                ));
-                Plan::Fetch { skip: 0 }
+                );
+                self.event(note);
+                (Plan::Fetch { skip: 0 }, self.unseen_start(piece))
             }
-            _ => Plan::Fetch { skip: 0 },
+            _ => (Plan::Fetch { skip: 0 }, self.unseen_start(piece)),
+        };
+        if let Some(note) = note {
+            self.event(note);
         }
+        plan
+    }
+
+    /// Record something worth `events.log` at once, so it is kept even if
+    /// the rest of the pull fails (and by `pihealth pull` too).
+    fn event(&mut self, text: String) {
+        log::warn!("{text}");
+        let path = self
+            .log_dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("events.log");
+        let line = format!("{} {text}\n", storage::now_rfc3339());
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            log::error!("cannot write {}: {e}", path.display());
+        }
+        self.events.push(text);
+    }
+
+    /// A stream first seen at an offset above 0 lost its beginning on the
+    /// agent (`max_backlog` dropped it before any pull): a gap like any other.
+    fn unseen_start(&self, piece: &PieceRef) -> Option<String> {
+        (piece.start > 0).then(|| {
+            format!(
+                "{} {} gap of {} bytes before stream offset {} (dropped on the agent before the first pull)",
+                self.host, piece.log_type, piece.start, piece.start
+            )
+        })
     }
 
     /// A piece of a new stream (the agent lost its state): seal what the

@@ -225,9 +225,8 @@ fn run_pull(registry: &Registry, ctx: &PullContext, control: SocketAddr, name: O
             if let Some(info) = &report.info {
                 registry.contact(control, info, report.skew_ms, "pull");
             }
-            for e in &report.events {
-                registry.event(e);
-            }
+            // Gaps and restarted streams are already in events.log (the
+            // archive writes them as they happen).
             if report.pieces > 0 {
                 log::info!(
                     "{}: pulled {} piece(s), {} bytes in {:?}",

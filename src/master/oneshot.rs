@@ -199,9 +199,6 @@ pub fn pull_once(
         let label = known.unwrap_or_else(|| control.to_string());
         match result {
             Ok(r) => {
-                for e in &r.events {
-                    log::warn!("{e}");
-                }
                 let speed = if r.elapsed >= QUIET_FOR {
                     format!(", {}", rate(r.wire_bytes, r.elapsed))
                 } else {

@@ -2,6 +2,7 @@
 mod chaos;
 mod cluster;
 mod config_files;
+mod disk;
 mod http;
 mod keys;
 mod logs;
