@@ -1,4 +1,5 @@
 //! The one integration test binary: real masters and agents on loopback.
+mod alarm_faults;
 mod chaos;
 mod cluster;
 mod config_files;
