@@ -325,6 +325,17 @@ pub fn kill9_agent_and_count_losses(cluster: &Cluster, agent: &mut Proc, i: usiz
     agent.restart();
     let mut first_after = None;
     wait_for("the restarted agent to store a value", || {
+        // Crash tests arm failpoints: a restart may die again before it
+        // stores anything. Start it again, with another failpoint seed so
+        // it does not die at the same point every time.
+        if agent.reap_if_dead() {
+            for (k, v) in agent.env.iter_mut() {
+                if k == "PIHEALTH_FAILPOINT_SEED" {
+                    *v = (v.parse::<u64>().unwrap_or(0) + 7919).to_string();
+                }
+            }
+            agent.restart();
+        }
         first_after = stored_counter_values(cluster, i)
             .into_iter()
             .filter(|&v| v > before)
