@@ -12,4 +12,5 @@ mod overload;
 mod proxy;
 mod scripts;
 mod security;
+mod soak;
 mod util;

@@ -74,12 +74,12 @@ impl Cluster {
     /// appended YAML.
     pub fn master_config(&self, agents: usize, extra: &str) -> PathBuf {
         let ip = master_ip(self.block);
-        let mut text = format!(
+        let base = format!(
             "listen: {ip}:8080\nalarm_listen: {ip}:8081\nhttp_listen: {ip}:8082\npull_interval: 500ms\nheartbeat_interval: 500ms\n\
              heartbeat_misses: 3\nconnect_timeout: 1s\nio_timeout: 5s\nkey_file: pihealth.key\n\
              log_dir: master/log\nbackup_dir: master/logbackup\n"
         );
-        text.push_str(extra);
+        let mut text = merge_yaml(&base, extra);
         if agents > 0 {
             text.push_str("agents:\n");
             for i in 0..agents {
@@ -89,14 +89,16 @@ impl Cluster {
         self.write("master.yaml", &text)
     }
 
-    /// An agent config named `pi{i+1}` with the given collectors YAML list.
+    /// An agent config named `pi{i+1}` with the given collectors YAML list;
+    /// top-level keys in `extra` replace the defaults here.
     pub fn agent_config(&self, i: usize, collectors: &str, extra: &str) -> PathBuf {
         let (mip, ip, n) = (master_ip(self.block), agent_ip(self.block, i), i + 1);
-        let text = format!(
+        let base = format!(
             "name: pi{n}\nmaster: {mip}:8080\ncontrol_listen: {ip}:8000\ndata_listen: {ip}:8001\n\
              key_file: pihealth.key\nlog_dir: agents/pi{n}/log\nbackup_dir: agents/pi{n}/logbackup\n\
-             heartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 5s\n{extra}collectors:\n{collectors}"
+             heartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 5s\n"
         );
+        let text = format!("{}collectors:\n{collectors}", merge_yaml(&base, extra));
         self.write(&format!("agent-pi{n}.yaml"), &text)
     }
 
@@ -133,6 +135,28 @@ impl Cluster {
             .output()
             .expect("run pihealth")
     }
+}
+
+/// `base` (one `key: value` per line) without the keys `extra` sets at
+/// top level, then `extra`: a test overrides a default without writing the
+/// key twice (which YAML refuses).
+fn merge_yaml(base: &str, extra: &str) -> String {
+    let overridden: Vec<&str> = extra
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('-'))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .collect();
+    let mut text: String = base
+        .lines()
+        .filter(|l| {
+            !overridden
+                .iter()
+                .any(|k| l.split_once(':').is_some_and(|(b, _)| b == *k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(extra);
+    text
 }
 
 /// A running `pihealth` process; killed (SIGKILL) when dropped.
