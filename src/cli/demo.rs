@@ -170,7 +170,8 @@ impl Screen {
 const REDRAW: Duration = Duration::from_secs(3);
 /// Interval of progress lines when stdout is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
-/// How long the agents get to register before the demo gives up on them.
+/// How long the demo shows registration progress before it moves on to the
+/// live table (agents still missing then show up as never seen).
 const STARTUP: Duration = Duration::from_secs(30);
 
 /// The live view: fleet table, open problems and what to try.
