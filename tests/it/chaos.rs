@@ -16,7 +16,6 @@
 //! The short run is part of `cargo test`. For a long one:
 //! `PIHEALTH_CHAOS_ROUNDS=2000 PIHEALTH_CHAOS_SEED=7 cargo test --release --test it chaos -- --nocapture`.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::proxy::{FaultProxy, Rng};
@@ -109,7 +108,7 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
     agent.restart();
 
     let mut rng = Rng::new(seed ^ 0x5eed);
-    let mut unstored: BTreeSet<u64> = BTreeSet::new();
+    let mut ledger = LossLedger::default();
     let mut tally = Tally::default();
     let mut restarts = 0;
     for _ in 0..rounds {
@@ -120,7 +119,7 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
             restarts += 1;
             arm(&mut agent, AGENT_FAILPOINTS, restarts);
             // Dead already; the kill only reaps, then it restarts.
-            unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
+            ledger.kill_and_restart(&c, &mut agent, 0);
         }
         if master.reap_if_dead() {
             tally.master_aborts += 1;
@@ -133,7 +132,7 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
                 tally.agent_kills += 1;
                 restarts += 1;
                 arm(&mut agent, AGENT_FAILPOINTS, restarts);
-                unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
+                ledger.kill_and_restart(&c, &mut agent, 0);
             }
             3..=4 => {
                 master.kill9();
@@ -156,7 +155,7 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
             .store(0, std::sync::atomic::Ordering::SeqCst);
     }
     agent.env.clear();
-    unstored.extend(kill9_agent_and_count_losses(&c, &mut agent, 0));
+    ledger.kill_and_restart(&c, &mut agent, 0);
     master.kill9();
     master.env.clear();
     master.restart();
@@ -173,28 +172,25 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
     for pair in values.windows(2) {
         assert!(pair[0] < pair[1], "out of order or duplicated: {pair:?}");
     }
-    let got: BTreeSet<u64> = values.iter().copied().collect();
-    let missing: Vec<u64> = (1..=produced)
-        .filter(|n| !got.contains(n) && !unstored.contains(n))
-        .collect();
-    assert!(missing.is_empty(), "lost values: {missing:?}");
-    let agent_deaths = tally.agent_kills + tally.agent_aborts + 1;
+    let (died_with_agent, lost) = ledger.judge(&c, 0, &values);
+    assert!(lost.is_empty(), "lost values: {lost:?}");
     assert!(
-        unstored.len() as u64 <= 2 * agent_deaths,
-        "more values died with the agent than its {agent_deaths} deaths explain: {unstored:?}"
+        died_with_agent.len() <= 2 * ledger.deaths(),
+        "more values died with the agent than {} deaths explain: {died_with_agent:?}",
+        ledger.deaths()
     );
     let faults: u64 = proxies.iter().map(|p| p.stats.faults()).sum();
     eprintln!(
         "chaos seed {seed}: {rounds} rounds; kill -9: {} agent, {} master ({} one-shot pulls); \
          failpoint aborts: {} agent, {} master; {} values checked exactly once and in order \
-         ({} unstored at agent deaths); proxies: {}",
+         ({} died with their agent before being stored); proxies: {}",
         tally.agent_kills,
         tally.master_kills,
         tally.one_shot_pulls,
         tally.agent_aborts,
         tally.master_aborts,
         values.len(),
-        unstored.len(),
+        died_with_agent.len(),
         proxies
             .iter()
             .map(|p| p.stats.summary())

@@ -167,6 +167,8 @@ pub struct Proc {
     args: (PathBuf, String, PathBuf),
     /// Extra environment for every (re)start, e.g. `PIHEALTH_FAILPOINTS`.
     pub env: Vec<(String, String)>,
+    /// PID of the latest start, still known after the process died.
+    pub last_pid: Option<i32>,
 }
 
 impl Proc {
@@ -178,6 +180,7 @@ impl Proc {
             log,
             args: (dir.into(), role.into(), config.into()),
             env: Vec::new(),
+            last_pid: None,
         };
         p.restart();
         p
@@ -204,6 +207,7 @@ impl Proc {
             .stderr(log)
             .spawn()
             .expect("spawn pihealth");
+        self.last_pid = Some(child.id() as i32);
         self.child = Some(child);
     }
 
@@ -279,10 +283,14 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 
 /// A collector script printing a strictly increasing counter, persisted in
 /// the agent's script state directory.
+/// A collector printing `N normal` with N one more each run. It notes who
+/// ran it (`N PPID` in `counter.produced`), so crash tests can tell a value
+/// that died with its agent from one lost afterwards (see `LossLedger`).
 pub fn counter_script(cluster: &Cluster) -> PathBuf {
     let path = cluster.write(
         "counter.sh",
         "#!/bin/sh\nf=\"$PIHEALTH_STATE_DIR/counter\"\nn=$(cat \"$f\" 2>/dev/null || echo 0)\nn=$((n+1))\n\
+         echo \"$n $PPID\" >> \"$f.produced\"\n\
          echo $n > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\necho \"$n normal\"\n",
     );
     use std::os::unix::fs::PermissionsExt;
@@ -335,38 +343,72 @@ pub fn stored_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
     values
 }
 
-/// Kill agent `pi{i+1}` with SIGKILL, restart it, and return the counter
-/// values that died with it: produced by a collector run (in flight, or
-/// orphaned between fork and exec) but stored by neither side. They are
-/// the values between the last one stored before the kill and the first
-/// one the restarted agent stores, which this waits for.
-pub fn kill9_agent_and_count_losses(cluster: &Cluster, agent: &mut Proc, i: usize) -> Vec<u64> {
-    agent.kill9();
-    let before = stored_counter_values(cluster, i)
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    agent.restart();
-    let mut first_after = None;
-    wait_for("the restarted agent to store a value", || {
-        // Crash tests arm failpoints: a restart may die again before it
-        // stores anything. Start it again, with another failpoint seed so
-        // it does not die at the same point every time.
-        if agent.reap_if_dead() {
-            for (k, v) in agent.env.iter_mut() {
-                if k == "PIHEALTH_FAILPOINT_SEED" {
-                    *v = (v.parse::<u64>().unwrap_or(0) + 7919).to_string();
-                }
-            }
-            agent.restart();
-        }
-        first_after = stored_counter_values(cluster, i)
+/// Which counter values missing on the master a crash explains.
+///
+/// A value may be missing only if the agent that ran its script died before
+/// storing it: its producer (from `counter.produced`) is an agent instance
+/// that died, and the value is above everything stored anywhere when that
+/// instance died — or the run was orphaned before its script started (its
+/// parent is no agent at all). Anything else missing is a real loss.
+#[derive(Default)]
+pub struct LossLedger {
+    /// Dead agent instance PID → the highest value stored when it died.
+    deaths: std::collections::HashMap<i32, u64>,
+    /// Every agent instance PID ever started.
+    instances: std::collections::HashSet<i32>,
+}
+
+impl LossLedger {
+    /// Kill agent `pi{i+1}` (or reap it if it already died), note what was
+    /// stored at that moment, and start it again.
+    pub fn kill_and_restart(&mut self, cluster: &Cluster, agent: &mut Proc, i: usize) {
+        agent.kill9();
+        let stored = stored_counter_values(cluster, i)
             .into_iter()
-            .filter(|&v| v > before)
-            .min();
-        first_after.is_some()
-    });
-    (before + 1..first_after.unwrap_or(before + 1)).collect()
+            .max()
+            .unwrap_or(0);
+        if let Some(pid) = agent.last_pid {
+            self.instances.insert(pid);
+            self.deaths.insert(pid, stored);
+        }
+        agent.restart();
+        if let Some(pid) = agent.last_pid {
+            self.instances.insert(pid);
+        }
+    }
+
+    pub fn deaths(&self) -> usize {
+        self.deaths.len()
+    }
+
+    /// Split the values in `1..=last` missing from `values` (the master's,
+    /// in order) into explained and unexplained.
+    pub fn judge(&self, cluster: &Cluster, i: usize, values: &[u64]) -> (Vec<u64>, Vec<u64>) {
+        let produced = fs::read_to_string(cluster.path(&format!(
+            "agents/pi{}/log/.pihealth/scripts/counter.produced",
+            i + 1
+        )))
+        .unwrap_or_default();
+        let producer: std::collections::HashMap<u64, i32> = produced
+            .lines()
+            .filter_map(|l| {
+                let (n, ppid) = l.split_once(' ')?;
+                Some((n.parse().ok()?, ppid.trim().parse().ok()?))
+            })
+            .collect();
+        let last = values.last().copied().unwrap_or(0);
+        let have: std::collections::HashSet<u64> = values.iter().copied().collect();
+        (1..=last)
+            .filter(|v| !have.contains(v))
+            .partition(|v| match producer.get(v) {
+                Some(pid) => match self.deaths.get(pid) {
+                    Some(&stored_then) => *v > stored_then,
+                    // Not an agent we started: orphaned before exec.
+                    None => !self.instances.contains(pid),
+                },
+                None => false,
+            })
+    }
 }
 
 /// Whether any process on this machine runs a command line containing `needle`.
