@@ -73,7 +73,9 @@ impl TimedStream {
     pub fn set_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.deadline.set(deadline);
         if deadline.is_none() {
-            drop(self.slot.take());
+            if let Some(slot) = self.slot.take() {
+                slot.proved();
+            }
             prepare(&self.stream, self.io_timeout)?;
         }
         Ok(())
@@ -131,16 +133,39 @@ pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
 /// the handler lifts it once the peer has proved the key.
 pub type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
 
-/// Connections from one address that have not proved the key yet.
+/// How long an address that proved the key stays exempt from the cap.
+const TRUSTED_FOR: Duration = Duration::from_secs(600);
+/// Bound on remembered trusted addresses (oldest forgotten first).
+const MAX_TRUSTED: usize = 4096;
+
+/// Connections from one address that have not proved the key yet, and the
+/// addresses that recently did: a master opening a control, a data and a
+/// probe connection at once while a cron pull runs is not an attacker, so
+/// the cap applies only to addresses that have not shown the key lately.
 #[derive(Default)]
-struct HandshakeCounts(Mutex<HashMap<IpAddr, usize>>);
+struct HandshakeCounts(Mutex<Handshakes>);
+
+#[derive(Default)]
+struct Handshakes {
+    open: HashMap<IpAddr, usize>,
+    trusted: HashMap<IpAddr, Instant>,
+}
 
 impl HandshakeCounts {
-    /// A slot for `ip`, or `None` if it already holds `limit`.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Handshakes> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for `ip`, or `None` if it already holds `limit` and has not
+    /// proved the key within `TRUSTED_FOR`.
     fn claim(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_default();
-        if *n >= limit {
+        let mut h = self.lock();
+        let trusted = h
+            .trusted
+            .get(&ip)
+            .is_some_and(|t| t.elapsed() < TRUSTED_FOR);
+        let n = h.open.entry(ip).or_default();
+        if *n >= limit && !trusted {
             return None;
         }
         *n += 1;
@@ -158,13 +183,27 @@ struct AddressSlot {
     ip: IpAddr,
 }
 
+impl AddressSlot {
+    /// The peer proved the key: trust its address for a while.
+    fn proved(self) {
+        let mut h = self.counts.lock();
+        if h.trusted.len() >= MAX_TRUSTED && !h.trusted.contains_key(&self.ip) {
+            let oldest = h.trusted.iter().min_by_key(|(_, t)| **t).map(|(ip, _)| *ip);
+            if let Some(ip) = oldest {
+                h.trusted.remove(&ip);
+            }
+        }
+        h.trusted.insert(self.ip, Instant::now());
+    }
+}
+
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
+        let mut h = self.counts.lock();
+        if let Some(n) = h.open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                counts.remove(&self.ip);
+                h.open.remove(&self.ip);
             }
         }
     }
@@ -215,6 +254,7 @@ pub struct AcceptLimits {
     /// Connections from one address still in their handshake (queued or on
     /// a worker); more are closed at once. A peer without the key never
     /// gets past its handshake, so this caps what one address can hold.
+    /// Addresses that proved the key in the last ten minutes are exempt.
     pub max_handshakes_per_address: usize,
     /// If not empty, only these addresses (the agent's `allowed_masters`);
     /// others are closed by the accept thread before they reach a worker.
