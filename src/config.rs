@@ -119,6 +119,10 @@ pub enum AgentEntry {
     },
 }
 
+/// Most static agents a master config may list (ranges expanded): far
+/// beyond any fleet one master serves, far below what would exhaust memory.
+pub const MAX_STATIC_AGENTS: usize = 100_000;
+
 /// An agent the master knows from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticAgent {
@@ -444,6 +448,14 @@ impl MasterConfig {
     /// The static agent list with ranges expanded and addresses resolved.
     pub fn static_agents(&self, path: &Path) -> Result<Vec<StaticAgent>, ConfigError> {
         let mut out = Vec::new();
+        // YAML anchors can make a small file list millions of entries.
+        if self.agents.len() > MAX_STATIC_AGENTS {
+            return Err(invalid(
+                path,
+                "agents",
+                format!("expected at most {MAX_STATIC_AGENTS} agents"),
+            ));
+        }
         for (i, entry) in self.agents.iter().enumerate() {
             let key = format!("agents[{i}]");
             match entry {
@@ -468,6 +480,13 @@ impl MasterConfig {
                             path,
                             &key,
                             "expected `from` <= `to` and at most 65536 addresses",
+                        ));
+                    }
+                    if out.len() + (b - a) as usize >= MAX_STATIC_AGENTS {
+                        return Err(invalid(
+                            path,
+                            &key,
+                            format!("expected at most {MAX_STATIC_AGENTS} agents in all"),
                         ));
                     }
                     for ip in a..=b {
@@ -629,6 +648,18 @@ mod tests {
         assert_eq!(agents[0].control, "127.0.0.2:8000".parse().unwrap());
         assert_eq!(agents[1].name.as_deref(), Some("pi9"));
         assert_eq!(agents[4].control, "10.0.0.3:8000".parse().unwrap());
+    }
+
+    #[test]
+    fn too_many_static_agents_is_a_clear_error() {
+        // Two full ranges fit; a third crosses MAX_STATIC_AGENTS.
+        let text = "agents:\n  - {from: 10.0.0.0, to: 10.0.255.255}\n  \
+                    - {from: 10.1.0.0, to: 10.1.255.255}\n  - {from: 10.2.0.0, to: 10.2.0.1}\n";
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(&dir, text);
+        let err = MasterConfig::load(&path).expect_err("over the cap");
+        assert_eq!(err.key, "agents[1]");
+        assert!(err.to_string().contains("at most 100000 agents"), "{err}");
     }
 
     #[test]

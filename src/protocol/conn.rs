@@ -22,6 +22,8 @@ pub struct Connection<S: Read + Write> {
     /// The client sends its first request right after its proof (saving a
     /// round trip) and checks the server's proof before reading any answer.
     server_to_check: Option<(Handshake, Key)>,
+    /// The server's proof was missing or wrong: nothing more is read.
+    unproven_server: bool,
 }
 
 impl Connection<TcpStream> {
@@ -92,6 +94,7 @@ impl<S: Read + Write> Connection<S> {
             send,
             recv,
             server_to_check: Some((hs, key.clone())),
+            unproven_server: false,
         })
     }
 
@@ -125,6 +128,7 @@ impl<S: Read + Write> Connection<S> {
             send,
             recv,
             server_to_check: None,
+            unproven_server: false,
         })
     }
 
@@ -132,11 +136,18 @@ impl<S: Read + Write> Connection<S> {
     /// `recv`: a server that does not hold our key closes the connection
     /// here, which is how `dial` knows to try the next key.
     pub fn confirm_server(&mut self) -> io::Result<()> {
+        if self.unproven_server {
+            return Err(auth_error("server failed to prove the key"));
+        }
         if let Some((hs, key)) = self.server_to_check.take() {
+            // Until the check passes, every later call fails too, even for
+            // a caller that ignores this error.
+            self.unproven_server = true;
             let proof = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)?;
             if !hs.check_server_proof(&key, &proof) {
                 return Err(auth_error("server failed to prove the key"));
             }
+            self.unproven_server = false;
         }
         Ok(())
     }
@@ -325,5 +336,30 @@ pub(crate) mod tests {
             .and_then(|mut c| c.send(&Message::Ping).and_then(|_| c.recv()));
         assert!(result.is_err());
         assert_eq!(server.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_wrong_server_proof_fails_every_later_call_too() {
+        let key = Key::from_bytes([5; 32]);
+        let (c, mut s) = pair();
+        let server = thread::spawn(move || {
+            // Read hello, send a challenge, read the proof, send a bad proof
+            // and then a frame that would decode if anyone read it.
+            let mut reader = BufReader::new(&mut s);
+            let _hello = read_frame(&mut reader, MAX_HANDSHAKE_FRAME).unwrap();
+            write_frame(reader.get_mut(), &[&auth::encode_challenge(&[9; 32])]).unwrap();
+            let _proof = read_frame(&mut reader, MAX_HANDSHAKE_FRAME).unwrap();
+            write_frame(reader.get_mut(), &[&[0u8; 32]]).unwrap();
+            write_frame(reader.get_mut(), &[&[1u8; 40]]).unwrap();
+        });
+        let mut conn = Connection::client(c, &key, Purpose::Control).unwrap();
+        assert!(conn.confirm_server().is_err());
+        // Refused for the missing proof again, not merely by a later MAC.
+        let again = conn
+            .recv()
+            .expect_err("a second call must not skip the proof");
+        assert!(again.to_string().contains("prove"), "{again}");
+        assert!(conn.confirm_server().is_err());
+        server.join().unwrap();
     }
 }
