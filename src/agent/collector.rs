@@ -1106,7 +1106,10 @@ mod tests {
             return;
         };
         let fx = Fixture::new();
-        let out = run_plugin(&fx, &format!("{path} -w 100,100,100 -c 200,200,200"));
+        let out = run_plugin(
+            &fx,
+            &format!("{path} -w 10000,10000,10000 -c 20000,20000,20000"),
+        );
         assert_eq!(out.level, Level::Normal, "{out:?}");
         assert!(out.lines[0].starts_with("LOAD OK"), "{out:?}");
         assert!(out.lines[0].ends_with(" normal"));

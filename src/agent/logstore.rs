@@ -21,13 +21,14 @@
 //!   archive's end. On start, an archive ending beyond `base` means a
 //!   rotation stopped after (1) or (2): its bytes are cut from `TYPE.log`
 //!   if still there, and `base` moves on. Nothing is lost or doubled.
-//! - release: an acknowledged archive is deleted; an acknowledged current
-//!   range moves `acked` (state renamed into place, not fsynced: if that is
-//!   lost, the range is offered again and the master, which stores only
-//!   what lies beyond its own committed offset, acknowledges it again
-//!   without storing it twice). When the whole current log is acknowledged
-//!   it is replaced by an empty one; then the state is fsynced before the
-//!   rename and again after it (see `release`).
+//! - release (`release_all`, once per acknowledgement): an acknowledged
+//!   archive is deleted; an acknowledged current range moves `acked`
+//!   (state renamed into place, not fsynced: if that is lost, the range is
+//!   offered again and the master, which stores only what lies beyond its
+//!   own committed offset, acknowledges it again without storing it
+//!   twice). Logs acknowledged to their end are replaced by empty ones:
+//!   their states are fsynced together first, and the rename and the new
+//!   `base` are made durable before the first append to the new log.
 //! - `max_backlog`: when unpulled bytes exceed it, the oldest archives are
 //!   deleted; each loss is first written (fsynced) into the type's own log,
 //!   then the archive is unlinked, and the losses are returned so the
@@ -76,6 +77,10 @@ struct TypeLog {
     /// no archive may be deleted until it is written (recovery relies on
     /// the archives to place `base`).
     state_saved: bool,
+    /// The log was emptied after a full acknowledgement, but the new `base`
+    /// (and the rename) are not yet durable: done before the next append,
+    /// off the pull's path (see `release_all`).
+    base_unsaved: bool,
 }
 
 impl TypeLog {
@@ -273,6 +278,7 @@ impl LogStore {
             file: None,
             archives,
             state_saved: true,
+            base_unsaved: false,
         };
         if saved != Some(state) {
             storage::write_json_atomic(&self.state_path(name), &state, true)?;
@@ -296,6 +302,14 @@ impl LogStore {
     }
 
     fn append_locked(&self, name: &str, log: &mut TypeLog, record: &[u8]) -> io::Result<()> {
+        if log.base_unsaved {
+            // The emptied log's rename, then its new base, durable before
+            // its first byte: a power loss must not let new bytes be read
+            // as the old, acknowledged ones.
+            storage::sync_dir(&self.log_dir)?;
+            self.save_state(name, log, true)?;
+            log.base_unsaved = false;
+        }
         if log.file.is_none() {
             let path = self.log_path(name);
             let file = OpenOptions::new()
@@ -499,52 +513,109 @@ impl LogStore {
 
     /// The master has stored `piece` durably: let it go.
     pub fn release(&self, piece: &PieceRef) -> io::Result<()> {
+        self.release_all(std::slice::from_ref(piece))
+    }
+
+    /// The master has stored `pieces` durably (one acknowledgement): let
+    /// them go, with as few fsyncs as order allows.
+    ///
+    /// An acknowledged archive is deleted. An acknowledged current range
+    /// moves `acked`; the state is renamed into place but not fsynced (if
+    /// that is lost, the range is offered again and the master, which
+    /// stores only beyond its own committed offset, acknowledges it again
+    /// without storing it twice). A log acknowledged to its end is replaced
+    /// by an empty one, so `log/` holds only unpulled data. For those:
+    ///
+    /// 1. the states with the new `acked` are made durable together (one
+    ///    fsync per file, one for the directory);
+    /// 2. each log is replaced by an empty file (rename);
+    /// 3. before the first append to an emptied log, the directory is
+    ///    fsynced (the rename is durable) and then the state with the new
+    ///    `base` (`append_locked`).
+    ///
+    /// A crash after 1 finds the old log fully acknowledged; after 2, an
+    /// empty log with `acked` beyond it, and recovery moves `base` there.
+    /// Nothing is appended before 3, so new bytes can never be taken for
+    /// old ones, even after a power loss.
+    pub fn release_all(&self, pieces: &[PieceRef]) -> io::Result<()> {
         let mut types = self.lock();
-        let Some(log) = types.get_mut(&piece.log_type) else {
-            return Ok(());
-        };
-        let name = piece.log_type.as_str();
-        match piece.kind {
-            PieceKind::Archive => {
-                if let Some(i) = log.archives.iter().position(|a| a.header.matches(piece)) {
-                    self.ensure_state_saved(name, log)?;
-                    let archive = log.archives.remove(i);
-                    fs::remove_file(&archive.path)?;
+        let mut emptying: Vec<String> = Vec::new();
+        let mut first_error: Option<io::Error> = None;
+        for piece in pieces {
+            let Some(log) = types.get_mut(&piece.log_type) else {
+                continue;
+            };
+            let name = piece.log_type.as_str();
+            match piece.kind {
+                PieceKind::Archive => {
+                    if let Some(i) = log.archives.iter().position(|a| a.header.matches(piece)) {
+                        let removed = self.ensure_state_saved(name, log).and_then(|()| {
+                            let archive = log.archives.remove(i);
+                            fs::remove_file(&archive.path)
+                        });
+                        if let Err(e) = removed {
+                            first_error.get_or_insert(e);
+                        }
+                    }
                 }
-            }
-            PieceKind::Current => {
-                // An ack for a range since rotated away changes nothing here:
-                // the archive holding it is offered, and the master skips
-                // the part it already has.
-                if piece.epoch == log.state.epoch
-                    && piece.end > log.state.acked
-                    && piece.end <= log.end()
-                {
-                    log.state.acked = piece.end;
-                    let emptying = log.state.acked == log.end();
-                    // Durable only when the log is about to be emptied: then
-                    // a lost write would misplace later bytes. Otherwise a lost
-                    // write only re-offers a range the master already has.
-                    self.save_state(name, log, emptying)?;
-                    crate::failpoint::hit("logstore.mid_release");
-                    if emptying {
-                        // All of it is stored on the master: start an empty
-                        // log, so `log/` holds only unpulled data. The state
-                        // above is durable first; a crash before this rename
-                        // leaves the old log fully acknowledged, a crash after
-                        // it finds `acked` beyond the empty log and moves
-                        // `base`. The rename and the new base are made durable
-                        // before anything is appended to the new log, so even
-                        // a power loss cannot mistake new bytes for old.
-                        replace_with_empty(&self.log_path(name))?;
-                        storage::sync_dir(&self.log_dir)?;
-                        log.file = None;
-                        log.len = 0;
-                        log.state.base = log.state.acked;
-                        self.save_state(name, log, true)?;
+                PieceKind::Current => {
+                    // An ack for a range since rotated away changes nothing
+                    // here: the archive holding it is offered, and the
+                    // master skips the part it already has.
+                    if piece.epoch == log.state.epoch
+                        && piece.end > log.state.acked
+                        && piece.end <= log.end()
+                    {
+                        log.state.acked = piece.end;
+                        if log.state.acked == log.end() {
+                            if !emptying.iter().any(|n| n == name) {
+                                emptying.push(name.to_string());
+                            }
+                        } else if let Err(e) = self.save_state(name, log, false) {
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
             }
+        }
+        if !emptying.is_empty() {
+            if let Err(e) = self.empty_fully_acknowledged(&mut types, &emptying) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Steps 1 and 2 of `release_all` for the logs in `names`.
+    fn empty_fully_acknowledged(
+        &self,
+        types: &mut BTreeMap<String, TypeLog>,
+        names: &[String],
+    ) -> io::Result<()> {
+        let states: Vec<(PathBuf, TypeState)> = names
+            .iter()
+            .filter_map(|n| types.get(n).map(|log| (self.state_path(n), log.state)))
+            .collect();
+        let saved = storage::write_json_atomic_durable_many(&states);
+        for n in names {
+            if let Some(log) = types.get_mut(n) {
+                log.state_saved = saved.is_ok();
+            }
+        }
+        saved?;
+        crate::failpoint::hit("logstore.mid_release");
+        for n in names {
+            let Some(log) = types.get_mut(n) else {
+                continue;
+            };
+            replace_with_empty(&self.log_path(n))?;
+            log.file = None;
+            log.len = 0;
+            log.state.base = log.state.acked;
+            log.base_unsaved = true;
         }
         Ok(())
     }

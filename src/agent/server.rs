@@ -153,16 +153,15 @@ impl AgentServer {
                     })?;
                 }
                 Message::Ack(pieces) => {
-                    for piece in &pieces {
-                        if let Err(e) = self.store.release(piece) {
-                            log::error!(
-                                "{}: cannot release {} {}..{}: {e}",
-                                self.name,
-                                piece.log_type,
-                                piece.start,
-                                piece.end
-                            );
-                        }
+                    // A failed release keeps data the master already has:
+                    // it is offered again and acknowledged without being
+                    // stored twice.
+                    if let Err(e) = self.store.release_all(&pieces) {
+                        log::error!(
+                            "{}: cannot release {} acknowledged piece(s): {e}",
+                            self.name,
+                            pieces.len()
+                        );
                     }
                     conn.send(&Message::AckOk)?;
                 }

@@ -27,7 +27,7 @@ const CHECK_LOAD: &str = "/usr/lib/nagios/plugins/check_load";
 /// Debian package `monitoring-plugins-basic` is installed; `.ci/run` does).
 fn nagios_collector() -> String {
     if std::path::Path::new(CHECK_LOAD).exists() {
-        format!("  - {{name: load, command: \"{CHECK_LOAD} -w 100,100,100 -c 200,200,200\", interval: 1s, mode: nagios}}\n")
+        format!("  - {{name: load, command: \"{CHECK_LOAD} -w 10000,10000,10000 -c 20000,20000,20000\", interval: 1s, mode: nagios}}\n")
     } else {
         eprintln!("{CHECK_LOAD} missing: nagios collector not tested end to end");
         String::new()
