@@ -398,7 +398,7 @@ impl LossLedger {
             .collect();
         let last = values.last().copied().unwrap_or(0);
         let have: std::collections::HashSet<u64> = values.iter().copied().collect();
-        (1..=last)
+        let (explained, lost): (Vec<u64>, Vec<u64>) = (1..=last)
             .filter(|v| !have.contains(v))
             .partition(|v| match producer.get(v) {
                 Some(pid) => match self.deaths.get(pid) {
@@ -407,7 +407,17 @@ impl LossLedger {
                     None => !self.instances.contains(pid),
                 },
                 None => false,
-            })
+            });
+        // Evidence for whoever chases a loss.
+        for v in &lost {
+            let pid = producer.get(v);
+            eprintln!(
+                "unexplained loss of {v}: produced by {pid:?}, which died with {:?} stored;                  {} agent deaths on the ledger",
+                pid.and_then(|p| self.deaths.get(p)),
+                self.deaths.len()
+            );
+        }
+        (explained, lost)
     }
 }
 
