@@ -350,26 +350,36 @@ pub fn stored_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
 /// that died, and the value is above everything stored anywhere when that
 /// instance died — or the run was orphaned before its script started (its
 /// parent is no agent at all). Anything else missing is a real loss.
+///
+/// PIDs get reused over a long run, so each death keeps its own window:
+/// values above what was stored when it died, up to what the counter had
+/// reached then (plus a run orphaned between fork and exec, which may
+/// count on after its agent is gone).
 #[derive(Default)]
 pub struct LossLedger {
-    /// Dead agent instance PID → the highest value stored when it died.
-    deaths: std::collections::HashMap<i32, u64>,
+    /// Dead agent instance PID → (highest value stored, counter value) at
+    /// each death of an instance with that PID.
+    deaths: std::collections::HashMap<i32, Vec<(u64, u64)>>,
     /// Every agent instance PID ever started.
     instances: std::collections::HashSet<i32>,
 }
+
+/// Runs a dead agent's children may still complete after the counter was read.
+const ORPHAN_SLACK: u64 = 2;
 
 impl LossLedger {
     /// Kill agent `pi{i+1}` (or reap it if it already died), note what was
     /// stored at that moment, and start it again.
     pub fn kill_and_restart(&mut self, cluster: &Cluster, agent: &mut Proc, i: usize) {
         agent.kill9();
+        let produced = counter_file(cluster, i);
         let stored = stored_counter_values(cluster, i)
             .into_iter()
             .max()
             .unwrap_or(0);
         if let Some(pid) = agent.last_pid {
             self.instances.insert(pid);
-            self.deaths.insert(pid, stored);
+            self.deaths.entry(pid).or_default().push((stored, produced));
         }
         agent.restart();
         if let Some(pid) = agent.last_pid {
@@ -378,7 +388,7 @@ impl LossLedger {
     }
 
     pub fn deaths(&self) -> usize {
-        self.deaths.len()
+        self.deaths.values().map(Vec::len).sum()
     }
 
     /// Split the values in `1..=last` missing from `values` (the master's,
@@ -402,7 +412,9 @@ impl LossLedger {
             .filter(|v| !have.contains(v))
             .partition(|v| match producer.get(v) {
                 Some(pid) => match self.deaths.get(pid) {
-                    Some(&stored_then) => *v > stored_then,
+                    Some(deaths) => deaths
+                        .iter()
+                        .any(|&(stored, produced)| *v > stored && *v <= produced + ORPHAN_SLACK),
                     // Not an agent we started: orphaned before exec.
                     None => !self.instances.contains(pid),
                 },
@@ -412,9 +424,9 @@ impl LossLedger {
         for v in &lost {
             let pid = producer.get(v);
             eprintln!(
-                "unexplained loss of {v}: produced by {pid:?}, which died with {:?} stored;                  {} agent deaths on the ledger",
+                "unexplained loss of {v}: produced by {pid:?}, whose deaths (stored, counter) were {:?}; {} agent deaths on the ledger",
                 pid.and_then(|p| self.deaths.get(p)),
-                self.deaths.len()
+                self.deaths()
             );
         }
         (explained, lost)
