@@ -289,9 +289,11 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 pub fn counter_script(cluster: &Cluster) -> PathBuf {
     let path = cluster.write(
         "counter.sh",
-        "#!/bin/sh\nf=\"$PIHEALTH_STATE_DIR/counter\"\nn=$(cat \"$f\" 2>/dev/null || echo 0)\nn=$((n+1))\n\
+        // Builtins where it matters: under a fork storm `$(cat …)` failing
+        // would restart the count at 1, and a failed `mv` must not print.
+        "#!/bin/sh\nf=\"$PIHEALTH_STATE_DIR/counter\"\nn=0\n[ -r \"$f\" ] && read -r n < \"$f\"\nn=$((n+1))\n\
          echo \"$n $PPID\" >> \"$f.produced\"\n\
-         echo $n > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\necho \"$n normal\"\n",
+         echo $n > \"$f.tmp\" && mv \"$f.tmp\" \"$f\" && echo \"$n normal\"\n",
     );
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
