@@ -1,161 +1,244 @@
 //! `cargo bench --bench cluster`: the figures of SPEC §9 that the core can
-//! measure, each beside a baseline taken in the same run, on loopback only.
+//! measure, each beside a baseline taken in the same run, on loopback only
+//! (addresses 127.0.50.x–127.0.59.x). Prints one table at the end and
+//! writes it as Markdown to `target/bench-cluster.md`.
 //!
-//! - pull latency: one real agent process (six log types with small
-//!   deltas), pulled by the master's own pull code, against a raw TCP
-//!   connect + round trip on the same loopback;
-//! - agent CPU per pull and idle resident memory (all its processes);
-//! - bulk: pulling a 64 MiB backlog against raw loopback TCP throughput.
+//! - collection: CPU of one cycle of the six standard scripts;
+//! - one agent: pull latency (six log types with small deltas) against a
+//!   raw TCP connect + round trip, agent CPU per pull, idle resident memory;
+//! - bulk: a 64 MiB current log, 100 MiB each from 20 agents, and a backlog
+//!   of gzip archives + current logs on one agent, against raw loopback
+//!   TCP throughput; each with the master on disk and on tmpfs;
+//! - liveness: time from `kill -9` of an agent to the master marking it down;
+//! - fleets: a full pull cycle of N real agent processes × 6 types, with
+//!   connections per second, master CPU and memory (see `cluster/fleet.rs`).
 //!
-//! Bounded in count and time; stops by itself. Under `cargo test` (no
-//! `--bench` argument) it only says so and exits.
+//! Environment (all optional):
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `PIHEALTH_BENCH_N` | `10,100,1000` | fleet sizes (at most 2286) |
+//! | `PIHEALTH_BENCH_CYCLES` | `3` | measured pull cycles per fleet size (after one warm-up) |
+//! | `PIHEALTH_BENCH_WORKERS` | `10` | the master's `workers` (pull threads) |
+//! | `PIHEALTH_BENCH_INTERVAL` | N × 40 ms, at least 2 s | fleet collector interval, also the spacing of cycles |
+//! | `PIHEALTH_BENCH_BACKLOG_MIB` | `1024` | size of the archive backlog |
+//! | `PIHEALTH_BENCH_BULK_AGENTS`, `PIHEALTH_BENCH_BULK_MIB` | `20`, `100` | the many-agents bulk pull (at most 20 agents) |
+//! | `PIHEALTH_BENCH_DEATHS` | `5` | kill -9 rounds of the liveness figure |
+//! | `PIHEALTH_BENCH_SKIP` | none | parts to leave out, comma-separated: `scripts`, `pull`, `idle`, `bulk`, `bulk-many`, `backlog`, `liveness`, `fleet`, `daemon`, `tmpfs` (every tmpfs comparison) |
+//! | `PIHEALTH_BENCH_FORCE` | unset | `1`: start a fleet even if its idle agents alone would take over a quarter of the machine's cores (measured on its first 50 agents; otherwise that fleet is skipped) |
+//! | `PIHEALTH_BENCH_QUICK` | unset | `1`: small defaults for a quick check (N = 10, 2 cycles, 64 MiB backlog, 4 × 16 MiB bulk, 2 deaths) |
+//!
+//! Limits: every agent is its own process (about 9 threads and 15 file
+//! descriptors each), so no process needs a raised `ulimit -n`; 1000 agents
+//! take about 9000 of the kernel's `pid_max` (often 32768) and a few GiB
+//! of memory. The real limit is CPU: an idle agent wakes about 55 times a
+//! second (its collector scheduler polls every 20 ms, its uplink every
+//! 200 ms), about 0.15% of a core here, so 1000 idle agents need 1.5 cores
+//! by themselves. A fleet is therefore started in two steps: 50 agents,
+//! their idle cost measured, and the rest only if the whole fleet would take
+//! at most a quarter of the machine's cores (`PIHEALTH_BENCH_FORCE=1`
+//! overrides: on 2 cores, N = 1000 needs it).
+//! Every loop is bounded in count and time, a fleet cycle slower than 60 s
+//! is not repeated, and every child process is stopped at the end, on a
+//! panic, and on Ctrl-C / SIGTERM (which also removes the temp dirs).
+//! Under `cargo test` (no `--bench` argument) it only says so and exits.
 
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+#[path = "cluster/agents.rs"]
+mod agents;
+#[path = "cluster/bulk.rs"]
+mod bulk;
+#[path = "cluster/fleet.rs"]
+mod fleet;
+#[path = "cluster/liveness.rs"]
+mod liveness;
+#[path = "cluster/procs.rs"]
+mod procs;
+#[path = "cluster/report.rs"]
+mod report;
+#[path = "cluster/scripts_cpu.rs"]
+mod scripts_cpu;
+#[path = "cluster/single.rs"]
+mod single;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pihealth::master::pull::{pull_agent, PullContext};
+use pihealth::master::pull::PullContext;
 use pihealth::protocol::Key;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pihealth");
-const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
-const PULLS: usize = 200;
+use report::{Report, Row};
 
-struct Agent(Child);
+pub const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
+/// A phase's error that starts with this is a deliberate skip, not a failure.
+pub const SKIPPED: &str = "skipped:";
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+const PARTS: [&str; 10] = [
+    "scripts",
+    "pull",
+    "idle",
+    "bulk",
+    "bulk-many",
+    "backlog",
+    "liveness",
+    "fleet",
+    "daemon",
+    "tmpfs",
+];
+
+/// What to run and how big, from the environment (see the module docs).
+pub struct Settings {
+    pub fleet_sizes: Vec<usize>,
+    pub cycles: usize,
+    pub workers: usize,
+    pub interval: Option<Duration>,
+    pub backlog_mib: u64,
+    pub bulk_agents: usize,
+    pub bulk_agent_mib: u64,
+    pub deaths: usize,
+    pub script_cycles: usize,
+    /// Start fleets even when their idle agents alone would load the machine.
+    pub force: bool,
+    skip: Vec<String>,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match env_var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?}: expected a whole number")),
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn p95(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() * 95 / 100]
-}
-
-/// utime + stime of a process, in clock ticks (100 Hz on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
-/// Resident memory of a process and all its descendants, in KiB.
-fn rss_tree_kib(pid: u32) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if let Ok(children) = fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
-            stack.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        let quick = env_var("PIHEALTH_BENCH_QUICK").is_some_and(|v| v != "0");
+        let sizes = env_var("PIHEALTH_BENCH_N")
+            .unwrap_or_else(|| if quick { "10" } else { "10,100,1000" }.into());
+        let fleet_sizes = sizes
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| match s.trim().parse::<usize>() {
+                Ok(n) if (1..=agents::MAX_FLEET).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "PIHEALTH_BENCH_N: {s:?} is not a fleet size from 1 to {}",
+                    agents::MAX_FLEET
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let interval = match env_var("PIHEALTH_BENCH_INTERVAL") {
+            None => None,
+            Some(v) => Some(
+                humantime::parse_duration(v.trim())
+                    .map_err(|e| format!("PIHEALTH_BENCH_INTERVAL={v:?}: {e}"))?,
+            ),
+        };
+        let skip: Vec<String> = env_var("PIHEALTH_BENCH_SKIP")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = skip.iter().find(|s| !PARTS.contains(&s.as_str())) {
+            return Err(format!(
+                "PIHEALTH_BENCH_SKIP: unknown part {bad:?}; parts: {}",
+                PARTS.join(", ")
+            ));
         }
-    }
-    total
-}
-
-fn start_agent(dir: &Path, ip: &str, collectors: &str) -> Agent {
-    let config = dir.join(format!("agent-{ip}.yaml"));
-    fs::write(
-        &config,
-        format!(
-            "name: bench-{ip}\nmaster: 127.0.200.1:8080\ncontrol_listen: {ip}:8000\ndata_listen: {ip}:8001\n\
-             key_file: pihealth.key\nlog_dir: {ip}/log\nbackup_dir: {ip}/logbackup\nheartbeat_interval: 1h\n\
-             max_backlog: 1GiB\nrotate_size: 512MiB\ncollectors:\n{collectors}"
-        ),
-    )
-    .expect("write config");
-    let child = Command::new(BIN)
-        .args(["agent", "-c"])
-        .arg(&config)
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start agent");
-    let addr: SocketAddr = format!("{ip}:8000").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "agent on {ip} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Agent(child)
-}
-
-/// Raw loopback: connect, one byte each way, close.
-fn raw_round_trips(n: usize) -> Vec<Duration> {
-    let listener = TcpListener::bind("127.0.200.9:0").expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        for _ in 0..n {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).unwrap();
-            s.write_all(&b).unwrap();
+        // The full default, or the small one of a quick run.
+        fn pick<T>(quick: bool, full: T, small: T) -> T {
+            if quick {
+                small
+            } else {
+                full
+            }
         }
-    });
-    let times = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            let mut c = TcpStream::connect(addr).unwrap();
-            c.set_nodelay(true).unwrap();
-            c.write_all(b"x").unwrap();
-            let mut b = [0u8; 1];
-            c.read_exact(&mut b).unwrap();
-            t.elapsed()
+        Ok(Settings {
+            fleet_sizes,
+            cycles: env_number("PIHEALTH_BENCH_CYCLES", pick(quick, 3, 2))?.max(1),
+            workers: env_number("PIHEALTH_BENCH_WORKERS", 10)?.clamp(1, 1024),
+            interval,
+            backlog_mib: env_number("PIHEALTH_BENCH_BACKLOG_MIB", pick(quick, 1024, 64))?.max(1),
+            bulk_agents: env_number("PIHEALTH_BENCH_BULK_AGENTS", pick(quick, 20, 4))?.clamp(1, 20),
+            bulk_agent_mib: env_number("PIHEALTH_BENCH_BULK_MIB", pick(quick, 100, 16))?.max(1),
+            deaths: env_number("PIHEALTH_BENCH_DEATHS", pick(quick, 5, 2))?.max(1),
+            script_cycles: pick(quick, 5, 2),
+            force: env_var("PIHEALTH_BENCH_FORCE").is_some_and(|v| v != "0"),
+            skip,
         })
-        .collect();
-    server.join().unwrap();
-    times
+    }
+
+    pub fn skips(&self, part: &str) -> bool {
+        self.skip.iter().any(|s| s == part)
+    }
 }
 
-/// Raw loopback throughput in MB/s, sending `bytes` through one connection.
-fn raw_throughput(bytes: usize) -> f64 {
-    let listener = TcpListener::bind("127.0.200.9:0").expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0;
-        while total < bytes {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            total += n;
+/// What every phase shares: a temp dir, the key, the settings.
+pub struct Bench {
+    pub dir: PathBuf,
+    /// A directory on tmpfs for masters that should not pay for fsync,
+    /// if /dev/shm is there.
+    pub shm: Option<PathBuf>,
+    pub key_file: PathBuf,
+    pub key: Key,
+    pub settings: Settings,
+}
+
+impl Bench {
+    /// The master's pull code, storing under `root/log` and `root/logbackup`.
+    pub fn pull_context(&self, root: &Path, rotate_size: u64) -> PullContext {
+        PullContext {
+            keys: vec![self.key.clone()],
+            log_root: root.join("log"),
+            backup_root: root.join("logbackup"),
+            rotate_size,
+            connect_timeout: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(30),
+            progress: None,
         }
-    });
-    let chunk = vec![7u8; 256 * 1024];
-    let t = Instant::now();
-    let mut c = TcpStream::connect(addr).unwrap();
-    let mut sent = 0;
-    while sent < bytes {
-        c.write_all(&chunk).unwrap();
-        sent += chunk.len();
     }
-    server.join().unwrap();
-    bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+/// Run one part unless skipped; a failure or panic becomes a row saying
+/// so, and the other parts still run.
+fn phase(
+    b: &Bench,
+    report: &mut Report,
+    part: &str,
+    what: &str,
+    f: impl FnOnce(&mut Report) -> Result<(), String>,
+) {
+    if b.settings.skips(part) {
+        return;
+    }
+    eprintln!("cluster bench: {what} (load {})", procs::loadavg());
+    let t = Instant::now();
+    match catch_unwind(AssertUnwindSafe(|| f(report))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.starts_with(SKIPPED) => report.row(Row::new(what, e)),
+        Ok(Err(e)) => report.row(Row::failed(what, &e)),
+        Err(_) => report.row(Row::failed(what, "panicked (see stderr)")),
+    }
+    eprintln!("cluster bench:   took {:.1} s", t.elapsed().as_secs_f64());
+}
+
+fn machine_note() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "Machine: {} cores, Linux {}, {} processes, load {} at the start. Agents and masters are \
+         the release binary `{}`.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim(),
+        procs::process_count(),
+        procs::loadavg(),
+        agents::BIN
+    )
 }
 
 fn main() {
@@ -163,125 +246,126 @@ fn main() {
         println!("cluster bench: skipped (run `cargo bench --bench cluster`)");
         return;
     }
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cluster bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    procs::install_interrupt_handler();
+    let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("pihealth-bench-")
         .tempdir()
         .expect("temp dir");
-    let key_path = dir.path().join("pihealth.key");
-    pihealth::cli::keygen(&key_path, false).expect("keygen");
-    let key = Key::load(&key_path).expect("key");
-    let ctx = |root: &str| PullContext {
-        keys: vec![key.clone()],
-        log_root: dir.path().join(root).join("log"),
-        backup_root: dir.path().join(root).join("logbackup"),
-        rotate_size: 512 << 20,
-        connect_timeout: Duration::from_secs(2),
-        io_timeout: Duration::from_secs(30),
-        progress: None,
+    let shm = tempfile::Builder::new()
+        .prefix("pihealth-bench-")
+        .tempdir_in("/dev/shm")
+        .ok();
+    procs::remove_on_interrupt(dir.path());
+    if let Some(d) = &shm {
+        procs::remove_on_interrupt(d.path());
+    }
+    let key_file = dir.path().join("pihealth.key");
+    pihealth::cli::keygen(&key_file, false).expect("keygen");
+    let bench = Bench {
+        dir: dir.path().to_path_buf(),
+        shm: shm.as_ref().map(|d| d.path().to_path_buf()),
+        key: Key::load(&key_file).expect("key"),
+        key_file,
+        settings,
     };
-
-    // A collector that only prints a line: the bench measures pulls, not scripts.
-    let line = dir.path().join("line.sh");
-    fs::write(&line, "#!/bin/sh\necho \"0.01 0.02 0.03 1.00 - normal\"\n").unwrap();
-    fs::set_permissions(&line, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let collectors: String = TYPES
-        .iter()
-        .map(|t| {
-            format!(
-                "  - {{name: {t}, command: {}, interval: 50ms}}\n",
-                line.display()
-            )
-        })
-        .collect();
-
-    // 1. Pull latency, small deltas of all six types.
-    let agent = start_agent(dir.path(), "127.0.200.2", &collectors);
-    let control: SocketAddr = "127.0.200.2:8000".parse().unwrap();
-    let small = ctx("master-small");
-    std::thread::sleep(Duration::from_millis(500));
-    pull_agent(&small, control, None).expect("first pull");
-    let raw = raw_round_trips(PULLS);
-    let mut times = Vec::new();
-    let mut pieces = 0;
-    let ticks_before = cpu_ticks(agent.0.id());
-    for _ in 0..PULLS {
-        std::thread::sleep(Duration::from_millis(60)); // let every type gain a line
-        let t = Instant::now();
-        let r = pull_agent(&small, control, None).expect("pull");
-        times.push(t.elapsed());
-        pieces += r.pieces;
+    let b = &bench;
+    let mut report = Report::default();
+    report.note(machine_note());
+    if b.shm.is_none() {
+        report.note("No /dev/shm: the tmpfs comparisons are left out.");
     }
-    // The agent also ran its collectors meanwhile; measure that alone next.
-    let ticks_pulls = cpu_ticks(agent.0.id()) - ticks_before;
-    let ticks_before = cpu_ticks(agent.0.id());
-    std::thread::sleep(Duration::from_millis(60) * PULLS as u32);
-    let ticks_idle = cpu_ticks(agent.0.id()) - ticks_before;
-    let cpu_per_pull_ms = (ticks_pulls.saturating_sub(ticks_idle)) as f64 * 10.0 / PULLS as f64;
-    drop(agent);
 
-    // 2. Idle memory: an agent with the standard collectors' shape but idle.
-    let idle = start_agent(
-        dir.path(),
-        "127.0.200.3",
-        &format!(
-            "  - {{name: cpu, command: {}, interval: 1h}}\n",
-            line.display()
-        ),
+    // First, while this process has no other children: the scripts' CPU is
+    // read from our own cutime, which any other reaped child would spoil.
+    phase(
+        b,
+        &mut report,
+        "scripts",
+        "collection cycle of the six scripts",
+        |r| scripts_cpu::run(b, r),
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let idle_rss = rss_tree_kib(idle.0.id());
-    drop(idle);
-
-    // 3. Bulk: a 64 MiB backlog in one current log, against raw TCP.
-    let bulk_bytes: usize = 64 << 20;
-    let bulk_log = dir.path().join("127.0.200.4/log");
-    fs::create_dir_all(&bulk_log).unwrap();
-    let mut text = String::with_capacity(bulk_bytes + 100);
-    let mut i = 0u64;
-    while text.len() < bulk_bytes {
-        text.push_str(&format!(
-            "2026-11-21T10:31:09+08:00 {i} 0.02 0.08 0.08 31.56 49.38 normal\n"
+    phase(b, &mut report, "pull", "pull of one agent", |r| {
+        single::pull_latency(b, r)
+    });
+    phase(b, &mut report, "idle", "agent idle RSS", |r| {
+        single::idle_rss(b, r)
+    });
+    phase(b, &mut report, "bulk", "bulk pull of 64 MiB", |r| {
+        bulk::one_current_log(b, r)
+    });
+    phase(
+        b,
+        &mut report,
+        "bulk-many",
+        "bulk pull from many agents",
+        |r| bulk::many_agents(b, r),
+    );
+    phase(b, &mut report, "backlog", "archive backlog pull", |r| {
+        bulk::archive_backlog(b, r)
+    });
+    phase(b, &mut report, "liveness", "agent death to down", |r| {
+        liveness::run(b, r)
+    });
+    if !b.settings.skips("fleet") {
+        let mut base = fleet::DaemonBase::default();
+        if !b.settings.skips("daemon") {
+            phase(
+                b,
+                &mut report,
+                "daemon",
+                "master daemon with no agents",
+                |_| {
+                    base.empty = Some(fleet::empty_daemon_rss(b)?);
+                    Ok(())
+                },
+            );
+        }
+        // Smallest first: its daemon is the base of the larger ones' growth.
+        let mut sizes = b.settings.fleet_sizes.clone();
+        sizes.sort_unstable();
+        for n in sizes {
+            let what = format!("N = {n}: fleet pull cycle");
+            phase(b, &mut report, "fleet", &what, |r| {
+                fleet::run(b, n, &mut base, r)
+            });
+        }
+        report.note(format!(
+            "Fleet cycles: one `pihealth pull -c master.yaml` process per cycle (workers {}), timed \
+             from spawn to exit; its CPU from our cutime + cstime across its wait, its peak RSS from \
+             VmHWM while it runs. Connections: 1 control per agent + 1 data per piece fetched. \
+             Fleet agents: six collectors each running `/bin/echo` (no shell). Agents' CPU per \
+             cycle: their CPU during it less their rate between cycles, in 10 ms ticks (coarse for \
+             N = 10). The daemon's RSS is `pihealth master` on the same directory with \
+             pull_interval 1h, read once the registry shows every agent pulled; a daemon whose \
+             workers have pulled holds about 1 MiB more (malloc arenas) than one whose workers \
+             never ran, so growth per agent over 0 means little below N = 100.",
+            b.settings.workers
         ));
-        i += 1;
     }
-    fs::write(bulk_log.join("bulk.log"), &text).unwrap();
-    let bulk_agent = start_agent(dir.path(), "127.0.200.4", "");
-    let t = Instant::now();
-    let r = pull_agent(
-        &ctx("master-bulk"),
-        "127.0.200.4:8000".parse().unwrap(),
-        None,
-    )
-    .expect("bulk pull");
-    let bulk_mbps = r.wire_bytes as f64 / t.elapsed().as_secs_f64() / 1e6;
-    drop(bulk_agent);
-    let raw_mbps = raw_throughput(bulk_bytes);
+    report.note(format!(
+        "Bench took {:.0} s; load {} at the end.",
+        started.elapsed().as_secs_f64(),
+        procs::loadavg()
+    ));
 
-    let (med, p) = (median(times.clone()), p95(times));
-    let raw_med = median(raw);
+    let markdown = report.markdown();
     println!();
-    println!("| figure | pihealth | baseline (same run) | ratio | SPEC §9 target |");
-    println!("| --- | --- | --- | --- | --- |");
-    println!(
-        "| pull of 6 types, small deltas, median (p95) | {:.3} ms ({:.3} ms) | raw TCP connect+round trip {:.3} ms | {:.1}x | ≤ 1 ms |",
-        med.as_secs_f64() * 1e3,
-        p.as_secs_f64() * 1e3,
-        raw_med.as_secs_f64() * 1e3,
-        med.as_secs_f64() / raw_med.as_secs_f64()
-    );
-    println!(
-        "| pieces per pull | {:.1} | 6 types | | |",
-        pieces as f64 / PULLS as f64
-    );
-    println!("| agent CPU per pull (collector work subtracted) | {cpu_per_pull_ms:.3} ms | | | ≤ 0.5 ms |");
-    println!(
-        "| agent idle RSS, all processes | {:.2} MiB | | | ≤ 4 MiB |",
-        idle_rss as f64 / 1024.0
-    );
-    println!(
-        "| bulk pull of 64 MiB | {bulk_mbps:.0} MB/s | raw loopback TCP {raw_mbps:.0} MB/s | {:.0}% | ≥ 50% |",
-        100.0 * bulk_mbps / raw_mbps
-    );
-    println!();
-    println!("(one agent process on 127.0.200.x, pulled in-process by the master's pull code; {PULLS} pulls)");
+    print!("{markdown}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cluster.md");
+    let written = out
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::write(&out, &markdown));
+    match written {
+        Ok(()) => println!("\n(written to {})", out.display()),
+        Err(e) => eprintln!("cluster bench: cannot write {}: {e}", out.display()),
+    }
 }

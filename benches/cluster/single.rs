@@ -1,0 +1,264 @@
+//! One agent: pull latency and agent CPU per pull, idle memory; and the
+//! raw loopback baselines every other figure is compared with.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pihealth::master::pull::pull_agent;
+
+use super::agents::{self, AgentSpec, MASTER_IP};
+use super::procs::{self, TICK_MS};
+use super::report::{median, mib, ms, p95, Report, Row};
+use super::{Bench, TYPES};
+
+const PULLS: usize = 200;
+/// Collector interval of the latency agent, and the pause between its pulls
+/// (a little longer, so every type has gained a line).
+const FAST_INTERVAL: Duration = Duration::from_millis(50);
+const PULL_PAUSE: Duration = Duration::from_millis(60);
+
+/// A collector that only prints a line: pulls are measured here, not scripts.
+fn line_script(b: &Bench) -> Result<String, String> {
+    let path = b.dir.join("line.sh");
+    fs::write(&path, "#!/bin/sh\necho \"0.01 0.02 0.03 1.00 - normal\"\n")
+        .and_then(|_| {
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// What `PULLS` pulls of one agent took.
+struct Latency {
+    times: Vec<Duration>,
+    pieces: usize,
+    /// Agent CPU per pull, its collectors' share subtracted.
+    agent_cpu_ms: f64,
+}
+
+/// `PULLS` pulls of one agent living in `root`, stored by the master's pull
+/// code under `root/master`.
+fn latency_run(b: &Bench, name: &str, last: u8, root: &Path) -> Result<Latency, String> {
+    let script = line_script(b)?;
+    let collectors: String = TYPES
+        .iter()
+        .map(|t| {
+            format!(
+                "  - {{name: {t}, command: {script}, interval: {}ms}}\n",
+                FAST_INTERVAL.as_millis()
+            )
+        })
+        .collect();
+    let ip = agents::single_ip(last);
+    let dir = root.join(name);
+    let mut agent = AgentSpec {
+        name: name.into(),
+        ip,
+        dir: dir.clone(),
+        key_file: &b.key_file,
+        master: agents::NOWHERE.into(),
+        extra: "heartbeat_interval: 1h\n".into(),
+        collectors,
+    }
+    .start()?;
+    let control = agents::control_addr(ip);
+    let ctx = b.pull_context(&dir.join("master"), 512 << 20);
+    thread::sleep(Duration::from_millis(500));
+    pull_agent(&ctx, control, None).map_err(|e| format!("first pull: {e}"))?;
+
+    let mut times = Vec::with_capacity(PULLS);
+    let mut pieces = 0;
+    let ticks_before = procs::cpu_ticks(agent.pid());
+    for _ in 0..PULLS {
+        thread::sleep(PULL_PAUSE);
+        let t = Instant::now();
+        let r = pull_agent(&ctx, control, None).map_err(|e| format!("pull: {e}"))?;
+        times.push(t.elapsed());
+        pieces += r.pieces;
+    }
+    // The agent also ran its collectors meanwhile; measure that alone next.
+    let ticks_pulls = procs::cpu_ticks(agent.pid()) - ticks_before;
+    let ticks_before = procs::cpu_ticks(agent.pid());
+    thread::sleep(PULL_PAUSE * PULLS as u32);
+    let ticks_idle = procs::cpu_ticks(agent.pid()) - ticks_before;
+    agent.kill9();
+    Ok(Latency {
+        times,
+        pieces,
+        agent_cpu_ms: ticks_pulls.saturating_sub(ticks_idle) as f64 * TICK_MS / PULLS as f64,
+    })
+}
+
+/// A pull of all six types with small deltas, beside a raw TCP connect and
+/// round trip; the agent's CPU per pull with its collector work subtracted.
+/// Again with agent and master on tmpfs: what the fsyncs on both sides cost
+/// (the agent fsyncs its state several times per type when a pull empties
+/// its log; the master fsyncs each piece and its state).
+pub fn pull_latency(b: &Bench, report: &mut Report) -> Result<(), String> {
+    let disk = latency_run(b, "latency", 2, &b.dir)?;
+    let tmpfs = match &b.shm {
+        Some(shm) if !b.settings.skips("tmpfs") => Some(latency_run(b, "latency-tmpfs", 9, shm)?),
+        _ => None,
+    };
+    let raw = median(raw_round_trips(PULLS));
+    let row = |figure: &str, l: &Latency| {
+        let (med, p) = (median(l.times.clone()), p95(l.times.clone()));
+        Row::new(figure, format!("{:.3} ms ({:.3} ms)", ms(med), ms(p)))
+            .baseline(format!("raw TCP connect+round trip {:.3} ms", ms(raw)))
+            .ratio(format!("{:.1}x", med.as_secs_f64() / raw.as_secs_f64()))
+            .target("≤ 1 ms")
+    };
+    report.row(row("pull of 6 types, small deltas, median (p95)", &disk));
+    if let Some(t) = &tmpfs {
+        report.row(row(
+            "same, agent and master on tmpfs (fsync costs nothing)",
+            t,
+        ));
+    }
+    report.row(
+        Row::new(
+            "pieces per pull",
+            format!("{:.1}", disk.pieces as f64 / PULLS as f64),
+        )
+        .baseline("6 types"),
+    );
+    let mut cpu = format!("{:.3} ms", disk.agent_cpu_ms);
+    if let Some(t) = &tmpfs {
+        cpu.push_str(&format!(" ({:.3} ms on tmpfs)", t.agent_cpu_ms));
+    }
+    report.row(Row::new("agent CPU per pull (collector work subtracted)", cpu).target("≤ 0.5 ms"));
+    report.note(format!(
+        "Pull latency: one agent process on 127.0.50.2 (127.0.50.9 on tmpfs), pulled in-process by \
+         the master's pull code (`pull_agent`), {PULLS} pulls, collectors every {FAST_INTERVAL:?}."
+    ));
+    Ok(())
+}
+
+/// Idle memory of an agent with one collector that is not due for an hour.
+pub fn idle_rss(b: &Bench, report: &mut Report) -> Result<(), String> {
+    let script = line_script(b)?;
+    let idle = AgentSpec {
+        name: "idle".into(),
+        ip: agents::single_ip(3),
+        dir: b.dir.join("idle"),
+        key_file: &b.key_file,
+        master: agents::NOWHERE.into(),
+        extra: "heartbeat_interval: 1h\n".into(),
+        collectors: format!("  - {{name: cpu, command: {script}, interval: 1h}}\n"),
+    }
+    .start()?;
+    thread::sleep(Duration::from_secs(2));
+    let rss = procs::rss_tree_kib(idle.pid());
+    drop(idle);
+    report.row(
+        Row::new(
+            "agent idle RSS, all processes",
+            format!("{:.2} MiB", mib(rss)),
+        )
+        .target("≤ 4 MiB"),
+    );
+    Ok(())
+}
+
+fn raw_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind((MASTER_IP, 0)).expect("bind a raw baseline listener");
+    let addr = listener.local_addr().expect("local address");
+    (listener, addr)
+}
+
+/// Raw loopback: connect, one byte each way, close; `n` times.
+pub fn raw_round_trips(n: usize) -> Vec<Duration> {
+    let (listener, addr) = raw_listener();
+    let server = thread::spawn(move || {
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).expect("read");
+            s.write_all(&b).expect("write");
+        }
+    });
+    let times = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.set_nodelay(true).expect("nodelay");
+            c.write_all(b"x").expect("write");
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).expect("read");
+            t.elapsed()
+        })
+        .collect();
+    server.join().expect("raw server");
+    times
+}
+
+/// Raw loopback TCP: throughput and the CPU it took (both ends).
+pub struct RawRate {
+    pub streams: usize,
+    pub mbps: f64,
+    pub cpu_per_gb: f64,
+}
+
+/// `streams` connections at once, each carrying `bytes` from a writer
+/// thread to a reader thread, all in this process (so its CPU is theirs).
+pub fn raw_rate(bytes: usize, streams: usize) -> RawRate {
+    let ticks = procs::own_ticks();
+    let mbps = raw_throughput(bytes, streams);
+    let cpu = (procs::own_ticks() - ticks) as f64 * TICK_MS / 1e3;
+    RawRate {
+        streams,
+        mbps,
+        cpu_per_gb: cpu / ((bytes * streams) as f64 / 1e9),
+    }
+}
+
+/// Raw loopback throughput in MB/s: `streams` connections at once, each
+/// carrying `bytes` from a writer thread to a reader thread.
+fn raw_throughput(bytes: usize, streams: usize) -> f64 {
+    const CHUNK: usize = 256 * 1024;
+    // Whole chunks, so that readers stop exactly where writers do.
+    let bytes = bytes.div_ceil(CHUNK).max(1) * CHUNK;
+    let (listener, addr) = raw_listener();
+    let readers = thread::spawn(move || {
+        let handles: Vec<_> = (0..streams)
+            .map(|_| {
+                let (mut s, _) = listener.accept().expect("accept");
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut total = 0;
+                    while total < bytes {
+                        let n = s.read(&mut buf).expect("read");
+                        assert!(n > 0, "raw stream ended early");
+                        total += n;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("raw reader");
+        }
+    });
+    let t = Instant::now();
+    let writers: Vec<_> = (0..streams)
+        .map(|_| {
+            thread::spawn(move || {
+                let chunk = vec![7u8; CHUNK];
+                let mut c = TcpStream::connect(addr).expect("connect");
+                let mut sent = 0;
+                while sent < bytes {
+                    c.write_all(&chunk).expect("write");
+                    sent += chunk.len();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("raw writer");
+    }
+    readers.join().expect("raw readers");
+    (bytes * streams) as f64 / t.elapsed().as_secs_f64() / 1e6
+}
