@@ -131,13 +131,25 @@ fn soak_many_agents_footprint_stays_flat_and_nothing_is_lost() {
                 .last()
                 .is_some_and(|&v| v >= p)
         });
-        let values = counter_values(&c.archived(&host, "counter"));
+        let text = c.archived(&host, "counter");
+        let values = counter_values(&text);
+        for pair in values.windows(2) {
+            assert!(
+                pair[0] < pair[1],
+                "{host}: out of order or duplicated: {pair:?}"
+            );
+        }
+        // No process dies here; only a run that failed (killed at its
+        // timeout on an overloaded machine) may leave a value unprinted.
+        let failed = values_lost_to_failed_runs(&text);
         let last = *values.last().unwrap();
-        assert_eq!(
-            values,
-            (1..=last).collect::<Vec<_>>(),
-            "{host}: not exactly once"
-        );
+        let lost: Vec<u64> = (1..=last)
+            .filter(|v| values.binary_search(v).is_err() && !failed.contains(v))
+            .collect();
+        assert!(lost.is_empty(), "{host}: lost values {lost:?}");
+        if !failed.is_empty() {
+            eprintln!("{host}: values {failed:?} consumed by failed runs (stored as such)");
+        }
         checked += values.len();
     }
     for a in agents.iter_mut() {

@@ -335,6 +335,32 @@ pub fn agent_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
     counter_values(&text)
 }
 
+/// Missing counter values (in `1..=last` of the stored `text`) that a
+/// failed run explains: the counter script advances its state before it
+/// prints, so a run killed at its timeout (or one whose output the agent
+/// could not read) consumes a value and stores a line that is not a
+/// number — "timeout: killed after 10s unknown" — in its place. A value is
+/// explained if such a line sits between its stored neighbours.
+pub fn values_lost_to_failed_runs(text: &str) -> Vec<u64> {
+    let mut explained = Vec::new();
+    let mut last_value: u64 = 0;
+    let mut failed_since_last = false;
+    for line in text.lines() {
+        let second = line.split(' ').nth(1).unwrap_or("");
+        match second.parse::<u64>() {
+            Ok(v) => {
+                if failed_since_last && v > last_value + 1 {
+                    explained.extend(last_value + 1..v);
+                }
+                last_value = v;
+                failed_since_last = false;
+            }
+            Err(_) => failed_since_last = true,
+        }
+    }
+    explained
+}
+
 /// Every counter value stored on either side for agent `pi{i+1}` (its own
 /// logs and the master's archive of `counter`).
 pub fn stored_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
@@ -410,17 +436,21 @@ impl LossLedger {
             .collect();
         let last = values.last().copied().unwrap_or(0);
         let have: std::collections::HashSet<u64> = values.iter().copied().collect();
-        let (explained, lost): (Vec<u64>, Vec<u64>) = (1..=last)
-            .filter(|v| !have.contains(v))
-            .partition(|v| match producer.get(v) {
-                Some(pid) => match self.deaths.get(pid) {
-                    Some(deaths) => deaths
-                        .iter()
-                        .any(|&(stored, produced)| *v > stored && *v <= produced + ORPHAN_SLACK),
-                    // Not an agent we started: orphaned before exec.
-                    None => !self.instances.contains(pid),
-                },
-                None => false,
+        let failed_runs =
+            values_lost_to_failed_runs(&cluster.archived(&format!("pi{}", i + 1), "counter"));
+        let (explained, lost): (Vec<u64>, Vec<u64>) =
+            (1..=last).filter(|v| !have.contains(v)).partition(|v| {
+                failed_runs.contains(v)
+                    || match producer.get(v) {
+                        Some(pid) => match self.deaths.get(pid) {
+                            Some(deaths) => deaths.iter().any(|&(stored, produced)| {
+                                *v > stored && *v <= produced + ORPHAN_SLACK
+                            }),
+                            // Not an agent we started: orphaned before exec.
+                            None => !self.instances.contains(pid),
+                        },
+                        None => false,
+                    }
             });
         // Evidence for whoever chases a loss.
         for v in &lost {
@@ -449,4 +479,11 @@ pub fn process_running(needle: &str) -> bool {
             })
             .unwrap_or(false)
     })
+}
+
+#[test]
+fn a_value_is_explained_only_by_a_failed_run_in_its_place() {
+    let text =
+        "t 1 normal\nt 2 normal\nt timeout: killed after 10s unknown\nt 4 normal\nt 6 normal\n";
+    assert_eq!(values_lost_to_failed_runs(text), vec![3]);
 }
