@@ -320,7 +320,8 @@ impl AcceptLoop {
                             if flag.load(Ordering::SeqCst) {
                                 break;
                             }
-                            if !allowed.is_empty() && !allowed.contains(&peer.ip()) {
+                            // `::ffff:a.b.c.d` on a dual-stack listener is a.b.c.d.
+                            if !allowed.is_empty() && !allowed.contains(&peer.ip().to_canonical()) {
                                 refusals.note(peer, "not in allowed_masters");
                                 continue;
                             }

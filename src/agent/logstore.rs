@@ -144,6 +144,11 @@ impl LogStore {
         storage::remove_temp_files(backup_dir)?;
         storage::remove_temp_files(log_dir)?;
         storage::remove_temp_files(&state_dir)?;
+        // Renames the last run left undurable (an emptied log waits for its
+        // directory fsync until the next append) become durable before
+        // recovery writes any state that relies on them.
+        storage::sync_dir(log_dir)?;
+        storage::sync_dir(backup_dir)?;
 
         let mut archives: BTreeMap<String, Vec<Archive>> = BTreeMap::new();
         for entry in fs::read_dir(backup_dir)? {
@@ -363,7 +368,8 @@ impl LogStore {
     /// archive is deleted.
     fn save_state(&self, name: &str, log: &mut TypeLog, durable: bool) -> io::Result<()> {
         let result = storage::write_json_atomic(&self.state_path(name), &log.state, durable);
-        log.state_saved = result.is_ok();
+        // Only a durable write makes up for an earlier failed one.
+        log.state_saved = result.is_ok() && (durable || log.state_saved);
         result
     }
 

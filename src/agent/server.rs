@@ -61,7 +61,8 @@ impl AgentServer {
     }
 
     fn allowed(&self, peer: SocketAddr, port: &str) -> bool {
-        let ok = self.allowed_masters.is_empty() || self.allowed_masters.contains(&peer.ip());
+        let ok = self.allowed_masters.is_empty()
+            || self.allowed_masters.contains(&peer.ip().to_canonical());
         if !ok {
             log::warn!(
                 "{}: {port} connection from {peer} refused: not in allowed_masters",

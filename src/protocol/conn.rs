@@ -58,7 +58,9 @@ impl Connection<TcpStream> {
     }
 }
 
-/// How a server that lacks our key answers a proof: it hangs up.
+/// How a server that lacks our key answers a proof: it hangs up. A wrong
+/// proof from the server (PermissionDenied) is an impostor, not a server
+/// on another key: never a reason to try the next key with it.
 fn refused_key(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -66,7 +68,6 @@ fn refused_key(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::PermissionDenied
     )
 }
 

@@ -612,7 +612,8 @@ fn proc_finds_a_busy_loop() {
     let pid = child.0.id();
     let env = [
         ("PIHEALTH_PROC_RECHECK", Some("0.5")),
-        ("PIHEALTH_PROC_THRESHOLD", Some("50")),
+        // Low, so a loop sharing two cores with a loaded machine still counts.
+        ("PIHEALTH_PROC_THRESHOLD", Some("20")),
     ];
     // ps's %CPU is CPU time over the process's lifetime, so on a machine
     // crowded by parallel tests the loop can sit near 50% for a while. Ask
@@ -621,12 +622,12 @@ fn proc_finds_a_busy_loop() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = Vec::new();
     while Instant::now() < deadline {
-        if ps_cpu(pid).is_some_and(|c| c >= 55.0) {
+        if ps_cpu(pid).is_some_and(|c| c >= 25.0) {
             last = procs(&env);
             if let Some(f) = last.iter().find(|f| f[1] == pid.to_string()) {
                 assert_eq!(f[0], "bash", "{f:?}");
                 assert_eq!(f[2], current_user(), "{f:?}");
-                assert!(float(&f[3]) >= 50.0, "{f:?}");
+                assert!(float(&f[3]) >= 20.0, "{f:?}");
                 return;
             }
         }
