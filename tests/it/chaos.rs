@@ -160,12 +160,7 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
     master.kill9();
     master.env.clear();
     master.restart();
-    let produced = counter_file(&c, 0);
-    wait_for("every stored value to reach the master", || {
-        counter_values(&c.archived("pi1", "counter"))
-            .last()
-            .is_some_and(|&v| v >= produced)
-    });
+    wait_for_delivery(&c, 0, "every stored value to reach the master");
     agent.terminate();
     master.terminate();
 

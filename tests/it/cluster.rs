@@ -191,14 +191,7 @@ fn kill_9_of_agent_and_master_loses_and_duplicates_nothing() {
         }
     }
     // Everything the agent has stored so far must arrive.
-    let produced = counter_file(&c, 0);
-    wait_for("all values to reach the master", || {
-        counter_values(&c.archived("pi1", "counter"))
-            .last()
-            .copied()
-            .unwrap_or(0)
-            >= produced
-    });
+    wait_for_delivery(&c, 0, "all values to reach the master");
     agent.terminate();
     master.terminate();
 

@@ -94,12 +94,7 @@ fn master_disk_full_acknowledges_nothing_and_the_pull_resumes() {
     assert!(master.is_running(), "the master died of a full disk");
 
     fs::remove_file(filler).expect("free the disk");
-    let produced = counter_file(&c, 0);
-    wait_for("every value to arrive once space is back", || {
-        counter_values(&c.archived("pi1", "counter"))
-            .last()
-            .is_some_and(|&v| v >= produced)
-    });
+    wait_for_delivery(&c, 0, "every value to arrive once space is back");
     agent.terminate();
     master.terminate();
     let values = counter_values(&c.archived("pi1", "counter"));
@@ -148,12 +143,7 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
         fs::read_to_string(c.master_log().join("alarms.log"))
             .is_ok_and(|a| a.contains("max_backlog reached: dropped"))
     });
-    let produced = counter_file(&c, 0);
-    wait_for("everything not dropped to arrive", || {
-        counter_values(&c.archived("pi1", "counter"))
-            .last()
-            .is_some_and(|&v| v >= produced)
-    });
+    wait_for_delivery(&c, 0, "everything not dropped to arrive");
     agent.terminate();
     master.terminate();
 

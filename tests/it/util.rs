@@ -335,6 +335,18 @@ pub fn agent_counter_values(cluster: &Cluster, i: usize) -> Vec<u64> {
     counter_values(&text)
 }
 
+/// Wait until everything agent `pi{i+1}`'s counter has produced so far is
+/// on the master (the last stored value reaches the counter's value now).
+pub fn wait_for_delivery(cluster: &Cluster, i: usize, what: &str) {
+    let produced = counter_file(cluster, i);
+    let host = format!("pi{}", i + 1);
+    wait_for(what, || {
+        counter_values(&cluster.archived(&host, "counter"))
+            .last()
+            .is_some_and(|&v| v >= produced)
+    });
+}
+
 /// Missing counter values (in `1..=last` of the stored `text`) that a
 /// failed run explains: the counter script advances its state before it
 /// prints, so a run killed at its timeout (or one whose output the agent
