@@ -2,7 +2,8 @@
 //! port cutting, stalling and half-closing connections, and the master
 //! crashing right after storing an alarm (before acknowledging it) or
 //! killed outright, every alarm still lands in `alarms.log` exactly once
-//! and `alarm_command` runs exactly once per alarm.
+//! and `alarm_command` runs for each (again only if the master died in the
+//! instant between starting it and noting that it ran).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -130,16 +131,26 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
         let want = if v % 2 == 1 { "warning" } else { "normal" };
         assert_eq!(level, want, "alarm for {v}");
     }
-    // alarm_command: once per alarm.
+    // alarm_command: for every stored alarm, and again only when the master
+    // died between starting it and noting that it ran (a window of one
+    // fsync; PIHEALTH_ID lets a command drop such repeats).
     let commands = fs::read_to_string(&record).unwrap();
     let mut ran = BTreeSet::new();
+    let mut repeats = 0;
     for line in commands.lines() {
         let id = line.split('|').next().unwrap().to_string();
-        assert!(ran.insert(id), "alarm_command ran twice: {line}");
+        if !ran.insert(id) {
+            repeats += 1;
+        }
     }
     assert_eq!(ran, ids, "alarm_command ran for exactly the stored alarms");
+    assert!(
+        repeats <= kills + aborts,
+        "{repeats} repeated alarm_command runs for {} master deaths",
+        kills + aborts
+    );
     eprintln!(
-        "alarm faults: {} alarms once each; master kill -9: {kills}, aborts after append: {aborts}; proxy: {}",
+        "alarm faults: {} alarms once each, alarm_command repeated {repeats} time(s); master kill -9: {kills}, aborts after append: {aborts}; proxy: {}",
         ids.len(),
         proxy.stats.summary()
     );
