@@ -34,13 +34,6 @@ fn nagios_collector() -> String {
     }
 }
 
-fn counter_collector(cluster: &Cluster, interval: &str) -> String {
-    format!(
-        "  - {{name: counter, command: {}, interval: {interval}}}\n",
-        counter_script(cluster).display()
-    )
-}
-
 /// Strictly increasing: nothing twice, nothing out of order.
 fn assert_strictly_increasing(values: &[u64], what: &str) {
     for w in values.windows(2) {

@@ -56,14 +56,7 @@ fn master_disk_full_acknowledges_nothing_and_the_pull_resumes() {
         return;
     };
     let master_cfg = c.master_config(1, "rotate_size: 8KiB\n");
-    let agent_cfg = c.agent_config(
-        0,
-        &format!(
-            "  - {{name: counter, command: {}, interval: 20ms}}\n",
-            counter_script(&c).display()
-        ),
-        "rotate_size: 2KiB\n",
-    );
+    let agent_cfg = c.agent_config(0, &counter_collector(&c, "20ms"), "rotate_size: 2KiB\n");
     let mut master = c.start("master", &master_cfg, "master");
     let mut agent = c.start("agent", &agent_cfg, "agent");
     wait_for("first values on the master", || {
@@ -121,10 +114,7 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
     let master_cfg = c.master_config(1, "");
     let agent_cfg = c.agent_config(
         0,
-        &format!(
-            "  - {{name: counter, command: {}, interval: 10ms}}\n",
-            counter_script(&c).display()
-        ),
+        &counter_collector(&c, "10ms"),
         "rotate_size: 1KiB\nmax_backlog: 6KiB\n",
     );
     // No master yet: the backlog grows past the cap.

@@ -51,14 +51,7 @@ fn wait_for_both_directions(c: &Cluster, step: &str) {
 fn key_change_over_keeps_pulls_and_heartbeats_working() {
     let c = Cluster::new(23);
     let master_cfg = c.master_config(1, "");
-    let agent_cfg = c.agent_config(
-        0,
-        &format!(
-            "  - {{name: counter, command: {}, interval: 100ms}}\n",
-            counter_script(&c).display()
-        ),
-        "",
-    );
+    let agent_cfg = c.agent_config(0, &counter_collector(&c, "100ms"), "");
     let mut master = c.start("master", &master_cfg, "master");
     let mut agent = c.start("agent", &agent_cfg, "agent");
     wait_for_both_directions(&c, "old key everywhere");

@@ -85,25 +85,13 @@ fn setup() -> (Cluster, Writer, DateTime<FixedOffset>) {
     (c, w, start)
 }
 
-fn stdout_lines(out: &std::process::Output) -> Vec<String> {
-    assert!(
-        out.status.success(),
-        "pihealth logs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
     let (c, _w, start) = setup();
     let archives = archive_files(&c.master_backup(), "pi1", "cpu").unwrap();
     assert!(archives.len() >= 5, "history spans rotated archives");
 
-    let all = stdout_lines(&c.run(&["logs", "-c", "master.yaml", "pi1", "cpu"]));
+    let all = c.run_lines(&["logs", "-c", "master.yaml", "pi1", "cpu"]);
     let expected: Vec<String> = (0..720)
         .map(|i| {
             cpu_line(start + chrono::Duration::seconds(10 * i as i64), i)
@@ -114,7 +102,7 @@ fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
     assert_eq!(all, expected, "every line once, oldest first");
 
     // Relative --since: the last hour only.
-    let hour = stdout_lines(&c.run(&["logs", "-c", "master.yaml", "pi1", "cpu", "--since", "1h"]));
+    let hour = c.run_lines(&["logs", "-c", "master.yaml", "pi1", "cpu", "--since", "1h"]);
     assert!((355..=365).contains(&hour.len()), "{} lines", hour.len());
     assert_eq!(hour.last(), all.last());
 
@@ -123,7 +111,7 @@ fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
         stamp(start + chrono::Duration::minutes(10)),
         stamp(start + chrono::Duration::minutes(20)),
     );
-    let window = stdout_lines(&c.run(&[
+    let window = c.run_lines(&[
         "logs",
         "-c",
         "master.yaml",
@@ -133,12 +121,12 @@ fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
         &from,
         "--until",
         &to,
-    ]));
+    ]);
     assert_eq!(window.len(), 60);
     assert!(window[0].starts_with(&from));
 
     // --level warning: exactly the warnings (every 20th line).
-    let warnings = stdout_lines(&c.run(&[
+    let warnings = c.run_lines(&[
         "logs",
         "-c",
         "master.yaml",
@@ -146,16 +134,15 @@ fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
         "cpu",
         "--level",
         "warning",
-    ]));
+    ]);
     assert_eq!(warnings.len(), 36);
     assert!(warnings.iter().all(|l| l.ends_with(" warning")));
-    let notes =
-        stdout_lines(&c.run(&["logs", "-c", "master.yaml", "pi1", "cpu", "--level", "note"]));
+    let notes = c.run_lines(&["logs", "-c", "master.yaml", "pi1", "cpu", "--level", "note"]);
     assert!(notes.len() > warnings.len());
     assert!(notes.iter().all(|l| !l.ends_with(" normal")));
 
     // --json: one object per line with the parsed parts.
-    let json = stdout_lines(&c.run(&[
+    let json = c.run_lines(&[
         "logs",
         "-c",
         "master.yaml",
@@ -164,7 +151,7 @@ fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
         "--json",
         "--since",
         "30m",
-    ]));
+    ]);
     assert!(!json.is_empty());
     for line in &json {
         let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");

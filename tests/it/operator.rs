@@ -22,19 +22,11 @@ fn setup() -> Cluster {
     c
 }
 
+/// `pihealth alarms -c master.yaml ARGS…`, which must succeed.
 fn lines(c: &Cluster, args: &[&str]) -> Vec<String> {
     let mut all = vec!["alarms", "-c", "master.yaml"];
     all.extend_from_slice(args);
-    let out = c.run(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    c.run_lines(&all)
 }
 
 #[test]

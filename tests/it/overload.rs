@@ -105,14 +105,7 @@ fn tricklers(
 fn idle_floods_and_tricklers_cannot_starve_pulls_or_heartbeats() {
     let c = Cluster::new(24);
     let master_cfg = c.master_config(1, "");
-    let agent_cfg = c.agent_config(
-        0,
-        &format!(
-            "  - {{name: counter, command: {}, interval: 100ms}}\n",
-            counter_script(&c).display()
-        ),
-        "",
-    );
+    let agent_cfg = c.agent_config(0, &counter_collector(&c, "100ms"), "");
     let _master = c.start("master", &master_cfg, "master");
     let _agent = c.start("agent", &agent_cfg, "agent");
     wait_for("first values on the master", || {

@@ -24,7 +24,7 @@ use pihealth::protocol::{
     AgentInfo, Alarm, Connection, Key, Message, Offer, PieceKind, PieceRef, Purpose,
 };
 
-use crate::util::{agent_ip, counter_script, master_ip, wait_for, Cluster, Proc};
+use crate::util::{agent_ip, counter_collector, master_ip, wait_for, Cluster, Proc};
 
 /// How long a test waits for a server to answer or close. Far beyond the
 /// servers' own `io_timeout`, so reaching it means a server hung.
@@ -98,13 +98,6 @@ fn assert_refused(result: io::Result<Message>, what: &str) {
             e.kind()
         ),
     }
-}
-
-fn counter_collector(cluster: &Cluster) -> String {
-    format!(
-        "  - {{name: counter, command: {}, interval: 100ms}}\n",
-        counter_script(cluster).display()
-    )
 }
 
 fn alarm(id: &str, host: &str, message: &str) -> Alarm {
@@ -188,7 +181,7 @@ impl MasterAndAgent {
     fn start() -> MasterAndAgent {
         let turn = BLOCK_13.lock().unwrap_or_else(|p| p.into_inner());
         let cluster = Cluster::new(13);
-        let collectors = counter_collector(&cluster);
+        let collectors = counter_collector(&cluster, "100ms");
         let master = cluster.start("master", &cluster.master_config(1, PROTOCOL_ONLY), "master");
         let agent = cluster.start(
             "agent",
@@ -518,7 +511,7 @@ fn patient_agent_config(cluster: &Cluster, i: usize, extra: &str) -> PathBuf {
          key_file: pihealth.key\nlog_dir: agents/pi{n}/log\nbackup_dir: agents/pi{n}/logbackup\n\
          heartbeat_interval: 500ms\nconnect_timeout: 1s\nio_timeout: 60s\n\
          max_handshakes_per_address: 1000\n{extra}collectors:\n{}",
-        counter_collector(cluster)
+        counter_collector(cluster, "100ms")
     );
     cluster.write(&format!("agent-pi{n}.yaml"), &text)
 }

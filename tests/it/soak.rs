@@ -75,15 +75,11 @@ fn soak_many_agents_footprint_stays_flat_and_nothing_is_lost() {
         agents_n,
         "pull_interval: 2s\nheartbeat_interval: 1s\nrotate_size: 64KiB\n",
     );
-    let script = counter_script(&c);
     let mut agents: Vec<Proc> = (0..agents_n)
         .map(|i| {
             let cfg = c.agent_config(
                 i,
-                &format!(
-                    "  - {{name: counter, command: {}, interval: 500ms}}\n",
-                    script.display()
-                ),
+                &counter_collector(&c, "500ms"),
                 "rotate_size: 16KiB\nheartbeat_interval: 1s\n",
             );
             c.start("agent", &cfg, &format!("agent{i}"))

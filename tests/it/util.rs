@@ -126,6 +126,20 @@ impl Cluster {
         String::from_utf8(bytes).expect("archive is text")
     }
 
+    /// Run a `pihealth` command that must succeed; its stdout lines.
+    pub fn run_lines(&self, args: &[&str]) -> Vec<String> {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "pihealth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Run a `pihealth` command in the cluster directory.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
@@ -371,6 +385,14 @@ pub fn values_lost_to_failed_runs(text: &str) -> Vec<u64> {
         }
     }
     explained
+}
+
+/// The collectors YAML for one `counter` collector every `interval`.
+pub fn counter_collector(cluster: &Cluster, interval: &str) -> String {
+    format!(
+        "  - {{name: counter, command: {}, interval: {interval}}}\n",
+        counter_script(cluster).display()
+    )
 }
 
 /// Every counter value stored on either side for agent `pi{i+1}` (its own
