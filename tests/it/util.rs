@@ -301,6 +301,12 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 /// ran it (`N PPID` in `counter.produced`), so crash tests can tell a value
 /// that died with its agent from one lost afterwards (see `LossLedger`).
 pub fn counter_script(cluster: &Cluster) -> PathBuf {
+    // Written once per cluster: rewriting it while an agent already runs
+    // it fails with ETXTBSY ("text file busy").
+    let existing = cluster.path("counter.sh");
+    if existing.exists() {
+        return existing;
+    }
     let path = cluster.write(
         "counter.sh",
         // Builtins where it matters: under a fork storm `$(cat …)` failing
