@@ -67,33 +67,6 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) ->
     write_atomic(path, &bytes, durable)
 }
 
-/// Several `write_json_atomic(…, durable = true)` at once, paying one
-/// directory fsync per directory instead of one per file: every temp file
-/// is written and fsynced, then all are renamed, then each directory is
-/// fsynced. On return all are durable; a crash before that leaves each
-/// file old or new (each rename is atomic), not necessarily all alike.
-pub fn write_json_atomic_durable_many<T: Serialize>(files: &[(PathBuf, T)]) -> io::Result<()> {
-    for (path, value) in files {
-        let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-        let tmp = temp_path(path);
-        let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-    }
-    let mut dirs: Vec<&Path> = Vec::new();
-    for (path, _) in files {
-        fs::rename(temp_path(path), path).map_err(|e| with_path(e, path))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    for dir in dirs {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = temp_path(path);
     let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;

@@ -644,13 +644,19 @@ impl Harness {
         self.reopen();
     }
 
-    fn state_path(&self, ty: &str) -> PathBuf {
-        self.log.join(".pihealth").join(format!("{ty}.state"))
+    /// `log/.pihealth/logstore.json`: `{TYPE: {epoch, base, acked}}`
+    /// (module doc of logstore.rs).
+    fn state_path(&self) -> PathBuf {
+        self.log.join(".pihealth").join("logstore.json")
     }
 
-    /// `{epoch, base, acked}` (module doc of logstore.rs), if the type has one.
+    fn states(&self) -> Option<serde_json::Value> {
+        storage::read_json(&self.state_path()).expect("state file")
+    }
+
+    /// The type's `{epoch, base, acked}`, if it has one.
     fn state(&self, ty: &str) -> Option<serde_json::Value> {
-        storage::read_json(&self.state_path(ty)).expect("state file")
+        self.states()?.get(ty).cloned()
     }
 
     /// Leave the disk as `rotate` does when killed after `step`.
@@ -712,7 +718,10 @@ impl Harness {
         if archives_pending {
             return;
         }
-        let Some(mut state) = self.state(ty) else {
+        let Some(mut states) = self.states() else {
+            return;
+        };
+        let Some(state) = states.get_mut(ty) else {
             return;
         };
         let (base, acked) = (
@@ -725,7 +734,7 @@ impl Harness {
             return;
         }
         state["acked"] = end.into();
-        storage::write_json_atomic(&self.state_path(ty), &state, true).expect("state");
+        storage::write_json_atomic(&self.state_path(), &states, true).expect("state");
         if replaced {
             fs::write(&log_path, b"").expect("empty log");
         }

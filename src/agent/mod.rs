@@ -203,6 +203,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     // Stop: no new connections, let transfers in flight finish (bounded).
     log::info!("agent {name}: stopping");
     stop.store(true, Ordering::SeqCst);
+    let _ = wake_tx.try_send(()); // the uplink need not finish its sleep
     control.stop();
     data.stop();
     let _ = uplink_thread.join();

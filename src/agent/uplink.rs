@@ -33,6 +33,9 @@ pub struct Uplink {
 
 /// Longest wait between alarm delivery attempts while the master is away.
 const MAX_ALARM_BACKOFF: Duration = Duration::from_secs(30);
+/// Between heartbeats the uplink sleeps on its wake channel (a new alarm,
+/// or the agent stopping), looking at the stop flag at least this often.
+const STOP_CHECK: Duration = Duration::from_millis(500);
 
 impl Uplink {
     fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
@@ -168,7 +171,7 @@ impl Uplink {
             }
             let wait = until
                 .saturating_duration_since(now)
-                .min(Duration::from_millis(200));
+                .min(STOP_CHECK);
             let _ = wake.recv_timeout(wait);
         }
     }
