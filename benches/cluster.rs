@@ -31,13 +31,14 @@
 //! Limits: every agent is its own process (about 9 threads and 15 file
 //! descriptors each), so no process needs a raised `ulimit -n`; 1000 agents
 //! take about 9000 of the kernel's `pid_max` (often 32768) and a few GiB
-//! of memory. The real limit is CPU: an idle agent wakes about 55 times a
-//! second (its collector scheduler polls every 20 ms, its uplink every
-//! 200 ms), about 0.15% of a core here, so 1000 idle agents need 1.5 cores
-//! by themselves. A fleet is therefore started in two steps: 50 agents,
+//! of memory. The real limit is CPU: the fleet's collectors run every
+//! `PIHEALTH_BENCH_INTERVAL`, and every agent wakes a few times a second
+//! besides (its scheduler and uplink look at the stop flag every 500 ms;
+//! before 2026-11-22 an idle agent woke 55 times a second and 1000 of them
+//! took 1.5 cores). A fleet is therefore started in two steps: 50 agents,
 //! their idle cost measured, and the rest only if the whole fleet would take
 //! at most a quarter of the machine's cores (`PIHEALTH_BENCH_FORCE=1`
-//! overrides: on 2 cores, N = 1000 needs it).
+//! overrides).
 //! Every loop is bounded in count and time, a fleet cycle slower than 60 s
 //! is not repeated, and every child process is stopped at the end, on a
 //! panic, and on Ctrl-C / SIGTERM (which also removes the temp dirs).

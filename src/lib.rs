@@ -3,6 +3,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod failpoint;
+pub mod journal;
 pub mod level;
 pub mod logline;
 pub mod master;

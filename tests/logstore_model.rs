@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 use pihealth::agent::logstore::{self, LogStore, PendingPiece};
+use pihealth::journal::Journal;
 use pihealth::protocol::message::{PieceKind, PieceRef};
 use pihealth::storage::{self, ArchiveHeader};
 use proptest::prelude::*;
@@ -644,14 +645,14 @@ impl Harness {
         self.reopen();
     }
 
-    /// `log/.pihealth/logstore.json`: `{TYPE: {epoch, base, acked}}`
-    /// (module doc of logstore.rs).
+    /// `log/.pihealth/logstore.state`: a journal of `{TYPE: {epoch, base,
+    /// acked}}` snapshots (module doc of logstore.rs).
     fn state_path(&self) -> PathBuf {
-        self.log.join(".pihealth").join("logstore.json")
+        self.log.join(".pihealth").join("logstore.state")
     }
 
     fn states(&self) -> Option<serde_json::Value> {
-        storage::read_json(&self.state_path()).expect("state file")
+        Journal::read(&self.state_path()).expect("state file")
     }
 
     /// The type's `{epoch, base, acked}`, if it has one.
@@ -734,7 +735,9 @@ impl Harness {
             return;
         }
         state["acked"] = end.into();
-        storage::write_json_atomic(&self.state_path(), &states, true).expect("state");
+        let (mut journal, _) =
+            Journal::open::<serde_json::Value>(&self.state_path()).expect("state");
+        journal.write(&states, true).expect("state");
         if replaced {
             fs::write(&log_path, b"").expect("empty log");
         }

@@ -269,6 +269,24 @@ pub fn own_children_ticks() -> u64 {
     sum_fields(&stat_fields("self"), &[13, 14])
 }
 
+/// Time on CPU, in ns, of an agent's threads that serve the master (the
+/// accept threads and the worker pool), from /proc/PID/task/*/schedstat:
+/// the cost of pulls without the collectors' work in the main thread.
+pub fn serving_threads_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            comm.starts_with("accept-") || comm.starts_with("agent-worker")
+        })
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A `VmRSS:`-style line of /proc/PID/status, in KiB (0 if gone).
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -10,10 +10,10 @@
 //!   stream range written in its gzip header comment
 //!   (`pihealth type=cpu epoch=… start=… end=…`), invisible to `zcat`.
 //!
-//! `log/.pihealth/logstore.json` holds `{TYPE: {epoch, base, acked}}` for
-//! every type: one file, so one acknowledgement of all types costs one state
-//! write (earlier versions kept one `TYPE.state` per type; `open` migrates
-//! them).
+//! `log/.pihealth/logstore.state` holds `{TYPE: {epoch, base, acked}}` for
+//! every type, as a journal of snapshots (`crate::journal`): one file, so
+//! one acknowledgement of all types costs one append and one fdatasync.
+//! Earlier versions kept one `TYPE.state` per type; `open` migrates them.
 //!
 //! Crash safety, step by step:
 //! - append: one `write` of a whole record, then `fdatasync`; a torn
@@ -51,11 +51,12 @@ use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::journal::Journal;
 use crate::protocol::message::{PieceKind, PieceRef, MAX_OFFERS};
 use crate::storage::{self, archive_name, ArchiveHeader};
 
 /// The state of every type, in `log/.pihealth/` (module doc).
-const STATE_FILE: &str = "logstore.json";
+const STATE_FILE: &str = "logstore.state";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 struct TypeState {
@@ -137,7 +138,7 @@ pub struct PieceReader {
 pub struct LogStore {
     log_dir: PathBuf,
     backup_dir: PathBuf,
-    state_file: PathBuf,
+    state: Mutex<Journal>,
     rotate_size: u64,
     max_backlog: u64,
     types: Mutex<Types>,
@@ -188,8 +189,9 @@ impl LogStore {
             }
         }
 
-        let state_file = state_dir.join(STATE_FILE);
-        let (mut saved, legacy) = match storage::read_json::<States>(&state_file)? {
+        let (journal, saved) = Journal::open::<States>(&state_dir.join(STATE_FILE))?;
+        let fresh = saved.is_none();
+        let (mut saved, legacy) = match saved {
             Some(states) => (states, Vec::new()),
             None => read_legacy_states(&state_dir)?,
         };
@@ -215,14 +217,14 @@ impl LogStore {
         let store = LogStore {
             log_dir: log_dir.to_path_buf(),
             backup_dir: backup_dir.to_path_buf(),
-            state_file,
+            state: Mutex::new(journal),
             rotate_size,
             max_backlog,
             types: Mutex::new(BTreeMap::new()),
             state_saved: AtomicBool::new(true),
         };
         let mut types = BTreeMap::new();
-        let mut changed = !legacy.is_empty() || !store.state_file.exists();
+        let mut changed = fresh;
         for name in names {
             let mut found = archives.remove(&name).unwrap_or_default();
             found.sort_by_key(|a| (a.header.epoch, a.header.start));
@@ -430,7 +432,11 @@ impl LogStore {
             .iter()
             .map(|(name, log)| (name.as_str(), log.saved_state()))
             .collect();
-        let result = storage::write_json_atomic(&self.state_file, &states, durable);
+        let result = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&states, durable);
         // Only a durable write makes up for an earlier failed one.
         let saved = result.is_ok() && (durable || self.state_saved.load(Ordering::Relaxed));
         self.state_saved.store(saved, Ordering::Relaxed);
@@ -465,7 +471,11 @@ impl LogStore {
                 .min();
             let Some((_, name)) = oldest else { break };
             self.ensure_state_saved(types)?;
-            let archive = types.get_mut(&name).expect("found above").archives.remove(0);
+            let archive = types
+                .get_mut(&name)
+                .expect("found above")
+                .archives
+                .remove(0);
             let bytes = archive.header.end - archive.header.start;
             // Recorded in the log itself before the bytes go: never silent,
             // even if we are killed right after the unlink.
@@ -711,6 +721,7 @@ fn read_legacy_states(state_dir: &Path) -> io::Result<(States, Vec<PathBuf>)> {
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())
+            .filter(|&n| n != STATE_FILE)
             .and_then(|n| n.strip_suffix(".state"))
         else {
             continue;
@@ -924,7 +935,7 @@ mod tests {
     }
 
     fn saved_state(f: &Fixture, log_type: &str) -> TypeState {
-        let states: States = storage::read_json(&state_file(f)).unwrap().unwrap();
+        let states: States = Journal::read(&state_file(f)).unwrap().unwrap();
         states[log_type]
     }
 
@@ -958,12 +969,15 @@ mod tests {
             store.append("cpu", b"b normal\n").unwrap();
             saved_state(&f, "cpu").epoch
         };
-        // What an earlier version left: `cpu.state` and no `logstore.json`.
+        // What an earlier version left: `cpu.state` and no `logstore.state`.
         let legacy = f.log.join(".pihealth/cpu.state");
         storage::write_json_atomic(&legacy, &saved_state(&f, "cpu"), true).unwrap();
         fs::remove_file(state_file(&f)).unwrap();
         let store = open(&f, 1 << 20, 1 << 20);
-        assert!(!legacy.exists(), "the old file goes once the new one is durable");
+        assert!(
+            !legacy.exists(),
+            "the old file goes once the new one is durable"
+        );
         assert_eq!(saved_state(&f, "cpu").epoch, epoch);
         let (pending, _) = store.pending();
         assert_eq!((pending[0].piece.start, pending[0].piece.epoch), (9, epoch));

@@ -169,9 +169,7 @@ impl Uplink {
             if !self.spool.is_empty() {
                 until = until.min(next_alarm_try);
             }
-            let wait = until
-                .saturating_duration_since(now)
-                .min(STOP_CHECK);
+            let wait = until.saturating_duration_since(now).min(STOP_CHECK);
             let _ = wake.recv_timeout(wait);
         }
     }

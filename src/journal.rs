@@ -1,0 +1,268 @@
+//! A small state file kept as an append-only journal of whole snapshots.
+//!
+//! A durable update is one `write` and one `fdatasync`. The usual atomic
+//! replace (temp file, fsync, rename, directory fsync) costs two journal
+//! commits of the file system, and on the hot paths (the agent's
+//! acknowledgement, once per pull) that was most of the time.
+//!
+//! Format: one record per line, `<compact JSON>\t<first 16 hex digits of
+//! its SHA-256>\n`. Compact JSON has no raw newline or tab, so a line is
+//! one record.
+//!
+//! Crash safety:
+//! - a record is appended whole; `durable` writes are fdatasynced before
+//!   `write` returns, so every acknowledged state is on disk;
+//! - reading takes the last intact record and stops at the first one that
+//!   is not (a record torn by a crash or power loss can only be the last:
+//!   an fdatasync makes every earlier byte durable too). `open` cuts such a
+//!   tail off, so the next record follows an intact one;
+//! - past [`COMPACT_AT`] bytes the file is replaced atomically by one with
+//!   the latest record only (temp file, fsync, rename, directory fsync).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::storage;
+
+/// Size past which the journal is rewritten with its latest record only.
+pub const COMPACT_AT: u64 = 64 * 1024;
+/// Hex digits of the checksum kept per record.
+const SUM_LEN: usize = 16;
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl Journal {
+    /// Open (or create) the journal at `path` and return its latest intact
+    /// state, if any. A torn tail is cut off.
+    pub fn open<T: DeserializeOwned>(path: &Path) -> io::Result<(Journal, Option<T>)> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage::with_path(e, path)),
+        };
+        let (latest, intact) = last_record(&bytes);
+        let value = match latest {
+            Some(json) => Some(serde_json::from_slice(json).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?),
+            None => None,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| storage::with_path(e, path))?;
+        if intact < bytes.len() {
+            log::warn!(
+                "{}: cutting a torn record of {} bytes",
+                path.display(),
+                bytes.len() - intact
+            );
+            file.set_len(intact as u64)?;
+        }
+        let journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            len: intact as u64,
+        };
+        Ok((journal, value))
+    }
+
+    /// The latest intact state of the journal at `path`, without opening
+    /// it for writing.
+    pub fn read<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+        match fs::read(path) {
+            Ok(bytes) => match last_record(&bytes).0 {
+                Some(json) => serde_json::from_slice(json).map(Some).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", path.display()),
+                    )
+                }),
+                None => Ok(None),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(storage::with_path(e, path)),
+        }
+    }
+
+    /// Record `value` as the new state; with `durable`, it survives power
+    /// loss once this returns. On error the journal still reads as the
+    /// last state written before.
+    pub fn write<T: Serialize>(&mut self, value: &T, durable: bool) -> io::Result<()> {
+        let record = encode(value)?;
+        if self.len + record.len() as u64 > COMPACT_AT {
+            return self.compact(&record);
+        }
+        let result = self.file.write_all(&record).and_then(|()| {
+            if durable {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.len += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // No partial record stays behind to hide later ones.
+                let _ = self.file.set_len(self.len);
+                Err(storage::with_path(e, &self.path))
+            }
+        }
+    }
+
+    /// Replace the file by one holding `record` only; always durable.
+    fn compact(&mut self, record: &[u8]) -> io::Result<()> {
+        storage::write_atomic(&self.path, record, true)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| storage::with_path(e, &self.path))?;
+        self.len = record.len() as u64;
+        Ok(())
+    }
+}
+
+/// `value` as one journal line.
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let mut record = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let sum = checksum(&record);
+    record.push(b'\t');
+    record.extend_from_slice(sum.as_bytes());
+    record.push(b'\n');
+    Ok(record)
+}
+
+fn checksum(json: &[u8]) -> String {
+    let digest = Sha256::digest(json);
+    digest[..SUM_LEN / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The JSON of the last intact record, and the length of the intact
+/// prefix (where the first bad or incomplete record starts).
+fn last_record(bytes: &[u8]) -> (Option<&[u8]>, usize) {
+    let mut latest = None;
+    let mut at = 0;
+    while let Some(end) = bytes[at..].iter().position(|&b| b == b'\n') {
+        let line = &bytes[at..at + end];
+        let Some(tab) = line.iter().rposition(|&b| b == b'\t') else {
+            break;
+        };
+        let (json, sum) = (&line[..tab], &line[tab + 1..]);
+        if sum != checksum(json).as_bytes() {
+            break;
+        }
+        latest = Some(json);
+        at += end + 1;
+    }
+    (latest, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    type State = BTreeMap<String, u64>;
+
+    fn state(n: u64) -> State {
+        BTreeMap::from([("acked".to_string(), n), ("base".to_string(), n / 2)])
+    }
+
+    #[test]
+    fn the_latest_record_wins_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state");
+        let (mut j, none) = Journal::open::<State>(&path).unwrap();
+        assert!(none.is_none());
+        for n in 1..=5 {
+            j.write(&state(n), n % 2 == 0).unwrap();
+        }
+        drop(j);
+        let (_, latest) = Journal::open::<State>(&path).unwrap();
+        assert_eq!(latest, Some(state(5)));
+        assert_eq!(Journal::read::<State>(&path).unwrap(), Some(state(5)));
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_falls_back_to_the_last_intact_record_and_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state");
+        let (mut j, _) = Journal::open::<State>(&path).unwrap();
+        j.write(&state(1), true).unwrap();
+        j.write(&state(2), true).unwrap();
+        drop(j);
+        let intact = fs::read(&path).unwrap();
+        let last = encode(&state(3)).unwrap();
+        for cut in 0..last.len() {
+            // A crash mid-append leaves any prefix of the record.
+            let mut torn = intact.clone();
+            torn.extend_from_slice(&last[..cut]);
+            fs::write(&path, &torn).unwrap();
+            let (mut j, latest) = Journal::open::<State>(&path).unwrap();
+            assert_eq!(latest, Some(state(2)), "cut at {cut}");
+            assert_eq!(fs::read(&path).unwrap(), intact, "tail cut at {cut}");
+            j.write(&state(4), true).unwrap();
+            assert_eq!(Journal::read::<State>(&path).unwrap(), Some(state(4)));
+        }
+        // A flipped byte in the last record (power loss garbage).
+        let mut bad = intact.clone();
+        let mut rec = encode(&state(3)).unwrap();
+        rec[3] ^= 0x20;
+        bad.extend_from_slice(&rec);
+        fs::write(&path, &bad).unwrap();
+        assert_eq!(Journal::read::<State>(&path).unwrap(), Some(state(2)));
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_state_and_bounds_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state");
+        let (mut j, _) = Journal::open::<State>(&path).unwrap();
+        for n in 0..5000 {
+            j.write(&state(n), false).unwrap();
+        }
+        assert!(fs::metadata(&path).unwrap().len() <= COMPACT_AT);
+        drop(j);
+        assert_eq!(Journal::read::<State>(&path).unwrap(), Some(state(4999)));
+        assert!(!storage::temp_path(&path).exists());
+    }
+
+    #[test]
+    fn strings_with_newlines_and_tabs_stay_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state");
+        let (mut j, _) = Journal::open::<Vec<String>>(&path).unwrap();
+        let value = vec!["a\nb\tc".to_string(), "\u{0}".to_string()];
+        j.write(&value, true).unwrap();
+        j.write(&value, true).unwrap();
+        drop(j);
+        assert_eq!(
+            fs::read(&path)
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            2
+        );
+        assert_eq!(Journal::read::<Vec<String>>(&path).unwrap(), Some(value));
+    }
+}
