@@ -109,7 +109,8 @@ pub fn pull_latency(b: &Bench, report: &mut Report) -> Result<(), String> {
         Some(shm) if !b.settings.skips("tmpfs") => Some(latency_run(b, "latency-tmpfs", 9, shm)?),
         _ => None,
     };
-    let raw = median(raw_round_trips(PULLS));
+    let (raw_times, raw_server_ns) = raw_round_trips(PULLS);
+    let raw = median(raw_times);
     let row = |figure: &str, l: &Latency| {
         let (med, p) = (median(l.times.clone()), p95(l.times.clone()));
         Row::new(figure, format!("{:.3} ms ({:.3} ms)", ms(med), ms(p)))
@@ -135,9 +136,15 @@ pub fn pull_latency(b: &Bench, report: &mut Report) -> Result<(), String> {
     if let Some(t) = &tmpfs {
         cpu.push_str(&format!(" ({:.3} ms on tmpfs)", t.serving_cpu_ms));
     }
+    // One pull is 7 connections (control + one per piece): the floor
+    // a connection per piece sets, before any byte of work.
+    let floor_ms = raw_server_ns * 7.0 / 1e6;
     report.row(
         Row::new("agent CPU per pull, threads serving the master", cpu)
-            .baseline("schedstat of accept-* and agent-worker")
+            .baseline(format!(
+                "7 raw loopback connections (accept, 1 byte each way, close): {floor_ms:.3} ms server CPU"
+            ))
+            .ratio(format!("{:.1}x", disk.serving_cpu_ms / floor_ms.max(1e-9)))
             .target("≤ 0.5 ms"),
     );
     let mut cpu = format!("{:.3} ms", disk.agent_cpu_ms);
@@ -190,16 +197,27 @@ fn raw_listener() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-/// Raw loopback: connect, one byte each way, close; `n` times.
-pub fn raw_round_trips(n: usize) -> Vec<Duration> {
+/// Time on CPU of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raw loopback: connect, one byte each way, close; `n` times. Also the
+/// server side's CPU per connection (accept, read, write, close), in ns.
+pub fn raw_round_trips(n: usize) -> (Vec<Duration>, f64) {
     let (listener, addr) = raw_listener();
     let server = thread::spawn(move || {
+        let before = thread_cpu_ns();
         for _ in 0..n {
             let (mut s, _) = listener.accept().expect("accept");
             let mut b = [0u8; 1];
             s.read_exact(&mut b).expect("read");
             s.write_all(&b).expect("write");
         }
+        (thread_cpu_ns() - before) as f64 / n as f64
     });
     let times = (0..n)
         .map(|_| {
@@ -212,8 +230,8 @@ pub fn raw_round_trips(n: usize) -> Vec<Duration> {
             t.elapsed()
         })
         .collect();
-    server.join().expect("raw server");
-    times
+    let server_ns = server.join().expect("raw server");
+    (times, server_ns)
 }
 
 /// Raw loopback TCP: throughput and the CPU it took (both ends).
