@@ -118,6 +118,11 @@ impl Write for TimedStream {
         self.stream.write(buf)
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.stream.flush()
     }

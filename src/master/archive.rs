@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -345,7 +345,7 @@ impl HostArchive {
         &mut self,
         piece: &PieceRef,
         skip: u64,
-        data: &mut dyn Read,
+        data: &mut dyn BufRead,
     ) -> io::Result<u64> {
         self.begin_piece(piece)?;
         let log_path = self.log_path(&piece.log_type);
@@ -359,12 +359,7 @@ impl HostArchive {
         file.set_len(local_len)?;
         file.seek(SeekFrom::Start(local_len))?;
         let expected = piece.end - piece.start;
-        let copied = io::copy(&mut data.take(skip), &mut io::sink()).and_then(|_| {
-            let mut out = BufWriter::with_capacity(64 * 1024, &mut file);
-            let n = io::copy(data, &mut out)?;
-            out.flush()?;
-            Ok(n)
-        });
+        let copied = discard(data, skip).and_then(|_| write_from(data, &mut file));
         let written = match copied {
             Ok(n) => n,
             Err(e) => {
@@ -406,7 +401,7 @@ impl HostArchive {
         piece: &PieceRef,
         skip: u64,
         size: u64,
-        data: &mut dyn Read,
+        data: &mut dyn BufRead,
     ) -> io::Result<u64> {
         let incoming = self
             .backup_dir
@@ -419,7 +414,7 @@ impl HostArchive {
             .truncate(true)
             .open(&incoming)
             .map_err(|e| storage::with_path(e, &incoming))?;
-        let received = io::copy(data, &mut file)?;
+        let received = write_from(data, &mut file)?;
         if received != size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -542,6 +537,37 @@ impl HostArchive {
     pub fn host(&self) -> &str {
         &self.host
     }
+}
+
+/// Write all `data` holds to `file`, each buffer `data` hands out in one
+/// write (a whole received chunk on a pull: no copy into another buffer,
+/// no split into smaller writes). Returns the bytes written.
+fn write_from(data: &mut dyn BufRead, file: &mut File) -> io::Result<u64> {
+    let mut written = 0u64;
+    loop {
+        let buf = data.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(written);
+        }
+        file.write_all(buf)?;
+        let n = buf.len();
+        data.consume(n);
+        written += n as u64;
+    }
+}
+
+/// Read past the first `n` bytes of `data` (fewer if it ends first).
+fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
+    while n > 0 {
+        let buf = data.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        data.consume(take);
+        n -= take as u64;
+    }
+    Ok(())
 }
 
 /// Check a received archive's gzip structure without inflating it: the

@@ -6,15 +6,16 @@
 //! (later pieces of it would land out of order) but not the other types.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::master::archive::{HostArchive, OpenError, Plan};
 use crate::protocol::message::{AgentInfo, Offer, PieceKind};
-use crate::protocol::{Connection, Key, Message, Purpose};
+use crate::protocol::{Connection, Key, Message, Purpose, Received};
 
 /// Most `ListPending` rounds in one pull (each moves up to 256 pieces).
 const MAX_ROUNDS: usize = 64;
@@ -301,8 +302,8 @@ fn fetch(
     conn.send(&Message::Fetch { token: offer.token })?;
     let mut reader = ChunkReader {
         conn: &mut conn,
-        buffer: Vec::new(),
-        at: 0,
+        frame: Vec::new(),
+        chunk: 0..0,
         received: 0,
         expected: offer.size,
         done: false,
@@ -315,26 +316,31 @@ fn fetch(
 }
 
 /// The bytes of a piece as they arrive in `Chunk` frames; ends at `End`,
-/// which must agree with what arrived and with the size offered.
+/// which must agree with what arrived and with the size offered. As a
+/// `BufRead` it hands out each chunk where it was received, so the
+/// archive writes it to its file with no copy in between.
 struct ChunkReader<'a> {
     conn: &'a mut Connection<TcpStream>,
-    buffer: Vec<u8>,
-    at: usize,
+    /// The last frame received (reused for every frame of the piece).
+    frame: Vec<u8>,
+    /// What of the current chunk's data in `frame` is not yet consumed.
+    chunk: Range<usize>,
     received: u64,
     expected: u64,
     done: bool,
     progress: Option<(&'a Progress, SocketAddr)>,
 }
 
-impl Read for ChunkReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.buffer.len() {
+impl BufRead for ChunkReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.chunk.is_empty() {
             if self.done {
-                return Ok(0);
+                return Ok(&[]);
             }
-            match self.conn.recv_ok()? {
-                Message::Chunk(data) => {
-                    self.received += data.len() as u64;
+            match self.conn.recv_into(&mut self.frame)? {
+                Received::Chunk(data) => {
+                    let n = data.len() as u64;
+                    self.received += n;
                     if self.received > self.expected {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -342,13 +348,11 @@ impl Read for ChunkReader<'_> {
                         ));
                     }
                     if let Some((p, control)) = self.progress {
-                        let n = data.len() as u64;
                         p.update(control, |a| a.received += n);
                     }
-                    self.buffer = data;
-                    self.at = 0;
+                    self.chunk = data;
                 }
-                Message::End { len } => {
+                Received::Message(Message::End { len }) => {
                     if len != self.received || len != self.expected {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -360,7 +364,7 @@ impl Read for ChunkReader<'_> {
                     }
                     self.done = true;
                 }
-                other => {
+                Received::Message(other) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("expected Chunk, got {}", other.kind()),
@@ -368,9 +372,20 @@ impl Read for ChunkReader<'_> {
                 }
             }
         }
-        let n = out.len().min(self.buffer.len() - self.at);
-        out[..n].copy_from_slice(&self.buffer[self.at..self.at + n]);
-        self.at += n;
+        Ok(&self.frame[self.chunk.clone()])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.chunk.start = (self.chunk.start + n).min(self.chunk.end);
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let data = self.fill_buf()?;
+        let n = out.len().min(data.len());
+        out[..n].copy_from_slice(&data[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

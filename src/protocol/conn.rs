@@ -3,12 +3,14 @@
 //! Generic over the byte stream so tests can run both ends over an
 //! in-memory pipe, and so TLS can later slot in underneath.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::auth::{self, FrameMac, Handshake, Key, Purpose, MAC_LEN};
-use super::frame::{read_frame, write_frame, MAX_FRAME, MAX_HANDSHAKE_FRAME};
+use super::frame::{
+    read_frame, read_frame_len, write_frame, write_frame_vectored, MAX_FRAME, MAX_HANDSHAKE_FRAME,
+};
 use super::message::Message;
 
 fn auth_error(message: impl Into<String>) -> io::Error {
@@ -160,12 +162,43 @@ impl<S: Read + Write> Connection<S> {
         self.reader.get_mut().flush()
     }
 
-    /// Send a data chunk without copying it into a `Message` first.
+    /// Send a data chunk without copying it into a `Message` or a frame
+    /// buffer first.
     pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         let header = Message::chunk_header(data.len());
         let mac = self.send.seal_parts(&[&header, data]);
-        write_frame(self.reader.get_mut(), &[&header, data, &mac])?;
+        write_frame_vectored(self.reader.get_mut(), &[&header, data, &mac])?;
         self.reader.get_mut().flush()
+    }
+
+    /// Receive the next message like `recv`, except that a `Chunk`'s data
+    /// is left in `frame` (`Received::Chunk` gives where) instead of being
+    /// copied into a new `Vec`. `frame` is reused from call to call, so a
+    /// stream of chunks costs no allocation; it only grows.
+    pub fn recv_into(&mut self, frame: &mut Vec<u8>) -> io::Result<Received> {
+        self.confirm_server()?;
+        let len = read_frame_len(&mut self.reader, MAX_FRAME + MAC_LEN)?;
+        if frame.len() < len {
+            frame.resize(len, 0);
+        }
+        read_body(&mut self.reader, &mut frame[..len])?;
+        let body = &frame[..len];
+        let payload = self
+            .recv
+            .open(body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        match Message::chunk_data(payload) {
+            Some(data) => {
+                // The payload starts the frame and ends with the data
+                // (`chunk_data` allows nothing after it).
+                let end = payload.len();
+                Ok(Received::Chunk(end - data?.len()..end))
+            }
+            None => match Message::decode(payload)? {
+                Message::Error(text) => Err(io::Error::other(format!("peer refused: {text}"))),
+                m => Ok(Received::Message(m)),
+            },
+        }
     }
 
     pub fn recv(&mut self) -> io::Result<Message> {
@@ -195,6 +228,29 @@ impl<S: Read + Write> Connection<S> {
     }
 }
 
+/// What `Connection::recv_into` received.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A `Chunk`: its data is `frame[range]`.
+    Chunk(std::ops::Range<usize>),
+    /// Any other message (a peer's `Error` is returned as an error).
+    Message(Message),
+}
+
+/// Fill `body` from `reader`: what is buffered first, then the rest
+/// straight from the stream into `body`, not through the buffer (which
+/// would copy every byte of a large frame once more).
+fn read_body<S: Read>(reader: &mut BufReader<S>, body: &mut [u8]) -> io::Result<()> {
+    let buffered = reader.buffer();
+    let have = buffered.len().min(body.len());
+    body[..have].copy_from_slice(&buffered[..have]);
+    reader.consume(have);
+    if have < body.len() {
+        reader.get_mut().read_exact(&mut body[have..])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -221,6 +277,38 @@ pub(crate) mod tests {
         let mut conn = Connection::client(c, &key, Purpose::Control).unwrap();
         conn.send(&Message::Ping).unwrap();
         assert_eq!(conn.recv().unwrap(), Message::Bye);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn chunks_received_in_place_match_what_was_sent() {
+        let key = Key::from_bytes([4; 32]);
+        let (c, s) = pair();
+        let server_key = key.clone();
+        let sizes = [0usize, 1, 5, 1000, 64 * 1024, 3, 64 * 1024, 17];
+        let server = thread::spawn(move || {
+            let mut conn = Connection::server(s, &[server_key], Purpose::Data).unwrap();
+            assert_eq!(conn.recv().unwrap(), Message::Ping);
+            for (i, n) in sizes.iter().enumerate() {
+                conn.send_chunk(&vec![i as u8; *n]).unwrap();
+            }
+            conn.send(&Message::End { len: 7 }).unwrap();
+            conn.send(&Message::Error("no".into())).unwrap();
+        });
+        let mut conn = Connection::client(c, &key, Purpose::Data).unwrap();
+        conn.send(&Message::Ping).unwrap();
+        let mut frame = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            match conn.recv_into(&mut frame).unwrap() {
+                Received::Chunk(range) => assert_eq!(frame[range], vec![i as u8; *n]),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            conn.recv_into(&mut frame).unwrap(),
+            Received::Message(Message::End { len: 7 })
+        );
+        assert!(conn.recv_into(&mut frame).is_err());
         server.join().unwrap();
     }
 

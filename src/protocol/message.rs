@@ -382,6 +382,22 @@ impl Message {
         h
     }
 
+    /// The data of an encoded `Chunk`, in place, checked exactly as
+    /// `decode` checks it; `None` if `bytes` encode another message.
+    pub fn chunk_data(bytes: &[u8]) -> Option<Result<&[u8], DecodeError>> {
+        let mut d = Decoder(bytes);
+        if d.u8().ok()? != tag::CHUNK {
+            return None;
+        }
+        Some(d.bytes(MAX_CHUNK).and_then(|data| {
+            if d.0.is_empty() {
+                Ok(data)
+            } else {
+                Err(DecodeError(format!("{} trailing bytes", d.0.len())))
+            }
+        }))
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         let mut d = Decoder(bytes);
         let msg = match d.u8()? {
@@ -535,6 +551,19 @@ mod tests {
             Message::AlarmAck { id: "ab".into() },
             Message::Error("no".into()),
         ]
+    }
+
+    #[test]
+    fn chunk_data_agrees_with_decode() {
+        let mut m = Message::Chunk(vec![9; 5]).encode();
+        assert_eq!(Message::chunk_data(&m).unwrap().unwrap(), &[9; 5]);
+        assert!(Message::chunk_data(&Message::End { len: 5 }.encode()).is_none());
+        assert!(Message::chunk_data(&[]).is_none());
+        m.push(0);
+        assert!(Message::chunk_data(&m).unwrap().is_err());
+        assert!(Message::decode(&m).is_err());
+        assert!(Message::chunk_data(&m[..m.len() - 3]).unwrap().is_err());
+        assert!(Message::decode(&m[..m.len() - 3]).is_err());
     }
 
     #[test]

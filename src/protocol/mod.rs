@@ -7,5 +7,5 @@ pub mod frame;
 pub mod message;
 
 pub use auth::{Key, Purpose};
-pub use conn::Connection;
+pub use conn::{Connection, Received};
 pub use message::{AgentInfo, Alarm, Message, Offer, PieceKind, PieceRef};
