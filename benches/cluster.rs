@@ -8,7 +8,8 @@
 //!   raw TCP connect + round trip, agent CPU per pull, idle resident memory;
 //! - bulk: a 64 MiB current log, 100 MiB each from 20 agents, and a backlog
 //!   of gzip archives + current logs on one agent, against raw loopback
-//!   TCP throughput; each with the master on disk and on tmpfs;
+//!   TCP throughput and against the write + fsync throughput of the
+//!   master's own directory; each with the master on disk and on tmpfs;
 //! - liveness: time from `kill -9` of an agent to the master marking it down;
 //! - fleets: a full pull cycle of N real agent processes × 6 types, with
 //!   connections per second, master CPU and memory (see `cluster/fleet.rs`).

@@ -7,6 +7,13 @@
 //! directory per pass: an agent only ever replaces or unlinks its files
 //! (never rewrites them in place), so the other link keeps the original.
 //!
+//! A second baseline, also measured in the same run: the storage's own
+//! sequential write + fsync throughput in the very directory the master
+//! writes to (256 MiB in 1 MiB blocks, then one fsync; the file is deleted
+//! after). A pull receives, writes and fsyncs, so it can be no faster than
+//! the slower of raw TCP and that; each row also gives the pull's rate as
+//! a share of that minimum.
+//!
 //! Besides MB/s, each pass counts the CPU it cost (this process, where the
 //! master's pull code runs, plus the agents) per GB on the wire, against
 //! the same for raw TCP: on a machine busy with other work, throughput
@@ -14,6 +21,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -121,6 +129,47 @@ fn bulk_agent(
     }
 }
 
+/// The disk baseline: bytes written in 1 MiB blocks, then one fsync.
+const DISK_RATE_BYTES: usize = 256 << 20;
+const DISK_RATE_BLOCK: usize = 1 << 20;
+
+/// Sequential write + fsync throughput of the storage under `dir`.
+struct DiskRate {
+    write: Duration,
+    sync: Duration,
+}
+
+impl DiskRate {
+    fn mbps(&self) -> f64 {
+        DISK_RATE_BYTES as f64 / (self.write + self.sync).as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Write `DISK_RATE_BYTES` to a new file in `dir` in `DISK_RATE_BLOCK`
+/// blocks, then `fdatasync` it (as the master does a stored piece), timing
+/// both; the file is removed after.
+fn disk_rate(dir: &Path) -> Result<DiskRate, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("disk-rate.tmp");
+    let mut block = log_text(DISK_RATE_BLOCK, 3);
+    block.truncate(DISK_RATE_BLOCK);
+    let measured = (|| {
+        let t = Instant::now();
+        let mut file = fs::File::create(&path)?;
+        for _ in 0..DISK_RATE_BYTES / DISK_RATE_BLOCK {
+            file.write_all(&block)?;
+        }
+        let write = t.elapsed();
+        file.sync_data()?;
+        Ok(DiskRate {
+            write,
+            sync: t.elapsed() - write,
+        })
+    })();
+    let _ = fs::remove_file(&path);
+    measured.map_err(|e: std::io::Error| format!("{}: {e}", path.display()))
+}
+
 /// What one pass moved and what it cost.
 struct Pass {
     /// Bytes on the wire (archives travel compressed).
@@ -189,6 +238,14 @@ fn pull_pass(
     })
 }
 
+/// One place's result of a case: the median pass and the storage's own
+/// write + fsync rate there, measured just before the passes.
+struct PlaceResult {
+    place: &'static str,
+    pass: Pass,
+    disk: DiskRate,
+}
+
 /// The median pass (by throughput) of `rounds` for each place. `prepare`
 /// makes the agents of one round: (place, round) -> specs, each in a
 /// fresh directory; those directories and the master's are removed after.
@@ -199,9 +256,10 @@ fn run_case<'b>(
     rotate: u64,
     workers: usize,
     prepare: impl Fn(usize, &str, usize) -> Result<Vec<AgentSpec<'b>>, String>,
-) -> Result<Vec<(&'static str, Pass)>, String> {
+) -> Result<Vec<PlaceResult>, String> {
     let mut out = Vec::new();
     for (index, (place, root)) in places(b).into_iter().enumerate() {
+        let disk = disk_rate(&root)?;
         let mut passes = Vec::new();
         for round in 0..rounds {
             let specs = prepare(index, place, round)?;
@@ -214,17 +272,18 @@ fn run_case<'b>(
             passes.push(pass?);
         }
         passes.sort_by(|a, b| a.mbps().total_cmp(&b.mbps()));
-        let median = passes.swap_remove(passes.len() / 2);
-        out.push((place, median));
+        let pass = passes.swap_remove(passes.len() / 2);
+        out.push(PlaceResult { place, pass, disk });
     }
     Ok(out)
 }
 
-/// One row: each place's MB/s and CPU per GB against raw TCP's.
-fn case_row(figure: String, passes: &[(&str, Pass)], raw: &RawRate, detail: String) -> Row {
-    let value = passes
+/// One row: each place's MB/s and CPU per GB against raw TCP's, and MB/s
+/// against the slower of raw TCP and the place's write + fsync.
+fn case_row(figure: String, results: &[PlaceResult], raw: &RawRate, detail: String) -> Row {
+    let value = results
         .iter()
-        .map(|(place, p)| {
+        .map(|PlaceResult { place, pass: p, .. }| {
             format!(
                 "{:.0} MB/s, {:.1} s CPU/GB (master {:.2} s + agents {:.2} s) ({place} master)",
                 p.mbps(),
@@ -235,21 +294,44 @@ fn case_row(figure: String, passes: &[(&str, Pass)], raw: &RawRate, detail: Stri
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let ratio = passes
+    let ratio = results
         .iter()
-        .map(|(place, p)| {
+        .map(
+            |PlaceResult {
+                 place,
+                 pass: p,
+                 disk,
+             }| {
+                format!(
+                    "{:.0}%, CPU/GB {:.1}x raw; {:.0}% of min(raw, write + fsync) ({place})",
+                    100.0 * p.mbps() / raw.mbps,
+                    p.cpu_per_gb() / raw.cpu_per_gb.max(1e-9),
+                    100.0 * p.mbps() / raw.mbps.min(disk.mbps()).max(1e-9)
+                )
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("; ");
+    let disks = results
+        .iter()
+        .map(|PlaceResult { place, disk, .. }| {
             format!(
-                "{:.0}%, CPU/GB {:.1}x raw ({place})",
-                100.0 * p.mbps() / raw.mbps,
-                p.cpu_per_gb() / raw.cpu_per_gb.max(1e-9)
+                "{:.0} MB/s on {place} (write {:.2} s + fsync {:.2} s)",
+                disk.mbps(),
+                disk.write.as_secs_f64(),
+                disk.sync.as_secs_f64()
             )
         })
         .collect::<Vec<_>>()
-        .join("; ");
+        .join(", ");
     Row::new(figure, format!("{value}{detail}"))
         .baseline(format!(
-            "raw loopback TCP, {} stream(s): {:.0} MB/s, {:.2} s CPU/GB",
-            raw.streams, raw.mbps, raw.cpu_per_gb
+            "raw loopback TCP, {} stream(s): {:.0} MB/s, {:.2} s CPU/GB; write + fsync of {} MiB \
+             in the master's directory: {disks}",
+            raw.streams,
+            raw.mbps,
+            raw.cpu_per_gb,
+            DISK_RATE_BYTES >> 20
         ))
         .ratio(ratio)
         .target("≥ 50%")
@@ -314,7 +396,7 @@ pub fn many_agents(b: &Bench, report: &mut Report) -> Result<(), String> {
     let raw = raw_for(each, workers);
     let took = passes
         .iter()
-        .map(|(place, p)| format!("{:.1} s on {place}", p.elapsed.as_secs_f64()))
+        .map(|r| format!("{:.1} s on {}", r.pass.elapsed.as_secs_f64(), r.place))
         .collect::<Vec<_>>()
         .join(", ");
     report.row(case_row(
@@ -380,11 +462,12 @@ pub fn archive_backlog(b: &Bench, report: &mut Report) -> Result<(), String> {
     let raw = raw_for((bytes as usize).min(1 << 30), 1);
     let detail = passes
         .iter()
-        .map(|(place, p)| {
+        .map(|r| {
             format!(
-                "{place}: {:.1} s, {:.0} MB/s of log",
-                p.elapsed.as_secs_f64(),
-                p.log_mbps()
+                "{}: {:.1} s, {:.0} MB/s of log",
+                r.place,
+                r.pass.elapsed.as_secs_f64(),
+                r.pass.log_mbps()
             )
         })
         .collect::<Vec<_>>()
