@@ -18,7 +18,7 @@ pub fn with_path(e: io::Error, path: &Path) -> io::Error {
 /// Hidden sibling used while a file is being written: `.NAME.tmp`.
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    // Hidden already (`.pihealth-state.json`): no second dot, no `..` in names.
+    // Hidden already (`.pihealth-state`): no second dot, no `..` in names.
     let hidden = if name.starts_with('.') { "" } else { "." };
     path.with_file_name(format!("{hidden}{name}.tmp"))
 }

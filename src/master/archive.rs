@@ -1,15 +1,15 @@
 //! The master's per-host archive: `log/HOST/TYPE.log` plus
 //! `logbackup/HOST/TYPE-<UTC time>.log.gz`, in stream order.
 //!
-//! For each type the master keeps (in `log/HOST/.pihealth-state.json`) the
-//! agent stream's `epoch` and `committed` offset: every byte below it is
-//! stored and fsynced. A piece is stored only beyond `committed`, so a
+//! For each type the master keeps (in `log/HOST/.pihealth-state`, a journal
+//! of snapshots: `crate::journal`) the agent stream's `epoch` and
+//! `committed` offset: every byte below it is stored and fsynced. A piece is stored only beyond `committed`, so a
 //! piece sent twice (lost ack, agent restart) is stored once.
 //!
 //! Crash safety, step by step (acks go out only after `commit`):
 //! - current piece: append to `TYPE.log`, fsync; state in memory moves
-//!   `committed` and `local_len`; `commit` writes the state atomically and
-//!   durably. Bytes beyond `local_len` found on open were never committed
+//!   `committed` and `local_len`; `commit` appends the state to the
+//!   journal and fdatasyncs it. Bytes beyond `local_len` found on open were never committed
 //!   (the agent still has them) and are cut off.
 //! - archive piece: received into a hidden temp file, its gzip shape
 //!   checked without inflating (header range, trailer length; see
@@ -36,6 +36,7 @@ use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::logstore::write_gzip_atomic;
+use crate::journal::Journal;
 use crate::protocol::message::PieceRef;
 use crate::storage::{self, archive_name, ArchiveHeader};
 
@@ -69,8 +70,11 @@ struct HostState {
     types: BTreeMap<String, TypeState>,
 }
 
-/// The host's state file, in `log/HOST/`.
-const STATE_FILE: &str = ".pihealth-state.json";
+/// The host's state journal, in `log/HOST/`.
+const STATE_FILE: &str = ".pihealth-state";
+/// The state file of versions before 2026-11-22 (one JSON document,
+/// replaced atomically on every commit): read once, then removed.
+const LEGACY_STATE_FILE: &str = ".pihealth-state.json";
 
 /// What to do with an offered piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,7 @@ pub struct HostArchive {
     backup_dir: PathBuf,
     rotate_size: u64,
     state: HostState,
+    journal: Journal,
     dirty: bool,
     /// Things written to `events.log` (gaps, restarted streams), also
     /// kept here for the caller's report.
@@ -142,23 +147,33 @@ impl HostArchive {
             Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy),
             Err(fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
         }
-        let state: HostState = storage::read_json(&log_dir.join(STATE_FILE))?.unwrap_or_default();
+        let (journal, state) = Journal::open::<HostState>(&log_dir.join(STATE_FILE))?;
+        let legacy_path = log_dir.join(LEGACY_STATE_FILE);
+        let (state, legacy) = match state {
+            Some(state) => (state, false),
+            None => match storage::read_json::<HostState>(&legacy_path)? {
+                Some(state) => (state, true),
+                None => (HostState::default(), false),
+            },
+        };
         let mut archive = HostArchive {
             host: host.to_string(),
             log_dir,
             backup_dir,
             rotate_size,
             state,
-            dirty: false,
+            journal,
+            // A state taken over from the old file is written to the
+            // journal (by `recover`'s commit) before the old file goes.
+            dirty: legacy,
             events: Vec::new(),
             _lock: lock,
         };
         archive.recover()?;
+        if legacy {
+            fs::remove_file(&legacy_path).map_err(|e| storage::with_path(e, &legacy_path))?;
+        }
         Ok(archive)
-    }
-
-    fn state_path(&self) -> PathBuf {
-        self.log_dir.join(STATE_FILE)
     }
 
     fn log_path(&self, log_type: &str) -> PathBuf {
@@ -528,7 +543,7 @@ impl HostArchive {
     /// may the agent be told to release it.
     pub fn commit(&mut self) -> io::Result<()> {
         if self.dirty {
-            storage::write_json_atomic(&self.state_path(), &self.state, true)?;
+            self.journal.write(&self.state, true)?;
             self.dirty = false;
         }
         Ok(())
@@ -673,8 +688,11 @@ pub fn read_all(
 /// the bytes a reader may show (a pull may be appending beyond it). 0 when
 /// the type, the host or its state is unknown.
 pub fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
-    let path = log_root.join(host).join(STATE_FILE);
-    let state: Option<HostState> = storage::read_json(&path)?;
+    let dir = log_root.join(host);
+    let state = match Journal::read::<HostState>(&dir.join(STATE_FILE))? {
+        Some(state) => Some(state),
+        None => storage::read_json::<HostState>(&dir.join(LEGACY_STATE_FILE))?,
+    };
     Ok(state
         .and_then(|s| s.types.get(log_type).map(|t| t.local_len))
         .unwrap_or(0))
@@ -768,11 +786,37 @@ mod tests {
                 .unwrap();
             a.commit().unwrap();
         }
-        fs::remove_file(log.join("pi1/.pihealth-state.json")).unwrap();
+        fs::remove_file(log.join("pi1/.pihealth-state")).unwrap();
         let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
         let p = piece(PieceKind::Current, 3, 6);
         a.store_current(&p, 0, &mut &b"b \n"[..]).unwrap();
         a.commit().unwrap();
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
+    }
+
+    #[test]
+    fn the_state_file_of_earlier_versions_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        {
+            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
+                .unwrap();
+            a.commit().unwrap();
+            // What an earlier version kept: one JSON document.
+            storage::write_json_atomic(&log.join("pi1").join(LEGACY_STATE_FILE), &a.state, true)
+                .unwrap();
+        }
+        fs::remove_file(log.join("pi1").join(STATE_FILE)).unwrap();
+        assert_eq!(committed_len(&log, "pi1", "cpu").unwrap(), 3);
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        assert!(!log.join("pi1").join(LEGACY_STATE_FILE).exists());
+        assert_eq!(a.plan(&piece(PieceKind::Current, 0, 3)), Plan::AlreadyHave);
+        a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..])
+            .unwrap();
+        a.commit().unwrap();
+        drop(a);
+        assert_eq!(committed_len(&log, "pi1", "cpu").unwrap(), 6);
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 

@@ -452,14 +452,15 @@ mod tests {
         std::fs::create_dir_all(&log).unwrap();
         std::fs::create_dir_all(&backup).unwrap();
         std::fs::write(log.join("cpu.log"), current).unwrap();
-        std::fs::write(
-            log.join(".pihealth-state.json"),
-            format!(
-                r#"{{"types":{{"cpu":{{"epoch":1,"committed":0,"local_len":{},"local_start":0,"last_archive":"","pending":null}}}}}}"#,
-                current.len()
-            ),
-        )
+        let state: serde_json::Value = serde_json::from_str(&format!(
+            r#"{{"types":{{"cpu":{{"epoch":1,"committed":0,"local_len":{},"local_start":0,"last_archive":"","pending":null}}}}}}"#,
+            current.len()
+        ))
         .unwrap();
+        let (mut journal, _) =
+            crate::journal::Journal::open::<serde_json::Value>(&log.join(".pihealth-state"))
+                .unwrap();
+        journal.write(&state, true).unwrap();
         if !archived.is_empty() {
             let name =
                 storage::archive_name("cpu", chrono::DateTime::from_timestamp(seal, 0).unwrap());
