@@ -233,7 +233,13 @@ impl AgentServer {
         let mut reader = self.store.open_piece(&piece)?;
         reader.file.seek(SeekFrom::Start(reader.offset))?;
         let mut source = (&mut reader.file).take(reader.len);
-        let mut buf = vec![0u8; MAX_CHUNK];
+        // A small delta needs no 64 KiB buffer (zeroed on every connection).
+        let mut buf = vec![
+            0u8;
+            MAX_CHUNK
+                .min(usize::try_from(reader.len).unwrap_or(MAX_CHUNK))
+                .max(1)
+        ];
         let mut sent = 0u64;
         loop {
             let n = read_full(&mut source, &mut buf)?;

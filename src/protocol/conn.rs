@@ -73,11 +73,18 @@ fn refused_key(e: &io::Error) -> bool {
     )
 }
 
+/// Read buffer per connection. Small on purpose: most connections carry a
+/// handful of small messages, and a buffer of 128 KiB or more is an mmap
+/// and munmap per connection in glibc (its mmap threshold), which showed
+/// in the agent's profile. Big chunk bodies bypass it (`BufReader` reads
+/// straight into the caller's buffer when its own is empty).
+const READ_BUFFER: usize = 16 * 1024;
+
 impl<S: Read + Write> Connection<S> {
     /// Client side: prove we hold `key`; the server's proof is checked on
     /// the first `recv`.
     pub fn client(stream: S, key: &Key, purpose: Purpose) -> io::Result<Connection<S>> {
-        let mut reader = BufReader::with_capacity(MAX_FRAME.min(128 * 1024), stream);
+        let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
         let client_nonce = auth::random_bytes::<32>()?;
         write_frame(
             reader.get_mut(),
@@ -104,7 +111,7 @@ impl<S: Read + Write> Connection<S> {
     /// Server side: accept only a client proving one of `keys` for `purpose`.
     /// On failure nothing but our random nonce has been sent.
     pub fn server(stream: S, keys: &[Key], purpose: Purpose) -> io::Result<Connection<S>> {
-        let mut reader = BufReader::with_capacity(MAX_FRAME.min(128 * 1024), stream);
+        let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
         let hello = read_frame(&mut reader, MAX_HANDSHAKE_FRAME)?;
         let (asked, client_nonce) = auth::decode_hello(&hello).map_err(auth_error)?;
         if asked != purpose {
