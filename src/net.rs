@@ -46,17 +46,25 @@ pub struct TimedStream {
     stream: TcpStream,
     io_timeout: Duration,
     deadline: Cell<Option<Instant>>,
+    /// The socket's read and write timeouts as last set, so that a call
+    /// whose timeout does not change costs no `setsockopt` (two per read
+    /// and write showed in the agent's profile of a pull).
+    read_timeout: Cell<Duration>,
+    write_timeout: Cell<Duration>,
     /// The peer address's handshake slot, held until the peer has proved
     /// the key (or the connection ends).
     slot: Cell<Option<AddressSlot>>,
 }
 
 impl TimedStream {
+    /// `stream` must have been through [`prepare`] with `io_timeout`.
     pub fn new(stream: TcpStream, io_timeout: Duration, deadline: Option<Instant>) -> TimedStream {
         TimedStream {
             stream,
             io_timeout,
             deadline: Cell::new(deadline),
+            read_timeout: Cell::new(io_timeout),
+            write_timeout: Cell::new(io_timeout),
             slot: Cell::new(None),
         }
     }
@@ -65,7 +73,7 @@ impl TimedStream {
     /// while its peer works elsewhere).
     pub fn set_io_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.io_timeout = timeout;
-        prepare(&self.stream, timeout)
+        self.set_timeouts(timeout, timeout)
     }
 
     /// `None` means the peer has proved the key: the handshake deadline and
@@ -76,7 +84,20 @@ impl TimedStream {
             if let Some(slot) = self.slot.take() {
                 slot.proved();
             }
-            prepare(&self.stream, self.io_timeout)?;
+            self.set_timeouts(self.io_timeout, self.io_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Set the socket timeouts that differ from what they are.
+    fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
+        if self.read_timeout.get() != read {
+            self.stream.set_read_timeout(Some(read))?;
+            self.read_timeout.set(read);
+        }
+        if self.write_timeout.get() != write {
+            self.stream.set_write_timeout(Some(write))?;
+            self.write_timeout.set(write);
         }
         Ok(())
     }
@@ -87,7 +108,8 @@ impl TimedStream {
         self.stream.shutdown(std::net::Shutdown::Write)
     }
 
-    /// Shrink the socket timeouts to what is left before the deadline.
+    /// Shrink the socket timeouts to what is left before the deadline
+    /// (while more than `io_timeout` is left, they stay as they are).
     fn arm(&self) -> io::Result<()> {
         let Some(deadline) = self.deadline.get() else {
             return Ok(());
@@ -99,9 +121,8 @@ impl TimedStream {
                 "peer too slow: deadline passed",
             ));
         }
-        let timeout = Some(left.min(self.io_timeout));
-        self.stream.set_read_timeout(timeout)?;
-        self.stream.set_write_timeout(timeout)
+        let timeout = left.min(self.io_timeout);
+        self.set_timeouts(timeout, timeout)
     }
 }
 
