@@ -38,6 +38,10 @@ pub fn prepare(stream: &TcpStream, io_timeout: Duration) -> io::Result<()> {
     stream.set_nodelay(true)
 }
 
+/// How far past its deadline a handshake may run before a blocked read or
+/// write ends (see `TimedStream::arm`).
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
+
 /// A server-side stream with an optional overall deadline on top of the
 /// per-read timeout: a peer trickling one byte at a time cannot stretch a
 /// handshake past it. Cleared (`set_deadline(None)`) once the peer has
@@ -108,9 +112,12 @@ impl TimedStream {
         self.stream.shutdown(std::net::Shutdown::Write)
     }
 
-    /// Shrink the socket timeouts to what is left before the deadline
-    /// (while more than `io_timeout` is left, they stay as they are).
-    fn arm(&self) -> io::Result<()> {
+    /// Shrink the timeout of the socket direction about to be used to what
+    /// is left before the deadline. It is left alone while it is at most
+    /// `DEADLINE_SLACK` longer than that: a handshake that goes at normal
+    /// speed then costs no `setsockopt` at all, and a stalled read still
+    /// ends at most that much after the deadline.
+    fn arm(&self, reading: bool) -> io::Result<()> {
         let Some(deadline) = self.deadline.get() else {
             return Ok(());
         };
@@ -122,25 +129,37 @@ impl TimedStream {
             ));
         }
         let timeout = left.min(self.io_timeout);
-        self.set_timeouts(timeout, timeout)
+        let current = if reading {
+            self.read_timeout.get()
+        } else {
+            self.write_timeout.get()
+        };
+        if current >= timeout && current - timeout <= DEADLINE_SLACK {
+            return Ok(());
+        }
+        if reading {
+            self.set_timeouts(timeout, self.write_timeout.get())
+        } else {
+            self.set_timeouts(self.read_timeout.get(), timeout)
+        }
     }
 }
 
 impl Read for TimedStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.arm()?;
+        self.arm(true)?;
         self.stream.read(buf)
     }
 }
 
 impl Write for TimedStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.arm()?;
+        self.arm(false)?;
         self.stream.write(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.arm()?;
+        self.arm(false)?;
         self.stream.write_vectored(bufs)
     }
 
