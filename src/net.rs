@@ -8,7 +8,7 @@
 //! the blocked `accept`.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -217,6 +217,7 @@ impl HandshakeCounts {
         Some(AddressSlot {
             counts: self.clone(),
             ip,
+            trusted,
         })
     }
 }
@@ -226,6 +227,8 @@ impl HandshakeCounts {
 struct AddressSlot {
     counts: Arc<HandshakeCounts>,
     ip: IpAddr,
+    /// The address had proved the key within `TRUSTED_FOR` at accept.
+    trusted: bool,
 }
 
 impl AddressSlot {
@@ -250,6 +253,97 @@ impl Drop for AddressSlot {
             if *n == 0 {
                 h.open.remove(&self.ip);
             }
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The way to the pool for connections from addresses that have not proved
+/// the key lately: at most `max_in_pool` of them queued or on a worker at
+/// once; the rest wait here in order (at most `max_waiting`; beyond that
+/// they are closed). Clones share it, so one lane serves every accept loop
+/// that feeds one pool (an agent's control and data ports), and the rest of
+/// the pool stays free for peers that proved the key, however many
+/// addresses an attacker has. Without it, attackers holding every worker
+/// until their handshake deadline made a master's fetch wait that long.
+#[derive(Clone)]
+pub struct UntrustedLane(Arc<Lane>);
+
+struct Lane {
+    pool: ThreadPool,
+    max_in_pool: usize,
+    max_waiting: usize,
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    in_pool: usize,
+    waiting: VecDeque<Job>,
+}
+
+impl std::fmt::Debug for UntrustedLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UntrustedLane")
+            .field("max_in_pool", &self.0.max_in_pool)
+            .field("max_waiting", &self.0.max_waiting)
+            .finish()
+    }
+}
+
+impl UntrustedLane {
+    pub fn new(pool: ThreadPool, max_in_pool: usize, max_waiting: usize) -> UntrustedLane {
+        UntrustedLane(Arc::new(Lane {
+            pool,
+            max_in_pool: max_in_pool.max(1),
+            max_waiting,
+            state: Mutex::new(LaneState::default()),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `job` on the pool now or when the lane has room; `false` (and
+    /// the job dropped, closing its connection) if the lane is full.
+    fn submit(&self, job: Job) -> bool {
+        let mut state = self.lock();
+        if state.in_pool < self.0.max_in_pool {
+            state.in_pool += 1;
+            drop(state);
+            self.run(job);
+            true
+        } else if state.waiting.len() < self.0.max_waiting {
+            state.waiting.push_back(job);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn run(&self, job: Job) {
+        let lane = self.clone();
+        self.0.pool.execute(move || {
+            // Jobs catch their handler's panics themselves (accept loop).
+            job();
+            lane.finished();
+        });
+    }
+
+    /// A job of the lane ended: the next waiting one takes its place.
+    fn finished(&self) {
+        let next = {
+            let mut state = self.lock();
+            let next = state.waiting.pop_front();
+            if next.is_none() {
+                state.in_pool -= 1;
+            }
+            next
+        };
+        if let Some(job) = next {
+            self.run(job);
         }
     }
 }
@@ -301,6 +395,10 @@ pub struct AcceptLimits {
     /// gets past its handshake, so this caps what one address can hold.
     /// Addresses that proved the key in the last ten minutes are exempt.
     pub max_handshakes_per_address: usize,
+    /// If set, connections from addresses not exempt go through this lane
+    /// (shared by the loops that feed one pool), so they can hold only part
+    /// of the pool.
+    pub untrusted_lane: Option<UntrustedLane>,
     /// If not empty, only these addresses (the agent's `allowed_masters`);
     /// others are closed by the accept thread before they reach a worker.
     pub allowed: Vec<IpAddr>,
@@ -329,6 +427,7 @@ impl AcceptLoop {
             io_timeout,
             max_queued,
             max_handshakes_per_address: usize::MAX,
+            untrusted_lane: None,
             allowed: Vec::new(),
         };
         AcceptLoop::start_with(name, listener, pool, limits, handler)
@@ -346,6 +445,7 @@ impl AcceptLoop {
             io_timeout,
             max_queued,
             max_handshakes_per_address,
+            untrusted_lane,
             allowed,
         } = limits;
         let counts = Arc::new(HandshakeCounts::default());
@@ -385,7 +485,8 @@ impl AcceptLoop {
                             }
                             let handler = handler.clone();
                             let label = label.clone();
-                            pool.execute(move || {
+                            let lane = untrusted_lane.as_ref().filter(|_| !slot.trusted);
+                            let job = move || {
                                 // The handshake clock starts when a worker takes the connection,
                                 // so queueing behind slow peers does not expire a good one.
                                 let stream = TimedStream::new(
@@ -400,7 +501,18 @@ impl AcceptLoop {
                                         "{label}: handler for {peer} panicked; connection dropped"
                                     );
                                 }
-                            });
+                            };
+                            match lane {
+                                None => pool.execute(job),
+                                Some(lane) => {
+                                    if !lane.submit(Box::new(job)) {
+                                        refusals.note(
+                                            peer,
+                                            "too many connections from addresses without the key",
+                                        );
+                                    }
+                                }
+                            }
                         }
                         Err(e) => {
                             log::warn!("{label}: accept failed: {e}; retrying in {backoff:?}");
@@ -511,6 +623,45 @@ mod tests {
         // A panicking handler does not end the loop.
         l.stop();
         assert!(drain_pool(&pool, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_untrusted_lane_holds_part_of_the_pool_and_queues_the_rest_in_order() {
+        let pool = ThreadPool::new(4);
+        let lane = UntrustedLane::new(pool.clone(), 2, 3);
+        let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
+        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
+        for i in 0..5 {
+            let (started_tx, release) = (started_tx.clone(), release.clone());
+            assert!(lane.submit(Box::new(move || {
+                started_tx.send(i).unwrap();
+                release.recv().unwrap();
+            })));
+        }
+        // Full: 2 on workers, 3 waiting.
+        assert!(!lane.submit(Box::new(|| {})));
+        let first: Vec<usize> = (0..2)
+            .map(|_| started.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert!(started.recv_timeout(Duration::from_millis(100)).is_err());
+        // A trusted connection goes straight to a free worker meanwhile.
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        pool.execute(move || done_tx.send(()).unwrap());
+        done.recv_timeout(Duration::from_secs(5)).unwrap();
+        // Each finished job lets the next waiting one in, oldest first.
+        let mut order = first;
+        for _ in 0..3 {
+            release_tx.send(()).unwrap();
+            order.push(started.recv_timeout(Duration::from_secs(5)).unwrap());
+        }
+        for _ in 0..2 {
+            release_tx.send(()).unwrap();
+        }
+        let (mut head, tail) = (order[..2].to_vec(), order[2..].to_vec());
+        head.sort();
+        assert_eq!((head, tail), (vec![0, 1], vec![2, 3, 4]));
+        assert!(drain_pool(&pool, Duration::from_secs(5)));
+        assert_eq!(lane.lock().in_pool, 0);
     }
 
     #[test]

@@ -74,12 +74,20 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         config.allowed_masters.clone(),
         io_timeout * 3,
     ));
-    // Unknown addresses are closed by the accept thread, and one address
-    // can hold only a few workers with handshakes it cannot finish.
+    // Unknown addresses are closed by the accept thread, one address can
+    // hold only a few workers with handshakes it cannot finish, and all
+    // addresses that have not proved the key lately together at most half
+    // the pool: the master (trusted once it has proved the key) always finds
+    // the workers for a control and a data connection.
     let limits = AcceptLimits {
         io_timeout,
         max_queued: config.workers * 16,
         max_handshakes_per_address: config.max_handshakes_per_address,
+        untrusted_lane: Some(net::UntrustedLane::new(
+            pool.clone(),
+            config.workers / 2,
+            config.workers * 16,
+        )),
         allowed: config.allowed_masters.clone(),
     };
     let s = server.clone();

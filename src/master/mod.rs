@@ -294,6 +294,9 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         io_timeout,
         max_queued,
         max_handshakes_per_address: config.max_handshakes_per_address,
+        // A fleet starting at once registers from hundreds of new
+        // addresses; they are not held back.
+        untrusted_lane: None,
         allowed: Vec::new(),
     };
 
