@@ -183,33 +183,55 @@ const TRUSTED_FOR: Duration = Duration::from_secs(600);
 /// Bound on remembered trusted addresses (oldest forgotten first).
 const MAX_TRUSTED: usize = 4096;
 
-/// Connections from one address that have not proved the key yet, and the
-/// addresses that recently did: a master opening a control, a data and a
-/// probe connection at once while a cron pull runs is not an attacker, so
-/// the cap applies only to addresses that have not shown the key lately.
-#[derive(Default)]
-struct HandshakeCounts(Mutex<Handshakes>);
+/// The addresses that proved the key lately: a master opening a control,
+/// a data and a probe connection at once while a cron pull runs is not an
+/// attacker, so the caps apply only to addresses that have not shown the
+/// key lately. Clones share it: one per daemon, so a master that proved the
+/// key on the control port is trusted on the data port too.
+#[derive(Clone, Default, Debug)]
+pub struct TrustBook(Arc<Mutex<HashMap<IpAddr, Instant>>>);
 
-#[derive(Default)]
-struct Handshakes {
-    open: HashMap<IpAddr, usize>,
-    trusted: HashMap<IpAddr, Instant>,
+impl TrustBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.lock()
+            .get(&ip)
+            .is_some_and(|t| t.elapsed() < TRUSTED_FOR)
+    }
+
+    fn trust(&self, ip: IpAddr) {
+        let mut trusted = self.lock();
+        if trusted.len() >= MAX_TRUSTED && !trusted.contains_key(&ip) {
+            let oldest = trusted.iter().min_by_key(|(_, t)| **t).map(|(ip, _)| *ip);
+            if let Some(ip) = oldest {
+                trusted.remove(&ip);
+            }
+        }
+        trusted.insert(ip, Instant::now());
+    }
+}
+
+/// Connections from one address that have not proved the key yet, on one
+/// port.
+struct HandshakeCounts {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    trust: TrustBook,
 }
 
 impl HandshakeCounts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Handshakes> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A slot for `ip`, or `None` if it already holds `limit` and has not
     /// proved the key within `TRUSTED_FOR`.
     fn claim(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
-        let mut h = self.lock();
-        let trusted = h
-            .trusted
-            .get(&ip)
-            .is_some_and(|t| t.elapsed() < TRUSTED_FOR);
-        let n = h.open.entry(ip).or_default();
+        let trusted = self.trust.trusts(ip);
+        let mut open = self.lock();
+        let n = open.entry(ip).or_default();
         if *n >= limit && !trusted {
             return None;
         }
@@ -218,50 +240,59 @@ impl HandshakeCounts {
             counts: self.clone(),
             ip,
             trusted,
+            lane: None,
         })
     }
 }
 
-/// One unauthenticated connection's claim on its address's quota; given
-/// back on drop.
+/// One unauthenticated connection's claim on its address's quota (and, for
+/// an untrusted address, on the untrusted lane); given back when the peer
+/// proves the key or the connection ends.
 struct AddressSlot {
     counts: Arc<HandshakeCounts>,
     ip: IpAddr,
     /// The address had proved the key within `TRUSTED_FOR` at accept.
     trusted: bool,
+    lane: Option<LaneTicket>,
 }
 
 impl AddressSlot {
-    /// The peer proved the key: trust its address for a while.
+    /// The peer proved the key: trust its address for a while, and let the
+    /// next untrusted connection have the lane's place.
     fn proved(self) {
-        let mut h = self.counts.lock();
-        if h.trusted.len() >= MAX_TRUSTED && !h.trusted.contains_key(&self.ip) {
-            let oldest = h.trusted.iter().min_by_key(|(_, t)| **t).map(|(ip, _)| *ip);
-            if let Some(ip) = oldest {
-                h.trusted.remove(&ip);
-            }
-        }
-        h.trusted.insert(self.ip, Instant::now());
+        self.counts.trust.trust(self.ip);
     }
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut h = self.counts.lock();
-        if let Some(n) = h.open.get_mut(&self.ip) {
+        let mut open = self.counts.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                h.open.remove(&self.ip);
+                open.remove(&self.ip);
             }
         }
+        // `lane` is dropped after this: its place goes to the next waiting.
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A connection's run on the pool; an untrusted one gets its place in the
+/// lane, held until it proves the key or ends.
+type Job = Box<dyn FnOnce(Option<LaneTicket>) + Send>;
+
+/// A place in the untrusted lane; given back on drop.
+struct LaneTicket(UntrustedLane);
+
+impl Drop for LaneTicket {
+    fn drop(&mut self) {
+        self.0.finished();
+    }
+}
 
 /// The way to the pool for connections from addresses that have not proved
-/// the key lately: at most `max_in_pool` of them queued or on a worker at
-/// once; the rest wait here in order (at most `max_waiting`; beyond that
+/// the key lately: at most `max_in_pool` of them queued or on a worker and
+/// not yet proved the key at once; the rest wait here in order (at most `max_waiting`; beyond that
 /// they are closed). Clones share it, so one lane serves every accept loop
 /// that feeds one pool (an agent's control and data ports), and the rest of
 /// the pool stays free for peers that proved the key, however many
@@ -324,15 +355,12 @@ impl UntrustedLane {
     }
 
     fn run(&self, job: Job) {
-        let lane = self.clone();
-        self.0.pool.execute(move || {
-            // Jobs catch their handler's panics themselves (accept loop).
-            job();
-            lane.finished();
-        });
+        let ticket = LaneTicket(self.clone());
+        self.0.pool.execute(move || job(Some(ticket)));
     }
 
-    /// A job of the lane ended: the next waiting one takes its place.
+    /// A place was given back (its peer proved the key, or its connection
+    /// ended): the next waiting connection takes it.
     fn finished(&self) {
         let next = {
             let mut state = self.lock();
@@ -399,6 +427,8 @@ pub struct AcceptLimits {
     /// (shared by the loops that feed one pool), so they can hold only part
     /// of the pool.
     pub untrusted_lane: Option<UntrustedLane>,
+    /// Who proved the key lately; share one among a daemon's loops.
+    pub trust: TrustBook,
     /// If not empty, only these addresses (the agent's `allowed_masters`);
     /// others are closed by the accept thread before they reach a worker.
     pub allowed: Vec<IpAddr>,
@@ -428,6 +458,7 @@ impl AcceptLoop {
             max_queued,
             max_handshakes_per_address: usize::MAX,
             untrusted_lane: None,
+            trust: TrustBook::default(),
             allowed: Vec::new(),
         };
         AcceptLoop::start_with(name, listener, pool, limits, handler)
@@ -446,9 +477,13 @@ impl AcceptLoop {
             max_queued,
             max_handshakes_per_address,
             untrusted_lane,
+            trust,
             allowed,
         } = limits;
-        let counts = Arc::new(HandshakeCounts::default());
+        let counts = Arc::new(HandshakeCounts {
+            open: Mutex::new(HashMap::new()),
+            trust,
+        });
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -486,7 +521,9 @@ impl AcceptLoop {
                             let handler = handler.clone();
                             let label = label.clone();
                             let lane = untrusted_lane.as_ref().filter(|_| !slot.trusted);
-                            let job = move || {
+                            let job = move |ticket: Option<LaneTicket>| {
+                                let mut slot = slot;
+                                slot.lane = ticket;
                                 // The handshake clock starts when a worker takes the connection,
                                 // so queueing behind slow peers does not expire a good one.
                                 let stream = TimedStream::new(
@@ -503,7 +540,7 @@ impl AcceptLoop {
                                 }
                             };
                             match lane {
-                                None => pool.execute(job),
+                                None => pool.execute(move || job(None)),
                                 Some(lane) => {
                                     if !lane.submit(Box::new(job)) {
                                         refusals.note(
@@ -633,13 +670,14 @@ mod tests {
         let (release_tx, release) = crossbeam_channel::unbounded::<()>();
         for i in 0..5 {
             let (started_tx, release) = (started_tx.clone(), release.clone());
-            assert!(lane.submit(Box::new(move || {
+            // The place is held until the ticket goes (here: the run ends).
+            assert!(lane.submit(Box::new(move |_ticket| {
                 started_tx.send(i).unwrap();
                 release.recv().unwrap();
             })));
         }
         // Full: 2 on workers, 3 waiting.
-        assert!(!lane.submit(Box::new(|| {})));
+        assert!(!lane.submit(Box::new(|_| {})));
         let first: Vec<usize> = (0..2)
             .map(|_| started.recv_timeout(Duration::from_secs(5)).unwrap())
             .collect();
@@ -660,6 +698,32 @@ mod tests {
         let (mut head, tail) = (order[..2].to_vec(), order[2..].to_vec());
         head.sort();
         assert_eq!((head, tail), (vec![0, 1], vec![2, 3, 4]));
+        assert!(drain_pool(&pool, Duration::from_secs(5)));
+        assert_eq!(lane.lock().in_pool, 0);
+    }
+
+    #[test]
+    fn a_peer_that_proves_the_key_gives_its_lane_place_back_at_once() {
+        let pool = ThreadPool::new(3);
+        let lane = UntrustedLane::new(pool.clone(), 1, 4);
+        let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
+        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
+        for i in 0..2 {
+            let (started_tx, release) = (started_tx.clone(), release.clone());
+            assert!(lane.submit(Box::new(move |ticket| {
+                drop(ticket); // proved the key: what `AddressSlot::proved` does
+                started_tx.send(i).unwrap();
+                release.recv().unwrap(); // its session goes on
+            })));
+        }
+        // Both run at once although the lane has one place: a first-contact
+        // master's control session does not keep its data connection out.
+        for _ in 0..2 {
+            started.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        for _ in 0..2 {
+            release_tx.send(()).unwrap();
+        }
         assert!(drain_pool(&pool, Duration::from_secs(5)));
         assert_eq!(lane.lock().in_pool, 0);
     }

@@ -88,6 +88,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             config.workers / 2,
             config.workers * 16,
         )),
+        trust: net::TrustBook::default(),
         allowed: config.allowed_masters.clone(),
     };
     let s = server.clone();

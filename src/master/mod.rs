@@ -297,6 +297,7 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         // A fleet starting at once registers from hundreds of new
         // addresses; they are not held back.
         untrusted_lane: None,
+        trust: net::TrustBook::default(),
         allowed: Vec::new(),
     };
 
