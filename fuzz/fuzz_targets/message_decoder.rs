@@ -1,4 +1,5 @@
-//! `Message::decode` on arbitrary bytes.
+//! `Message::decode` on arbitrary bytes, and `Message::chunk_data` (the
+//! in-place chunk reader) against it.
 //!
 //! Checks, beyond "never panics": whatever decodes re-encodes to something
 //! that decodes to the same message, and to the same number of bytes (the
@@ -11,6 +12,15 @@ use libfuzzer_sys::fuzz_target;
 use pihealth::protocol::Message;
 
 fuzz_target!(|data: &[u8]| {
+    // The in-place chunk reader the master receives data with must agree
+    // with the full decoder on every input: same data, same refusals.
+    match (Message::chunk_data(data), Message::decode(data)) {
+        (Some(Ok(d)), Ok(Message::Chunk(full))) => assert_eq!(d, &full[..]),
+        (Some(Ok(_)), other) => panic!("chunk_data accepted what decode gives as {other:?}"),
+        (Some(Err(_)), Ok(Message::Chunk(_))) => panic!("chunk_data refused a chunk decode accepts"),
+        (None, Ok(Message::Chunk(_))) => panic!("chunk_data missed a chunk"),
+        _ => {}
+    }
     let Ok(message) = Message::decode(data) else {
         return;
     };
