@@ -63,12 +63,28 @@ struct TypeState {
     /// Newest archive name, so new names always sort after it.
     last_archive: String,
     pending: Option<Intent>,
+    /// How far gaps and new streams have been written to `events.log`:
+    /// a fetch that fails after its piece's gap was noted must not note it
+    /// again when the piece is offered again (absent in older state files).
+    #[serde(default)]
+    noted: Option<StreamPoint>,
+}
+
+/// A place in an agent's stream of one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct StreamPoint {
+    epoch: u64,
+    offset: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct HostState {
     types: BTreeMap<String, TypeState>,
 }
+
+/// Why a stream's first piece starts above 0: `max_backlog` dropped its
+/// beginning on the agent before any pull.
+const BEFORE_FIRST_PULL: &str = " before the first pull";
 
 /// The host's state journal, in `log/HOST/`.
 const STATE_FILE: &str = ".pihealth-state";
@@ -261,45 +277,95 @@ impl HostArchive {
         self.commit()
     }
 
-    /// Decide what to do with an offered piece.
+    /// Decide what to do with an offered piece. A gap before it (bytes the
+    /// agent dropped) or a new stream is written to `events.log` once: the
+    /// note is made durable and marked in the state before the piece is
+    /// fetched, so a failed fetch does not note it again. A crash between
+    /// the two writes notes it twice; none loses it.
     pub fn plan(&mut self, piece: &PieceRef) -> Plan {
-        let (plan, note) = match self.state.types.get(&piece.log_type) {
+        let here = StreamPoint {
+            epoch: piece.epoch,
+            offset: piece.start,
+        };
+        let (plan, notes) = match self.state.types.get(&piece.log_type) {
             Some(ts) if ts.epoch == piece.epoch => {
                 if piece.end <= ts.committed {
-                    (Plan::AlreadyHave, None)
+                    (Plan::AlreadyHave, Vec::new())
                 } else {
-                    let gap = (piece.start > ts.committed).then(|| {
-                        format!(
-                            "{} {} gap of {} bytes before stream offset {} (dropped on the agent)",
-                            self.host,
-                            piece.log_type,
-                            piece.start - ts.committed,
-                            piece.start
-                        )
-                    });
                     let skip = ts.committed.saturating_sub(piece.start);
-                    (Plan::Fetch { skip }, gap)
+                    let gap = self.gap_before(piece, ts.committed, ts.noted, "");
+                    (Plan::Fetch { skip }, gap.into_iter().collect())
                 }
             }
             Some(ts) if ts.committed > 0 => {
-                let note = format!(
-                    "{} {} new stream {} from the agent (was {} at offset {})",
-                    self.host, piece.log_type, piece.epoch, ts.epoch, ts.committed
-                );
-                self.event(note);
-                (Plan::Fetch { skip: 0 }, self.unseen_start(piece))
+                let mut notes = Vec::new();
+                if ts.noted.is_none_or(|n| n.epoch != piece.epoch) {
+                    notes.push(format!(
+                        "{} {} new stream {} from the agent (was {} at offset {})",
+                        self.host, piece.log_type, piece.epoch, ts.epoch, ts.committed
+                    ));
+                }
+                notes.extend(self.gap_before(piece, 0, ts.noted, BEFORE_FIRST_PULL));
+                (Plan::Fetch { skip: 0 }, notes)
             }
-            _ => (Plan::Fetch { skip: 0 }, self.unseen_start(piece)),
+            other => {
+                let noted = other.and_then(|ts| ts.noted);
+                let gap = self.gap_before(piece, 0, noted, BEFORE_FIRST_PULL);
+                (Plan::Fetch { skip: 0 }, gap.into_iter().collect())
+            }
         };
-        if let Some(note) = note {
-            self.event(note);
+        if !notes.is_empty() {
+            let mut all_written = true;
+            for note in notes {
+                all_written &= self.event(note);
+            }
+            if !all_written {
+                // Not marked: noted again at the next offer.
+                return plan;
+            }
+            self.state
+                .types
+                .entry(piece.log_type.clone())
+                .or_default()
+                .noted = Some(here);
+            self.dirty = true;
+            if let Err(e) = self.commit() {
+                // The pull's own commit will fail the same way; at worst
+                // the note is written again.
+                log::error!("{}: cannot commit: {e}", self.host);
+            }
         }
         plan
     }
 
+    /// The bytes missing between what the master has of the piece's stream
+    /// (`have`, or the end of a gap already noted) and the piece's start.
+    fn gap_before(
+        &self,
+        piece: &PieceRef,
+        have: u64,
+        noted: Option<StreamPoint>,
+        why: &str,
+    ) -> Option<String> {
+        let from = match noted {
+            Some(n) if n.epoch == piece.epoch => have.max(n.offset),
+            _ => have,
+        };
+        (piece.start > from).then(|| {
+            format!(
+                "{} {} gap of {} bytes before stream offset {} (dropped on the agent{why})",
+                self.host,
+                piece.log_type,
+                piece.start - from,
+                piece.start
+            )
+        })
+    }
+
     /// Record something worth `events.log` at once, so it is kept even if
-    /// the rest of the pull fails (and by `pihealth pull` too).
-    fn event(&mut self, text: String) {
+    /// the rest of the pull fails (and by `pihealth pull` too). Whether it
+    /// is on disk.
+    fn event(&mut self, text: String) -> bool {
         log::warn!("{text}");
         let path = self
             .log_dir
@@ -311,22 +377,15 @@ impl HostArchive {
             .create(true)
             .append(true)
             .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
+            .and_then(|mut f| {
+                f.write_all(line.as_bytes())?;
+                f.sync_data()
+            });
+        if let Err(e) = &written {
             log::error!("cannot write {}: {e}", path.display());
         }
         self.events.push(text);
-    }
-
-    /// A stream first seen at an offset above 0 lost its beginning on the
-    /// agent (`max_backlog` dropped it before any pull): a gap like any other.
-    fn unseen_start(&self, piece: &PieceRef) -> Option<String> {
-        (piece.start > 0).then(|| {
-            format!(
-                "{} {} gap of {} bytes before stream offset {} (dropped on the agent before the first pull)",
-                self.host, piece.log_type, piece.start, piece.start
-            )
-        })
+        written.is_ok()
     }
 
     /// A piece of a new stream (the agent lost its state): seal what the
@@ -773,6 +832,75 @@ mod tests {
         assert_eq!(
             read_all(&log, &backup, "pi1", "cpu").unwrap(),
             b"a \nb \nc \nd \ne \n"
+        );
+    }
+
+    /// The `events.log` lines of a test master.
+    fn event_lines(log: &Path) -> Vec<String> {
+        fs::read_to_string(log.join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_is_noted_once_though_its_fetch_fails_and_is_offered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
+            .unwrap();
+        a.commit().unwrap();
+        // The agent dropped 3..10; the fetch of 10..13 fails (nothing stored).
+        let after_gap = piece(PieceKind::Current, 10, 13);
+        assert_eq!(a.plan(&after_gap), Plan::Fetch { skip: 0 });
+        drop(a);
+        // The next pull: the same offer, then the agent dropped more.
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        assert_eq!(a.plan(&after_gap), Plan::Fetch { skip: 0 });
+        assert_eq!(
+            a.plan(&piece(PieceKind::Current, 16, 19)),
+            Plan::Fetch { skip: 0 }
+        );
+        a.store_current(&piece(PieceKind::Current, 16, 19), 0, &mut &b"b \n"[..])
+            .unwrap();
+        a.commit().unwrap();
+        assert_eq!(
+            a.plan(&piece(PieceKind::Current, 19, 22)),
+            Plan::Fetch { skip: 0 }
+        );
+        assert_eq!(
+            event_lines(&log),
+            [
+                "pi1 cpu gap of 7 bytes before stream offset 10 (dropped on the agent)",
+                "pi1 cpu gap of 6 bytes before stream offset 16 (dropped on the agent)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_stream_is_noted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
+            .unwrap();
+        a.commit().unwrap();
+        // The agent lost its state, and its new stream its first 5 bytes.
+        let new_stream = PieceRef {
+            epoch: 2,
+            ..piece(PieceKind::Current, 5, 8)
+        };
+        for _ in 0..3 {
+            assert_eq!(a.plan(&new_stream), Plan::Fetch { skip: 0 });
+        }
+        assert_eq!(
+            event_lines(&log),
+            [
+                "pi1 cpu new stream 2 from the agent (was 1 at offset 3)",
+                "pi1 cpu gap of 5 bytes before stream offset 5 (dropped on the agent before the first pull)",
+            ]
         );
     }
 

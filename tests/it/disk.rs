@@ -150,6 +150,13 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
         .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(gaps >= recorded, "gaps {gaps} < recorded drops {recorded}");
+    let gap_lines: Vec<&str> = events
+        .lines()
+        .filter_map(|l| l.split_once(" gap of ").map(|g| g.1))
+        .collect();
+    let mut unique = gap_lines.clone();
+    unique.dedup();
+    assert_eq!(gap_lines, unique, "a gap noted twice");
     // Nothing else is lost: the lines missing on the master add up to no
     // more than the bytes dropped.
     let stamp_len = archived
