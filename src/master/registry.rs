@@ -182,14 +182,26 @@ impl Registry {
                 )),
             }
         }
-        Ok(Registry {
+        let registry = Registry {
             path,
             events_path: log_dir.join("events.log"),
             agents: Mutex::new(agents),
             pulls: Mutex::new(PullStats::default()),
             dirty: AtomicBool::new(true),
             default_data_port,
-        })
+        };
+        // Twins kept by versions before merge_twins existed.
+        {
+            let mut agents = registry.lock();
+            let mut i = 0;
+            while i < agents.len() {
+                if agents[i].origin == Origin::Static && agents[i].name.is_some() {
+                    i = registry.merge_twins(&mut agents, i);
+                }
+                i += 1;
+            }
+        }
+        Ok(registry)
     }
 
     /// Read the registry file without taking part in the daemon's life (for
@@ -313,24 +325,71 @@ impl Registry {
     /// A probe or pull of the agent at `control` succeeded.
     pub fn contact(&self, control: SocketAddr, info: &AgentInfo, skew_ms: i64, what: &str) {
         let mut agents = self.lock();
-        if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
-            if a.name.is_none() {
-                match crate::names::check_host_name(&info.name) {
-                    Ok(()) => a.name = Some(info.name.clone()),
-                    Err(why) => {
-                        log::warn!(
-                            "agent at {control} calls itself {:?}: refused ({why})",
-                            info.name
-                        );
-                        return;
-                    }
+        let Some(mut index) = agents.iter().position(|a| a.control == control) else {
+            return;
+        };
+        if agents[index].name.is_none() {
+            match crate::names::check_host_name(&info.name) {
+                Ok(()) => agents[index].name = Some(info.name.clone()),
+                Err(why) => {
+                    log::warn!(
+                        "agent at {control} calls itself {:?}: refused ({why})",
+                        info.name
+                    );
+                    return;
                 }
             }
+            index = self.merge_twins(&mut agents, index);
+        }
+        {
+            let a = &mut agents[index];
             a.data_port = info.data_port;
             a.backlog = info.backlog;
             a.clock_skew_ms = Some(skew_ms);
             self.seen(a, what);
         }
+    }
+
+    /// The record at `index` has just learned its name. An agent configured
+    /// by address alone that registers from another address (behind NAT,
+    /// or listening on another interface than the configured one) already
+    /// has a registered record under that name: one agent, two records,
+    /// one of them pulled at an address that may not reach it and marked
+    /// down for ever. Keep one: the configured one if there is one (the
+    /// operator's word), else the one just contacted. Returns where the
+    /// record at `index` is now.
+    fn merge_twins(&self, agents: &mut Vec<AgentRecord>, index: usize) -> usize {
+        let name = agents[index].name.clone();
+        // Two configured entries are both the operator's word: left alone.
+        let either_registered = |j: usize| {
+            agents[j].origin == Origin::Registered || agents[index].origin == Origin::Registered
+        };
+        let Some(twin) = (0..agents.len()).find(|&j| {
+            j != index && name.is_some() && agents[j].name == name && either_registered(j)
+        }) else {
+            return index;
+        };
+        let (keep, drop) =
+            if agents[twin].origin == Origin::Static && agents[index].origin != Origin::Static {
+                (twin, index)
+            } else {
+                (index, twin)
+            };
+        let gone = agents.remove(drop);
+        let keep = if drop < keep { keep - 1 } else { keep };
+        let kept = &mut agents[keep];
+        self.event(&format!(
+            "{} {} is the agent at {}; one record kept",
+            kept.label(),
+            gone.control,
+            kept.control
+        ));
+        // What the dropped record heard (heartbeats arrive there) is news
+        // about the same agent.
+        kept.last_heartbeat_ms = kept.last_heartbeat_ms.max(gone.last_heartbeat_ms);
+        kept.last_seen_ms = kept.last_seen_ms.max(gone.last_seen_ms);
+        self.mark_dirty();
+        keep
     }
 
     pub fn pull_finished(
@@ -385,5 +444,99 @@ impl Registry {
             agents: self.snapshot(),
         };
         storage::write_json_atomic(&self.path, &file, true).inspect_err(|_| self.mark_dirty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str) -> AgentInfo {
+        AgentInfo {
+            name: name.into(),
+            time_ms: now_ms(),
+            data_port: 8001,
+            backlog: 0,
+        }
+    }
+
+    fn names_and_addresses(r: &Registry) -> Vec<(Option<String>, String, Origin)> {
+        r.snapshot()
+            .into_iter()
+            .map(|a| (a.name, a.control.to_string(), a.origin))
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_configured_by_address_behind_nat_keeps_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured: SocketAddr = "203.0.113.5:8000".parse().unwrap();
+        let statics = [StaticAgent {
+            name: None,
+            control: configured,
+        }];
+        let r = Registry::open(dir.path(), &statics, 8001).unwrap();
+        // It registers from the address it knows before the first pull.
+        let inside: SocketAddr = "10.0.0.7:8000".parse().unwrap();
+        r.heartbeat("pi7", inside, now_ms(), Some(0), Some(8001));
+        assert_eq!(r.snapshot().len(), 2, "not yet known to be one agent");
+        // The first pull at the configured address learns the name.
+        r.contact(configured, &info("pi7"), 0, "pull");
+        assert_eq!(
+            names_and_addresses(&r),
+            [(Some("pi7".into()), configured.to_string(), Origin::Static)]
+        );
+        let a = &r.snapshot()[0];
+        assert!(
+            a.last_heartbeat_ms.is_some(),
+            "the twin's heartbeat is kept"
+        );
+        // Later heartbeats from inside find it by name.
+        r.heartbeat("pi7", inside, now_ms(), Some(0), Some(8001));
+        assert_eq!(r.snapshot().len(), 1);
+        assert_eq!(r.snapshot()[0].control, configured);
+        let events = std::fs::read_to_string(dir.path().join("events.log")).unwrap();
+        assert!(
+            events.contains("pi7 10.0.0.7:8000 is the agent at 203.0.113.5:8000; one record kept"),
+            "{events}"
+        );
+        // A registry file written with both records (by an earlier version)
+        // is mended on open.
+        r.flush().unwrap();
+        drop(r);
+        let mut file: RegistryFile = storage::read_json(&dir.path().join("registry.json"))
+            .unwrap()
+            .unwrap();
+        let mut twin = file.agents[0].clone();
+        twin.control = inside;
+        twin.origin = Origin::Registered;
+        file.agents.push(twin);
+        storage::write_json_atomic(&dir.path().join("registry.json"), &file, true).unwrap();
+        let r = Registry::open(dir.path(), &statics, 8001).unwrap();
+        assert_eq!(
+            names_and_addresses(&r),
+            [(Some("pi7".into()), configured.to_string(), Origin::Static)]
+        );
+    }
+
+    #[test]
+    fn two_configured_entries_with_one_name_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: SocketAddr = "192.0.2.1:8000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:8000".parse().unwrap();
+        let statics = [
+            StaticAgent {
+                name: None,
+                control: a,
+            },
+            StaticAgent {
+                name: None,
+                control: b,
+            },
+        ];
+        let r = Registry::open(dir.path(), &statics, 8001).unwrap();
+        r.contact(a, &info("same"), 0, "pull");
+        r.contact(b, &info("same"), 0, "pull");
+        assert_eq!(r.snapshot().len(), 2);
     }
 }
