@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Every point a test may name; an unknown name in the variable is an error.
-pub const POINTS: [&str; 8] = [
+pub const POINTS: [&str; 10] = [
     "pull.after_store",
     "pull.after_commit",
     "archive.mid_seal",
@@ -26,6 +26,8 @@ pub const POINTS: [&str; 8] = [
     "logstore.mid_release",
     "server.mid_send",
     "alarms.after_append",
+    "agent.alarm_saved",
+    "agent.alarm_spooled",
 ];
 
 struct Plan {

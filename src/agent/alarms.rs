@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::agent::collector::Outcome;
 use crate::level::Level;
 use crate::protocol::message::{Alarm, MAX_TEXT};
@@ -62,6 +64,10 @@ impl AlarmSpool {
         Ok(())
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().iter().any(|a| a.id == id)
+    }
+
     /// The oldest unacknowledged alarm.
     pub fn front(&self) -> Option<Alarm> {
         self.lock().front().cloned()
@@ -94,14 +100,42 @@ impl AlarmSpool {
 ///
 /// The last level per type is kept in a file, so a restart neither forgets
 /// a problem (and its recovery alarm) nor raises it again under a new id.
-/// The caller saves it after spooling the alarm: a crash in between raises
-/// the alarm again rather than losing it.
+///
+/// Crash safety of a level change, in the caller's order: the new levels
+/// are saved durably together with the alarm they raise (`save_pending`),
+/// then the alarm is spooled, then the collector's lines are stored. A
+/// crash after the first step leaves the alarm in the levels file, and the
+/// next start spools it again under its own id (the master recognises an
+/// id it has, so a delivered alarm is not stored twice). So no level
+/// change is lost or raised twice, whatever moment the agent dies at; the
+/// alarm's message carries the lines, even of a run whose lines the crash
+/// kept from the log.
 pub struct AlarmMonitor {
     host: String,
     realarm_interval: Duration,
     last: HashMap<String, (Level, Instant)>,
     levels_path: Option<PathBuf>,
     levels_changed: bool,
+    /// Alarms saved with the levels and not yet known to be in the spool
+    /// (found in the levels file at start if the agent died first), oldest
+    /// first. More than one only while the spool cannot be written.
+    pending: Vec<Alarm>,
+}
+
+/// `levels.json`: the last level per type, and the alarm being raised.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LevelsFile {
+    levels: HashMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<Alarm>,
+}
+
+/// What versions before 2026-11-22 kept: the levels alone.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyLevelsFile {
+    Current(LevelsFile),
+    Levels(HashMap<String, String>),
 }
 
 impl AlarmMonitor {
@@ -111,14 +145,23 @@ impl AlarmMonitor {
         levels_path: Option<&Path>,
     ) -> io::Result<AlarmMonitor> {
         let mut last = HashMap::new();
+        let mut pending = Vec::new();
         if let Some(path) = levels_path {
-            let saved: HashMap<String, String> = storage::read_json(path)?.unwrap_or_default();
+            let saved = match storage::read_json::<AnyLevelsFile>(path)? {
+                Some(AnyLevelsFile::Current(file)) => file,
+                Some(AnyLevelsFile::Levels(levels)) => LevelsFile {
+                    levels,
+                    pending: Vec::new(),
+                },
+                None => LevelsFile::default(),
+            };
             let now = Instant::now();
-            for (log_type, level) in saved {
+            for (log_type, level) in saved.levels {
                 if let Ok(level) = level.parse::<Level>() {
                     last.insert(log_type, (level, now));
                 }
             }
+            pending = saved.pending;
         }
         Ok(AlarmMonitor {
             host: host.to_string(),
@@ -126,23 +169,55 @@ impl AlarmMonitor {
             last,
             levels_path: levels_path.map(Path::to_path_buf),
             levels_changed: false,
+            pending,
         })
     }
 
-    /// Persist the levels if any changed since the last save.
+    /// The oldest alarm being raised: saved with the levels, not yet known
+    /// to be in the spool.
+    pub fn pending(&self) -> Option<&Alarm> {
+        self.pending.first()
+    }
+
+    /// The oldest pending alarm is in the spool: the next save forgets it.
+    pub fn spooled(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending.remove(0);
+            self.levels_changed = true;
+        }
+    }
+
+    /// Persist the levels (and a pending alarm) if they changed since the
+    /// last save. Not synced: a level change lost with it is seen again at
+    /// the next run.
     pub fn save(&mut self) -> io::Result<()> {
+        if self.levels_changed {
+            self.write(false)?;
+        }
+        Ok(())
+    }
+
+    /// Persist the levels durably with `alarm`, the alarm their change
+    /// raised, before it is spooled.
+    pub fn save_pending(&mut self, alarm: Alarm) -> io::Result<()> {
+        self.pending.push(alarm);
+        self.write(true)
+    }
+
+    fn write(&mut self, durable: bool) -> io::Result<()> {
         let Some(path) = &self.levels_path else {
             return Ok(());
         };
-        if !self.levels_changed {
-            return Ok(());
-        }
-        let levels: HashMap<&str, &str> = self
-            .last
-            .iter()
-            .map(|(t, (l, _))| (t.as_str(), l.as_str()))
-            .collect();
-        storage::write_json_atomic(path, &levels, false)?;
+        let file = LevelsFile {
+            levels: self
+                .last
+                .iter()
+                .map(|(t, (l, _))| (t.clone(), l.to_string()))
+                .collect(),
+            pending: self.pending.clone(),
+        };
+        self.levels_changed = true;
+        storage::write_json_atomic(path, &file, durable)?;
         self.levels_changed = false;
         Ok(())
     }
@@ -314,6 +389,50 @@ mod tests {
             .observe("cpu", &outcome(Level::Normal), Instant::now())
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn an_alarm_saved_with_its_levels_survives_a_crash_before_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("levels.json");
+        let raised = {
+            let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+            let a = m
+                .observe("cpu", &outcome(Level::Warning), Instant::now())
+                .unwrap()
+                .unwrap();
+            m.save_pending(a.clone()).unwrap();
+            a // killed here: never spooled
+        };
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert_eq!(m.pending(), Some(&raised), "the same alarm, same id");
+        // The level change is not seen again: no second alarm for it.
+        assert!(m
+            .observe("cpu", &outcome(Level::Warning), Instant::now())
+            .unwrap()
+            .is_none());
+        m.spooled();
+        m.save().unwrap();
+        let m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert_eq!(m.pending(), None);
+    }
+
+    #[test]
+    fn levels_files_of_earlier_versions_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("levels.json");
+        std::fs::write(&path, r#"{"cpu": "warning", "levels": "normal"}"#).unwrap();
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert_eq!(m.pending(), None);
+        assert!(m
+            .observe("cpu", &outcome(Level::Warning), Instant::now())
+            .unwrap()
+            .is_none());
+        let r = m
+            .observe("levels", &outcome(Level::Critical), Instant::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.level, "critical");
     }
 
     #[test]

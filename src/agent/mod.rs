@@ -161,6 +161,21 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             false
         }
     };
+    // Spool the alarm a level change raised (AlarmMonitor's crash safety:
+    // it is already saved with the levels), unless it is there already.
+    let spool_pending = |monitor: &mut AlarmMonitor| {
+        while let Some(alarm) = monitor.pending().cloned() {
+            if !(spool.contains(&alarm.id) || raise(Ok(alarm))) {
+                break; // kept pending: tried again after the next run
+            }
+            monitor.spooled();
+        }
+        if let Err(e) = monitor.save() {
+            log::error!("{name}: cannot save alarm levels: {e}");
+        }
+    };
+    // The alarm being raised when the agent last stopped.
+    spool_pending(&mut monitor);
     collector::run_schedule(
         &specs,
         &env,
@@ -168,6 +183,21 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         &scratch,
         &stop,
         &mut |spec, outcome| {
+            // The alarm first, then the lines (AlarmMonitor's crash safety).
+            match monitor.observe(&spec.name, &outcome, Instant::now()) {
+                Ok(Some(alarm)) => {
+                    if let Err(e) = monitor.save_pending(alarm) {
+                        log::error!("{name}: cannot save alarm levels: {e}");
+                    }
+                    crate::failpoint::hit("agent.alarm_saved");
+                    spool_pending(&mut monitor);
+                    crate::failpoint::hit("agent.alarm_spooled");
+                }
+                Ok(None) => spool_pending(&mut monitor),
+                Err(e) => {
+                    raise(Err(e));
+                }
+            }
             match store.append(&spec.name, outcome.render().as_bytes()) {
                 Ok(drops) => {
                     for d in drops {
@@ -192,18 +222,6 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                         message,
                         crate::storage::now_rfc3339(),
                     ));
-                }
-            }
-            let spooled = match monitor.observe(&spec.name, &outcome, Instant::now()) {
-                Ok(Some(alarm)) => raise(Ok(alarm)),
-                Ok(None) => true,
-                Err(e) => raise(Err(e)),
-            };
-            // Only once the alarm is safe in the spool: otherwise the next
-            // run sees the change again and raises it again.
-            if spooled {
-                if let Err(e) = monitor.save() {
-                    log::error!("{name}: cannot save alarm levels: {e}");
                 }
             }
         },

@@ -1,8 +1,10 @@
 //! Alarms under faults (SPEC §6, issue 4): with the network to the alarm
-//! port cutting, stalling and half-closing connections, and the master
+//! port cutting, stalling and half-closing connections, the master
 //! crashing right after storing an alarm (before acknowledging it) or
-//! killed outright, every alarm still lands in `alarms.log` exactly once
-//! and `alarm_command` runs for each (again only if the master died in the
+//! killed outright, and the agent crashing between saving a level change
+//! and spooling its alarm or between spooling it and storing the lines,
+//! every alarm still lands in `alarms.log` exactly once and
+//! `alarm_command` runs for each (again only if the master died in the
 //! instant between starting it and noting that it ran).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,11 +73,25 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
     master.kill9();
     master.restart();
     let mut agent = c.start("agent", &agent_cfg, "agent");
+    agent.env = vec![
+        (
+            "PIHEALTH_FAILPOINTS".into(),
+            "agent.alarm_saved=0.06,agent.alarm_spooled=0.06".into(),
+        ),
+        ("PIHEALTH_FAILPOINT_SEED".into(), "29".into()),
+    ];
+    agent.kill9();
+    agent.restart();
 
     let mut rng = Rng::new(29);
-    let (mut kills, mut aborts) = (0, 0);
+    let (mut kills, mut aborts, mut agent_aborts) = (0, 0, 0);
     for round in 0..30u64 {
         std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        if agent.reap_if_dead() {
+            agent_aborts += 1;
+            agent.env[1].1 = (29 + round).to_string();
+            agent.restart();
+        }
         if master.reap_if_dead() {
             aborts += 1;
             master.env[1].1 = (29 + round).to_string();
@@ -87,7 +103,10 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
         }
     }
     // Calm: stop the flapping, end faults and failpoints, let the spool drain.
-    agent.terminate();
+    if !agent.reap_if_dead() {
+        agent.terminate();
+    }
+    agent.env.clear();
     proxy
         .fault_per_mille
         .store(0, std::sync::atomic::Ordering::SeqCst);
@@ -123,6 +142,7 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
     }
     // Every run after the first changed the level, so every stored value
     // but possibly the first (normal → normal is no change) has its alarm.
+    // (A run the agent died in before storing its lines may have one too.)
     let expected: BTreeSet<u64> = stored.iter().copied().filter(|&v| v > 1).collect();
     let got: BTreeSet<u64> = values.keys().copied().collect();
     let missing: Vec<_> = expected.difference(&got).collect();
@@ -150,7 +170,7 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
         kills + aborts
     );
     eprintln!(
-        "alarm faults: {} alarms once each, alarm_command repeated {repeats} time(s); master kill -9: {kills}, aborts after append: {aborts}; proxy: {}",
+        "alarm faults: {} alarms once each, alarm_command repeated {repeats} time(s); master kill -9: {kills}, aborts after append: {aborts}; agent aborts around the spool: {agent_aborts}; proxy: {}",
         ids.len(),
         proxy.stats.summary()
     );
@@ -158,4 +178,5 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
         proxy.stats.faults() > 0,
         "the proxy never broke a connection"
     );
+    assert!(agent_aborts > 0, "the agent never crashed at a failpoint");
 }
