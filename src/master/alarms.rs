@@ -7,7 +7,7 @@
 //! `alarm_command` gets the alarm in environment variables and runs
 //! without a shell, so nothing an agent says is ever interpreted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::level::Level;
 use crate::protocol::{Alarm, Connection, Key, Message, Purpose};
 use crate::storage;
@@ -23,11 +25,66 @@ use crate::storage;
 /// Most alarms one connection may deliver before it is closed.
 const MAX_ALARMS_PER_CONNECTION: usize = 10_000;
 
+/// How long the ids of stored alarms are remembered, counted from the
+/// alarm's time. An agent re-sends a stored alarm only when our
+/// acknowledgement was lost (it re-sends within seconds of reaching us
+/// again) or when it lost power right after spooling it (at its next
+/// start): both long before this. Bounding it keeps the master's memory
+/// flat however many alarms a fleet raises over the years.
+const ID_MEMORY: chrono::Duration = chrono::Duration::days(30);
+
+/// The ids of alarms stored in the last `ID_MEMORY`, as 128-bit digests
+/// (16 bytes each instead of a string), with each alarm's time.
+#[derive(Default)]
+struct SeenIds {
+    ids: HashMap<[u8; 16], i64>,
+    /// Entries at the last pruning: pruned again when twice as many.
+    after_prune: usize,
+}
+
+impl SeenIds {
+    fn digest(id: &str) -> [u8; 16] {
+        let full = Sha256::digest(id.as_bytes());
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&full[..16]);
+        short
+    }
+
+    /// Unix seconds of an alarm's time; unparsable times count as now.
+    fn time_of(time: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(time)
+            .map(|t| t.timestamp())
+            .unwrap_or_else(|_| chrono::Utc::now().timestamp())
+    }
+
+    fn horizon() -> i64 {
+        (chrono::Utc::now() - ID_MEMORY).timestamp()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains_key(&Self::digest(id))
+    }
+
+    fn insert(&mut self, id: &str, time: &str) {
+        let time = Self::time_of(time);
+        if time < Self::horizon() {
+            return;
+        }
+        self.ids.insert(Self::digest(id), time);
+        if self.ids.len() >= 2 * self.after_prune.max(1024) {
+            let horizon = Self::horizon();
+            self.ids.retain(|_, t| *t >= horizon);
+            self.ids.shrink_to_fit();
+            self.after_prune = self.ids.len();
+        }
+    }
+}
+
 pub struct AlarmLog {
     path: PathBuf,
     /// Ids whose `alarm_command` has been started (or that needed none).
     done_path: PathBuf,
-    seen: Mutex<HashSet<String>>,
+    seen: Mutex<SeenIds>,
     command: Option<Vec<String>>,
     command_timeout: Duration,
 }
@@ -86,10 +143,14 @@ impl AlarmLog {
         let done_path = log_dir.join(".alarm-commands.done");
         storage::cut_torn_line(&path)?;
         let recorded = read_alarms(&path)?;
+        let mut seen = SeenIds::default();
+        for a in &recorded {
+            seen.insert(&a.id, &a.time);
+        }
         let log = AlarmLog {
             path,
             done_path: done_path.clone(),
-            seen: Mutex::new(recorded.iter().map(|a| a.id.clone()).collect()),
+            seen: Mutex::new(seen),
             command,
             command_timeout,
         };
@@ -150,7 +211,8 @@ impl AlarmLog {
         Ok(())
     }
 
-    /// Store an alarm unless already stored; true if it was new.
+    /// Store an alarm unless already stored; true if it was new. (An alarm
+    /// older than `ID_MEMORY` is stored: it cannot be told from a new one.)
     pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&alarm.id) {
@@ -167,7 +229,7 @@ impl AlarmLog {
         );
         storage::append_synced(&self.path, line.as_bytes())?;
         crate::failpoint::hit("alarms.after_append");
-        seen.insert(alarm.id.clone());
+        seen.insert(&alarm.id, &alarm.time);
         Ok(true)
     }
 
@@ -342,8 +404,32 @@ mod tests {
             log_type: "cpu".into(),
             level: "warning".into(),
             message: "load high\nsecond line".into(),
-            time: "2026-11-21T10:00:00+08:00".into(),
+            time: chrono::Local::now().to_rfc3339(),
         }
+    }
+
+    #[test]
+    fn ids_are_remembered_for_their_window_only() {
+        let mut seen = SeenIds::default();
+        let now = chrono::Utc::now();
+        let recent = (now - chrono::Duration::days(29)).to_rfc3339();
+        let old = (now - chrono::Duration::days(31)).to_rfc3339();
+        for i in 0..3000 {
+            seen.insert(&format!("recent{i}"), &recent);
+        }
+        seen.insert("old", &old);
+        assert!(seen.contains("recent0") && seen.contains("recent2999"));
+        assert!(!seen.contains("old"), "an alarm older than the window");
+        assert!(!seen.contains("recent3000"));
+        assert_eq!(seen.ids.len(), 3000);
+        // Entries age out when the set is pruned (at twice its last size).
+        seen.ids.values_mut().for_each(|t| *t -= 2 * 86_400);
+        for i in 0..3000 {
+            seen.insert(&format!("new{i}"), &now.to_rfc3339());
+        }
+        assert!(!seen.contains("recent0"), "aged out");
+        assert!(seen.contains("new0") && seen.contains("new2999"));
+        assert!(seen.ids.len() <= 3000, "{} ids kept", seen.ids.len());
     }
 
     #[test]
