@@ -114,17 +114,66 @@ impl AlarmLine {
     }
 }
 
+/// `.alarm-commands.done`: which stored alarms have had their
+/// `alarm_command` started. A first line `@N` says every alarm whose line
+/// begins before byte N of `alarms.log` has; then one id per line for those
+/// after it.
+#[derive(Default)]
+struct DoneIds {
+    before: u64,
+    ids: HashSet<String>,
+}
+
+impl DoneIds {
+    fn parse(text: &str) -> DoneIds {
+        let mut done = DoneIds::default();
+        for line in text.lines() {
+            match line.strip_prefix('@').map(str::parse::<u64>) {
+                Some(Ok(n)) => done.before = n,
+                // A file of an earlier version: ids only.
+                _ => {
+                    done.ids.insert(line.to_string());
+                }
+            }
+        }
+        done
+    }
+
+    fn mark(logged_len: u64) -> String {
+        format!("@{logged_len}\n")
+    }
+}
+
+/// Call `f` with the byte offset and contents of every alarm line of
+/// `path`, oldest first, without holding the log in memory. Returns the
+/// length read.
+fn for_each_alarm(path: &Path, mut f: impl FnMut(u64, AlarmLine)) -> io::Result<u64> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(storage::with_path(e, path)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut offset = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(offset);
+        }
+        if let Some(a) = AlarmLine::parse(String::from_utf8_lossy(&line).trim_end_matches('\n')) {
+            f(offset, a);
+        }
+        offset += n as u64;
+    }
+}
+
 /// Read every alarm line of `log/alarms.log`, oldest first.
 pub fn read_alarms(path: &Path) -> io::Result<Vec<AlarmLine>> {
-    match File::open(path) {
-        Ok(f) => Ok(BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| AlarmLine::parse(&l))
-            .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    let mut alarms = Vec::new();
+    for_each_alarm(path, |_, a| alarms.push(a))?;
+    Ok(alarms)
 }
 
 fn one_line(text: &str) -> String {
@@ -142,11 +191,24 @@ impl AlarmLog {
         let path = log_dir.join("alarms.log");
         let done_path = log_dir.join(".alarm-commands.done");
         storage::cut_torn_line(&path)?;
-        let recorded = read_alarms(&path)?;
+        let first_start = !done_path.exists();
+        let done = if first_start {
+            DoneIds::default()
+        } else {
+            storage::cut_torn_line(&done_path)?;
+            DoneIds::parse(&std::fs::read_to_string(&done_path)?)
+        };
+        // One pass over the log, keeping only what is needed: the recent
+        // ids, and the alarms stored just before a crash whose command
+        // never started (none on a first start: what is logged is settled).
         let mut seen = SeenIds::default();
-        for a in &recorded {
+        let mut not_done = Vec::new();
+        let logged_len = for_each_alarm(&path, |offset, a| {
             seen.insert(&a.id, &a.time);
-        }
+            if !first_start && offset >= done.before && !done.ids.contains(&a.id) {
+                not_done.push(a);
+            }
+        })?;
         let log = AlarmLog {
             path,
             done_path: done_path.clone(),
@@ -154,33 +216,24 @@ impl AlarmLog {
             command,
             command_timeout,
         };
-        if !done_path.exists() {
-            // First start with this record: what is logged so far is settled.
-            let ids: String = recorded.iter().map(|a| format!("{}\n", a.id)).collect();
-            storage::write_atomic(&done_path, ids.as_bytes(), true)?;
-        } else {
-            // Alarms stored just before a crash, whose command never started.
-            storage::cut_torn_line(&done_path)?;
-            let done: HashSet<String> = std::fs::read_to_string(&done_path)?
-                .lines()
-                .map(str::to_string)
-                .collect();
-            for a in recorded.into_iter().filter(|a| !done.contains(&a.id)) {
-                log::warn!(
-                    "alarm {} from {} was stored before a crash; handling it now",
-                    a.id,
-                    a.host
-                );
-                log.handled(&Alarm {
-                    id: a.id,
-                    host: a.host,
-                    log_type: a.log_type,
-                    level: a.level,
-                    message: a.message,
-                    time: a.time,
-                });
-            }
+        for a in not_done {
+            log::warn!(
+                "alarm {} from {} was stored before a crash; handling it now",
+                a.id,
+                a.host
+            );
+            log.handled(&Alarm {
+                id: a.id,
+                host: a.host,
+                log_type: a.log_type,
+                level: a.level,
+                message: a.message,
+                time: a.time,
+            });
         }
+        // Every alarm logged so far is handled now: the record of them
+        // shrinks to one mark, so it does not grow with the alarms.
+        storage::write_atomic(&done_path, DoneIds::mark(logged_len).as_bytes(), true)?;
         Ok(log)
     }
 
@@ -473,7 +526,7 @@ mod tests {
         assert!(log.record(&alarm("c1")).unwrap());
         drop(log);
         let _log = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
-        let _again = AlarmLog::open(dir.path(), command, Duration::from_secs(10)).unwrap();
+        let _again = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(&ran)
             .unwrap_or_default()
@@ -484,14 +537,20 @@ mod tests {
             assert!(Instant::now() < deadline, "alarm_command never ran");
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Every start of the command is noted once: the second open found
-        // it handled and ran nothing.
+        // The second open found it handled and ran nothing; the record of
+        // handled alarms is one mark again.
+        let logged = std::fs::metadata(dir.path().join("alarms.log"))
+            .unwrap()
+            .len();
         let done = std::fs::read_to_string(dir.path().join(".alarm-commands.done")).unwrap();
-        assert_eq!(done.lines().filter(|l| *l == "c1").count(), 1, "{done}");
-        assert_eq!(
-            std::fs::read_to_string(&ran).unwrap().lines().next(),
-            Some("c1")
-        );
+        assert_eq!(done, format!("@{logged}\n"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
+        // A record of an earlier version (ids only) is still understood.
+        std::fs::write(dir.path().join(".alarm-commands.done"), "c1\n").unwrap();
+        let _log = AlarmLog::open(dir.path(), command, Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
     }
 
     #[test]
