@@ -19,7 +19,7 @@ pub mod samples;
 
 pub use oneshot::pull_once;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -166,7 +166,14 @@ fn schedule(
     let mut last_written = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
-        for agent in registry.snapshot() {
+        let agents = registry.snapshot();
+        // Records merged away or moved to another address leave no slot
+        // behind (a pull or probe still running keeps its own flag).
+        if slots.len() > agents.len() {
+            let current: HashSet<SocketAddr> = agents.iter().map(|a| a.control).collect();
+            slots.retain(|control, _| current.contains(control));
+        }
+        for agent in agents {
             let slot = slots.entry(agent.control).or_insert_with(|| Slot {
                 next_pull: now,
                 next_probe: now,
