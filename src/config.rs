@@ -144,7 +144,12 @@ pub struct MasterConfig {
     pub agents: Vec<AgentEntry>,
     pub agent_control_port: u16,
     pub agent_data_port: u16,
+    /// Outbound jobs: pulls and probes.
     pub workers: usize,
+    /// Connections on the registration and alarm ports.
+    pub inbound_workers: usize,
+    /// Requests to the status page and metrics.
+    pub http_workers: usize,
     pub pull_interval: HumanDuration,
     pub heartbeat_interval: HumanDuration,
     pub heartbeat_misses: u32,
@@ -174,6 +179,8 @@ impl Default for MasterConfig {
             agent_control_port: 8000,
             agent_data_port: 8001,
             workers: 10,
+            inbound_workers: 8,
+            http_workers: 2,
             pull_interval: HumanDuration(Duration::from_secs(30)),
             heartbeat_interval: HumanDuration(Duration::from_secs(10)),
             heartbeat_misses: 3,
@@ -400,6 +407,20 @@ impl MasterConfig {
                 path,
                 "workers",
                 "expected a pool size from 1 to 1024",
+            ));
+        }
+        if self.inbound_workers < 2 || self.inbound_workers > 1024 {
+            return Err(invalid(
+                path,
+                "inbound_workers",
+                "expected a pool size from 2 to 1024 (half of it is the untrusted lane)",
+            ));
+        }
+        if self.http_workers == 0 || self.http_workers > 256 {
+            return Err(invalid(
+                path,
+                "http_workers",
+                "expected a pool size from 1 to 256",
             ));
         }
         if self.max_handshakes_per_address == 0 {

@@ -7,8 +7,14 @@
 //! the loop. Shutdown sets a flag and connects once to the listener to wake
 //! the blocked `accept`.
 
+mod peers;
+mod waiting_room;
+
+pub use peers::{address_key, PeerBook};
+pub use waiting_room::{Readiness, WaitingRoom};
+
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,6 +24,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
+
+use peers::AddressSlot;
+use waiting_room::Guest;
 
 /// Connect with a deadline, then set I/O timeouts and disable Nagle (our
 /// frames are small request/response pairs).
@@ -178,105 +187,6 @@ pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
 /// the handler lifts it once the peer has proved the key.
 pub type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
 
-/// How long an address that proved the key stays exempt from the cap.
-const TRUSTED_FOR: Duration = Duration::from_secs(600);
-/// Bound on remembered trusted addresses (oldest forgotten first).
-const MAX_TRUSTED: usize = 4096;
-
-/// The addresses that proved the key lately: a master opening a control,
-/// a data and a probe connection at once while a cron pull runs is not an
-/// attacker, so the caps apply only to addresses that have not shown the
-/// key lately. Clones share it: one per daemon, so a master that proved the
-/// key on the control port is trusted on the data port too.
-#[derive(Clone, Default, Debug)]
-pub struct TrustBook(Arc<Mutex<HashMap<IpAddr, Instant>>>);
-
-impl TrustBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn trusts(&self, ip: IpAddr) -> bool {
-        self.lock()
-            .get(&ip)
-            .is_some_and(|t| t.elapsed() < TRUSTED_FOR)
-    }
-
-    fn trust(&self, ip: IpAddr) {
-        let mut trusted = self.lock();
-        if trusted.len() >= MAX_TRUSTED && !trusted.contains_key(&ip) {
-            let oldest = trusted.iter().min_by_key(|(_, t)| **t).map(|(ip, _)| *ip);
-            if let Some(ip) = oldest {
-                trusted.remove(&ip);
-            }
-        }
-        trusted.insert(ip, Instant::now());
-    }
-}
-
-/// Connections from one address that have not proved the key yet, on one
-/// port.
-struct HandshakeCounts {
-    open: Mutex<HashMap<IpAddr, usize>>,
-    trust: TrustBook,
-}
-
-impl HandshakeCounts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A slot for `ip`, or `None` if it already holds `limit` and has not
-    /// proved the key within `TRUSTED_FOR`.
-    fn claim(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
-        let trusted = self.trust.trusts(ip);
-        let mut open = self.lock();
-        let n = open.entry(ip).or_default();
-        if *n >= limit && !trusted {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            counts: self.clone(),
-            ip,
-            trusted,
-            lane: None,
-        })
-    }
-}
-
-/// One unauthenticated connection's claim on its address's quota (and, for
-/// an untrusted address, on the untrusted lane); given back when the peer
-/// proves the key or the connection ends.
-struct AddressSlot {
-    counts: Arc<HandshakeCounts>,
-    ip: IpAddr,
-    /// The address had proved the key within `TRUSTED_FOR` at accept.
-    trusted: bool,
-    lane: Option<LaneTicket>,
-}
-
-impl AddressSlot {
-    /// The peer proved the key: trust its address for a while, and let the
-    /// next untrusted connection have the lane's place.
-    fn proved(self) {
-        self.counts.trust.trust(self.ip);
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.counts.lock();
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-        // `lane` is dropped after this: its place goes to the next waiting.
-    }
-}
-
 /// A connection's run on the pool; an untrusted one gets its place in the
 /// lane, held until it proves the key or ends.
 type Job = Box<dyn FnOnce(Option<LaneTicket>) + Send>;
@@ -418,17 +328,22 @@ pub struct AcceptLimits {
     pub io_timeout: Duration,
     /// Connections waiting for a worker beyond this are closed at once.
     pub max_queued: usize,
-    /// Connections from one address still in their handshake (queued or on
-    /// a worker); more are closed at once. A peer without the key never
-    /// gets past its handshake, so this caps what one address can hold.
+    /// Connections from one address (an IPv6 /64) still in their handshake,
+    /// queued, waiting to speak or on a worker, on all the ports that share
+    /// `peers`; more are closed at once. A peer without the key never gets
+    /// past its handshake, so this caps what one address can hold.
     /// Addresses that proved the key in the last ten minutes are exempt.
     pub max_handshakes_per_address: usize,
     /// If set, connections from addresses not exempt go through this lane
     /// (shared by the loops that feed one pool), so they can hold only part
     /// of the pool.
     pub untrusted_lane: Option<UntrustedLane>,
-    /// Who proved the key lately; share one among a daemon's loops.
-    pub trust: TrustBook,
+    /// Who proved the key lately and how many handshakes each address has
+    /// open; one per daemon, shared by all of its loops.
+    pub peers: PeerBook,
+    /// If set, connections from addresses not exempt wait here, off the
+    /// workers, until they have said what `Readiness` asks.
+    pub waiting_room: Option<(WaitingRoom, Readiness)>,
     /// If not empty, only these addresses (the agent's `allowed_masters`);
     /// others are closed by the accept thread before they reach a worker.
     pub allowed: Vec<IpAddr>,
@@ -439,6 +354,66 @@ pub struct AcceptLoop {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// How an admitted connection reaches a worker: straight to the pool for an
+/// address that proved the key lately, through the untrusted lane (if any)
+/// for the others. Shared by the accept thread and the waiting room.
+struct Dispatch {
+    label: String,
+    pool: ThreadPool,
+    handler: Handler,
+    io_timeout: Duration,
+    lane: Option<UntrustedLane>,
+    refusals: Mutex<Refusals>,
+}
+
+impl Dispatch {
+    fn refuse(&self, peer: SocketAddr, why: &str) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(peer, why);
+    }
+
+    fn send(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: AddressSlot) {
+        let lane = self.lane.as_ref().filter(|_| !slot.trusted).cloned();
+        let me = self.clone();
+        let job = move |ticket: Option<LaneTicket>| me.serve(stream, peer, slot, ticket);
+        match lane {
+            None => self.pool.execute(move || job(None)),
+            Some(lane) => {
+                if !lane.submit(Box::new(job)) {
+                    self.refuse(peer, "too many connections from addresses without the key");
+                }
+            }
+        }
+    }
+
+    /// On a worker: the handler, with the handshake deadline running.
+    fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut slot: AddressSlot,
+        ticket: Option<LaneTicket>,
+    ) {
+        slot.lane = ticket;
+        // The handshake clock starts when a worker takes the connection,
+        // so queueing behind slow peers does not expire a good one.
+        let stream = TimedStream::new(
+            stream,
+            self.io_timeout,
+            Some(Instant::now() + self.io_timeout),
+        );
+        stream.slot.set(Some(slot));
+        if catch_unwind(AssertUnwindSafe(|| (self.handler)(stream, peer))).is_err() {
+            log::error!(
+                "{}: handler for {peer} panicked; connection dropped",
+                self.label
+            );
+        }
+    }
 }
 
 impl AcceptLoop {
@@ -458,7 +433,8 @@ impl AcceptLoop {
             max_queued,
             max_handshakes_per_address: usize::MAX,
             untrusted_lane: None,
-            trust: TrustBook::default(),
+            peers: PeerBook::default(),
+            waiting_room: None,
             allowed: Vec::new(),
         };
         AcceptLoop::start_with(name, listener, pool, limits, handler)
@@ -472,93 +448,24 @@ impl AcceptLoop {
         limits: AcceptLimits,
         handler: Handler,
     ) -> io::Result<AcceptLoop> {
-        let AcceptLimits {
-            io_timeout,
-            max_queued,
-            max_handshakes_per_address,
-            untrusted_lane,
-            trust,
-            allowed,
-        } = limits;
-        let counts = Arc::new(HandshakeCounts {
-            open: Mutex::new(HashMap::new()),
-            trust,
-        });
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let label = name.to_string();
+        let dispatch = Arc::new(Dispatch {
+            label: name.to_string(),
+            pool,
+            handler,
+            io_timeout: limits.io_timeout,
+            lane: limits.untrusted_lane.clone(),
+            refusals: Mutex::new(Refusals::new(name.to_string())),
+        });
+        let gate = Gate {
+            limits,
+            dispatch,
+            stop: stop.clone(),
+        };
         let thread = thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || {
-                let mut backoff = Duration::from_millis(5);
-                let mut refusals = Refusals::new(label.clone());
-                while !flag.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, peer)) => {
-                            backoff = Duration::from_millis(5);
-                            if flag.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            // `::ffff:a.b.c.d` on a dual-stack listener is a.b.c.d.
-                            if !allowed.is_empty() && !allowed.contains(&peer.ip().to_canonical()) {
-                                refusals.note(peer, "not in allowed_masters");
-                                continue;
-                            }
-                            if pool.queued_count() >= max_queued {
-                                refusals.note(peer, "too many connections waiting for a worker");
-                                continue;
-                            }
-                            let Some(slot) = counts.claim(peer.ip(), max_handshakes_per_address)
-                            else {
-                                refusals.note(peer, "too many handshakes from this address");
-                                continue;
-                            };
-                            if let Err(e) = prepare(&stream, io_timeout) {
-                                log::debug!("{label}: {peer}: {e}");
-                                continue;
-                            }
-                            let handler = handler.clone();
-                            let label = label.clone();
-                            let lane = untrusted_lane.as_ref().filter(|_| !slot.trusted);
-                            let job = move |ticket: Option<LaneTicket>| {
-                                let mut slot = slot;
-                                slot.lane = ticket;
-                                // The handshake clock starts when a worker takes the connection,
-                                // so queueing behind slow peers does not expire a good one.
-                                let stream = TimedStream::new(
-                                    stream,
-                                    io_timeout,
-                                    Some(Instant::now() + io_timeout),
-                                );
-                                stream.slot.set(Some(slot));
-                                if catch_unwind(AssertUnwindSafe(|| handler(stream, peer))).is_err()
-                                {
-                                    log::error!(
-                                        "{label}: handler for {peer} panicked; connection dropped"
-                                    );
-                                }
-                            };
-                            match lane {
-                                None => pool.execute(move || job(None)),
-                                Some(lane) => {
-                                    if !lane.submit(Box::new(job)) {
-                                        refusals.note(
-                                            peer,
-                                            "too many connections from addresses without the key",
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            log::warn!("{label}: accept failed: {e}; retrying in {backoff:?}");
-                            thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(1));
-                        }
-                    }
-                }
-            })?;
+            .spawn(move || gate.run(listener))?;
         Ok(AcceptLoop {
             addr,
             stop,
@@ -600,12 +507,98 @@ impl AcceptLoop {
     }
 }
 
+/// The accept thread's side: what is refused at the door, what waits to
+/// speak, what goes to the pool.
+struct Gate {
+    limits: AcceptLimits,
+    dispatch: Arc<Dispatch>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Gate {
+    fn run(self, listener: TcpListener) {
+        let mut backoff = Duration::from_millis(5);
+        while !self.stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    if self.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    self.admit(stream, peer);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{}: accept failed: {e}; retrying in {backoff:?}",
+                        self.dispatch.label
+                    );
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        let limits = &self.limits;
+        // `::ffff:a.b.c.d` on a dual-stack listener is a.b.c.d.
+        if !limits.allowed.is_empty() && !limits.allowed.contains(&peer.ip().to_canonical()) {
+            self.dispatch.refuse(peer, "not in allowed_masters");
+            return;
+        }
+        if self.dispatch.pool.queued_count() >= limits.max_queued {
+            self.dispatch
+                .refuse(peer, "too many connections waiting for a worker");
+            return;
+        }
+        let Some(slot) = limits
+            .peers
+            .claim(peer.ip(), limits.max_handshakes_per_address)
+        else {
+            self.dispatch
+                .refuse(peer, "too many handshakes from this address");
+            return;
+        };
+        if let Err(e) = prepare(&stream, limits.io_timeout) {
+            log::debug!("{}: {peer}: {e}", self.dispatch.label);
+            return;
+        }
+        match &limits.waiting_room {
+            Some((room, ready)) if !slot.trusted => {
+                let dispatch = self.dispatch.clone();
+                room.park(Guest {
+                    stream,
+                    peer,
+                    ready: *ready,
+                    until: Instant::now() + limits.io_timeout,
+                    admit: Box::new(move |stream| dispatch.send(stream, peer, slot)),
+                });
+            }
+            _ => self.dispatch.send(stream, peer, slot),
+        }
+    }
+}
+
 impl Drop for AcceptLoop {
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.stop();
         }
     }
+}
+
+/// Raise this process's soft limit on open files to its hard limit. A
+/// daemon holds a descriptor per connection waiting to speak, and systemd's
+/// default soft limit (1024) would let a flood make `accept` fail for real
+/// peers long before the per-address caps and the waiting room's bound do
+/// their job. Returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
 }
 
 /// Wait until the pool has no running or queued jobs, at most `limit`.

@@ -30,6 +30,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Run the agent until `stop` is set.
 pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), String> {
+    if let Err(e) = net::raise_open_files_limit() {
+        log::warn!("cannot raise the limit on open files: {e}");
+    }
     let name = config.agent_name();
     let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
     let specs = config
@@ -88,7 +91,8 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             config.workers / 2,
             config.workers * 16,
         )),
-        trust: net::TrustBook::default(),
+        peers: net::PeerBook::default(),
+        waiting_room: None,
         allowed: config.allowed_masters.clone(),
     };
     let s = server.clone();

@@ -2,9 +2,16 @@
 //! archive, the alarm receiver, and the status page and metrics (`http`).
 //!
 //! Threads: one accept thread per listening port (registration 8080,
-//! alarms 8081, HTTP 8082) and one scheduler thread, all handing work to
-//! one fixed `threadpool::ThreadPool` of `workers` threads. Every socket
-//! has timeouts, so no job holds a worker forever.
+//! alarms 8081, HTTP 8082), one waiting room for connections that have not
+//! spoken yet (`net::WaitingRoom`) and the scheduler (`scheduler`), handing
+//! work to three fixed `threadpool::ThreadPool`s: `inbound_workers` for the
+//! registration and alarm ports, `http_workers` for the status page, and
+//! `workers` for outbound pulls and probes. Separate pools, so that a flood
+//! on a port cannot delay a pull and a dead agent address cannot delay a
+//! heartbeat. Every socket has timeouts and every handshake a deadline, so
+//! no job holds a worker forever; addresses that have not proved the key
+//! hold at most half of the inbound pool (`net::UntrustedLane`) and are
+//! capped per address across all ports (`net::PeerBook`).
 pub mod alarm_summary;
 pub mod alarms;
 pub mod archive;
@@ -16,14 +23,14 @@ pub mod page;
 pub mod pull;
 pub mod registry;
 pub mod samples;
+pub mod scheduler;
 
 pub use oneshot::pull_once;
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,16 +40,14 @@ use crate::config::MasterConfig;
 use crate::net::{self, AcceptLimits, AcceptLoop};
 use crate::protocol::{Connection, Key, Message, Purpose};
 use alarms::AlarmLog;
-use pull::{PullContext, PullError};
+use pull::PullContext;
 use registry::Registry;
 
 /// How long in-flight pulls may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// The registry file is rewritten at least this often, so its age shows
-/// whether the master is running (see `pihealth status`).
-const REGISTRY_REFRESH: Duration = Duration::from_secs(10);
-/// Scheduler tick: liveness is checked this often.
-const TICK: Duration = Duration::from_millis(100);
+/// Most connections waiting to say their first bytes, all ports together
+/// (each is one file descriptor for at most `io_timeout`).
+const MAX_WAITING_TO_SPEAK: usize = 4096;
 
 pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext {
     PullContext {
@@ -136,132 +141,11 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
     }
 }
 
-/// Clears a busy flag when dropped, so a job that panics still frees its agent.
-struct ClearOnDrop(Arc<AtomicBool>);
-
-impl Drop for ClearOnDrop {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Per-agent bookkeeping of the scheduler (not persisted).
-struct Slot {
-    next_pull: Instant,
-    next_probe: Instant,
-    pulling: Arc<AtomicBool>,
-    probing: Arc<AtomicBool>,
-}
-
-fn schedule(
-    config: &MasterConfig,
-    registry: &Arc<Registry>,
-    ctx: &PullContext,
-    pool: &ThreadPool,
-    stop: &AtomicBool,
-) {
-    let mut slots: HashMap<SocketAddr, Slot> = HashMap::new();
-    let limit_ms = (config.heartbeat_interval.0 * config.heartbeat_misses).as_millis() as i64;
-    let mut last_flush = Instant::now();
-    let mut last_written = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        let agents = registry.snapshot();
-        // Records merged away or moved to another address leave no slot
-        // behind (a pull or probe still running keeps its own flag).
-        if slots.len() > agents.len() {
-            let current: HashSet<SocketAddr> = agents.iter().map(|a| a.control).collect();
-            slots.retain(|control, _| current.contains(control));
-        }
-        for agent in agents {
-            let slot = slots.entry(agent.control).or_insert_with(|| Slot {
-                next_pull: now,
-                next_probe: now,
-                pulling: Arc::new(AtomicBool::new(false)),
-                probing: Arc::new(AtomicBool::new(false)),
-            });
-            // Never two pulls of one agent at once.
-            if now >= slot.next_pull && !slot.pulling.swap(true, Ordering::SeqCst) {
-                slot.next_pull = now + config.pull_interval.0;
-                let (flag, registry, ctx, control, name) = (
-                    slot.pulling.clone(),
-                    registry.clone(),
-                    ctx.clone(),
-                    agent.control,
-                    agent.name.clone(),
-                );
-                let configured = if agent.origin == registry::Origin::Static {
-                    name
-                } else {
-                    None
-                };
-                pool.execute(move || {
-                    let _clear = ClearOnDrop(flag);
-                    run_pull(&registry, &ctx, control, configured.as_deref());
-                });
-            }
-            if now >= slot.next_probe && !slot.probing.swap(true, Ordering::SeqCst) {
-                slot.next_probe = now + config.heartbeat_interval.0;
-                let (flag, registry, ctx, control) = (
-                    slot.probing.clone(),
-                    registry.clone(),
-                    ctx.clone(),
-                    agent.control,
-                );
-                pool.execute(move || {
-                    let _clear = ClearOnDrop(flag);
-                    match pull::probe(&ctx, control) {
-                        Ok((info, skew)) => registry.contact(control, &info, skew, "probe"),
-                        Err(e) => log::debug!("probe of {control} failed: {e}"),
-                    }
-                });
-            }
-        }
-        registry.check_liveness(limit_ms);
-        if last_flush.elapsed() >= Duration::from_secs(1) {
-            if last_written.elapsed() >= REGISTRY_REFRESH {
-                registry.mark_dirty();
-                last_written = Instant::now();
-            }
-            if let Err(e) = registry.flush() {
-                log::error!("cannot write the registry: {e}");
-            }
-            last_flush = Instant::now();
-        }
-        net::sleep_unless(stop, TICK);
-    }
-}
-
-fn run_pull(registry: &Registry, ctx: &PullContext, control: SocketAddr, name: Option<&str>) {
-    let started = Instant::now();
-    match pull::pull_agent(ctx, control, name) {
-        Ok(report) => {
-            if let Some(info) = &report.info {
-                registry.contact(control, info, report.skew_ms, "pull");
-            }
-            // Gaps and restarted streams are already in events.log (the
-            // archive writes them as they happen).
-            if report.pieces > 0 {
-                log::info!(
-                    "{}: pulled {} piece(s), {} bytes in {:?}",
-                    report.host,
-                    report.pieces,
-                    report.bytes,
-                    report.elapsed
-                );
-            }
-            registry.pull_finished(control, Ok(report.bytes), report.elapsed);
-        }
-        Err(PullError::Busy(host)) => log::info!("{host}: skipped, another pull of it is running"),
-        Err(e) => {
-            log::warn!("pull of {control} failed: {e}");
-            registry.pull_finished(control, Err(e.to_string()), started.elapsed());
-        }
-    }
-}
-
 /// Run the master daemon until `stop` is set.
 pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), String> {
+    if let Err(e) = net::raise_open_files_limit() {
+        log::warn!("cannot raise the limit on open files: {e}");
+    }
     let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
     let statics = config
         .static_agents(config_path)
@@ -292,19 +176,29 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         ),
         None => None,
     };
-    let pool = ThreadPool::with_name("master-worker".into(), config.workers);
+    let (outbound, inbound, http_pool) = (
+        ThreadPool::with_name("master-outbound".into(), config.workers),
+        ThreadPool::with_name("master-inbound".into(), config.inbound_workers),
+        ThreadPool::with_name("master-http".into(), config.http_workers),
+    );
     let io_timeout = config.io_timeout.0;
-    let max_queued = config.workers * 64;
+    let room = net::WaitingRoom::start("master", MAX_WAITING_TO_SPEAK).map_err(|e| e.to_string())?;
+    let peers = net::PeerBook::default();
     // Agents may share an address (NAT), so the cap on unfinished
-    // handshakes per address is higher than on an agent.
+    // handshakes per address is higher than on an agent. A fleet starting
+    // at once registers from hundreds of new addresses: they go through
+    // the lane in order, each in a few milliseconds.
     let limits = AcceptLimits {
         io_timeout,
-        max_queued,
+        max_queued: config.inbound_workers * 64,
         max_handshakes_per_address: config.max_handshakes_per_address,
-        // A fleet starting at once registers from hundreds of new
-        // addresses; they are not held back.
-        untrusted_lane: None,
-        trust: net::TrustBook::default(),
+        untrusted_lane: Some(net::UntrustedLane::new(
+            inbound.clone(),
+            config.inbound_workers / 2,
+            config.inbound_workers * 64,
+        )),
+        peers: peers.clone(),
+        waiting_room: Some((room.clone(), net::Readiness::AnyBytes)),
         allowed: Vec::new(),
     };
 
@@ -312,7 +206,7 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let mut register = AcceptLoop::start_with(
         "registration",
         register_listener,
-        pool.clone(),
+        inbound.clone(),
         limits.clone(),
         Arc::new(move |stream, peer| handle_register(&r, &k, stream, peer)),
     )
@@ -321,21 +215,32 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let mut alarm = AcceptLoop::start_with(
         "alarms",
         alarm_listener,
-        pool.clone(),
-        limits.clone(),
+        inbound.clone(),
+        limits,
         Arc::new(move |stream, peer| a.handle(stream, peer, &k)),
     )
     .map_err(|e| e.to_string())?;
     let mut web = match http_listener {
         Some(listener) => {
             let h = Arc::new(http::Http::new(config, registry.clone()));
+            // No key on this port: every request waits in the room for its
+            // whole head, then takes an HTTP worker only for as long as the
+            // answer takes; one address holds at most the handshake cap.
+            let limits = AcceptLimits {
+                io_timeout,
+                max_queued: config.http_workers * 64,
+                max_handshakes_per_address: config.max_handshakes_per_address,
+                untrusted_lane: None,
+                peers: peers.clone(),
+                waiting_room: Some((room.clone(), net::Readiness::HttpHead)),
+                allowed: Vec::new(),
+            };
             Some(
-                AcceptLoop::start(
+                AcceptLoop::start_with(
                     "http",
                     listener,
-                    pool.clone(),
-                    io_timeout,
-                    max_queued,
+                    http_pool.clone(),
+                    limits,
                     Arc::new(move |stream, peer| h.handle(stream, peer)),
                 )
                 .map_err(|e| e.to_string())?,
@@ -345,16 +250,24 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     };
 
     log::info!(
-        "master: registration on {}, alarms on {}, status page and metrics on {}, {} static agent(s), {} worker(s)",
+        "master: registration on {}, alarms on {}, status page and metrics on {}, {} static agent(s), {} outbound + {} inbound + {} http worker(s)",
         register.local_addr(),
         alarm.local_addr(),
         web.as_ref()
             .map_or("(off)".to_string(), |w| format!("http://{}/", w.local_addr())),
         statics.len(),
-        config.workers
+        config.workers,
+        config.inbound_workers,
+        config.http_workers
     );
     let ctx = pull_context(config, keys);
-    schedule(config, &registry, &ctx, &pool, &stop);
+    scheduler::Scheduler {
+        config,
+        registry: &registry,
+        ctx: &ctx,
+        pool: &outbound,
+    }
+    .run(&stop);
 
     log::info!("master: stopping");
     register.stop();
@@ -362,7 +275,12 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     if let Some(w) = &mut web {
         w.stop();
     }
-    if !net::drain_pool(&pool, SHUTDOWN_GRACE) {
+    room.stop();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let drained = [&outbound, &inbound, &http_pool]
+        .iter()
+        .all(|pool| net::drain_pool(pool, deadline.saturating_duration_since(Instant::now())));
+    if !drained {
         log::warn!("master: pulls still running after {SHUTDOWN_GRACE:?}; leaving them (nothing unacknowledged is lost)");
     }
     if let Err(e) = registry.flush() {
