@@ -182,7 +182,8 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         ThreadPool::with_name("master-http".into(), config.http_workers),
     );
     let io_timeout = config.io_timeout.0;
-    let room = net::WaitingRoom::start("master", MAX_WAITING_TO_SPEAK).map_err(|e| e.to_string())?;
+    let room =
+        net::WaitingRoom::start("master", MAX_WAITING_TO_SPEAK).map_err(|e| e.to_string())?;
     let peers = net::PeerBook::default();
     // Agents may share an address (NAT), so the cap on unfinished
     // handshakes per address is higher than on an agent. A fleet starting

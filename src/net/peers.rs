@@ -95,11 +95,7 @@ impl PeerBook {
 
     /// Unfinished handshakes of `ip`'s address, on all ports (for tests).
     pub fn open_handshakes(&self, ip: IpAddr) -> usize {
-        self.lock()
-            .open
-            .get(&address_key(ip))
-            .copied()
-            .unwrap_or(0)
+        self.lock().open.get(&address_key(ip)).copied().unwrap_or(0)
     }
 }
 

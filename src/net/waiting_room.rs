@@ -259,9 +259,7 @@ impl Room {
         for i in worth {
             match verdict(&self.guests[i].guest) {
                 Verdict::NotYet => self.guests[i].recheck = None,
-                Verdict::Partial => {
-                    self.guests[i].recheck = Some(Instant::now() + PARTIAL_RECHECK)
-                }
+                Verdict::Partial => self.guests[i].recheck = Some(Instant::now() + PARTIAL_RECHECK),
                 Verdict::Gone => {
                     self.guests.swap_remove(i);
                 }
@@ -367,7 +365,9 @@ mod tests {
         let room = WaitingRoom::start("test", 16).unwrap();
         let (mut client, admitted) =
             parked_pair(&room, Readiness::HttpHead, Duration::from_secs(5));
-        client.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         assert!(admitted.recv_timeout(Duration::from_millis(200)).is_err());
         client.write_all(b"\r\n").unwrap();
         let mut server = admitted.recv_timeout(Duration::from_secs(5)).unwrap();

@@ -4,6 +4,7 @@ mod chaos;
 mod cluster;
 mod config_files;
 mod disk;
+mod flood;
 mod http;
 mod keys;
 mod logs;
