@@ -3,19 +3,18 @@
 //! `/healthz`. Read-only and without a key, which is why it listens on
 //! loopback unless the operator opens it.
 //!
-//! Served like the other master ports: blocking sockets, the accept loop
-//! hands each connection to the master's fixed pool, and the stream's
-//! deadline (one `io_timeout` from when a worker took it) bounds the whole
-//! exchange, so a slow client is cut off. One request per connection
-//! (`Connection: close`), GET and HEAD only, a request head of at most
-//! 8 KiB, parsed strictly: anything else gets a 4xx and the connection
-//! closed. At most half the workers serve HTTP at once (more requests get
-//! a quick 503), so page loads and scrapes leave the other half to pulls
-//! and heartbeats.
+//! Served like the other master ports: blocking sockets, and the accept
+//! loop hands each connection to a fixed pool — its own (`http_workers`),
+//! so page loads and scrapes never take a worker from pulls or
+//! heartbeats. A connection takes a worker only once its whole request
+//! head has arrived (`net::WaitingRoom`), and the stream's deadline (one
+//! `io_timeout` from when a worker took it) bounds the whole exchange, so a
+//! slow client is cut off. One request per connection (`Connection:
+//! close`), GET and HEAD only, a request head of at most 8 KiB, parsed
+//! strictly: anything else gets a 4xx and the connection closed.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -334,15 +333,6 @@ fn hours_param(query: &str) -> Result<u32, Refusal> {
     Ok(hours)
 }
 
-/// Counts HTTP requests in progress; dropping the slot frees it.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// What the HTTP handlers share; one per master.
 pub struct Http {
     registry: Arc<Registry>,
@@ -350,8 +340,6 @@ pub struct Http {
     alarms: Mutex<AlarmFollower>,
     started_ms: i64,
     master_name: String,
-    busy: AtomicUsize,
-    max_busy: usize,
 }
 
 impl Http {
@@ -362,23 +350,11 @@ impl Http {
             alarms: Mutex::new(AlarmFollower::new(&config.log_dir)),
             started_ms: now_ms(),
             master_name: crate::names::local_host_name(),
-            busy: AtomicUsize::new(0),
-            max_busy: (config.workers / 2).max(1),
         }
     }
 
     /// Serve one connection: one request, one response, close.
     pub fn handle(&self, mut stream: TimedStream, peer: SocketAddr) {
-        let Some(_slot) = self.slot() else {
-            log::warn!(
-                "http: {peer} turned away: {} requests in progress",
-                self.max_busy
-            );
-            let mut r = Response::text(503, "busy, try again\n".into());
-            r.headers.push(("Retry-After", "1".into()));
-            let _ = write_response(&mut stream, &r, false);
-            return;
-        };
         let started = Instant::now();
         let (request, response) = match read_head(&mut stream) {
             Ok(head) => match parse_head(&head) {
@@ -402,15 +378,6 @@ impl Http {
             return;
         }
         linger(&mut stream);
-    }
-
-    /// A place among the requests in progress, if there is one.
-    fn slot(&self) -> Option<Slot<'_>> {
-        if self.busy.fetch_add(1, Ordering::SeqCst) >= self.max_busy {
-            self.busy.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Slot(&self.busy))
     }
 
     /// The answer to a well-formed request.

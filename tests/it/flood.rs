@@ -235,18 +235,23 @@ fn heartbeat_delay(c: &Cluster, name: &str, control: &str) -> Duration {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut conn = Connection::client(stream, &key, Purpose::Register).unwrap();
-    conn.send(&Message::Heartbeat {
-        name: name.into(),
-        control_ip: control.ip().to_string(),
-        control_port: control.port(),
-        time_ms: chrono::Utc::now().timestamp_millis(),
-        backlog: 0,
-    })
-    .unwrap();
-    let answer = conn.recv().unwrap();
-    assert!(matches!(answer, Message::Welcome { .. }), "{answer:?}");
-    started.elapsed()
+    let answer = Connection::client(stream, &key, Purpose::Register).and_then(|mut conn| {
+        conn.send(&Message::Heartbeat {
+            name: name.into(),
+            control_ip: control.ip().to_string(),
+            control_port: control.port(),
+            time_ms: chrono::Utc::now().timestamp_millis(),
+            backlog: 0,
+        })?;
+        conn.recv()
+    });
+    match answer {
+        Ok(Message::Welcome { .. }) => started.elapsed(),
+        other => panic!(
+            "heartbeat of {name} not answered after {:?}: {other:?}",
+            started.elapsed()
+        ),
+    }
 }
 
 /// `GET /healthz` from `source` (an address never seen before); how long
