@@ -7,14 +7,15 @@
 //! the loop. Shutdown sets a flag and connects once to the listener to wake
 //! the blocked `accept`.
 
+mod lane;
 mod peers;
 mod waiting_room;
 
+pub use lane::UntrustedLane;
 pub use peers::{address_key, PeerBook};
 pub use waiting_room::{Readiness, WaitingRoom};
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 
+use lane::{Entrant, LaneTicket, Origin};
 use peers::AddressSlot;
 use waiting_room::Guest;
 
@@ -187,105 +189,6 @@ pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
 /// the handler lifts it once the peer has proved the key.
 pub type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
 
-/// A connection's run on the pool; an untrusted one gets its place in the
-/// lane, held until it proves the key or ends.
-type Job = Box<dyn FnOnce(Option<LaneTicket>) + Send>;
-
-/// A place in the untrusted lane; given back on drop.
-struct LaneTicket(UntrustedLane);
-
-impl Drop for LaneTicket {
-    fn drop(&mut self) {
-        self.0.finished();
-    }
-}
-
-/// The way to the pool for connections from addresses that have not proved
-/// the key lately: at most `max_in_pool` of them queued or on a worker and
-/// not yet proved the key at once; the rest wait here in order (at most `max_waiting`; beyond that
-/// they are closed). Clones share it, so one lane serves every accept loop
-/// that feeds one pool (an agent's control and data ports), and the rest of
-/// the pool stays free for peers that proved the key, however many
-/// addresses an attacker has. Without it, attackers holding every worker
-/// until their handshake deadline made a master's fetch wait that long.
-#[derive(Clone)]
-pub struct UntrustedLane(Arc<Lane>);
-
-struct Lane {
-    pool: ThreadPool,
-    max_in_pool: usize,
-    max_waiting: usize,
-    state: Mutex<LaneState>,
-}
-
-#[derive(Default)]
-struct LaneState {
-    in_pool: usize,
-    waiting: VecDeque<Job>,
-}
-
-impl std::fmt::Debug for UntrustedLane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UntrustedLane")
-            .field("max_in_pool", &self.0.max_in_pool)
-            .field("max_waiting", &self.0.max_waiting)
-            .finish()
-    }
-}
-
-impl UntrustedLane {
-    pub fn new(pool: ThreadPool, max_in_pool: usize, max_waiting: usize) -> UntrustedLane {
-        UntrustedLane(Arc::new(Lane {
-            pool,
-            max_in_pool: max_in_pool.max(1),
-            max_waiting,
-            state: Mutex::new(LaneState::default()),
-        }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Run `job` on the pool now or when the lane has room; `false` (and
-    /// the job dropped, closing its connection) if the lane is full.
-    fn submit(&self, job: Job) -> bool {
-        let mut state = self.lock();
-        if state.in_pool < self.0.max_in_pool {
-            state.in_pool += 1;
-            drop(state);
-            self.run(job);
-            true
-        } else if state.waiting.len() < self.0.max_waiting {
-            state.waiting.push_back(job);
-            true
-        } else {
-            false
-        }
-    }
-
-    fn run(&self, job: Job) {
-        let ticket = LaneTicket(self.clone());
-        self.0.pool.execute(move || job(Some(ticket)));
-    }
-
-    /// A place was given back (its peer proved the key, or its connection
-    /// ended): the next waiting connection takes it.
-    fn finished(&self) {
-        let next = {
-            let mut state = self.lock();
-            let next = state.waiting.pop_front();
-            if next.is_none() {
-                state.in_pool -= 1;
-            }
-            next
-        };
-        if let Some(job) = next {
-            self.run(job);
-        }
-    }
-}
-
 /// Logs refused connections without letting a flood flood the log: the
 /// first refusal at once, then at most one summary line per second.
 struct Refusals {
@@ -379,11 +282,25 @@ impl Dispatch {
     fn send(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: AddressSlot) {
         let lane = self.lane.as_ref().filter(|_| !slot.trusted).cloned();
         let me = self.clone();
-        let job = move |ticket: Option<LaneTicket>| me.serve(stream, peer, slot, ticket);
         match lane {
-            None => self.pool.execute(move || job(None)),
+            None => self
+                .pool
+                .execute(move || me.serve(stream, peer, slot, None)),
             Some(lane) => {
-                if !lane.submit(Box::new(job)) {
+                let origin = Origin {
+                    book: slot.book(),
+                    ip: peer.ip(),
+                    suspect: slot.suspect,
+                };
+                // A second handle, so that a clean newcomer can cut this
+                // connection off if it turns out a suspect holding a place.
+                let socket = stream.try_clone().ok();
+                let entrant = Entrant {
+                    job: Box::new(move |ticket| me.serve(stream, peer, slot, ticket)),
+                    origin,
+                    socket,
+                };
+                if !lane.submit(entrant) {
                     self.refuse(peer, "too many connections from addresses without the key");
                 }
             }
@@ -551,9 +468,10 @@ impl Gate {
                 .refuse(peer, "too many connections waiting for a worker");
             return;
         }
+        let keyed = limits.untrusted_lane.is_some();
         let Some(slot) = limits
             .peers
-            .claim(peer.ip(), limits.max_handshakes_per_address)
+            .claim(peer.ip(), limits.max_handshakes_per_address, keyed)
         else {
             self.dispatch
                 .refuse(peer, "too many handshakes from this address");
@@ -653,72 +571,6 @@ mod tests {
         // A panicking handler does not end the loop.
         l.stop();
         assert!(drain_pool(&pool, Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn the_untrusted_lane_holds_part_of_the_pool_and_queues_the_rest_in_order() {
-        let pool = ThreadPool::new(4);
-        let lane = UntrustedLane::new(pool.clone(), 2, 3);
-        let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
-        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
-        for i in 0..5 {
-            let (started_tx, release) = (started_tx.clone(), release.clone());
-            // The place is held until the ticket goes (here: the run ends).
-            assert!(lane.submit(Box::new(move |_ticket| {
-                started_tx.send(i).unwrap();
-                release.recv().unwrap();
-            })));
-        }
-        // Full: 2 on workers, 3 waiting.
-        assert!(!lane.submit(Box::new(|_| {})));
-        let first: Vec<usize> = (0..2)
-            .map(|_| started.recv_timeout(Duration::from_secs(5)).unwrap())
-            .collect();
-        assert!(started.recv_timeout(Duration::from_millis(100)).is_err());
-        // A trusted connection goes straight to a free worker meanwhile.
-        let (done_tx, done) = crossbeam_channel::bounded(1);
-        pool.execute(move || done_tx.send(()).unwrap());
-        done.recv_timeout(Duration::from_secs(5)).unwrap();
-        // Each finished job lets the next waiting one in, oldest first.
-        let mut order = first;
-        for _ in 0..3 {
-            release_tx.send(()).unwrap();
-            order.push(started.recv_timeout(Duration::from_secs(5)).unwrap());
-        }
-        for _ in 0..2 {
-            release_tx.send(()).unwrap();
-        }
-        let (mut head, tail) = (order[..2].to_vec(), order[2..].to_vec());
-        head.sort();
-        assert_eq!((head, tail), (vec![0, 1], vec![2, 3, 4]));
-        assert!(drain_pool(&pool, Duration::from_secs(5)));
-        assert_eq!(lane.lock().in_pool, 0);
-    }
-
-    #[test]
-    fn a_peer_that_proves_the_key_gives_its_lane_place_back_at_once() {
-        let pool = ThreadPool::new(3);
-        let lane = UntrustedLane::new(pool.clone(), 1, 4);
-        let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
-        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
-        for i in 0..2 {
-            let (started_tx, release) = (started_tx.clone(), release.clone());
-            assert!(lane.submit(Box::new(move |ticket| {
-                drop(ticket); // proved the key: what `AddressSlot::proved` does
-                started_tx.send(i).unwrap();
-                release.recv().unwrap(); // its session goes on
-            })));
-        }
-        // Both run at once although the lane has one place: a first-contact
-        // master's control session does not keep its data connection out.
-        for _ in 0..2 {
-            started.recv_timeout(Duration::from_secs(5)).unwrap();
-        }
-        for _ in 0..2 {
-            release_tx.send(()).unwrap();
-        }
-        assert!(drain_pool(&pool, Duration::from_secs(5)));
-        assert_eq!(lane.lock().in_pool, 0);
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! `heartbeat_interval`. An address that is not up (never seen, or down) is
 //! a suspect: it may be one of ninety empty addresses of a `{from, to}`
 //! range, each costing a worker up to `connect_timeout` per try. So a
-//! suspect gets no separate probe (a pull is the contact), its tries back
-//! off after each failure (up to `SEEN_BACKOFF_MAX` for an address that
-//! has answered before, `NEVER_SEEN_BACKOFF_MAX` for one that never has),
+//! suspect is only probed (the cheapest contact; no pulls until it
+//! answers), its probes back off after each failure from
+//! `heartbeat_interval` up to `SEEN_BACKOFF_MAX` for an address that has
+//! answered before and `NEVER_SEEN_BACKOFF_MAX` for one that never has,
 //! and suspects together hold at most half of the pool: the agents that
 //! are up always find the workers their pulls need. An agent that comes
-//! back is pulled at once: its heartbeat marks it up, and the scheduler
-//! drops its back-off when it sees that.
+//! back is pulled at once: its heartbeat (or a probe) marks it up, and the
+//! scheduler drops its back-off when it sees that.
 //!
 //! A failing address is logged once when it starts failing and once when
 //! it answers again, not at every try.
@@ -142,8 +143,10 @@ impl Scheduler<'_> {
                 });
                 if agent.state == State::Up {
                     if !slot.was_up {
-                        // Back (its heartbeat said so): no more back-off.
+                        // Back (its heartbeat or a probe said so): pulled now.
                         slot.next_pull = slot.next_pull.min(now);
+                        slot.next_probe =
+                            slot.next_probe.min(now + self.config.heartbeat_interval.0);
                         slot.was_up = true;
                     }
                     self.tend_up(&agent, slot, now);
@@ -200,8 +203,9 @@ impl Scheduler<'_> {
         }
     }
 
-    /// An address that is not up: one try (a pull) when its back-off has
-    /// passed. Returns whether a job was started.
+    /// An address that is not up: one probe when its back-off has passed
+    /// (a probe is the cheapest contact; one that answers is marked up and
+    /// pulled at the next tick). Returns whether a job was started.
     fn tend_suspect(
         &self,
         agent: &AgentRecord,
@@ -209,14 +213,40 @@ impl Scheduler<'_> {
         now: Instant,
         suspects: &Arc<AtomicUsize>,
     ) -> bool {
-        if now < slot.next_pull || slot.pulling.swap(true, Ordering::SeqCst) {
+        if now < slot.next_probe || slot.probing.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let interval = self.config.pull_interval.0;
+        let interval = self.config.heartbeat_interval.0;
         let seen_before = agent.last_seen_ms.is_some();
-        slot.next_pull = now + retry_delay(interval, slot.failures.count(), seen_before);
+        slot.next_probe = now + retry_delay(interval, slot.failures.count(), seen_before);
         let place = SuspectPlace(suspects.clone());
-        self.launch_pull(agent, slot, Some(place));
+        let (flag, registry, ctx, control, failures, label) = (
+            slot.probing.clone(),
+            self.registry.clone(),
+            self.ctx.clone(),
+            agent.control,
+            slot.failures.clone(),
+            agent.label(),
+        );
+        self.pool.execute(move || {
+            let _clear = ClearOnDrop(flag);
+            let _place = place;
+            match pull::probe(&ctx, control) {
+                Ok((info, skew)) => {
+                    if failures.note(true) {
+                        log::info!("{label}: {control} answers again");
+                    }
+                    registry.contact(control, &info, skew, "probe");
+                }
+                Err(e) => {
+                    if failures.note(false) {
+                        log::warn!("{label}: no agent answers at {control}: {e}; trying again with back-off, logged again when it answers");
+                    } else {
+                        log::debug!("{label}: still no agent at {control}: {e}");
+                    }
+                }
+            }
+        });
         true
     }
 

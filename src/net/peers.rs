@@ -1,10 +1,13 @@
 //! Who is knocking: per-address bookkeeping shared by every port of one
 //! daemon.
 //!
-//! Two facts per address: whether it proved the key lately (then it is
+//! Three facts per address: whether it proved the key lately (then it is
 //! exempt from the caps: a master opening a control, a data and a probe
-//! connection at once is not an attacker), and how many of its connections
-//! are still in their handshake. Both are counted across all of a daemon's
+//! connection at once is not an attacker), how many of its connections
+//! are still in their handshake, and whether one of its connections lately
+//! ended without proving the key. An address with more than one connection
+//! in its handshake, or a recent failure, is a suspect: the untrusted lane
+//! lets clean addresses go first (see `super::lane`). Both are counted across all of a daemon's
 //! ports, so an address cannot hold the cap on each port at once (eight on
 //! the registration port plus eight on the alarm port was more than the
 //! master's pool). IPv6 addresses count by their /64: one host is given a
@@ -21,6 +24,11 @@ use super::LaneTicket;
 const TRUSTED_FOR: Duration = Duration::from_secs(600);
 /// Bound on remembered trusted addresses (oldest forgotten first).
 const MAX_TRUSTED: usize = 4096;
+/// How long an address whose connection ended without proving the key
+/// stays a suspect.
+const SUSPECT_FOR: Duration = Duration::from_secs(600);
+/// Bound on remembered suspects (oldest forgotten first).
+const MAX_SUSPECTS: usize = 16384;
 
 /// The unit the caps count by: an IPv4 address (`::ffff:a.b.c.d` on a
 /// dual-stack listener is a.b.c.d), or an IPv6 /64.
@@ -40,6 +48,31 @@ struct Peers {
     trusted: HashMap<IpAddr, Instant>,
     /// Address key → its connections not yet past their handshake.
     open: HashMap<IpAddr, usize>,
+    /// Address key → when a connection of it last ended without proving
+    /// the key (on a port that asks for it).
+    failed: HashMap<IpAddr, Instant>,
+}
+
+impl Peers {
+    fn suspects(&self, key: IpAddr) -> bool {
+        self.open.get(&key).is_some_and(|n| *n > 1)
+            || self
+                .failed
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+    }
+}
+
+/// Remember `key` at `now` in a bounded map, forgetting the oldest entry
+/// when full.
+fn remember(map: &mut HashMap<IpAddr, Instant>, key: IpAddr, max: usize) {
+    if map.len() >= max && !map.contains_key(&key) {
+        let oldest = map.iter().min_by_key(|(_, t)| **t).map(|(ip, _)| *ip);
+        if let Some(ip) = oldest {
+            map.remove(&ip);
+        }
+    }
+    map.insert(key, Instant::now());
 }
 
 /// One per daemon; clones share it (every accept loop of the daemon gets
@@ -63,20 +96,25 @@ impl PeerBook {
 
     fn trust(&self, key: IpAddr) {
         let mut peers = self.lock();
-        let trusted = &mut peers.trusted;
-        if trusted.len() >= MAX_TRUSTED && !trusted.contains_key(&key) {
-            let oldest = trusted.iter().min_by_key(|(_, t)| **t).map(|(ip, _)| *ip);
-            if let Some(ip) = oldest {
-                trusted.remove(&ip);
-            }
-        }
-        trusted.insert(key, Instant::now());
+        peers.failed.remove(&key);
+        remember(&mut peers.trusted, key, MAX_TRUSTED);
+    }
+
+    /// Whether `ip`'s address is a suspect: it has more than one connection
+    /// still in its handshake (a real peer that has not proved the key yet
+    /// opens one at a time: a registration, a master's first control
+    /// connection), or one of its connections lately ended without proving
+    /// the key.
+    pub fn suspects(&self, ip: IpAddr) -> bool {
+        self.lock().suspects(address_key(ip))
     }
 
     /// A handshake slot for `ip`, or `None` if its address already holds
     /// `limit` unfinished handshakes on any of the daemon's ports and has not
-    /// proved the key lately.
-    pub(super) fn claim(&self, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+    /// proved the key lately. `keyed`: the port asks for the key, so a
+    /// connection that ends without proving it makes its address a suspect
+    /// (the status page asks for no key).
+    pub(super) fn claim(&self, ip: IpAddr, limit: usize, keyed: bool) -> Option<AddressSlot> {
         let key = address_key(ip);
         let trusted = self.trusts(ip);
         let mut peers = self.lock();
@@ -85,10 +123,14 @@ impl PeerBook {
             return None;
         }
         *n += 1;
+        let suspect = !trusted && peers.suspects(key);
         Some(AddressSlot {
             book: self.clone(),
             key,
             trusted,
+            suspect,
+            keyed,
+            proved: false,
             lane: None,
         })
     }
@@ -107,14 +149,23 @@ pub(super) struct AddressSlot {
     key: IpAddr,
     /// The address had proved the key within `TRUSTED_FOR` at accept.
     pub(super) trusted: bool,
+    /// The address was a suspect at accept.
+    pub(super) suspect: bool,
+    keyed: bool,
+    proved: bool,
     pub(super) lane: Option<LaneTicket>,
 }
 
 impl AddressSlot {
+    pub(super) fn book(&self) -> PeerBook {
+        self.book.clone()
+    }
+
     /// The peer proved the key: trust its address for a while; dropping the
     /// slot then frees its quota and lets the next untrusted connection
     /// have the lane's place.
-    pub(super) fn proved(self) {
+    pub(super) fn proved(mut self) {
+        self.proved = true;
         self.book.trust(self.key);
     }
 }
@@ -122,6 +173,9 @@ impl AddressSlot {
 impl Drop for AddressSlot {
     fn drop(&mut self) {
         let mut peers = self.book.lock();
+        if self.keyed && !self.trusted && !self.proved {
+            remember(&mut peers.failed, self.key, MAX_SUSPECTS);
+        }
         if let Some(n) = peers.open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -156,23 +210,46 @@ mod tests {
         );
         // Two loops (ports) share the book: the third claim fails wherever
         // it comes from, and from another address of the same /64.
-        let first = book.claim(a, 2).unwrap();
-        let _second = book.claim(b, 2).unwrap();
-        assert!(book.claim(a, 2).is_none());
-        assert!(book.claim(b, 2).is_none());
+        let first = book.claim(a, 2, true).unwrap();
+        let _second = book.claim(b, 2, true).unwrap();
+        assert!(book.claim(a, 2, true).is_none());
+        assert!(book.claim(b, 2, true).is_none());
         assert_eq!(book.open_handshakes(a), 2);
         drop(first);
-        assert!(book.claim(b, 2).is_some());
+        assert!(book.claim(b, 2, true).is_some());
     }
 
     #[test]
     fn an_address_that_proved_the_key_is_exempt() {
         let book = PeerBook::default();
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        let slot = book.claim(ip, 1).unwrap();
-        assert!(book.claim(ip, 1).is_none());
+        let slot = book.claim(ip, 1, true).unwrap();
+        assert!(book.claim(ip, 1, true).is_none());
         slot.proved();
-        let held: Vec<_> = (0..5).map(|_| book.claim(ip, 1).unwrap()).collect();
-        assert!(held.iter().all(|s| s.trusted));
+        let held: Vec<_> = (0..5).map(|_| book.claim(ip, 1, true).unwrap()).collect();
+        assert!(held.iter().all(|s| s.trusted && !s.suspect));
+    }
+
+    #[test]
+    fn an_address_whose_connection_ended_without_the_key_is_a_suspect_until_it_proves_it() {
+        let book = PeerBook::default();
+        let (ip, web): (IpAddr, IpAddr) =
+            ("127.0.0.9".parse().unwrap(), "127.0.0.10".parse().unwrap());
+        let first = book.claim(ip, 4, true).unwrap();
+        assert!(!first.suspect);
+        // A second connection while the first is in its handshake.
+        let second = book.claim(ip, 4, true).unwrap();
+        assert!(second.suspect && book.suspects(ip));
+        drop(second);
+        // Ended without proving the key: a suspect from now on.
+        drop(first);
+        assert!(book.suspects(ip));
+        let again = book.claim(ip, 4, true).unwrap();
+        assert!(again.suspect);
+        again.proved();
+        assert!(!book.suspects(ip));
+        // A port without a key (the status page) makes nobody a suspect.
+        drop(book.claim(web, 4, false).unwrap());
+        assert!(!book.suspects(web));
     }
 }
