@@ -3,7 +3,7 @@
 //! all from one thread over short-lived authenticated connections.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use crossbeam_channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
+use crate::net::TimedStream;
 use crate::protocol::{Connection, Key, Message, Purpose};
 
 pub struct Uplink {
@@ -38,7 +39,10 @@ const MAX_ALARM_BACKOFF: Duration = Duration::from_secs(30);
 const STOP_CHECK: Duration = Duration::from_millis(500);
 
 impl Uplink {
-    fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
+    /// A connection whose handshake, master's proof checked, is done
+    /// within `io_timeout`; each request on it then gets `io_timeout` for
+    /// its answer (see `Connection<TimedStream>`).
+    fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
         Connection::dial(
             addr,
             &self.keys,
@@ -73,8 +77,7 @@ impl Uplink {
                 backlog: self.store.backlog(),
             }
         };
-        conn.send(&message)?;
-        match conn.recv_ok()? {
+        match conn.request(&message, self.io_timeout)? {
             Message::Welcome { .. } => Ok(()),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -92,8 +95,7 @@ impl Uplink {
                 Some(c) => c,
                 None => conn.insert(self.connect(self.master_alarm, Purpose::Alarm)?),
             };
-            c.send(&Message::Alarm(alarm.clone()))?;
-            match c.recv_ok()? {
+            match c.request(&Message::Alarm(alarm.clone()), self.io_timeout)? {
                 Message::AlarmAck { id } if id == alarm.id => self.spool.acknowledged(&id)?,
                 other => {
                     return Err(io::Error::new(
@@ -105,7 +107,7 @@ impl Uplink {
             sent += 1;
         }
         if let Some(mut c) = conn {
-            let _ = c.send(&Message::Bye);
+            let _ = c.allow(self.io_timeout).and_then(|()| c.send(&Message::Bye));
         }
         Ok(sent)
     }
