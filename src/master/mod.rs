@@ -5,6 +5,7 @@
 //! alarms 8081, HTTP 8082) and one scheduler thread, all handing work to
 //! one fixed `threadpool::ThreadPool` of `workers` threads. Every socket
 //! has timeouts, so no job holds a worker forever.
+pub mod alarm_command;
 pub mod alarm_summary;
 pub mod alarms;
 pub mod archive;
@@ -273,8 +274,12 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let alarm_log = Arc::new(
         AlarmLog::open(
             &config.log_dir,
-            config.alarm_command.clone(),
-            config.alarm_command_timeout.0,
+            alarms::CommandSettings {
+                command: config.alarm_command.clone(),
+                timeout: config.alarm_command_timeout.0,
+                workers: config.alarm_command_workers,
+                queue: config.alarm_command_queue,
+            },
         )
         .map_err(|e| format!("alarms.log: {e}"))?,
     );
