@@ -117,7 +117,9 @@ impl Uplink {
             sent += 1;
         }
         if let Some(mut c) = conn {
-            let _ = c.allow(self.io_timeout).and_then(|()| c.send(&Message::Bye));
+            let _ = c
+                .allow(self.io_timeout)
+                .and_then(|()| c.send(&Message::Bye));
         }
         Ok(sent)
     }

@@ -1,5 +1,5 @@
 //! The bounded runner of `alarm_command` (issue 11): a fixed number of
-//! threads, each with a bounded queue, so a burst of alarms (a spool of
+//! threads and one bound on the alarms waiting for them, so a burst of alarms (a spool of
 //! repeats delivered at once after an outage) cannot start unbounded
 //! threads or processes. Before it, every alarm started one process and
 //! one thread to reap it, all at once.
@@ -19,8 +19,11 @@
 //!   queued or not yet noted when the master dies runs at the next start;
 //!   one that started in the instant before its note was durable runs a
 //!   second time (the command gets `PIHEALTH_ID` to recognise a repeat).
-//!   `log::debug!` gives that instant for every command ("double-run
-//!   window"), measured in RELIABILITY.md.
+//!   The note is written right after the spawn returns and then synced:
+//!   a kill of the master is covered once it is written (microseconds
+//!   after the process started), a power loss once it is synced (one
+//!   fdatasync later). `log::debug!` gives both for every command
+//!   ("double-run window"), measured in RELIABILITY.md.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -28,11 +31,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::Sender;
 
 use crate::protocol::Alarm;
 
@@ -44,7 +47,10 @@ pub const QUEUE_FULL_WAIT: Duration = Duration::from_millis(250);
 /// alarm whose command has started (or was skipped), each fdatasynced.
 pub struct DoneRecord {
     path: PathBuf,
-    file: Mutex<File>,
+    /// Notes are appended through a shared `&File` (O_APPEND: each note
+    /// one write, whole), so one thread's fdatasync never holds up another
+    /// thread's note; the write lock is only for `replace`.
+    file: RwLock<File>,
 }
 
 impl DoneRecord {
@@ -56,14 +62,14 @@ impl DoneRecord {
             .map_err(|e| crate::storage::with_path(e, path))?;
         Ok(DoneRecord {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            file: RwLock::new(file),
         })
     }
 
     /// Replace the whole record by `text` (atomically, synced) and go on
     /// appending to the new file.
     pub fn replace(&self, text: &str) -> io::Result<()> {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
         crate::storage::write_atomic(&self.path, text.as_bytes(), true)?;
         *file = std::fs::OpenOptions::new()
             .append(true)
@@ -73,15 +79,18 @@ impl DoneRecord {
     }
 
     /// Note `id` as handled, durably. Errors are logged: the worst a lost
-    /// note does is run the command once more at the next start.
-    pub fn mark(&self, id: &str) {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let written = file
-            .write_all(format!("{id}\n").as_bytes())
-            .and_then(|()| file.sync_data());
-        if let Err(e) = written {
+    /// note does is run the command once more at the next start. Returns
+    /// when the note was written (in the page cache: from then on it
+    /// survives the master being killed; after the fdatasync, a power
+    /// loss too).
+    pub fn mark(&self, id: &str) -> Instant {
+        let file = self.file.read().unwrap_or_else(|p| p.into_inner());
+        let written = (&*file).write_all(format!("{id}\n").as_bytes());
+        let at = Instant::now();
+        if let Err(e) = written.and_then(|()| file.sync_data()) {
             log::error!("cannot write {}: {e}", self.path.display());
         }
+        at
     }
 }
 
@@ -90,6 +99,49 @@ struct Shared {
     argv: Vec<String>,
     timeout: Duration,
     done: Arc<DoneRecord>,
+    queue: QueueRoom,
+}
+
+/// The bound on alarms waiting, counted over all threads' queues together
+/// (one queue per thread keeps the order per host and type; one bound for
+/// all of them means a burst on a few hosts and types can use all of it).
+struct QueueRoom {
+    waiting: Mutex<usize>,
+    freed: Condvar,
+    capacity: usize,
+}
+
+impl QueueRoom {
+    /// Take a place, waiting up to `limit` (`None`: as long as it takes).
+    fn take(&self, limit: Option<Duration>) -> bool {
+        let deadline = limit.map(|l| Instant::now() + l);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while *waiting >= self.capacity {
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    left
+                }
+                None => Duration::from_secs(1),
+            };
+            waiting = self
+                .freed
+                .wait_timeout(waiting, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *waiting += 1;
+        true
+    }
+
+    fn give_back(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        *waiting = waiting.saturating_sub(1);
+        self.freed.notify_one();
+    }
 }
 
 struct Job {
@@ -104,14 +156,12 @@ struct Job {
 /// bounded queue.
 pub struct CommandRunner {
     lanes: Vec<Sender<Job>>,
-    capacity: usize,
+    shared: Arc<Shared>,
     skipped: AtomicU64,
-    done: Arc<DoneRecord>,
 }
 
 impl CommandRunner {
-    /// `workers` threads, `queue` alarms waiting at most in all (split
-    /// evenly between the threads, at least one each).
+    /// `workers` threads, `queue` alarms waiting at most in all.
     pub fn start(
         argv: Vec<String>,
         timeout: Duration,
@@ -120,20 +170,26 @@ impl CommandRunner {
         done: Arc<DoneRecord>,
     ) -> io::Result<CommandRunner> {
         let workers = workers.max(1);
-        let per_lane = queue.div_ceil(workers).max(1);
         let shared = Arc::new(Shared {
             argv,
             timeout,
-            done: done.clone(),
+            done,
+            queue: QueueRoom {
+                waiting: Mutex::new(0),
+                freed: Condvar::new(),
+                capacity: queue.max(1),
+            },
         });
         let mut lanes = Vec::with_capacity(workers);
         for i in 0..workers {
-            let (tx, rx) = crossbeam_channel::bounded::<Job>(per_lane);
+            // Unbounded channels: `QueueRoom` bounds them together.
+            let (tx, rx) = crossbeam_channel::unbounded::<Job>();
             let shared = shared.clone();
             thread::Builder::new()
                 .name(format!("alarm-command-{i}"))
                 .spawn(move || {
                     for job in rx {
+                        shared.queue.give_back();
                         shared.run(job);
                     }
                 })?;
@@ -141,9 +197,8 @@ impl CommandRunner {
         }
         Ok(CommandRunner {
             lanes,
-            capacity: per_lane * workers,
+            shared,
             skipped: AtomicU64::new(0),
-            done,
         })
     }
 
@@ -156,31 +211,32 @@ impl CommandRunner {
     /// Queue the command of a newly stored alarm (see the module doc for a
     /// full queue). `stored` is when it became durable in `alarms.log`.
     pub fn submit(&self, alarm: Alarm, stored: Instant) {
-        match self
-            .lane(&alarm)
-            .send_timeout(
-                Job {
-                    alarm,
-                    stored,
-                    started: None,
-                },
-                QUEUE_FULL_WAIT,
-            )
-        {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(job)) | Err(SendTimeoutError::Disconnected(job)) => {
-                let skipped = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
-                log::error!(
-                    "alarm_command skipped for alarm {} from {} ({} {}): the queue of {} is full ({skipped} skipped since the master started); the alarm is in alarms.log",
-                    job.alarm.id,
-                    job.alarm.host,
-                    job.alarm.log_type,
-                    job.alarm.level,
-                    self.capacity
-                );
-                self.done.mark(&job.alarm.id);
+        if self.shared.queue.take(Some(QUEUE_FULL_WAIT)) {
+            let job = Job {
+                alarm,
+                stored,
+                started: None,
+            };
+            match self.lane(&job.alarm).send(job) {
+                Ok(()) => return,
+                Err(e) => self.skip(&e.0.alarm, "its thread is gone"),
             }
+        } else {
+            self.skip(&alarm, "the queue is full");
         }
+    }
+
+    fn skip(&self, alarm: &Alarm, why: &str) {
+        let skipped = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        log::error!(
+            "alarm_command skipped for alarm {} from {} ({} {}): {why} ({} alarms waiting at most; {skipped} skipped since the master started); the alarm is in alarms.log",
+            alarm.id,
+            alarm.host,
+            alarm.log_type,
+            alarm.level,
+            self.shared.queue.capacity
+        );
+        self.shared.done.mark(&alarm.id);
     }
 
     /// Run the commands found not done at start (stored before a crash),
@@ -191,6 +247,7 @@ impl CommandRunner {
     pub fn run_leftovers(&self, alarms: Vec<Alarm>) {
         let mut waits = Vec::new();
         for alarm in alarms {
+            self.shared.queue.take(None);
             let (tx, rx) = crossbeam_channel::bounded(1);
             let job = Job {
                 alarm,
@@ -230,15 +287,16 @@ impl Shared {
         let spawned = command.spawn();
         // Noted at once, started or not: a command that cannot start now
         // would not start at the next start either.
-        self.done.mark(&alarm.id);
+        let written = self.done.mark(&alarm.id);
         let noted = Instant::now();
         if let Some(started) = &job.started {
             let _ = started.send(());
         }
         log::debug!(
-            "alarm {}: alarm_command started {:?} after the alarm was stored; double-run window (process start to durable note) {:?}",
+            "alarm {}: alarm_command started {:?} after the alarm was stored; double-run window: {:?} from the process start to the note written (a kill of the master), {:?} to the note durable (a power loss)",
             alarm.id,
             starting.duration_since(job.stored),
+            written.duration_since(starting),
             noted.duration_since(starting)
         );
         match spawned {
@@ -312,7 +370,10 @@ mod tests {
     fn commands_of_one_host_and_type_run_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let ran = dir.path().join("ran");
-        let argv = hook(dir.path(), &format!("echo \"$PIHEALTH_ID\" >> {}", ran.display()));
+        let argv = hook(
+            dir.path(),
+            &format!("echo \"$PIHEALTH_ID\" >> {}", ran.display()),
+        );
         let done = Arc::new(DoneRecord::open(&dir.path().join("done")).unwrap());
         let runner = CommandRunner::start(argv, Duration::from_secs(5), 3, 100, done).unwrap();
         for i in 0..40 {

@@ -277,7 +277,9 @@ impl AlarmLog {
     fn handled(&self, alarm: &Alarm, stored: Instant) {
         match &self.runner {
             Some(runner) => runner.submit(alarm.clone(), stored),
-            None => self.done.mark(&alarm.id),
+            None => {
+                self.done.mark(&alarm.id);
+            }
         }
     }
 
@@ -479,10 +481,18 @@ mod tests {
     #[test]
     fn stored_once_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AlarmLog::open(dir.path(), CommandSettings::new(None, Duration::from_secs(1))).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(None, Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!(log.record(&alarm("a1")).unwrap());
         assert!(!log.record(&alarm("a1")).unwrap());
-        let log = AlarmLog::open(dir.path(), CommandSettings::new(None, Duration::from_secs(1))).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(None, Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!(!log.record(&alarm("a1")).unwrap());
         assert!(log.record(&alarm("a2")).unwrap());
         // A line torn by a crash does not swallow the next alarm.
@@ -491,7 +501,11 @@ mod tests {
             b"2026-11-21T10:00:00+08:00 pi1 cp",
         )
         .unwrap();
-        let log = AlarmLog::open(dir.path(), CommandSettings::new(None, Duration::from_secs(1))).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(None, Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!(log.record(&alarm("a3")).unwrap());
         let lines = read_alarms(&dir.path().join("alarms.log")).unwrap();
         assert_eq!(lines.len(), 3);
@@ -512,12 +526,24 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         let command = Some(vec![hook.display().to_string()]);
-        let log = AlarmLog::open(dir.path(), CommandSettings::new(command.clone(), Duration::from_secs(10))).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command.clone(), Duration::from_secs(10)),
+        )
+        .unwrap();
         // Stored, then the master dies before starting the command.
         assert!(log.record(&alarm("c1")).unwrap());
         drop(log);
-        let _log = AlarmLog::open(dir.path(), CommandSettings::new(command.clone(), Duration::from_secs(10))).unwrap();
-        let _again = AlarmLog::open(dir.path(), CommandSettings::new(command.clone(), Duration::from_secs(10))).unwrap();
+        let _log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command.clone(), Duration::from_secs(10)),
+        )
+        .unwrap();
+        let _again = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command.clone(), Duration::from_secs(10)),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(&ran)
             .unwrap_or_default()
@@ -539,7 +565,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
         // A record of an earlier version (ids only) is still understood.
         std::fs::write(dir.path().join(".alarm-commands.done"), "c1\n").unwrap();
-        let _log = AlarmLog::open(dir.path(), CommandSettings::new(command, Duration::from_secs(10))).unwrap();
+        let _log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command, Duration::from_secs(10)),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
     }

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::master::archive::{HostArchive, OpenError, Plan};
-use crate::protocol::message::{AgentInfo, Offer, PieceKind};
 use crate::net::TimedStream;
+use crate::protocol::message::{AgentInfo, Offer, PieceKind};
 use crate::protocol::{Connection, Key, Message, Purpose, Received};
 
 /// Most `ListPending` rounds in one pull (each moves up to 256 pieces).
@@ -144,7 +144,9 @@ pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i
             ))
         }
     };
-    let _ = conn.allow(ctx.io_timeout).and_then(|()| conn.send(&Message::Bye));
+    let _ = conn
+        .allow(ctx.io_timeout)
+        .and_then(|()| conn.send(&Message::Bye));
     crate::names::check_host_name(&info.name).map_err(|why| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -281,7 +283,9 @@ pub fn pull_agent(
             break;
         }
     }
-    let _ = conn.allow(ctx.io_timeout).and_then(|()| conn.send(&Message::Bye));
+    let _ = conn
+        .allow(ctx.io_timeout)
+        .and_then(|()| conn.send(&Message::Bye));
     report.elapsed = started.elapsed();
     if report.failed_pieces.is_empty() {
         Ok(report)

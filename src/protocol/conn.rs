@@ -84,8 +84,10 @@ impl Connection<TimedStream> {
     ) -> io::Result<Connection<TimedStream>> {
         let stream = crate::net::connect(addr, connect_timeout, io_timeout)?;
         let stream = TimedStream::new(stream, io_timeout, Some(Instant::now() + io_timeout));
-        let mut conn = Connection::client(stream, key, purpose).map_err(|e| handshake_error(addr, e))?;
-        conn.confirm_server().map_err(|e| handshake_error(addr, e))?;
+        let mut conn =
+            Connection::client(stream, key, purpose).map_err(|e| handshake_error(addr, e))?;
+        conn.confirm_server()
+            .map_err(|e| handshake_error(addr, e))?;
         Ok(conn)
     }
 
@@ -413,7 +415,8 @@ pub(crate) mod tests {
             };
             // A proof made with another key; then whatever the client sends.
             write_frame(&mut s, &[&hs.server_proof(&Key::from_bytes([6; 32]))]).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             let mut after_proof = Vec::new();
             let _ = s.read_to_end(&mut after_proof);
             after_proof
