@@ -218,7 +218,7 @@ impl CommandRunner {
                 started: None,
             };
             match self.lane(&job.alarm).send(job) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(e) => self.skip(&e.0.alarm, "its thread is gone"),
             }
         } else {
