@@ -26,8 +26,10 @@ pub struct Connection<S: Read + Write> {
     /// the first `send` or `recv`, so nothing that carries data goes to a
     /// peer that has not proved the key (`dial` does it at once).
     server_to_check: Option<(Handshake, Key)>,
-    /// The server's proof was missing or wrong: nothing more is read.
-    unproven_server: bool,
+    /// The server's proof was missing or wrong: nothing more is sent or
+    /// read. Kept as the kind of the first failure (a server that hung up
+    /// stays `UnexpectedEof` however often it is asked) and its text.
+    unproven_server: Option<(io::ErrorKind, String)>,
 }
 
 /// Client deadlines (issue 11): a peer at the address we dial may be an
@@ -163,7 +165,7 @@ impl<S: Read + Write> Connection<S> {
             send,
             recv,
             server_to_check: Some((hs, key.clone())),
-            unproven_server: false,
+            unproven_server: None,
         })
     }
 
@@ -197,7 +199,7 @@ impl<S: Read + Write> Connection<S> {
             send,
             recv,
             server_to_check: None,
-            unproven_server: false,
+            unproven_server: None,
         })
     }
 
@@ -205,18 +207,26 @@ impl<S: Read + Write> Connection<S> {
     /// `send` or `recv`: a server that does not hold our key closes the
     /// connection here, which is how `dial` knows to try the next key.
     pub fn confirm_server(&mut self) -> io::Result<()> {
-        if self.unproven_server {
-            return Err(auth_error("server failed to prove the key"));
+        if let Some((kind, why)) = &self.unproven_server {
+            return Err(io::Error::new(
+                *kind,
+                format!("server failed to prove the key ({why})"),
+            ));
         }
         if let Some((hs, key)) = self.server_to_check.take() {
             // Until the check passes, every later call fails too, even for
             // a caller that ignores this error.
-            self.unproven_server = true;
-            let proof = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)?;
-            if !hs.check_server_proof(&key, &proof) {
-                return Err(auth_error("server failed to prove the key"));
+            let checked = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME).and_then(|proof| {
+                if hs.check_server_proof(&key, &proof) {
+                    Ok(())
+                } else {
+                    Err(auth_error("server failed to prove the key"))
+                }
+            });
+            if let Err(e) = checked {
+                self.unproven_server = Some((e.kind(), e.to_string()));
+                return Err(e);
             }
-            self.unproven_server = false;
         }
         Ok(())
     }
