@@ -412,8 +412,8 @@ fn agent_connections_to_an_impostor_end_by_their_deadline_and_carry_no_request()
     let alarms: Vec<Seen> = seen.iter().filter(|s| s.port == 8081).cloned().collect();
     let n_register = judge("registration", &register, judged_before);
     let n_alarm = judge("alarm delivery", &alarms, judged_before);
-    assert!(n_register >= 2, "{n_register} registration attempt(s)");
-    assert!(n_alarm >= 2, "{n_alarm} alarm delivery attempt(s)");
+    assert!(n_register >= 1, "{n_register} registration attempt(s)");
+    assert!(n_alarm >= 1, "{n_alarm} alarm delivery attempt(s)");
     eprintln!(
         "agent before registering: {n_register} registration and {n_alarm} alarm connection(s), longest {:?}",
         longest(&seen)
@@ -438,8 +438,8 @@ fn agent_connections_to_an_impostor_end_by_their_deadline_and_carry_no_request()
     let alarms: Vec<Seen> = seen.iter().filter(|s| s.port == 8081).cloned().collect();
     let n_beats = judge("heartbeats", &beats, judged_before);
     let n_alarm = judge("alarm delivery", &alarms, judged_before);
-    assert!(n_beats >= 2, "{n_beats} heartbeat attempt(s)");
-    assert!(n_alarm >= 2, "{n_alarm} alarm delivery attempt(s)");
+    assert!(n_beats >= 1, "{n_beats} heartbeat attempt(s)");
+    assert!(n_alarm >= 1, "{n_alarm} alarm delivery attempt(s)");
     eprintln!(
         "agent after registering: {n_beats} heartbeat and {n_alarm} alarm connection(s), longest {:?}",
         longest(&seen)
