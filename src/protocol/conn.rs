@@ -483,6 +483,59 @@ pub(crate) mod tests {
         impostor.join().unwrap();
     }
 
+    /// A bulk transfer's deadline moves with its progress: a transfer far
+    /// longer than the per-frame limit succeeds while frames keep coming,
+    /// and one stalled frame ends it at that frame's deadline.
+    #[test]
+    fn a_bulk_transfer_runs_as_long_as_frames_keep_coming() {
+        let key = Key::from_bytes([4; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_key = key.clone();
+        let server = thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut conn = Connection::server(s, &[server_key], Purpose::Data).unwrap();
+            assert_eq!(conn.recv().unwrap(), Message::Ping);
+            // 12 chunks 100 ms apart: 1.2 s in all, each well inside 400 ms.
+            for _ in 0..12 {
+                thread::sleep(Duration::from_millis(100));
+                conn.send_chunk(&[7; 1000]).unwrap();
+            }
+            // Then a frame that never completes: its length and 10 bytes.
+            let stream = conn.stream_mut();
+            stream.write_all(&2000u32.to_be_bytes()).unwrap();
+            stream.write_all(&[0; 10]).unwrap();
+            thread::sleep(Duration::from_secs(1));
+        });
+        let limit = Duration::from_millis(400);
+        let mut conn = Connection::dial(addr, &[key], Purpose::Data, limit, limit).unwrap();
+        conn.allow(limit).unwrap();
+        conn.send(&Message::Ping).unwrap();
+        let started = Instant::now();
+        let mut frame = Vec::new();
+        for _ in 0..12 {
+            conn.allow(limit).unwrap();
+            assert!(matches!(
+                conn.recv_into(&mut frame).unwrap(),
+                Received::Chunk(_)
+            ));
+        }
+        assert!(started.elapsed() > Duration::from_secs(1));
+        let stalled = Instant::now();
+        conn.allow(limit).unwrap();
+        let err = conn.recv_into(&mut frame).unwrap_err();
+        let took = stalled.elapsed();
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        assert!(took < limit + Duration::from_millis(300), "{took:?}");
+        server.join().unwrap();
+    }
+
     #[test]
     fn wrong_purpose_is_refused() {
         let key = Key::from_bytes([4; 32]);
