@@ -718,6 +718,16 @@ mod tests {
         let e = MasterConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("`workers`"), "{e}");
 
+        for (text, key) in [
+            ("alarm_command_workers: 0\n", "`alarm_command_workers`"),
+            ("alarm_command_queue: 0\n", "`alarm_command_queue`"),
+            ("alarm_command_queue: lots\n", "alarm_command_queue"),
+        ] {
+            let path = write(&dir, text);
+            let e = MasterConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+
         let e = MasterConfig::load(&dir.path().join("missing.yaml"))
             .unwrap_err()
             .to_string();
