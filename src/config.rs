@@ -167,6 +167,10 @@ pub struct MasterConfig {
     /// Program (and fixed arguments) run once per new alarm, never through a shell.
     pub alarm_command: Option<Vec<String>>,
     pub alarm_command_timeout: HumanDuration,
+    /// Threads running `alarm_command` (a fixed set; see `master::alarm_command`).
+    pub alarm_command_workers: usize,
+    /// Alarms whose command may wait for a thread, in all.
+    pub alarm_command_queue: usize,
 }
 
 impl Default for MasterConfig {
@@ -194,6 +198,8 @@ impl Default for MasterConfig {
             max_handshakes_per_address: 8,
             alarm_command: None,
             alarm_command_timeout: HumanDuration(Duration::from_secs(30)),
+            alarm_command_workers: 2,
+            alarm_command_queue: 1024,
         }
     }
 }
@@ -432,6 +438,20 @@ impl MasterConfig {
         }
         if self.heartbeat_misses == 0 {
             return Err(invalid(path, "heartbeat_misses", "expected at least 1"));
+        }
+        if self.alarm_command_workers == 0 || self.alarm_command_workers > 64 {
+            return Err(invalid(
+                path,
+                "alarm_command_workers",
+                "expected a number of threads from 1 to 64",
+            ));
+        }
+        if self.alarm_command_queue == 0 || self.alarm_command_queue > 1_000_000 {
+            return Err(invalid(
+                path,
+                "alarm_command_queue",
+                "expected a queue length from 1 to 1000000",
+            ));
         }
         if let Some(http) = self.http_listen {
             if http == self.listen || http == self.alarm_listen {
@@ -718,6 +738,16 @@ mod tests {
         let path = write(&dir, "workers: 0\n");
         let e = MasterConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("`workers`"), "{e}");
+
+        for (text, key) in [
+            ("alarm_command_workers: 0\n", "`alarm_command_workers`"),
+            ("alarm_command_queue: 0\n", "`alarm_command_queue`"),
+            ("alarm_command_queue: lots\n", "alarm_command_queue"),
+        ] {
+            let path = write(&dir, text);
+            let e = MasterConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
 
         let e = MasterConfig::load(&dir.path().join("missing.yaml"))
             .unwrap_err()

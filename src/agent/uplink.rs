@@ -3,7 +3,7 @@
 //! all from one thread over short-lived authenticated connections.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use crossbeam_channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
+use crate::net::TimedStream;
 use crate::protocol::{Connection, Key, Message, Purpose};
 
 pub struct Uplink {
@@ -32,13 +33,26 @@ pub struct Uplink {
 }
 
 /// Longest wait between alarm delivery attempts while the master is away.
-const MAX_ALARM_BACKOFF: Duration = Duration::from_secs(30);
+/// Under a second, so that a spooled alarm reaches the master within a
+/// second of it being reachable again (issue 11: with a backoff growing to
+/// 30 s an alarm arrived 7.6 s after the master came back). An attempt at
+/// a master that is down costs one refused connection, so two a second is
+/// cheap; a successful heartbeat also triggers an attempt at once.
+const MAX_ALARM_BACKOFF: Duration = Duration::from_millis(500);
+/// First wait after a failed alarm delivery.
+const FIRST_ALARM_BACKOFF: Duration = Duration::from_millis(250);
+/// While alarm delivery keeps failing, a warning at most this often (the
+/// first failure of an outage is always logged).
+const ALARM_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Between heartbeats the uplink sleeps on its wake channel (a new alarm,
 /// or the agent stopping), looking at the stop flag at least this often.
 const STOP_CHECK: Duration = Duration::from_millis(500);
 
 impl Uplink {
-    fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
+    /// A connection whose handshake, master's proof checked, is done
+    /// within `io_timeout`; each request on it then gets `io_timeout` for
+    /// its answer (see `Connection<TimedStream>`).
+    fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
         Connection::dial(
             addr,
             &self.keys,
@@ -73,8 +87,7 @@ impl Uplink {
                 backlog: self.store.backlog(),
             }
         };
-        conn.send(&message)?;
-        match conn.recv_ok()? {
+        match conn.request(&message, self.io_timeout)? {
             Message::Welcome { .. } => Ok(()),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -92,8 +105,7 @@ impl Uplink {
                 Some(c) => c,
                 None => conn.insert(self.connect(self.master_alarm, Purpose::Alarm)?),
             };
-            c.send(&Message::Alarm(alarm.clone()))?;
-            match c.recv_ok()? {
+            match c.request(&Message::Alarm(alarm.clone()), self.io_timeout)? {
                 Message::AlarmAck { id } if id == alarm.id => self.spool.acknowledged(&id)?,
                 other => {
                     return Err(io::Error::new(
@@ -105,7 +117,9 @@ impl Uplink {
             sent += 1;
         }
         if let Some(mut c) = conn {
-            let _ = c.send(&Message::Bye);
+            let _ = c
+                .allow(self.io_timeout)
+                .and_then(|()| c.send(&Message::Bye));
         }
         Ok(sent)
     }
@@ -116,7 +130,11 @@ impl Uplink {
         let mut master_reachable = true;
         let mut next_beat = Instant::now();
         let mut next_alarm_try = Instant::now();
-        let mut alarm_backoff = Duration::from_millis(500);
+        let mut alarm_backoff = FIRST_ALARM_BACKOFF;
+        // Failed delivery attempts since the last success, and when the
+        // last warning about them was logged.
+        let mut alarm_failures = 0u64;
+        let mut alarm_warned: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             if now >= next_beat {
@@ -136,6 +154,10 @@ impl Uplink {
                         }
                         registered = true;
                         master_reachable = true;
+                        // The master answers: deliver what waits now, not
+                        // at the end of a backoff.
+                        next_alarm_try = now;
+                        alarm_backoff = FIRST_ALARM_BACKOFF;
                     }
                     Err(e) => {
                         if master_reachable {
@@ -149,16 +171,34 @@ impl Uplink {
             if !self.spool.is_empty() && now >= next_alarm_try {
                 match self.deliver_alarms() {
                     Ok(n) => {
-                        log::info!("{}: delivered {n} alarm(s)", self.name);
-                        alarm_backoff = Duration::from_millis(500);
+                        if alarm_failures > 0 {
+                            log::info!(
+                                "{}: delivered {n} alarm(s) after {alarm_failures} failed attempt(s)",
+                                self.name
+                            );
+                        } else {
+                            log::info!("{}: delivered {n} alarm(s)", self.name);
+                        }
+                        alarm_backoff = FIRST_ALARM_BACKOFF;
+                        alarm_failures = 0;
+                        alarm_warned = None;
                     }
                     Err(e) => {
-                        log::warn!(
-                            "{}: alarm delivery to {} failed ({e}); {} kept in the spool, retry in {alarm_backoff:?}",
-                            self.name,
-                            self.master_alarm,
-                            self.spool.len()
-                        );
+                        alarm_failures += 1;
+                        if alarm_warned.is_none_or(|t| t.elapsed() >= ALARM_WARN_EVERY) {
+                            log::warn!(
+                                "{}: alarm delivery to {} failed ({e}); {} kept in the spool, retried every {MAX_ALARM_BACKOFF:?} or less ({alarm_failures} attempt(s) so far)",
+                                self.name,
+                                self.master_alarm,
+                                self.spool.len()
+                            );
+                            alarm_warned = Some(Instant::now());
+                        } else {
+                            log::debug!(
+                                "{}: alarm delivery attempt {alarm_failures} failed: {e}",
+                                self.name
+                            );
+                        }
                         next_alarm_try = Instant::now() + alarm_backoff;
                         alarm_backoff = (alarm_backoff * 2).min(MAX_ALARM_BACKOFF);
                     }

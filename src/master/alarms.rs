@@ -5,20 +5,21 @@
 //! before the ack makes the agent re-send; the id (loaded from
 //! `alarms.log` at start) makes the master recognise it and only ack.
 //! `alarm_command` gets the alarm in environment variables and runs
-//! without a shell, so nothing an agent says is ever interpreted.
+//! without a shell, so nothing an agent says is ever interpreted; it runs
+//! on a bounded runner (`alarm_command.rs`), after the ack.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::level::Level;
+use crate::master::alarm_command::{CommandRunner, DoneRecord};
 use crate::protocol::{Alarm, Connection, Key, Message, Purpose};
 use crate::storage;
 
@@ -83,10 +84,31 @@ impl SeenIds {
 pub struct AlarmLog {
     path: PathBuf,
     /// Ids whose `alarm_command` has been started (or that needed none).
-    done_path: PathBuf,
+    done: Arc<DoneRecord>,
     seen: Mutex<SeenIds>,
-    command: Option<Vec<String>>,
-    command_timeout: Duration,
+    /// `None` without an `alarm_command`.
+    runner: Option<CommandRunner>,
+}
+
+/// How `alarm_command` runs (config keys of the same names).
+#[derive(Debug, Clone)]
+pub struct CommandSettings {
+    pub command: Option<Vec<String>>,
+    pub timeout: Duration,
+    pub workers: usize,
+    pub queue: usize,
+}
+
+impl CommandSettings {
+    /// No command, or `command` with the default runner.
+    pub fn new(command: Option<Vec<String>>, timeout: Duration) -> CommandSettings {
+        CommandSettings {
+            command,
+            timeout,
+            workers: 2,
+            queue: 1024,
+        }
+    }
 }
 
 /// One line of `alarms.log`: `TIME HOST TYPE LEVEL ID MESSAGE`.
@@ -183,11 +205,7 @@ fn one_line(text: &str) -> String {
 }
 
 impl AlarmLog {
-    pub fn open(
-        log_dir: &Path,
-        command: Option<Vec<String>>,
-        command_timeout: Duration,
-    ) -> io::Result<AlarmLog> {
+    pub fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
         let path = log_dir.join("alarms.log");
         let done_path = log_dir.join(".alarm-commands.done");
         storage::cut_torn_line(&path)?;
@@ -209,42 +227,59 @@ impl AlarmLog {
                 not_done.push(a);
             }
         })?;
-        let log = AlarmLog {
-            path,
-            done_path: done_path.clone(),
-            seen: Mutex::new(seen),
-            command,
-            command_timeout,
+        let done = Arc::new(DoneRecord::open(&done_path)?);
+        let runner = match settings.command {
+            Some(argv) => Some(CommandRunner::start(
+                argv,
+                settings.timeout,
+                settings.workers,
+                settings.queue,
+                done.clone(),
+            )?),
+            None => None,
         };
-        for a in not_done {
-            log::warn!(
-                "alarm {} from {} was stored before a crash; handling it now",
-                a.id,
-                a.host
-            );
-            log.handled(&Alarm {
-                id: a.id,
-                host: a.host,
-                log_type: a.log_type,
-                level: a.level,
-                message: a.message,
-                time: a.time,
-            });
+        let not_done: Vec<Alarm> = not_done
+            .into_iter()
+            .map(|a| {
+                log::warn!(
+                    "alarm {} from {} was stored before a crash; handling it now",
+                    a.id,
+                    a.host
+                );
+                Alarm {
+                    id: a.id,
+                    host: a.host,
+                    log_type: a.log_type,
+                    level: a.level,
+                    message: a.message,
+                    time: a.time,
+                }
+            })
+            .collect();
+        // Returns once each has started (and is noted done).
+        if let Some(runner) = &runner {
+            runner.run_leftovers(not_done);
         }
         // Every alarm logged so far is handled now: the record of them
         // shrinks to one mark, so it does not grow with the alarms.
-        storage::write_atomic(&done_path, DoneIds::mark(logged_len).as_bytes(), true)?;
-        Ok(log)
+        done.replace(&DoneIds::mark(logged_len))?;
+        Ok(AlarmLog {
+            path,
+            done,
+            seen: Mutex::new(seen),
+            runner,
+        })
     }
 
-    /// Run `alarm_command` for a newly stored alarm, then note that it ran,
-    /// so a crash in between runs it at the next start (once).
-    fn handled(&self, alarm: &Alarm) {
-        self.run_command(alarm);
-        if let Err(e) =
-            storage::append_synced(&self.done_path, format!("{}\n", alarm.id).as_bytes())
-        {
-            log::error!("cannot write {}: {e}", self.done_path.display());
+    /// Hand a newly stored alarm (durable since `stored`) to
+    /// `alarm_command`; the runner notes it done once the command has
+    /// started, so a crash before that runs it at the next start (once).
+    fn handled(&self, alarm: &Alarm, stored: Instant) {
+        match &self.runner {
+            Some(runner) => runner.submit(alarm.clone(), stored),
+            None => {
+                self.done.mark(&alarm.id);
+            }
         }
     }
 
@@ -267,9 +302,14 @@ impl AlarmLog {
     /// Store an alarm unless already stored; true if it was new. (An alarm
     /// older than `ID_MEMORY` is stored: it cannot be told from a new one.)
     pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {
+        self.record_at(alarm).map(|stored| stored.is_some())
+    }
+
+    /// Like `record`; when the alarm was new, when it became durable.
+    fn record_at(&self, alarm: &Alarm) -> io::Result<Option<Instant>> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&alarm.id) {
-            return Ok(false);
+            return Ok(None);
         }
         let line = format!(
             "{} {} {} {} {} {}\n",
@@ -281,9 +321,10 @@ impl AlarmLog {
             one_line(&alarm.message)
         );
         storage::append_synced(&self.path, line.as_bytes())?;
+        let stored = Instant::now();
         crate::failpoint::hit("alarms.after_append");
         seen.insert(&alarm.id, &alarm.time);
-        Ok(true)
+        Ok(Some(stored))
     }
 
     /// Serve one connection on the alarm port.
@@ -319,9 +360,9 @@ impl AlarmLog {
                 let _ = conn.send(&Message::Error(why));
                 return;
             }
-            match self.record(&alarm) {
+            match self.record_at(&alarm) {
                 Ok(new) => {
-                    if new {
+                    if new.is_some() {
                         log::warn!(
                             "alarm from {}: {} {} {}",
                             alarm.host,
@@ -329,14 +370,17 @@ impl AlarmLog {
                             alarm.level,
                             alarm.message
                         );
-                        self.handled(&alarm);
                     }
-                    if conn
-                        .send(&Message::AlarmAck {
-                            id: alarm.id.clone(),
-                        })
-                        .is_err()
-                    {
+                    let acked = conn.send(&Message::AlarmAck {
+                        id: alarm.id.clone(),
+                    });
+                    // After the ack, so a queue of commands (or a full one)
+                    // does not hold up the agent; before the next alarm,
+                    // so a full queue slows this connection down.
+                    if let Some(stored) = new {
+                        self.handled(&alarm, stored);
+                    }
+                    if acked.is_err() {
                         return;
                     }
                 }
@@ -347,57 +391,6 @@ impl AlarmLog {
                     return;
                 }
             }
-        }
-    }
-
-    fn run_command(&self, alarm: &Alarm) {
-        let Some(argv) = &self.command else { return };
-        let mut command = Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .env("PIHEALTH_HOST", &alarm.host)
-            .env("PIHEALTH_TYPE", &alarm.log_type)
-            .env("PIHEALTH_LEVEL", &alarm.level)
-            .env("PIHEALTH_MESSAGE", &alarm.message)
-            .env("PIHEALTH_TIME", &alarm.time)
-            .env("PIHEALTH_ID", &alarm.id)
-            .stdin(Stdio::null());
-        let mut child = match command.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("alarm_command {:?} cannot start: {e}", argv[0]);
-                return;
-            }
-        };
-        let timeout = self.command_timeout;
-        let program = argv[0].clone();
-        // Reap it off the worker thread, killing it if it overstays.
-        let spawned = std::thread::Builder::new()
-            .name("alarm-command".into())
-            .spawn(move || {
-                let deadline = Instant::now() + timeout;
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(status)) => {
-                            if !status.success() {
-                                log::warn!("alarm_command {program:?} exited with {status}");
-                            }
-                            return;
-                        }
-                        Ok(None) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(50))
-                        }
-                        _ => {
-                            log::warn!("alarm_command {program:?} killed after {timeout:?}");
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            return;
-                        }
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot watch alarm_command: {e}");
         }
     }
 }
@@ -488,10 +481,18 @@ mod tests {
     #[test]
     fn stored_once_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(None, Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!(log.record(&alarm("a1")).unwrap());
         assert!(!log.record(&alarm("a1")).unwrap());
-        let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(None, Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!(!log.record(&alarm("a1")).unwrap());
         assert!(log.record(&alarm("a2")).unwrap());
         // A line torn by a crash does not swallow the next alarm.
@@ -500,7 +501,11 @@ mod tests {
             b"2026-11-21T10:00:00+08:00 pi1 cp",
         )
         .unwrap();
-        let log = AlarmLog::open(dir.path(), None, Duration::from_secs(1)).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(None, Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!(log.record(&alarm("a3")).unwrap());
         let lines = read_alarms(&dir.path().join("alarms.log")).unwrap();
         assert_eq!(lines.len(), 3);
@@ -521,12 +526,24 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         let command = Some(vec![hook.display().to_string()]);
-        let log = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
+        let log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command.clone(), Duration::from_secs(10)),
+        )
+        .unwrap();
         // Stored, then the master dies before starting the command.
         assert!(log.record(&alarm("c1")).unwrap());
         drop(log);
-        let _log = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
-        let _again = AlarmLog::open(dir.path(), command.clone(), Duration::from_secs(10)).unwrap();
+        let _log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command.clone(), Duration::from_secs(10)),
+        )
+        .unwrap();
+        let _again = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command.clone(), Duration::from_secs(10)),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(&ran)
             .unwrap_or_default()
@@ -548,7 +565,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
         // A record of an earlier version (ids only) is still understood.
         std::fs::write(dir.path().join(".alarm-commands.done"), "c1\n").unwrap();
-        let _log = AlarmLog::open(dir.path(), command, Duration::from_secs(10)).unwrap();
+        let _log = AlarmLog::open(
+            dir.path(),
+            CommandSettings::new(command, Duration::from_secs(10)),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
     }

@@ -12,6 +12,7 @@
 //! no job holds a worker forever; addresses that have not proved the key
 //! hold at most half of the inbound pool (`net::UntrustedLane`) and are
 //! capped per address across all ports (`net::PeerBook`).
+pub mod alarm_command;
 pub mod alarm_summary;
 pub mod alarms;
 pub mod archive;
@@ -157,8 +158,12 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let alarm_log = Arc::new(
         AlarmLog::open(
             &config.log_dir,
-            config.alarm_command.clone(),
-            config.alarm_command_timeout.0,
+            alarms::CommandSettings {
+                command: config.alarm_command.clone(),
+                timeout: config.alarm_command_timeout.0,
+                workers: config.alarm_command_workers,
+                queue: config.alarm_command_queue,
+            },
         )
         .map_err(|e| format!("alarms.log: {e}"))?,
     );

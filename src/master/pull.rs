@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::master::archive::{HostArchive, OpenError, Plan};
+use crate::net::TimedStream;
 use crate::protocol::message::{AgentInfo, Offer, PieceKind};
 use crate::protocol::{Connection, Key, Message, Purpose, Received};
 
@@ -34,7 +35,9 @@ pub struct PullContext {
 }
 
 impl PullContext {
-    fn dial(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TcpStream>> {
+    /// A connection whose handshake is done within `io_timeout` (see
+    /// `Connection<TimedStream>` for every deadline a pull works under).
+    fn dial(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
         Connection::dial(
             addr,
             &self.keys,
@@ -132,8 +135,7 @@ fn io_failed(e: io::Error) -> PullError {
 pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i64)> {
     let sent = chrono::Utc::now().timestamp_millis();
     let mut conn = ctx.dial(control, Purpose::Control)?;
-    conn.send(&Message::Ping)?;
-    let info = match conn.recv_ok()? {
+    let info = match conn.request(&Message::Ping, ctx.io_timeout)? {
         Message::Pong(info) => info,
         other => {
             return Err(io::Error::new(
@@ -142,7 +144,9 @@ pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i
             ))
         }
     };
-    let _ = conn.send(&Message::Bye);
+    let _ = conn
+        .allow(ctx.io_timeout)
+        .and_then(|()| conn.send(&Message::Bye));
     crate::names::check_host_name(&info.name).map_err(|why| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -171,8 +175,10 @@ pub fn pull_agent(
     let mut archive: Option<HostArchive> = None;
     for _ in 0..MAX_ROUNDS {
         let sent = chrono::Utc::now().timestamp_millis();
-        conn.send(&Message::ListPending).map_err(io_failed)?;
-        let (info, offers, more) = match conn.recv_ok().map_err(io_failed)? {
+        let (info, offers, more) = match conn
+            .request(&Message::ListPending, ctx.io_timeout)
+            .map_err(io_failed)?
+        {
             Message::Pending { info, offers, more } => (info, offers, more),
             other => return Err(failed(format!("expected Pending, got {}", other.kind()))),
         };
@@ -265,8 +271,10 @@ pub fn pull_agent(
             .map_err(|e| failed(format!("{host}: cannot commit: {e}")))?;
         crate::failpoint::hit("pull.after_commit");
         if !acks.is_empty() {
-            conn.send(&Message::Ack(acks)).map_err(io_failed)?;
-            match conn.recv_ok().map_err(io_failed)? {
+            match conn
+                .request(&Message::Ack(acks), ctx.io_timeout)
+                .map_err(io_failed)?
+            {
                 Message::AckOk => {}
                 other => return Err(failed(format!("expected AckOk, got {}", other.kind()))),
             }
@@ -275,7 +283,9 @@ pub fn pull_agent(
             break;
         }
     }
-    let _ = conn.send(&Message::Bye);
+    let _ = conn
+        .allow(ctx.io_timeout)
+        .and_then(|()| conn.send(&Message::Bye));
     report.elapsed = started.elapsed();
     if report.failed_pieces.is_empty() {
         Ok(report)
@@ -299,9 +309,11 @@ fn fetch(
     store: &mut HostArchive,
 ) -> io::Result<u64> {
     let mut conn = ctx.dial(data_addr, Purpose::Data)?;
+    conn.allow(ctx.io_timeout)?;
     conn.send(&Message::Fetch { token: offer.token })?;
     let mut reader = ChunkReader {
         conn: &mut conn,
+        frame_timeout: ctx.io_timeout,
         frame: Vec::new(),
         chunk: 0..0,
         received: 0,
@@ -320,7 +332,10 @@ fn fetch(
 /// `BufRead` it hands out each chunk where it was received, so the
 /// archive writes it to its file with no copy in between.
 struct ChunkReader<'a> {
-    conn: &'a mut Connection<TcpStream>,
+    conn: &'a mut Connection<TimedStream>,
+    /// How long each frame may take to arrive whole: the deadline of a
+    /// bulk transfer moves with its progress (see `Connection::allow`).
+    frame_timeout: Duration,
     /// The last frame received (reused for every frame of the piece).
     frame: Vec<u8>,
     /// What of the current chunk's data in `frame` is not yet consumed.
@@ -337,6 +352,7 @@ impl BufRead for ChunkReader<'_> {
             if self.done {
                 return Ok(&[]);
             }
+            self.conn.allow(self.frame_timeout)?;
             match self.conn.recv_into(&mut self.frame)? {
                 Received::Chunk(data) => {
                     let n = data.len() as u64;

@@ -9,8 +9,13 @@
 //! server → client  proof_s    HMAC(K, "pihealth/1 server" purpose nonce_c nonce_s)
 //! ```
 //!
-//! The server proves itself only after the client has, so a peer without
-//! the key learns a random nonce and nothing else. Both directions then
+//! The server proves itself only after the client has, so a client without
+//! the key learns a random nonce and nothing else. The client, in turn,
+//! checks `proof_s` before it sends any request, so a server without the
+//! key (an impostor at the master's or an agent's address) learns our
+//! nonce and `proof_c` and nothing else. (Clients before issue 11 sent
+//! their first request right behind `proof_c` to save a round trip;
+//! servers still accept that order, so old clients keep working.) Both directions then
 //! derive their own session key from both nonces; every later frame is
 //! `payload || HMAC(session_key, seq || payload)` with an implicit sequence
 //! number per direction, so frames cannot be altered, replayed, reordered

@@ -4,14 +4,15 @@
 //! in-memory pipe, and so TLS can later slot in underneath.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use super::auth::{self, FrameMac, Handshake, Key, Purpose, MAC_LEN};
 use super::frame::{
     read_frame, read_frame_len, write_frame, write_frame_vectored, MAX_FRAME, MAX_HANDSHAKE_FRAME,
 };
 use super::message::Message;
+use crate::net::TimedStream;
 
 fn auth_error(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, message.into())
@@ -21,42 +22,102 @@ pub struct Connection<S: Read + Write> {
     reader: BufReader<S>,
     send: FrameMac,
     recv: FrameMac,
-    /// The client sends its first request right after its proof (saving a
-    /// round trip) and checks the server's proof before reading any answer.
+    /// The client's check of the server's proof, still to do: done before
+    /// the first `send` or `recv`, so nothing that carries data goes to a
+    /// peer that has not proved the key (`dial` does it at once).
     server_to_check: Option<(Handshake, Key)>,
-    /// The server's proof was missing or wrong: nothing more is read.
-    unproven_server: bool,
+    /// The server's proof was missing or wrong: nothing more is sent or
+    /// read. Kept as the kind of the first failure (a server that hung up
+    /// stays `UnexpectedEof` however often it is asked) and its text.
+    unproven_server: Option<(io::ErrorKind, String)>,
 }
 
-impl Connection<TcpStream> {
+/// Client deadlines (issue 11): a peer at the address we dial may be an
+/// impostor without the key, or a real peer gone slow. Per-read timeouts
+/// alone do not bound either: a peer sending one byte just inside each
+/// timeout holds the connection for ever. So every client connection has
+/// an overall deadline on top of them (the same `TimedStream` the servers
+/// use for their handshakes):
+///
+/// - the handshake, hello to the server's proof checked, must finish
+///   within one `io_timeout` of the connection opening (a connect has its
+///   own `connect_timeout` before that);
+/// - each request and its answer after it must finish within one
+///   `io_timeout` of the request ([`Connection::request`]);
+/// - a bulk transfer is bounded by progress, not by a fixed time: each
+///   frame (at most `MAX_FRAME`, 256 KiB) must arrive whole within one
+///   `io_timeout` of the one before ([`Connection::allow`] before each),
+///   so a large backlog may take as long as it needs while data flows.
+impl Connection<TimedStream> {
     /// Connect to `addr` and authenticate with the first of `keys` the
-    /// server accepts. With one key (the usual case) the server's proof is
-    /// checked at the first `recv`, saving a round trip; with several (a key
-    /// change-over) each but the last is confirmed at once, and a server
-    /// that hangs up on it is tried again with the next key.
+    /// server accepts, checking the server's proof before returning: a
+    /// peer without the key gets our hello and proof and nothing else. A
+    /// server that hangs up on a key (it holds another one: a key
+    /// change-over) is tried again with the next key, each attempt on a
+    /// fresh connection with its own deadlines.
     pub fn dial(
         addr: SocketAddr,
         keys: &[Key],
         purpose: Purpose,
         connect_timeout: Duration,
         io_timeout: Duration,
-    ) -> io::Result<Connection<TcpStream>> {
+    ) -> io::Result<Connection<TimedStream>> {
         let Some((last, earlier)) = keys.split_last() else {
             return Err(auth_error("no key to authenticate with"));
         };
         for key in earlier {
-            let stream = crate::net::connect(addr, connect_timeout, io_timeout)?;
-            let mut conn = Connection::client(stream, key, purpose)?;
-            match conn.confirm_server() {
-                Ok(()) => return Ok(conn),
+            match Connection::dial_one(addr, key, purpose, connect_timeout, io_timeout) {
+                Ok(conn) => return Ok(conn),
                 Err(e) if refused_key(&e) => {
                     log::debug!("{addr} refused a key ({e}); trying the next one");
                 }
                 Err(e) => return Err(e),
             }
         }
+        Connection::dial_one(addr, last, purpose, connect_timeout, io_timeout)
+    }
+
+    fn dial_one(
+        addr: SocketAddr,
+        key: &Key,
+        purpose: Purpose,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<Connection<TimedStream>> {
         let stream = crate::net::connect(addr, connect_timeout, io_timeout)?;
-        Connection::client(stream, last, purpose)
+        let stream = TimedStream::new(stream, io_timeout, Some(Instant::now() + io_timeout));
+        let mut conn =
+            Connection::client(stream, key, purpose).map_err(|e| handshake_error(addr, e))?;
+        conn.confirm_server()
+            .map_err(|e| handshake_error(addr, e))?;
+        Ok(conn)
+    }
+
+    /// Give the connection `limit` from now: the overall deadline of what
+    /// comes next (a request and its answer, or the next frame of a bulk
+    /// transfer).
+    pub fn allow(&self, limit: Duration) -> io::Result<()> {
+        self.stream().set_deadline(Some(Instant::now() + limit))
+    }
+
+    /// Send `message` and receive its answer within `limit`, turning a
+    /// peer's `Error` into an `io::Error`.
+    pub fn request(&mut self, message: &Message, limit: Duration) -> io::Result<Message> {
+        self.allow(limit)?;
+        self.send(message)?;
+        self.recv_ok()
+    }
+}
+
+/// A handshake error that says which peer, and says "deadline" for a
+/// peer that was too slow (a trickling impostor, or a peer too busy).
+fn handshake_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("handshake with {addr} did not finish by its deadline ({e})"),
+        ),
+        kind => io::Error::new(kind, format!("handshake with {addr}: {e}")),
     }
 }
 
@@ -81,8 +142,8 @@ fn refused_key(e: &io::Error) -> bool {
 const READ_BUFFER: usize = 16 * 1024;
 
 impl<S: Read + Write> Connection<S> {
-    /// Client side: prove we hold `key`; the server's proof is checked on
-    /// the first `recv`.
+    /// Client side: prove we hold `key`; the server's proof is checked
+    /// before the first `send` or `recv` (or at `confirm_server`).
     pub fn client(stream: S, key: &Key, purpose: Purpose) -> io::Result<Connection<S>> {
         let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
         let client_nonce = auth::random_bytes::<32>()?;
@@ -104,7 +165,7 @@ impl<S: Read + Write> Connection<S> {
             send,
             recv,
             server_to_check: Some((hs, key.clone())),
-            unproven_server: false,
+            unproven_server: None,
         })
     }
 
@@ -138,31 +199,42 @@ impl<S: Read + Write> Connection<S> {
             send,
             recv,
             server_to_check: None,
-            unproven_server: false,
+            unproven_server: None,
         })
     }
 
     /// Read and check the server's proof now rather than at the first
-    /// `recv`: a server that does not hold our key closes the connection
-    /// here, which is how `dial` knows to try the next key.
+    /// `send` or `recv`: a server that does not hold our key closes the
+    /// connection here, which is how `dial` knows to try the next key.
     pub fn confirm_server(&mut self) -> io::Result<()> {
-        if self.unproven_server {
-            return Err(auth_error("server failed to prove the key"));
+        if let Some((kind, why)) = &self.unproven_server {
+            return Err(io::Error::new(
+                *kind,
+                format!("server failed to prove the key ({why})"),
+            ));
         }
         if let Some((hs, key)) = self.server_to_check.take() {
             // Until the check passes, every later call fails too, even for
             // a caller that ignores this error.
-            self.unproven_server = true;
-            let proof = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)?;
-            if !hs.check_server_proof(&key, &proof) {
-                return Err(auth_error("server failed to prove the key"));
+            let checked = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME).and_then(|proof| {
+                if hs.check_server_proof(&key, &proof) {
+                    Ok(())
+                } else {
+                    Err(auth_error("server failed to prove the key"))
+                }
+            });
+            if let Err(e) = checked {
+                self.unproven_server = Some((e.kind(), e.to_string()));
+                return Err(e);
             }
-            self.unproven_server = false;
         }
         Ok(())
     }
 
     pub fn send(&mut self, message: &Message) -> io::Result<()> {
+        // A client sends nothing that carries data before the server has
+        // proved the key (a no-op once done, and on the server side).
+        self.confirm_server()?;
         let payload = message.encode();
         let mac = self.send.seal(&payload);
         write_frame(self.reader.get_mut(), &[&payload, &mac])?;
@@ -172,6 +244,7 @@ impl<S: Read + Write> Connection<S> {
     /// Send a data chunk without copying it into a `Message` or a frame
     /// buffer first.
     pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        self.confirm_server()?;
         let header = Message::chunk_header(data.len());
         let mac = self.send.seal_parts(&[&header, data]);
         write_frame_vectored(self.reader.get_mut(), &[&header, data, &mac])?;
@@ -261,6 +334,7 @@ fn read_body<S: Read>(reader: &mut BufReader<S>, body: &mut [u8]) -> io::Result<
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::thread;
 
@@ -349,14 +423,117 @@ pub(crate) mod tests {
                 client_nonce,
                 server_nonce,
             };
-            // A proof made with another key.
+            // A proof made with another key; then whatever the client sends.
             write_frame(&mut s, &[&hs.server_proof(&Key::from_bytes([6; 32]))]).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut after_proof = Vec::new();
+            let _ = s.read_to_end(&mut after_proof);
+            after_proof
         });
         let mut conn = Connection::client(c, &Key::from_bytes([5; 32]), Purpose::Control).unwrap();
-        conn.send(&Message::Ping).unwrap();
+        // Refused before anything is sent (issue 11: the request used to
+        // go out right after our proof, unchecked).
+        let err = conn.send(&Message::Ping).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
         let err = conn.recv().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        let after_proof = impostor.join().unwrap();
+        assert!(
+            after_proof.is_empty(),
+            "the impostor received {} byte(s) after our proof",
+            after_proof.len()
+        );
+    }
+
+    /// Issue 11: a peer that answers with its handshake one byte at a time
+    /// keeps a dialling client no longer than one `io_timeout` (plus the
+    /// slack of `TimedStream`), although each byte comes well inside it.
+    #[test]
+    fn a_trickling_server_cannot_stretch_the_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let impostor = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut bytes = Vec::new();
+            write_frame(&mut bytes, &[&auth::encode_challenge(&[9; 32])]).unwrap();
+            bytes.extend_from_slice(&[0; 36]);
+            let started = Instant::now();
+            for b in bytes {
+                if s.write_all(&[b]).is_err() || started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let io_timeout = Duration::from_millis(600);
+        let started = Instant::now();
+        let err = Connection::dial(
+            addr,
+            &[Key::from_bytes([5; 32])],
+            Purpose::Control,
+            io_timeout,
+            io_timeout,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(took < io_timeout + Duration::from_millis(400), "{took:?}");
         impostor.join().unwrap();
+    }
+
+    /// A bulk transfer's deadline moves with its progress: a transfer far
+    /// longer than the per-frame limit succeeds while frames keep coming,
+    /// and one stalled frame ends it at that frame's deadline.
+    #[test]
+    fn a_bulk_transfer_runs_as_long_as_frames_keep_coming() {
+        let key = Key::from_bytes([4; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_key = key.clone();
+        let server = thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut conn = Connection::server(s, &[server_key], Purpose::Data).unwrap();
+            assert_eq!(conn.recv().unwrap(), Message::Ping);
+            // 12 chunks 100 ms apart: 1.2 s in all, each well inside 400 ms.
+            for _ in 0..12 {
+                thread::sleep(Duration::from_millis(100));
+                conn.send_chunk(&[7; 1000]).unwrap();
+            }
+            // Then a frame that never completes: its length and 10 bytes.
+            let stream = conn.stream_mut();
+            stream.write_all(&2000u32.to_be_bytes()).unwrap();
+            stream.write_all(&[0; 10]).unwrap();
+            thread::sleep(Duration::from_secs(1));
+        });
+        let limit = Duration::from_millis(400);
+        let mut conn = Connection::dial(addr, &[key], Purpose::Data, limit, limit).unwrap();
+        conn.allow(limit).unwrap();
+        conn.send(&Message::Ping).unwrap();
+        let started = Instant::now();
+        let mut frame = Vec::new();
+        for _ in 0..12 {
+            conn.allow(limit).unwrap();
+            assert!(matches!(
+                conn.recv_into(&mut frame).unwrap(),
+                Received::Chunk(_)
+            ));
+        }
+        assert!(started.elapsed() > Duration::from_secs(1));
+        let stalled = Instant::now();
+        conn.allow(limit).unwrap();
+        let err = conn.recv_into(&mut frame).unwrap_err();
+        let took = stalled.elapsed();
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        assert!(took < limit + Duration::from_millis(300), "{took:?}");
+        server.join().unwrap();
     }
 
     #[test]
