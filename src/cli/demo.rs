@@ -195,7 +195,7 @@ fn dashboard(
     if super::status::print(log_root, false, &mut out).is_err() {
         let _ = writeln!(out, "(waiting for the master's first state)");
     }
-    let open: Vec<_> = crate::master::alarms::read_alarms(&log_root.join("alarms.log"))
+    let open: Vec<_> = crate::master::alarms::read_alarms(&crate::master::files::MasterFiles::find(log_root).alarms())
         .map(|a| crate::master::alarms::problems(&a))
         .unwrap_or_default()
         .into_iter()
