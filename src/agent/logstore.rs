@@ -1012,7 +1012,11 @@ mod tests {
         fs::create_dir_all(&f.log).unwrap();
         let master_line = "2026-11-21T10:31:09+00:00 pi1 cpu warning a1 hot\n";
         fs::write(f.log.join("alarms.log"), master_line).unwrap();
-        fs::write(f.log.join("events.log"), "2026-11-21T10:31:09+00:00 pi1 up\n").unwrap();
+        fs::write(
+            f.log.join("events.log"),
+            "2026-11-21T10:31:09+00:00 pi1 up\n",
+        )
+        .unwrap();
         // A master's host directory (the name rule keeps `*.log` hosts
         // out; this one proves the agent would not look even so).
         fs::create_dir_all(f.log.join("pi9.log")).unwrap();
@@ -1044,7 +1048,10 @@ mod tests {
             .err()
             .expect("refused")
             .to_string();
-        assert!(e.contains("events.log") && e.contains("did not write"), "{e}");
+        assert!(
+            e.contains("events.log") && e.contains("did not write"),
+            "{e}"
+        );
         assert_eq!(fs::read_to_string(f.log.join("events.log")).unwrap(), "x\n");
         // Appending to an unconfigured type is refused the same way.
         let store = open(&f, 1 << 20, 1 << 20);
@@ -1059,8 +1066,8 @@ mod tests {
     fn types_in_the_state_are_still_adopted_when_no_longer_configured() {
         let f = fixture();
         {
-            let store = LogStore::open(&f.log, &f.backup, 1 << 20, 1 << 20, &["old".to_string()])
-                .unwrap();
+            let store =
+                LogStore::open(&f.log, &f.backup, 1 << 20, 1 << 20, &["old".to_string()]).unwrap();
             store.append("old", b"a normal\n").unwrap();
         }
         let legacy = f.log.join(".pihealth/old.state");

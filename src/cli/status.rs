@@ -31,7 +31,9 @@ fn ago(ms: Option<i64>) -> String {
 /// Open problems per host (see `master::alarms::problems`).
 pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
     let mut open: HashMap<String, usize> = HashMap::new();
-    for p in problems(&read_alarms(&crate::master::files::MasterFiles::find(log_dir).alarms())?) {
+    for p in problems(&read_alarms(
+        &crate::master::files::MasterFiles::find(log_dir).alarms(),
+    )?) {
         if p.open {
             *open.entry(p.host).or_default() += 1;
         }

@@ -543,7 +543,8 @@ mod tests {
         let logged = std::fs::metadata(dir.path().join(".master/alarms.log"))
             .unwrap()
             .len();
-        let done = std::fs::read_to_string(dir.path().join(".master/.alarm-commands.done")).unwrap();
+        let done =
+            std::fs::read_to_string(dir.path().join(".master/.alarm-commands.done")).unwrap();
         assert_eq!(done, format!("@{logged}\n"));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");

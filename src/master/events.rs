@@ -89,7 +89,8 @@ mod tests {
         let path = dir.path().join(".master/events.log");
         let log = EventLog::at(&path);
         log.record(log::Level::Info, "pi1 up").unwrap();
-        log.record(log::Level::Warn, "pi1 cpu gap\nof 3 bytes").unwrap();
+        log.record(log::Level::Warn, "pi1 cpu gap\nof 3 bytes")
+            .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text:?}");

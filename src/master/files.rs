@@ -215,7 +215,10 @@ mod tests {
     fn old_files_move_into_the_master_namespace() {
         let dir = legacy_dir();
         // Readers find the old place until the master has moved them.
-        assert_eq!(MasterFiles::find(dir.path()).alarms(), dir.path().join("alarms.log"));
+        assert_eq!(
+            MasterFiles::find(dir.path()).alarms(),
+            dir.path().join("alarms.log")
+        );
         MasterFiles::prepare(dir.path()).unwrap();
         assert_moved(dir.path());
         assert_eq!(
@@ -264,6 +267,9 @@ mod tests {
         fs::write(moving.join("alarms.log"), "other\n").unwrap();
         let e = MasterFiles::prepare(dir.path()).unwrap_err().to_string();
         assert!(e.contains("alarms.log") && e.contains("both"), "{e}");
-        assert_eq!(fs::read_to_string(dir.path().join("alarms.log")).unwrap(), "a1\n");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("alarms.log")).unwrap(),
+            "a1\n"
+        );
     }
 }

@@ -504,7 +504,8 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let durable = durable_identity.as_ref() != Some(&now);
-        storage::write_json_atomic(&self.path, &file, durable).inspect_err(|_| self.mark_dirty())?;
+        storage::write_json_atomic(&self.path, &file, durable)
+            .inspect_err(|_| self.mark_dirty())?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         if durable {
             self.durable_writes.fetch_add(1, Ordering::Relaxed);
@@ -623,23 +624,53 @@ mod tests {
         let r = Registry::open(dir.path(), &[], 8001).unwrap();
         let pi1: SocketAddr = "192.0.2.1:8000".parse().unwrap();
         r.flush().unwrap();
-        assert_eq!(r.write_counts(), WriteCounts { writes: 1, durable: 1 });
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 1,
+                durable: 1
+            }
+        );
         r.heartbeat("pi1", pi1, now_ms(), Some(0), Some(8001));
         r.flush().unwrap();
-        assert_eq!(r.write_counts(), WriteCounts { writes: 2, durable: 2 });
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 2,
+                durable: 2
+            }
+        );
         for _ in 0..10 {
             r.heartbeat("pi1", pi1, now_ms(), Some(5), Some(8001));
             r.contact(pi1, &info("pi1"), 0, "pull");
             r.flush().unwrap();
         }
-        assert_eq!(r.write_counts(), WriteCounts { writes: 12, durable: 2 });
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 12,
+                durable: 2
+            }
+        );
         // Nothing changed: nothing written.
         r.flush().unwrap();
         assert_eq!(r.write_counts().writes, 12);
         // A move is durable again.
-        r.heartbeat("pi1", "192.0.2.9:8000".parse().unwrap(), now_ms(), None, None);
+        r.heartbeat(
+            "pi1",
+            "192.0.2.9:8000".parse().unwrap(),
+            now_ms(),
+            None,
+            None,
+        );
         r.flush().unwrap();
-        assert_eq!(r.write_counts(), WriteCounts { writes: 13, durable: 3 });
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 13,
+                durable: 3
+            }
+        );
         let (_, agents) = Registry::read_snapshot(dir.path()).unwrap();
         assert_eq!(agents[0].control.to_string(), "192.0.2.9:8000");
     }
