@@ -204,6 +204,25 @@ impl LogStore {
         let mut names: Vec<String> = configured.to_vec();
         names.extend(archives.keys().cloned());
         names.extend(saved.keys().cloned());
+        if crate::master::files::legacy_master_in(log_dir) {
+            // An agent before this version may have put the master's
+            // `alarms.log`/`events.log` into its state; until the master
+            // moves them to `log/.master/`, they stay the master's. Their
+            // state entries go with the next save.
+            names.retain(|n| {
+                let masters = crate::master::files::LEGACY_MASTER_LOGS.contains(&n.as_str())
+                    && !configured.contains(n)
+                    && !archives.contains_key(n);
+                if masters {
+                    log::warn!(
+                        "leaving {}/{n}.log alone: it is the master's (an older agent took it \
+                         as a log type)",
+                        log_dir.display()
+                    );
+                }
+                !masters
+            });
+        }
         names.sort();
         names.dedup();
 
@@ -1035,6 +1054,36 @@ mod tests {
         assert!(f.log.join("events.log").exists());
         let states: States = Journal::read(&state_file(&f)).unwrap().unwrap();
         assert_eq!(states.keys().collect::<Vec<_>>(), ["cpu"]);
+    }
+
+    /// An agent before issue 12 recorded a master's `alarms.log` as its
+    /// own; while that master has not moved its files, they stay its own.
+    #[test]
+    fn an_older_agents_claim_on_a_masters_file_is_dropped() {
+        let f = fixture();
+        {
+            let store =
+                LogStore::open(&f.log, &f.backup, 1 << 20, 1 << 20, &["alarms".to_string()])
+                    .unwrap();
+            store
+                .append("alarms", b"as the old agent saw it\n")
+                .unwrap();
+        }
+        fs::write(f.log.join("alarms.log"), "master line\n").unwrap();
+        fs::write(f.log.join("registry.json"), "{}").unwrap();
+        let store = open(&f, 1 << 20, 1 << 20);
+        store.append("cpu", b"a normal\n").unwrap();
+        let types: Vec<String> = store
+            .pending()
+            .0
+            .into_iter()
+            .map(|p| p.piece.log_type)
+            .collect();
+        assert_eq!(types, ["cpu"]);
+        assert_eq!(
+            fs::read_to_string(f.log.join("alarms.log")).unwrap(),
+            "master line\n"
+        );
     }
 
     /// A configured type whose file someone else wrote is refused with a

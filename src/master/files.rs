@@ -38,6 +38,20 @@ const LEGACY_FILES: [&str; 4] = [
 /// or `events.log` alone may be an agent's collector named `alarms`.
 const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
 
+/// Whether a master older than this layout keeps its files in `log_dir`
+/// (not moved yet): an agent sharing the directory must then leave
+/// `alarms.log` and `events.log` alone even if an earlier agent version,
+/// which took any `NAME.log`, recorded them as its own (issue 12).
+pub fn legacy_master_in(log_dir: &Path) -> bool {
+    !log_dir.join(OWN_DIR).is_dir()
+        && LEGACY_EVIDENCE
+            .iter()
+            .any(|name| log_dir.join(name).is_file())
+}
+
+/// The log types an earlier agent may have taken from a master beside it.
+pub const LEGACY_MASTER_LOGS: [&str; 2] = ["alarms", "events"];
+
 /// The paths of the master's own files.
 #[derive(Debug, Clone)]
 pub struct MasterFiles {
@@ -57,11 +71,7 @@ impl MasterFiles {
     /// there. Never writes anything.
     pub fn find(log_dir: &Path) -> MasterFiles {
         let own = log_dir.join(OWN_DIR);
-        let legacy = !own.is_dir()
-            && LEGACY_EVIDENCE
-                .iter()
-                .any(|name| log_dir.join(name).is_file());
-        if legacy {
+        if legacy_master_in(log_dir) {
             MasterFiles {
                 dir: log_dir.to_path_buf(),
             }
