@@ -111,8 +111,12 @@ impl MasterFiles {
         if !old_master {
             // A new installation: `alarms.log` or `events.log` here, if
             // any, are an agent's collectors, not ours.
-            fs::create_dir(&files.dir).map_err(|e| storage::with_path(e, &files.dir))?;
-            storage::sync_dir(log_dir)?;
+            match fs::create_dir(&files.dir) {
+                Ok(()) => storage::sync_dir(log_dir)?,
+                // `pihealth pull` and the daemon starting together.
+                Err(_) if files.dir.is_dir() => {}
+                Err(e) => return Err(storage::with_path(e, &files.dir)),
+            }
             return Ok(files);
         }
         if let Err(e) = fs::create_dir(&moving) {

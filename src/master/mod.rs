@@ -1,5 +1,8 @@
 //! The master: registry and liveness, the pull scheduler, the per-host
 //! archive, the alarm receiver, and the status page and metrics (`http`).
+//! Its own files live in `log/.master/` (`files`), out of reach of host
+//! names and of an agent sharing the directory; `events` is the one writer
+//! of its `events.log`.
 //!
 //! Threads: one accept thread per listening port (registration 8080,
 //! alarms 8081, HTTP 8082) and one scheduler thread, all handing work to
