@@ -1085,6 +1085,9 @@ fn pull_refuses_hostile_host_names() {
         "evil\0name".to_string(),
         ".hidden".to_string(),
         "a".repeat(300),
+        // Issue 12: would take the place of an agent's `log/cpu.log` in a
+        // directory shared with an agent.
+        "cpu.log".to_string(),
     ];
     for name in &hostile {
         let fake = FakeAgent::start(&ip, name, &key);
@@ -1103,9 +1106,11 @@ fn pull_refuses_hostile_host_names() {
             "{shown:?}: fetched"
         );
         assert_eq!(fake.seen.acks.load(Ordering::SeqCst), 0, "{shown:?}: acked");
-        for root in ["master/log", "master/logbackup"] {
+        for (root, own) in [("master/log", Some(".master")), ("master/logbackup", None)] {
             let dirs = subdirs(&cluster.path(root));
-            let expected: BTreeSet<String> = ["fake-good".to_string()].into();
+            // Besides the host, only the master's own `log/.master/`.
+            let mut expected: BTreeSet<String> = ["fake-good".to_string()].into();
+            expected.extend(own.map(str::to_string));
             assert_eq!(dirs, expected, "{shown:?}: {root} holds {dirs:?}");
         }
         assert!(!cluster.path("etc").exists(), "{shown:?}: made etc");
