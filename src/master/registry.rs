@@ -250,7 +250,6 @@ impl Registry {
             durable_writes: AtomicU64::new(0),
             default_data_port,
         };
-
         // Twins kept by versions before merge_twins existed.
         {
             let mut agents = registry.lock();
