@@ -4,6 +4,13 @@
 //! A name from the network or a config file touches the file system only
 //! after passing these checks (SPEC §7): `[A-Za-z0-9._-]`, not `.`/`..`,
 //! no leading dot (no hidden files), bounded length.
+//!
+//! A master and an agent may share one `log/` and one `logbackup/` (SPEC
+//! §4). The master keeps its own files in `log/.master/`, which no host
+//! name reaches (no leading dot). The agent's files are `log/TYPE.log`,
+//! `logbackup/TYPE-<UTC time>.log.gz` and hidden ones; a host named
+//! `cpu.log` would make the master create `log/cpu.log/` and take the
+//! agent's log away, so a host name may not end in `.log` or `.gz`.
 
 /// Longest host name accepted (a DNS label is 63; a FQDN 253).
 pub const MAX_HOST_NAME: usize = 64;
@@ -37,7 +44,16 @@ fn check(name: &str, what: &str, max: usize, allow_dot: bool) -> Result<(), Stri
 
 /// Check a host name before it becomes a directory under `log/` and `logbackup/`.
 pub fn check_host_name(name: &str) -> Result<(), String> {
-    check(name, "host", MAX_HOST_NAME, true)
+    check(name, "host", MAX_HOST_NAME, true)?;
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".log") || lower.ends_with(".gz") {
+        return Err(
+            "a host name may not end in `.log` or `.gz` (an agent sharing the master's \
+             directory keeps its own files under such names)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Check a log type name (a collector's name) before it becomes `TYPE.log`.
@@ -85,10 +101,27 @@ mod tests {
             "a..b",
             "x y",
             &"a".repeat(300),
+            // Issue 12: would shadow an agent's log/TYPE.log or archive
+            // in a directory shared with an agent.
+            "alarms.log",
+            "cpu.log",
+            "cpu-20261121T103109Z.log.gz",
+            "x.GZ",
         ] {
             assert!(check_host_name(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["pi1", "node-07.lab", "a_b", "127.0.0.2"] {
+        // Names of the master's own files are fine: those live in
+        // `log/.master/`, which no host name reaches.
+        for good in [
+            "pi1",
+            "node-07.lab",
+            "a_b",
+            "127.0.0.2",
+            "registry.json",
+            "events",
+            "master",
+            "logs.lab",
+        ] {
             assert!(check_host_name(good).is_ok(), "{good:?} refused");
         }
         assert!(check_type_name("cpu.x").is_err());

@@ -3,7 +3,7 @@
 //! A master daemon with `heartbeat_interval: 1s`, `heartbeat_misses: 3`
 //! knows one agent (statically, and the agent also registers and beats
 //! every second). Each round: the agent is started and seen up, killed at
-//! a different phase of its heartbeat, and `log/registry.json` is polled
+//! a different phase of its heartbeat, and `log/.master/registry.json` is polled
 //! until it says down. Two times per round: when the master decided
 //! (`state_since_ms` in the registry, against the wall clock at the
 //! kill), and when the registry file showed it (it is flushed about once

@@ -196,20 +196,32 @@ impl LogStore {
             None => read_legacy_states(&state_dir)?,
         };
 
+        // The types this agent owns: configured ones, and those it wrote
+        // before (in its state, also an older version's, or in an archive
+        // whose header it wrote). Any other `NAME.log` in `log/` is not
+        // ours: a master sharing the directory keeps files there too, and
+        // adopting one would empty it (issue 12).
         let mut names: Vec<String> = configured.to_vec();
         names.extend(archives.keys().cloned());
         names.extend(saved.keys().cloned());
-        for entry in fs::read_dir(log_dir)? {
-            let path = entry?.path();
-            if let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".log"))
-            {
-                if crate::names::check_type_name(name).is_ok() {
-                    names.push(name.to_string());
+        if crate::master::files::legacy_master_in(log_dir) {
+            // An agent before this version may have put the master's
+            // `alarms.log`/`events.log` into its state; until the master
+            // moves them to `log/.master/`, they stay the master's. Their
+            // state entries go with the next save.
+            names.retain(|n| {
+                let masters = crate::master::files::LEGACY_MASTER_LOGS.contains(&n.as_str())
+                    && !configured.contains(n)
+                    && !archives.contains_key(n);
+                if masters {
+                    log::warn!(
+                        "leaving {}/{n}.log alone: it is the master's (an older agent took it \
+                         as a log type)",
+                        log_dir.display()
+                    );
                 }
-            }
+                !masters
+            });
         }
         names.sort();
         names.dedup();
@@ -265,6 +277,9 @@ impl LogStore {
         saved: Option<TypeState>,
     ) -> io::Result<(TypeLog, bool)> {
         let log_path = self.log_path(name);
+        if saved.is_none() && archives.is_empty() {
+            refuse_foreign_log(name, &log_path)?;
+        }
         let mut state = match saved {
             Some(s) => s,
             None => {
@@ -714,6 +729,28 @@ fn replace_with_empty(path: &Path) -> io::Result<()> {
 
 /// The per-type state files of earlier versions (`TYPE.state`), and their
 /// paths, to be removed once `logstore.json` is durable.
+/// A type new to this agent (no state, no archive) whose `TYPE.log`
+/// exists: the agent writes a type's state before its first line, so it
+/// did not write that file. Taking it would ship someone else's file and
+/// empty it, so the type is refused with a way out.
+fn refuse_foreign_log(name: &str, log_path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(log_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(storage::with_path(e, log_path)),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists but this agent did not write it (it is not in its state \
+                 in .pihealth/), so collector {name:?} cannot use it. If a pihealth master \
+                 older than this one shares the directory, start the master once: it moves \
+                 its alarms.log and events.log into .master/. Otherwise move the file away \
+                 or rename the collector",
+                log_path.display()
+            ),
+        )),
+    }
+}
+
 fn read_legacy_states(state_dir: &Path) -> io::Result<(States, Vec<PathBuf>)> {
     let mut states = States::new();
     let mut paths = Vec::new();
@@ -984,6 +1021,111 @@ mod tests {
         assert_eq!((pending[0].piece.start, pending[0].piece.epoch), (9, epoch));
         drain(&store, &mut have, &mut got);
         assert_eq!(got, b"a normal\nb normal\n");
+    }
+
+    /// Issue 12 item 1: a master sharing `log/` keeps files there an
+    /// earlier agent took as log types, emptied and shipped.
+    #[test]
+    fn files_the_agent_did_not_write_are_left_alone() {
+        let f = fixture();
+        fs::create_dir_all(&f.log).unwrap();
+        let master_line = "2026-11-21T10:31:09+00:00 pi1 cpu warning a1 hot\n";
+        fs::write(f.log.join("alarms.log"), master_line).unwrap();
+        fs::write(
+            f.log.join("events.log"),
+            "2026-11-21T10:31:09+00:00 pi1 up\n",
+        )
+        .unwrap();
+        // A master's host directory (the name rule keeps `*.log` hosts
+        // out; this one proves the agent would not look even so).
+        fs::create_dir_all(f.log.join("pi9.log")).unwrap();
+        let store = open(&f, 1 << 20, 1 << 20);
+        store.append("cpu", b"a normal\n").unwrap();
+        let (pending, _) = store.pending();
+        let types: Vec<&str> = pending.iter().map(|p| p.piece.log_type.as_str()).collect();
+        assert_eq!(types, ["cpu"]);
+        drop(store);
+        let store = open(&f, 1 << 20, 1 << 20);
+        assert_eq!(store.pending().0.len(), 1);
+        assert_eq!(
+            fs::read_to_string(f.log.join("alarms.log")).unwrap(),
+            master_line
+        );
+        assert!(f.log.join("events.log").exists());
+        let states: States = Journal::read(&state_file(&f)).unwrap().unwrap();
+        assert_eq!(states.keys().collect::<Vec<_>>(), ["cpu"]);
+    }
+
+    /// An agent before issue 12 recorded a master's `alarms.log` as its
+    /// own; while that master has not moved its files, they stay its own.
+    #[test]
+    fn an_older_agents_claim_on_a_masters_file_is_dropped() {
+        let f = fixture();
+        {
+            let store =
+                LogStore::open(&f.log, &f.backup, 1 << 20, 1 << 20, &["alarms".to_string()])
+                    .unwrap();
+            store
+                .append("alarms", b"as the old agent saw it\n")
+                .unwrap();
+        }
+        fs::write(f.log.join("alarms.log"), "master line\n").unwrap();
+        fs::write(f.log.join("registry.json"), "{}").unwrap();
+        let store = open(&f, 1 << 20, 1 << 20);
+        store.append("cpu", b"a normal\n").unwrap();
+        let types: Vec<String> = store
+            .pending()
+            .0
+            .into_iter()
+            .map(|p| p.piece.log_type)
+            .collect();
+        assert_eq!(types, ["cpu"]);
+        assert_eq!(
+            fs::read_to_string(f.log.join("alarms.log")).unwrap(),
+            "master line\n"
+        );
+    }
+
+    /// A configured type whose file someone else wrote is refused with a
+    /// way out, not taken.
+    #[test]
+    fn a_collector_named_like_a_foreign_file_is_refused_clearly() {
+        let f = fixture();
+        fs::create_dir_all(&f.log).unwrap();
+        fs::write(f.log.join("events.log"), "x\n").unwrap();
+        let e = LogStore::open(&f.log, &f.backup, 1 << 20, 1 << 20, &["events".to_string()])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("events.log") && e.contains("did not write"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(f.log.join("events.log")).unwrap(), "x\n");
+        // Appending to an unconfigured type is refused the same way.
+        let store = open(&f, 1 << 20, 1 << 20);
+        assert!(store.append("events", b"y normal\n").is_err());
+        assert_eq!(fs::read_to_string(f.log.join("events.log")).unwrap(), "x\n");
+    }
+
+    /// Types an agent wrote stay its own after their collector leaves the
+    /// config (data still to ship), also from the per-type state files of
+    /// earlier versions.
+    #[test]
+    fn types_in_the_state_are_still_adopted_when_no_longer_configured() {
+        let f = fixture();
+        {
+            let store =
+                LogStore::open(&f.log, &f.backup, 1 << 20, 1 << 20, &["old".to_string()]).unwrap();
+            store.append("old", b"a normal\n").unwrap();
+        }
+        let legacy = f.log.join(".pihealth/old.state");
+        storage::write_json_atomic(&legacy, &saved_state(&f, "old"), true).unwrap();
+        fs::remove_file(state_file(&f)).unwrap();
+        let store = open(&f, 1 << 20, 1 << 20);
+        let mut got = Vec::new();
+        drain(&store, &mut 0, &mut got);
+        assert_eq!(got, b"a normal\n");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `pihealth alarms`: recent alarms, newest last, then which problems are
-//! still open and which recovered. Reads `log/alarms.log`, so it works
+//! still open and which recovered. Reads `log/.master/alarms.log`, so it works
 //! with or without the master running.
 
 use std::io::{self, Write};
@@ -52,7 +52,8 @@ fn problem_line(p: &Problem) -> String {
 
 pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
     let since = q.since.as_deref().map(super::parse_time).transpose()?;
-    let alarms = read_alarms(&log_dir.join("alarms.log")).map_err(|e| e.to_string())?;
+    let alarms = read_alarms(&crate::master::files::MasterFiles::find(log_dir).alarms())
+        .map_err(|e| e.to_string())?;
     let io = |e: io::Error| e.to_string();
     // Problems are judged on the whole history (a problem may have begun
     // before --since), then filtered like the alarms.

@@ -195,12 +195,14 @@ fn dashboard(
     if super::status::print(log_root, false, &mut out).is_err() {
         let _ = writeln!(out, "(waiting for the master's first state)");
     }
-    let open: Vec<_> = crate::master::alarms::read_alarms(&log_root.join("alarms.log"))
-        .map(|a| crate::master::alarms::problems(&a))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.open)
-        .collect();
+    let open: Vec<_> = crate::master::alarms::read_alarms(
+        &crate::master::files::MasterFiles::find(log_root).alarms(),
+    )
+    .map(|a| crate::master::alarms::problems(&a))
+    .unwrap_or_default()
+    .into_iter()
+    .filter(|p| p.open)
+    .collect();
     let _ = writeln!(out, "\nopen problems: {}", open.len());
     for p in open.iter().take(5) {
         let _ = writeln!(

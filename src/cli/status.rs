@@ -1,4 +1,4 @@
-//! `pihealth status`: the fleet table, read from `log/registry.json`, so it
+//! `pihealth status`: the fleet table, read from `log/.master/registry.json`, so it
 //! works with or without the master running, and says how fresh it is.
 
 use std::collections::HashMap;
@@ -31,7 +31,9 @@ fn ago(ms: Option<i64>) -> String {
 /// Open problems per host (see `master::alarms::problems`).
 pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
     let mut open: HashMap<String, usize> = HashMap::new();
-    for p in problems(&read_alarms(&log_dir.join("alarms.log"))?) {
+    for p in problems(&read_alarms(
+        &crate::master::files::MasterFiles::find(log_dir).alarms(),
+    )?) {
         if p.open {
             *open.entry(p.host).or_default() += 1;
         }
@@ -112,8 +114,10 @@ pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), S
     let (written, agents) = Registry::read_snapshot(log_dir).map_err(|e| e.to_string())?;
     let Some(written) = written else {
         return Err(format!(
-            "no {}/registry.json yet: has the master run here?",
-            log_dir.display()
+            "no {} yet: has the master run here?",
+            crate::master::files::MasterFiles::find(log_dir)
+                .registry()
+                .display()
         ));
     };
     let open = open_alarms(log_dir).map_err(|e| e.to_string())?;

@@ -1,4 +1,4 @@
-//! What `log/alarms.log` says now — the problems per host and type, and how
+//! What `log/.master/alarms.log` says now — the problems per host and type, and how
 //! many alarms of each level there were — kept up to date by reading only
 //! the lines appended since the last look, so a scrape every few seconds
 //! costs nothing however long the file has grown.
@@ -100,7 +100,7 @@ pub struct AlarmFollower {
 impl AlarmFollower {
     pub fn new(log_dir: &Path) -> AlarmFollower {
         AlarmFollower {
-            path: log_dir.join("alarms.log"),
+            path: super::files::MasterFiles::find(log_dir).alarms(),
             summary: AlarmSummary::default(),
             offset: 0,
             inode: None,
@@ -181,7 +181,8 @@ mod tests {
     #[test]
     fn following_the_file_gives_what_reading_it_whole_gives() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alarms.log");
+        let path = dir.path().join(".master/alarms.log");
+        std::fs::create_dir_all(dir.path().join(".master")).unwrap();
         let lines = [
             "2026-01-01T00:00:01Z pi1 disk warning a1 disk / 91%\n",
             "2026-01-01T00:00:02Z pi2 cpu warning a2 load high\n",

@@ -1,4 +1,4 @@
-//! Alarms arriving at the master: stored once in `log/alarms.log`,
+//! Alarms arriving at the master: stored once in `log/.master/alarms.log`,
 //! acknowledged, and handed to `alarm_command`.
 //!
 //! Order: append + fsync the line, remember the id, acknowledge. A crash
@@ -191,7 +191,7 @@ fn for_each_alarm(path: &Path, mut f: impl FnMut(u64, AlarmLine)) -> io::Result<
     }
 }
 
-/// Read every alarm line of `log/alarms.log`, oldest first.
+/// Read every alarm line of `alarms.log` (`MasterFiles::alarms`), oldest first.
 pub fn read_alarms(path: &Path) -> io::Result<Vec<AlarmLine>> {
     let mut alarms = Vec::new();
     for_each_alarm(path, |_, a| alarms.push(a))?;
@@ -206,8 +206,9 @@ fn one_line(text: &str) -> String {
 
 impl AlarmLog {
     pub fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
-        let path = log_dir.join("alarms.log");
-        let done_path = log_dir.join(".alarm-commands.done");
+        let files = super::files::MasterFiles::new(log_dir);
+        std::fs::create_dir_all(files.dir()).map_err(|e| storage::with_path(e, files.dir()))?;
+        let (path, done_path) = (files.alarms(), files.alarm_commands_done());
         storage::cut_torn_line(&path)?;
         let first_start = !done_path.exists();
         let done = if first_start {
@@ -497,7 +498,7 @@ mod tests {
         assert!(log.record(&alarm("a2")).unwrap());
         // A line torn by a crash does not swallow the next alarm.
         storage::append_synced(
-            &dir.path().join("alarms.log"),
+            &dir.path().join(".master/alarms.log"),
             b"2026-11-21T10:00:00+08:00 pi1 cp",
         )
         .unwrap();
@@ -507,7 +508,7 @@ mod tests {
         )
         .unwrap();
         assert!(log.record(&alarm("a3")).unwrap());
-        let lines = read_alarms(&dir.path().join("alarms.log")).unwrap();
+        let lines = read_alarms(&dir.path().join(".master/alarms.log")).unwrap();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2].id, "a3");
         assert_eq!(lines[0].message, "load high second line");
@@ -556,15 +557,16 @@ mod tests {
         }
         // The second open found it handled and ran nothing; the record of
         // handled alarms is one mark again.
-        let logged = std::fs::metadata(dir.path().join("alarms.log"))
+        let logged = std::fs::metadata(dir.path().join(".master/alarms.log"))
             .unwrap()
             .len();
-        let done = std::fs::read_to_string(dir.path().join(".alarm-commands.done")).unwrap();
+        let done =
+            std::fs::read_to_string(dir.path().join(".master/.alarm-commands.done")).unwrap();
         assert_eq!(done, format!("@{logged}\n"));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
         // A record of an earlier version (ids only) is still understood.
-        std::fs::write(dir.path().join(".alarm-commands.done"), "c1\n").unwrap();
+        std::fs::write(dir.path().join(".master/.alarm-commands.done"), "c1\n").unwrap();
         let _log = AlarmLog::open(
             dir.path(),
             CommandSettings::new(command, Duration::from_secs(10)),

@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
+use super::events::EventLog;
+use super::files::MasterFiles;
 use crate::agent::logstore::write_gzip_atomic;
 use crate::journal::Journal;
 use crate::protocol::message::PieceRef;
@@ -366,26 +368,11 @@ impl HostArchive {
     /// the rest of the pull fails (and by `pihealth pull` too). Whether it
     /// is on disk.
     fn event(&mut self, text: String) -> bool {
-        log::warn!("{text}");
-        let path = self
-            .log_dir
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("events.log");
-        let line = format!("{} {text}\n", storage::now_rfc3339());
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(line.as_bytes())?;
-                f.sync_data()
-            });
-        if let Err(e) = &written {
-            log::error!("cannot write {}: {e}", path.display());
-        }
+        let root = self.log_dir.parent().unwrap_or(Path::new("."));
+        let events = EventLog::at(&MasterFiles::new(root).events());
+        let written = events.record(log::Level::Warn, &text).is_ok();
         self.events.push(text);
-        written.is_ok()
+        written
     }
 
     /// A piece of a new stream (the agent lost its state): seal what the
@@ -837,7 +824,7 @@ mod tests {
 
     /// The `events.log` lines of a test master.
     fn event_lines(log: &Path) -> Vec<String> {
-        fs::read_to_string(log.join("events.log"))
+        fs::read_to_string(log.join(".master/events.log"))
             .unwrap_or_default()
             .lines()
             .map(|l| l.split_once(' ').unwrap().1.to_string())

@@ -1,5 +1,8 @@
 //! The master: registry and liveness, the pull scheduler, the per-host
 //! archive, the alarm receiver, and the status page and metrics (`http`).
+//! Its own files live in `log/.master/` (`files`), out of reach of host
+//! names and of an agent sharing the directory; `events` is the one writer
+//! of its `events.log`.
 //!
 //! Threads: one accept thread per listening port (registration 8080,
 //! alarms 8081, HTTP 8082), one waiting room for connections that have not
@@ -16,7 +19,9 @@ pub mod alarm_command;
 pub mod alarm_summary;
 pub mod alarms;
 pub mod archive;
+pub mod events;
 pub mod exposition;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod oneshot;
@@ -151,6 +156,8 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let statics = config
         .static_agents(config_path)
         .map_err(|e| e.to_string())?;
+    // First: older versions kept their files in `log/` itself.
+    files::MasterFiles::prepare(&config.log_dir).map_err(|e| format!("log_dir: {e}"))?;
     let registry = Arc::new(
         Registry::open(&config.log_dir, &statics, config.agent_data_port)
             .map_err(|e| format!("registry: {e}"))?,
@@ -292,6 +299,12 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     if let Err(e) = registry.flush() {
         log::error!("cannot write the registry: {e}");
     }
+    let counts = registry.write_counts();
+    log::info!(
+        "master: registry.json written {} times since start, {} of them with fsync",
+        counts.writes,
+        counts.durable
+    );
     log::info!("master: stopped");
     Ok(())
 }

@@ -130,6 +130,9 @@ pub fn pull_once(
     let statics = config
         .static_agents(config_path)
         .map_err(|e| e.to_string())?;
+    // Gaps found by this pull go to `log/.master/events.log`: an older
+    // version's files in `log/` move there first, as the daemon does.
+    super::files::MasterFiles::prepare(&config.log_dir).map_err(|e| format!("log_dir: {e}"))?;
     let (_, registered) = Registry::read_snapshot(&config.log_dir).map_err(|e| e.to_string())?;
     let mut targets: Vec<(SocketAddr, Option<String>, Option<String>)> = Vec::new();
     for s in &statics {

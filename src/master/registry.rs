@@ -1,20 +1,34 @@
 //! The agents the master knows, their liveness, and what the last pulls did.
 //!
-//! Kept in memory behind one lock and written to `log/registry.json`
+//! Kept in memory behind one lock and written to `log/.master/registry.json`
 //! (atomically, at most about once a second) so registrations survive a
 //! restart and `pihealth status` can read the fleet without the daemon.
-//! Every change of an agent's state goes to `log/events.log`.
+//! Every change of an agent's state goes to `events.log` (`super::events`).
+//!
+//! The file is derived state: heartbeats, probes and pulls change times and
+//! counters every second, and all of it is learnt again within a heartbeat
+//! after a restart. Only what a restart could not learn again soon — which
+//! agents exist and where (name, addresses, origin) — is worth an fsync on
+//! a Pi's SD card. So a write is fsynced (file and directory) only when
+//! that set differs from the last durable write; every other write is a
+//! plain atomic rename, which the kernel writes back in its own time. A
+//! crash may then lose the last seconds of times and counters, or on a
+//! file system that does not order a rename after its data, leave an empty
+//! or torn file: `open` sets that aside as `registry.json.bad` and starts
+//! from the static list, and registered agents come back with their next
+//! heartbeat.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::events::EventLog;
+use super::files::MasterFiles;
 use crate::config::StaticAgent;
 use crate::protocol::AgentInfo;
 use crate::storage;
@@ -141,12 +155,35 @@ impl PullStats {
     }
 }
 
+/// What of a record is worth an fsync (module doc): who and where.
+type Identity = Vec<(Option<String>, SocketAddr, u16, Origin)>;
+
+fn identity(agents: &[AgentRecord]) -> Identity {
+    agents
+        .iter()
+        .map(|a| (a.name.clone(), a.control, a.data_port, a.origin))
+        .collect()
+}
+
+/// How often the registry file was written since start, and how many of
+/// those writes were fsynced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    pub writes: u64,
+    pub durable: u64,
+}
+
 pub struct Registry {
     path: PathBuf,
-    events_path: PathBuf,
+    events: EventLog,
     agents: Mutex<Vec<AgentRecord>>,
     pulls: Mutex<PullStats>,
     dirty: AtomicBool,
+    /// The identity last written durably; `None` forces the next write to
+    /// be durable. Locked only by `flush`.
+    durable_identity: Mutex<Option<Identity>>,
+    writes: AtomicU64,
+    durable_writes: AtomicU64,
     /// Data port assumed for an agent until it says otherwise.
     default_data_port: u16,
 }
@@ -156,15 +193,32 @@ pub fn now_ms() -> i64 {
 }
 
 impl Registry {
-    /// Load `log/registry.json` and merge in the static agent list.
+    /// Load `log/.master/registry.json` and merge in the static agent list.
+    /// The caller has run `MasterFiles::prepare` (moving older versions'
+    /// files); a test may not have, so the directory is made here too.
     pub fn open(
         log_dir: &Path,
         statics: &[StaticAgent],
         default_data_port: u16,
     ) -> io::Result<Registry> {
-        std::fs::create_dir_all(log_dir).map_err(|e| storage::with_path(e, log_dir))?;
-        let path = log_dir.join("registry.json");
-        let file: RegistryFile = storage::read_json(&path)?.unwrap_or_default();
+        let files = MasterFiles::new(log_dir);
+        std::fs::create_dir_all(files.dir()).map_err(|e| storage::with_path(e, files.dir()))?;
+        let path = files.registry();
+        let file: RegistryFile = match storage::read_json(&path) {
+            Ok(file) => file.unwrap_or_default(),
+            // Torn by a crash after a write without fsync (module doc).
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                let bad = path.with_file_name("registry.json.bad");
+                log::warn!(
+                    "{e}; keeping it as {} and starting from the static agent list \
+                     (registered agents return with their next heartbeat)",
+                    bad.display()
+                );
+                std::fs::rename(&path, &bad).map_err(|e| storage::with_path(e, &path))?;
+                RegistryFile::default()
+            }
+            Err(e) => return Err(e),
+        };
         let mut agents = file.agents;
         for s in statics {
             match agents.iter_mut().find(|a| a.control == s.control) {
@@ -184,10 +238,16 @@ impl Registry {
         }
         let registry = Registry {
             path,
-            events_path: log_dir.join("events.log"),
+            events: EventLog::open(&files.events())?,
             agents: Mutex::new(agents),
             pulls: Mutex::new(PullStats::default()),
             dirty: AtomicBool::new(true),
+            // What was read is on disk; whether durably is unknown (the
+            // last write may not have been fsynced), so the first write
+            // is fsynced once either way.
+            durable_identity: Mutex::new(None),
+            writes: AtomicU64::new(0),
+            durable_writes: AtomicU64::new(0),
             default_data_port,
         };
         // Twins kept by versions before merge_twins existed.
@@ -207,7 +267,8 @@ impl Registry {
     /// Read the registry file without taking part in the daemon's life (for
     /// `status` and `pull`).
     pub fn read_snapshot(log_dir: &Path) -> io::Result<(Option<i64>, Vec<AgentRecord>)> {
-        let file: Option<RegistryFile> = storage::read_json(&log_dir.join("registry.json"))?;
+        let file: Option<RegistryFile> =
+            storage::read_json(&MasterFiles::find(log_dir).registry())?;
         Ok(match file {
             Some(f) => (Some(f.written_ms), f.agents),
             None => (None, Vec::new()),
@@ -228,18 +289,10 @@ impl Registry {
         self.lock().clone()
     }
 
-    /// Append one line to `log/events.log` (and the program log).
+    /// Append one line to `events.log` (and the program log); a failure
+    /// is logged by the writer and does not stop the state change.
     pub fn event(&self, text: &str) {
-        log::info!("{text}");
-        let line = format!("{} {text}\n", storage::now_rfc3339());
-        let result = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.events_path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = result {
-            log::error!("cannot write {}: {e}", self.events_path.display());
-        }
+        let _ = self.events.record(log::Level::Info, text);
     }
 
     fn set_state(&self, a: &mut AgentRecord, state: State, why: &str) {
@@ -434,7 +487,8 @@ impl Registry {
         }
     }
 
-    /// Write the registry file if anything changed.
+    /// Write the registry file if anything changed; fsynced only when the
+    /// set of agents or their addresses changed (module doc).
     pub fn flush(&self) -> io::Result<()> {
         if !self.dirty.swap(false, Ordering::SeqCst) {
             return Ok(());
@@ -443,7 +497,28 @@ impl Registry {
             written_ms: now_ms(),
             agents: self.snapshot(),
         };
-        storage::write_json_atomic(&self.path, &file, true).inspect_err(|_| self.mark_dirty())
+        let now = identity(&file.agents);
+        let mut durable_identity = self
+            .durable_identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let durable = durable_identity.as_ref() != Some(&now);
+        storage::write_json_atomic(&self.path, &file, durable)
+            .inspect_err(|_| self.mark_dirty())?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if durable {
+            self.durable_writes.fetch_add(1, Ordering::Relaxed);
+            *durable_identity = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Registry file writes since start (reported when the master stops).
+    pub fn write_counts(&self) -> WriteCounts {
+        WriteCounts {
+            writes: self.writes.load(Ordering::Relaxed),
+            durable: self.durable_writes.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -495,7 +570,7 @@ mod tests {
         r.heartbeat("pi7", inside, now_ms(), Some(0), Some(8001));
         assert_eq!(r.snapshot().len(), 1);
         assert_eq!(r.snapshot()[0].control, configured);
-        let events = std::fs::read_to_string(dir.path().join("events.log")).unwrap();
+        let events = std::fs::read_to_string(dir.path().join(".master/events.log")).unwrap();
         assert!(
             events.contains("pi7 10.0.0.7:8000 is the agent at 203.0.113.5:8000; one record kept"),
             "{events}"
@@ -504,14 +579,14 @@ mod tests {
         // is mended on open.
         r.flush().unwrap();
         drop(r);
-        let mut file: RegistryFile = storage::read_json(&dir.path().join("registry.json"))
+        let mut file: RegistryFile = storage::read_json(&dir.path().join(".master/registry.json"))
             .unwrap()
             .unwrap();
         let mut twin = file.agents[0].clone();
         twin.control = inside;
         twin.origin = Origin::Registered;
         file.agents.push(twin);
-        storage::write_json_atomic(&dir.path().join("registry.json"), &file, true).unwrap();
+        storage::write_json_atomic(&dir.path().join(".master/registry.json"), &file, true).unwrap();
         let r = Registry::open(dir.path(), &statics, 8001).unwrap();
         assert_eq!(
             names_and_addresses(&r),
@@ -538,5 +613,81 @@ mod tests {
         r.contact(a, &info("same"), 0, "pull");
         r.contact(b, &info("same"), 0, "pull");
         assert_eq!(r.snapshot().len(), 2);
+    }
+
+    /// Issue 12 item 8: heartbeats and pulls change the file every second;
+    /// only a new agent or a move is worth an fsync.
+    #[test]
+    fn only_a_changed_set_of_agents_is_written_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path(), &[], 8001).unwrap();
+        let pi1: SocketAddr = "192.0.2.1:8000".parse().unwrap();
+        r.flush().unwrap();
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 1,
+                durable: 1
+            }
+        );
+        r.heartbeat("pi1", pi1, now_ms(), Some(0), Some(8001));
+        r.flush().unwrap();
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 2,
+                durable: 2
+            }
+        );
+        for _ in 0..10 {
+            r.heartbeat("pi1", pi1, now_ms(), Some(5), Some(8001));
+            r.contact(pi1, &info("pi1"), 0, "pull");
+            r.flush().unwrap();
+        }
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 12,
+                durable: 2
+            }
+        );
+        // Nothing changed: nothing written.
+        r.flush().unwrap();
+        assert_eq!(r.write_counts().writes, 12);
+        // A move is durable again.
+        r.heartbeat(
+            "pi1",
+            "192.0.2.9:8000".parse().unwrap(),
+            now_ms(),
+            None,
+            None,
+        );
+        r.flush().unwrap();
+        assert_eq!(
+            r.write_counts(),
+            WriteCounts {
+                writes: 13,
+                durable: 3
+            }
+        );
+        let (_, agents) = Registry::read_snapshot(dir.path()).unwrap();
+        assert_eq!(agents[0].control.to_string(), "192.0.2.9:8000");
+    }
+
+    /// A write without fsync may come back empty after a power cut: the
+    /// master still starts, from the static list.
+    #[test]
+    fn a_torn_registry_file_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = MasterFiles::new(dir.path());
+        std::fs::create_dir_all(files.dir()).unwrap();
+        std::fs::write(files.registry(), b"").unwrap();
+        let statics = [StaticAgent {
+            name: Some("pi1".into()),
+            control: "192.0.2.1:8000".parse().unwrap(),
+        }];
+        let r = Registry::open(dir.path(), &statics, 8001).unwrap();
+        assert_eq!(r.snapshot().len(), 1);
+        assert!(files.dir().join("registry.json.bad").exists());
     }
 }

@@ -120,7 +120,7 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
     });
     let stored = counter_values(&c.archived("pi1", "flap"));
     wait_for("alarm_command to catch up", || {
-        let alarms = fs::read_to_string(c.master_log().join("alarms.log")).unwrap_or_default();
+        let alarms = fs::read_to_string(c.master_own().join("alarms.log")).unwrap_or_default();
         let commands = fs::read_to_string(&record).unwrap_or_default();
         !alarms.is_empty() && alarms.lines().count() == commands.lines().count()
     });
@@ -128,7 +128,7 @@ fn alarms_arrive_once_through_a_faulty_network_and_master_crashes() {
     master.terminate();
 
     // alarms.log: one line per alarm id, one alarm per level change.
-    let alarms = fs::read_to_string(c.master_log().join("alarms.log")).unwrap();
+    let alarms = fs::read_to_string(c.master_own().join("alarms.log")).unwrap();
     let mut ids = BTreeSet::new();
     let mut values = BTreeMap::new();
     for line in alarms.lines() {

@@ -422,7 +422,7 @@ fn agent_connections_to_an_impostor_end_by_their_deadline_and_carry_no_request()
 
     // A real master: the agent registers and delivers the alarm.
     let mut master = c.start("master", &master_cfg, "master");
-    let alarms_log = c.path("master/log/alarms.log");
+    let alarms_log = c.path("master/log/.master/alarms.log");
     wait_for("the spooled alarm on the real master", || {
         std::fs::read_to_string(&alarms_log).is_ok_and(|t| t.contains(" flag warning "))
     });

@@ -132,7 +132,7 @@ fn three_agents_deliver_every_type_and_keep_only_unpulled_data() {
                     && a["address"].as_str().is_some_and(|s| s.ends_with(":8000"))
             })
     });
-    let events = fs::read_to_string(c.master_log().join("events.log")).expect("events.log");
+    let events = fs::read_to_string(c.master_own().join("events.log")).expect("events.log");
     assert!(
         events.contains("pi1") && events.contains(" up "),
         "{events}"
@@ -327,7 +327,7 @@ fn alarms_spool_while_the_master_is_down_and_arrive_once() {
     });
     let mut master = c.start("master", &master_cfg, "master");
     wait_for("the alarm to reach the master", || {
-        fs::read_to_string(c.master_log().join("alarms.log")).is_ok()
+        fs::read_to_string(c.master_own().join("alarms.log")).is_ok()
     });
     wait_for("the spool to empty", || {
         fs::read_to_string(&spool)
@@ -343,7 +343,7 @@ fn alarms_spool_while_the_master_is_down_and_arrive_once() {
     agent.terminate();
     master.terminate();
 
-    let alarms = fs::read_to_string(c.master_log().join("alarms.log")).unwrap();
+    let alarms = fs::read_to_string(c.master_own().join("alarms.log")).unwrap();
     assert_eq!(alarms.lines().count(), 1, "{alarms}");
     assert!(alarms.contains(" pi1 bad warning "), "{alarms}");
     let env = fs::read_to_string(&record).unwrap();

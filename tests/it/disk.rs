@@ -130,7 +130,7 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
     });
     let mut master = c.start("master", &master_cfg, "master");
     wait_for("the drop alarm to reach the master", || {
-        fs::read_to_string(c.master_log().join("alarms.log"))
+        fs::read_to_string(c.master_own().join("alarms.log"))
             .is_ok_and(|a| a.contains("max_backlog reached: dropped"))
     });
     wait_for_delivery(&c, 0, "everything not dropped to arrive");
@@ -143,7 +143,7 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
     // The drop is in the log itself and in events.log as a gap, with bytes.
     let recorded: u64 = dropped_bytes(&archived).iter().sum();
     assert!(recorded > 0, "no drop line reached the master");
-    let events = fs::read_to_string(c.master_log().join("events.log")).unwrap();
+    let events = fs::read_to_string(c.master_own().join("events.log")).unwrap();
     let gaps: u64 = events
         .lines()
         .filter_map(|l| l.split(" gap of ").nth(1))

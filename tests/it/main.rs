@@ -15,5 +15,6 @@ mod overload;
 mod proxy;
 mod scripts;
 mod security;
+mod shared_dir;
 mod soak;
 mod util;

@@ -18,7 +18,7 @@ fn setup() -> Cluster {
         "master.yaml",
         "key_file: pihealth.key\nlog_dir: master/log\nbackup_dir: master/logbackup\n",
     );
-    c.write("master/log/alarms.log", ALARMS);
+    c.write("master/log/.master/alarms.log", ALARMS);
     c
 }
 

@@ -140,7 +140,7 @@ fn ask(to: SocketAddr, key: &Key, purpose: Purpose, request: &Message) -> io::Re
 
 /// The host names `registry.json` lists (absent file: none).
 fn registry_names(cluster: &Cluster) -> Vec<String> {
-    let Ok(text) = fs::read_to_string(cluster.path("master/log/registry.json")) else {
+    let Ok(text) = fs::read_to_string(cluster.path("master/log/.master/registry.json")) else {
         return Vec::new();
     };
     let json: serde_json::Value = serde_json::from_str(&text).expect("registry.json is JSON");
@@ -156,7 +156,7 @@ fn registry_names(cluster: &Cluster) -> Vec<String> {
 }
 
 fn registry_written_ms(cluster: &Cluster) -> i64 {
-    fs::read_to_string(cluster.path("master/log/registry.json"))
+    fs::read_to_string(cluster.path("master/log/.master/registry.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["written_ms"].as_i64())
@@ -415,10 +415,12 @@ fn wrong_key_changes_nothing_on_the_master() {
         !names.iter().any(|n| n.contains("intruder")),
         "registry lists the intruder: {names:?}"
     );
-    let alarms_log = fs::read_to_string(cluster.path("master/log/alarms.log")).unwrap_or_default();
+    let alarms_log =
+        fs::read_to_string(cluster.path("master/log/.master/alarms.log")).unwrap_or_default();
     assert!(alarms_log.contains("witness0001"), "{alarms_log}");
     assert!(!alarms_log.contains("intruder"), "{alarms_log}");
-    let events = fs::read_to_string(cluster.path("master/log/events.log")).unwrap_or_default();
+    let events =
+        fs::read_to_string(cluster.path("master/log/.master/events.log")).unwrap_or_default();
     assert!(!events.contains("intruder"), "{events}");
 }
 
@@ -1083,6 +1085,9 @@ fn pull_refuses_hostile_host_names() {
         "evil\0name".to_string(),
         ".hidden".to_string(),
         "a".repeat(300),
+        // Issue 12: would take the place of an agent's `log/cpu.log` in a
+        // directory shared with an agent.
+        "cpu.log".to_string(),
     ];
     for name in &hostile {
         let fake = FakeAgent::start(&ip, name, &key);
@@ -1101,9 +1106,11 @@ fn pull_refuses_hostile_host_names() {
             "{shown:?}: fetched"
         );
         assert_eq!(fake.seen.acks.load(Ordering::SeqCst), 0, "{shown:?}: acked");
-        for root in ["master/log", "master/logbackup"] {
+        for (root, own) in [("master/log", Some(".master")), ("master/logbackup", None)] {
             let dirs = subdirs(&cluster.path(root));
-            let expected: BTreeSet<String> = ["fake-good".to_string()].into();
+            // Besides the host, only the master's own `log/.master/`.
+            let mut expected: BTreeSet<String> = ["fake-good".to_string()].into();
+            expected.extend(own.map(str::to_string));
             assert_eq!(dirs, expected, "{shown:?}: {root} holds {dirs:?}");
         }
         assert!(!cluster.path("etc").exists(), "{shown:?}: made etc");

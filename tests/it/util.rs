@@ -110,6 +110,11 @@ impl Cluster {
         self.path("master/log")
     }
 
+    /// The master's own files: `alarms.log`, `events.log`, `registry.json`.
+    pub fn master_own(&self) -> PathBuf {
+        self.path("master/log/.master")
+    }
+
     pub fn master_backup(&self) -> PathBuf {
         self.path("master/logbackup")
     }
