@@ -5,13 +5,14 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
+use crate::agent::lost::LostOutput;
 use crate::protocol::{Connection, Key, Message, Purpose};
 
 pub struct Uplink {
@@ -29,6 +30,10 @@ pub struct Uplink {
     pub io_timeout: Duration,
     pub store: Arc<LogStore>,
     pub spool: Arc<AlarmSpool>,
+    /// Lost output already written in its log, not yet told to the
+    /// master (`crate::agent::lost`); sent after a heartbeat, kept until
+    /// the master answers.
+    pub lost: Arc<Mutex<Vec<LostOutput>>>,
 }
 
 /// Longest wait between alarm delivery attempts while the master is away.
@@ -80,6 +85,45 @@ impl Uplink {
                 io::ErrorKind::InvalidData,
                 format!("expected Welcome, got {}", other.kind()),
             )),
+        }
+    }
+
+    /// Tell the master about output that could not be stored, oldest
+    /// first; each report leaves the queue once the master answers it.
+    fn report_lost(&self) -> io::Result<()> {
+        loop {
+            let Some(lost) = self
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first()
+                .cloned()
+            else {
+                return Ok(());
+            };
+            let mut conn = self.connect(self.master, Purpose::Register)?;
+            conn.send(&Message::Lost {
+                name: self.name.clone(),
+                log_type: lost.log_type.clone(),
+                runs: lost.runs,
+                bytes: lost.bytes,
+                first: lost.first.clone(),
+                last: lost.last.clone(),
+            })?;
+            match conn.recv_ok()? {
+                Message::Welcome { .. } => {
+                    self.lost
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|l| *l != lost);
+                }
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("expected Welcome, got {}", other.kind()),
+                    ))
+                }
+            }
         }
     }
 
@@ -136,6 +180,13 @@ impl Uplink {
                         }
                         registered = true;
                         master_reachable = true;
+                        if let Err(e) = self.report_lost() {
+                            log::warn!(
+                                "{}: cannot report lost output to {}: {e}; retrying after the next heartbeat",
+                                self.name,
+                                self.master
+                            );
+                        }
                     }
                     Err(e) => {
                         if master_reachable {

@@ -74,8 +74,12 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
         return;
     }
     let result: io::Result<()> = (|| {
+        let message = conn.recv()?;
+        if let Message::Lost { .. } = message {
+            return note_lost(registry, &mut conn, message);
+        }
         let (name, control_ip, control_port, time_ms, backlog, data_port, first) =
-            match conn.recv()? {
+            match message {
                 Message::Register {
                     name,
                     control_ip,
@@ -134,6 +138,51 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
     if let Err(e) = result {
         log::warn!("registration connection from {peer}: {e}");
     }
+}
+
+/// An agent's report of output it could not store (its disk was full;
+/// `crate::agent::lost`): noted in `events.log`, then answered, so an
+/// agent that gets no answer reports again (a crash in between notes it
+/// twice, never not at all).
+fn note_lost(
+    registry: &Registry,
+    conn: &mut Connection<net::TimedStream>,
+    message: Message,
+) -> io::Result<()> {
+    let Message::Lost {
+        name,
+        log_type,
+        runs,
+        bytes,
+        first,
+        last,
+    } = message
+    else {
+        return Ok(());
+    };
+    let checked = crate::names::check_host_name(&name)
+        .map_err(|why| format!("host name refused: {why}"))
+        .and_then(|()| {
+            crate::names::check_type_name(&log_type)
+                .map_err(|why| format!("type name refused: {why}"))
+        })
+        .and_then(|()| {
+            [&first, &last]
+                .iter()
+                .all(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+                .then_some(())
+                .ok_or_else(|| "times are not RFC 3339".to_string())
+        });
+    if let Err(why) = checked {
+        let _ = conn.send(&Message::Error(why.clone()));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    registry.event(&format!(
+        "{name} {log_type} lost {runs} runs ({bytes} bytes) of output the agent could not store, from {first} to {last}"
+    ));
+    conn.send(&Message::Welcome {
+        time_ms: registry::now_ms(),
+    })
 }
 
 /// Clears a busy flag when dropped, so a job that panics still frees its agent.

@@ -177,3 +177,127 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
         "{missing} bytes of lines missing, only {gaps} dropped"
     );
 }
+
+/// The master's `events.log` and `alarms.log` text, wherever the master
+/// keeps them (in `log/`, or in its own `log/.master/`).
+fn master_file(c: &Cluster, name: &str) -> String {
+    [c.master_log().join(name), c.master_log().join(".master").join(name)]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .collect()
+}
+
+/// Issue 12, item 4: while its disk was full the agent could not store 50
+/// runs, could not spool the alarm either, the master heard nothing, and
+/// the agent logged 15 lines a second. Now: the loss is counted exactly,
+/// reported once space is back (a line in the type's log, an alarm with
+/// the count, a note in the master's events.log), and the daemon's log
+/// stays quiet meanwhile.
+#[test]
+fn agent_disk_full_counts_what_it_lost_and_reports_it_once_space_returns() {
+    let c = Cluster::new(121);
+    let Some(disk) = SmallDisk::mount(&c.path("agents/pi1"), "1m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // Each run takes the next number from a file off the small disk, so
+    // the runs can be counted whatever the agent managed to store.
+    let (ticks, stop) = (c.path("ticks"), c.path("stop"));
+    let script = c.write(
+        "tick.sh",
+        &format!(
+            "#!/bin/sh\n[ -e {stop} ] && {{ echo stopped normal; exit 0; }}\n\
+             n=0\n[ -r {ticks} ] && read -r n < {ticks}\nn=$((n+1))\necho $n > {ticks}\n\
+             echo \"$n normal\"\n",
+            stop = stop.display(),
+            ticks = ticks.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let collectors = format!(
+        "  - {{name: tick, command: {}, interval: 100ms}}\n",
+        script.display()
+    );
+    let master_cfg = c.master_config(1, "");
+    let agent_cfg = c.agent_config(0, &collectors, "");
+    let mut master = c.start("master", &master_cfg, "master");
+    let mut agent = c.start("agent", &agent_cfg, "agent");
+    let tick_values = || counter_values(&c.archived("pi1", "tick"));
+    wait_for("first ticks on the master", || tick_values().len() >= 5);
+
+    let filler = disk.fill();
+    wait_for("the agent to fail to store", || {
+        agent.stderr().contains("cannot store tick output")
+    });
+    let lines_before = agent.stderr().lines().count();
+    let ticks_before = fs::read_to_string(&ticks).unwrap_or_default();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let ticks_during: u64 = fs::read_to_string(&ticks)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let during: Vec<String> = agent
+        .stderr()
+        .lines()
+        .skip(lines_before)
+        .map(str::to_string)
+        .collect();
+    // Each kind of error (storing output, saving levels, spooling) once
+    // at most per 30 s; before issue 12, 15 lines a second.
+    let errors = during.iter().filter(|l| l.contains(" ERROR ")).count();
+    assert!(
+        ticks_during >= ticks_before.trim().parse::<u64>().unwrap_or(0) + 20,
+        "the collector kept running on a full disk"
+    );
+    assert!(
+        errors <= 3 && during.len() <= 16,
+        "{} lines ({errors} errors) logged in 4 s of a full disk:\n{}",
+        during.len(),
+        during.join("\n")
+    );
+
+    fs::remove_file(filler).expect("free the disk");
+    let lost_line = || {
+        c.archived("pi1", "tick")
+            .lines()
+            .find_map(pihealth::agent::lost::parse_lost_line)
+    };
+    wait_for("the lost-output line on the master", || lost_line().is_some());
+    let (runs, bytes) = lost_line().expect("found above");
+    assert!(runs >= 20, "only {runs} runs counted lost");
+    assert!(bytes >= runs * 20, "{bytes} bytes for {runs} runs");
+    wait_for("the alarm with the count on the master", || {
+        master_file(&c, "alarms.log").contains(&format!("could not store {runs} runs ({bytes} bytes) of tick output"))
+    });
+    wait_for("the gap noted in the master's events.log", || {
+        master_file(&c, "events.log").contains(&format!("pi1 tick lost {runs} runs ({bytes} bytes)"))
+    });
+
+    // The count is exact: every run is stored once or counted lost.
+    fs::write(&stop, "").expect("stop ticking");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let produced: u64 = fs::read_to_string(&ticks).unwrap().trim().parse().unwrap();
+    wait_for("every stored run on the master", || {
+        c.archived("pi1", "tick").contains("stopped normal")
+    });
+    agent.terminate();
+    master.terminate();
+    let archived = c.archived("pi1", "tick");
+    let stored_runs = archived
+        .lines()
+        .filter(|l| !l.contains("stopped normal") && pihealth::agent::lost::parse_lost_line(l).is_none())
+        .count() as u64;
+    let lines_lost = archived
+        .lines()
+        .filter_map(pihealth::agent::lost::parse_lost_line)
+        .map(|(runs, _)| runs)
+        .sum::<u64>();
+    assert_eq!(
+        stored_runs + lines_lost,
+        produced,
+        "stored {stored_runs} + counted lost {lines_lost} != {produced} runs:\n{archived}"
+    );
+    drop(disk);
+}

@@ -5,6 +5,7 @@ mod cluster;
 mod config_files;
 mod disk;
 mod http;
+mod integrity;
 mod keys;
 mod logs;
 mod operator;
