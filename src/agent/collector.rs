@@ -443,7 +443,11 @@ impl Drop for Running {
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => warn!("collector {}: cannot remove {}: {e}", self.name, path.display()),
+                Err(e) => warn!(
+                    "collector {}: cannot remove {}: {e}",
+                    self.name,
+                    path.display()
+                ),
             }
         }
     }
@@ -478,7 +482,10 @@ pub fn clean_scratch_dir(scratch_dir: &Path) -> io::Result<usize> {
             let Ok(environ) = fs::read(entry.path().join("environ")) else {
                 continue; // gone, or not ours to read
             };
-            if !environ.split(|&b| b == 0).any(|var| var == marker.as_slice()) {
+            if !environ
+                .split(|&b| b == 0)
+                .any(|var| var == marker.as_slice())
+            {
                 continue;
             }
             match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
@@ -1512,7 +1519,9 @@ mod tests {
         let spec = fx.spec("x", vec!["/bin/true".to_string()], LONG, Mode::Lines);
         // The name the next run will take, already there.
         let next = RUN_NUMBER.load(Ordering::Relaxed);
-        let taken = fx.path().join(format!("x.{}-{next}.out", std::process::id()));
+        let taken = fx
+            .path()
+            .join(format!("x.{}-{next}.out", std::process::id()));
         fs::write(&taken, "someone else's\n").unwrap();
         let mut run = Running::start(&spec, &[], fx.path(), fx.path());
         if run.out_path == taken {
@@ -1562,7 +1571,12 @@ mod tests {
         // A process of another scratch dir is no business of ours.
         let other = fx.path().join("other");
         fs::create_dir(&other).unwrap();
-        let stranger_spec = fx.spec("stranger", vec!["sleep".into(), "30".into()], LONG, Mode::Lines);
+        let stranger_spec = fx.spec(
+            "stranger",
+            vec!["sleep".into(), "30".into()],
+            LONG,
+            Mode::Lines,
+        );
         let mut stranger = Running::start(&stranger_spec, &[], fx.path(), &other);
 
         let ended = clean_scratch_dir(&scratch).unwrap();

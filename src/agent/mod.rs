@@ -201,7 +201,10 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         }
         match monitor.save() {
             Ok(()) => recovered(&level_errors),
-            Err(e) => throttled(&level_errors, format!("{name}: cannot save alarm levels: {e}")),
+            Err(e) => throttled(
+                &level_errors,
+                format!("{name}: cannot save alarm levels: {e}"),
+            ),
         }
     };
     // Output that could not be stored (`lost`): counted per type while the
@@ -223,7 +226,10 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             match monitor.observe(&spec.name, &outcome, Instant::now()) {
                 Ok(Some(alarm)) => {
                     if let Err(e) = monitor.save_pending(alarm) {
-                        throttled(&level_errors, format!("{name}: cannot save alarm levels: {e}"));
+                        throttled(
+                            &level_errors,
+                            format!("{name}: cannot save alarm levels: {e}"),
+                        );
                     }
                     crate::failpoint::hit("agent.alarm_saved");
                     spool_pending(&mut monitor);

@@ -709,7 +709,11 @@ fn check_archive_exact(path: &Path, file: &File, piece: &PieceRef) -> io::Result
     if inflated != expected {
         return Err(bad(format!(
             "archive refused: it holds {}{inflated} bytes of log, its range {}..{} has {expected}",
-            if inflated > expected { "more than " } else { "" },
+            if inflated > expected {
+                "more than "
+            } else {
+                ""
+            },
             piece.start,
             piece.end
         )));
@@ -1207,7 +1211,11 @@ mod tests {
         // Trailing garbage after one good member.
         let good = member(Some(comment), line);
         assert!(refused_cleanly(&mut a, &p, &[&good[..], b"x"].concat()));
-        assert!(refused_cleanly(&mut a, &p, &[&good[..], &[0u8; 64]].concat()));
+        assert!(refused_cleanly(
+            &mut a,
+            &p,
+            &[&good[..], &[0u8; 64]].concat()
+        ));
         // One member, its CRC right for what it holds, but it holds more
         // or less than the range (trailer made to say 38).
         for content in [&[line.as_slice(), b"more\n"].concat(), &line[..30].to_vec()] {

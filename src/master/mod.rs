@@ -78,45 +78,44 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
         if let Message::Lost { .. } = message {
             return note_lost(registry, &mut conn, message);
         }
-        let (name, control_ip, control_port, time_ms, backlog, data_port, first) =
-            match message {
-                Message::Register {
-                    name,
-                    control_ip,
-                    control_port,
-                    data_port,
-                    time_ms,
-                } => (
-                    name,
-                    control_ip,
-                    control_port,
-                    time_ms,
-                    None,
-                    Some(data_port),
-                    true,
-                ),
-                Message::Heartbeat {
-                    name,
-                    control_ip,
-                    control_port,
-                    time_ms,
-                    backlog,
-                } => (
-                    name,
-                    control_ip,
-                    control_port,
-                    time_ms,
-                    Some(backlog),
-                    None,
-                    false,
-                ),
-                other => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unexpected {}", other.kind()),
-                    ))
-                }
-            };
+        let (name, control_ip, control_port, time_ms, backlog, data_port, first) = match message {
+            Message::Register {
+                name,
+                control_ip,
+                control_port,
+                data_port,
+                time_ms,
+            } => (
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                None,
+                Some(data_port),
+                true,
+            ),
+            Message::Heartbeat {
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                backlog,
+            } => (
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                Some(backlog),
+                None,
+                false,
+            ),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {}", other.kind()),
+                ))
+            }
+        };
         if let Err(why) = crate::names::check_host_name(&name) {
             let _ = conn.send(&Message::Error(format!("host name refused: {why}")));
             return Err(io::Error::new(

@@ -178,13 +178,31 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
     );
 }
 
+/// `(runs, bytes)` of a lost-output line, as README shows it:
+/// `TIME pihealth lost N runs (B bytes) of output, not stored from … to …: ERROR warning`.
+fn lost_line_counts(line: &str) -> Option<(u64, u64)> {
+    let (time, text) = line.split_once(' ')?;
+    chrono::DateTime::parse_from_rfc3339(time).ok()?;
+    if !text.ends_with(" warning") {
+        return None;
+    }
+    let rest = text.strip_prefix("pihealth lost ")?;
+    let (runs, rest) = rest.split_once(" runs (")?;
+    let (bytes, rest) = rest.split_once(" bytes) of output, not stored from ")?;
+    rest.contains(" to ").then_some(())?;
+    Some((runs.parse().ok()?, bytes.parse().ok()?))
+}
+
 /// The master's `events.log` and `alarms.log` text, wherever the master
 /// keeps them (in `log/`, or in its own `log/.master/`).
 fn master_file(c: &Cluster, name: &str) -> String {
-    [c.master_log().join(name), c.master_log().join(".master").join(name)]
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .collect()
+    [
+        c.master_log().join(name),
+        c.master_log().join(".master").join(name),
+    ]
+    .iter()
+    .filter_map(|p| fs::read_to_string(p).ok())
+    .collect()
 }
 
 /// Issue 12, item 4: while its disk was full the agent could not store 50
@@ -259,20 +277,21 @@ fn agent_disk_full_counts_what_it_lost_and_reports_it_once_space_returns() {
     );
 
     fs::remove_file(filler).expect("free the disk");
-    let lost_line = || {
-        c.archived("pi1", "tick")
-            .lines()
-            .find_map(pihealth::agent::lost::parse_lost_line)
-    };
-    wait_for("the lost-output line on the master", || lost_line().is_some());
+    let lost_line = || c.archived("pi1", "tick").lines().find_map(lost_line_counts);
+    wait_for("the lost-output line on the master", || {
+        lost_line().is_some()
+    });
     let (runs, bytes) = lost_line().expect("found above");
     assert!(runs >= 20, "only {runs} runs counted lost");
     assert!(bytes >= runs * 20, "{bytes} bytes for {runs} runs");
     wait_for("the alarm with the count on the master", || {
-        master_file(&c, "alarms.log").contains(&format!("could not store {runs} runs ({bytes} bytes) of tick output"))
+        master_file(&c, "alarms.log").contains(&format!(
+            "could not store {runs} runs ({bytes} bytes) of tick output"
+        ))
     });
     wait_for("the gap noted in the master's events.log", || {
-        master_file(&c, "events.log").contains(&format!("pi1 tick lost {runs} runs ({bytes} bytes)"))
+        master_file(&c, "events.log")
+            .contains(&format!("pi1 tick lost {runs} runs ({bytes} bytes)"))
     });
 
     // The count is exact: every run is stored once or counted lost.
@@ -287,11 +306,11 @@ fn agent_disk_full_counts_what_it_lost_and_reports_it_once_space_returns() {
     let archived = c.archived("pi1", "tick");
     let stored_runs = archived
         .lines()
-        .filter(|l| !l.contains("stopped normal") && pihealth::agent::lost::parse_lost_line(l).is_none())
+        .filter(|l| !l.contains("stopped normal") && lost_line_counts(l).is_none())
         .count() as u64;
     let lines_lost = archived
         .lines()
-        .filter_map(pihealth::agent::lost::parse_lost_line)
+        .filter_map(lost_line_counts)
         .map(|(runs, _)| runs)
         .sum::<u64>();
     assert_eq!(

@@ -21,9 +21,9 @@ fn agent_archives(c: &Cluster, log_type: &str) -> Vec<PathBuf> {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(&format!("{log_type}-")) && n.ends_with(".log.gz"))
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with(&format!("{log_type}-")) && n.ends_with(".log.gz")
+                    })
                 })
                 .collect()
         })
@@ -168,7 +168,10 @@ fn an_orphaned_run_never_writes_into_the_next_agents_runs() {
     agent.terminate();
 
     let stored = fs::read_to_string(&log).expect("slow.log");
-    assert!(!stored.contains("orphan"), "an orphan's line was stored:\n{stored}");
+    assert!(
+        !stored.contains("orphan"),
+        "an orphan's line was stored:\n{stored}"
+    );
     for line in stored.lines() {
         let text = line.split_once(' ').expect("timestamp").1;
         let n: u64 = text
@@ -191,7 +194,9 @@ fn alive(pid: i32) -> bool {
     match fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
         Err(_) => false,
         Ok(stat) => !matches!(
-            stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()),
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
             Some("Z") | Some("X")
         ),
     }
