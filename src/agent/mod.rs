@@ -241,10 +241,13 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                 }
             }
             lost_alarms.retain(|alarm| !raise(Ok(alarm.clone())));
+            // What `max_backlog` dropped on either append below.
+            let mut drops = Vec::new();
             // Output lost earlier goes first: its line keeps time order.
             if let Some(lost) = ledger.get(&spec.name).cloned() {
                 let now = crate::storage::now_rfc3339();
-                if store.append(&spec.name, lost.line(&now).as_bytes()).is_ok() {
+                if let Ok(dropped) = store.append(&spec.name, lost.line(&now).as_bytes()) {
+                    drops.extend(dropped);
                     ledger.take(&spec.name);
                     log::warn!(
                         "{name}: {}: {} runs ({} bytes) of output from {} to {} could not be stored; recorded in its log",
@@ -265,22 +268,11 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             }
             let record = outcome.render();
             match store.append(&spec.name, record.as_bytes()) {
-                Ok(drops) => {
+                Ok(dropped) => {
                     if let Some(line) = store_errors.ok(Instant::now()) {
                         log::info!("{name}: storing output again: {line}");
                     }
-                    for d in drops {
-                        let message = format!(
-                        "max_backlog reached: dropped {} bytes of {} log in {} archive(s) not yet pulled",
-                        d.bytes, d.log_type, d.archives
-                    );
-                        raise(monitor.alarm(
-                            &d.log_type,
-                            Level::Warning,
-                            message,
-                            crate::storage::now_rfc3339(),
-                        ));
-                    }
+                    drops.extend(dropped);
                 }
                 Err(e) => {
                     let now = crate::storage::now_rfc3339();
@@ -304,6 +296,18 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                         raise(monitor.alarm(&spec.name, Level::Warning, message, now));
                     }
                 }
+            }
+            for d in drops {
+                let message = format!(
+                    "max_backlog reached: dropped {} bytes of {} log in {} archive(s) not yet pulled",
+                    d.bytes, d.log_type, d.archives
+                );
+                raise(monitor.alarm(
+                    &d.log_type,
+                    Level::Warning,
+                    message,
+                    crate::storage::now_rfc3339(),
+                ));
             }
         },
     );

@@ -12,7 +12,7 @@ use crossbeam_channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
-use crate::agent::lost::LostOutput;
+use crate::agent::lost::{LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
 use crate::protocol::{Connection, Key, Message, Purpose};
 
 pub struct Uplink {
@@ -161,6 +161,9 @@ impl Uplink {
         let mut next_beat = Instant::now();
         let mut next_alarm_try = Instant::now();
         let mut alarm_backoff = Duration::from_millis(500);
+        // A master of an earlier version refuses `Lost` (tried after every
+        // heartbeat): say so at most every 30 s.
+        let mut lost_errors = Throttle::new(ERROR_SUMMARY_INTERVAL);
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             if now >= next_beat {
@@ -181,11 +184,13 @@ impl Uplink {
                         registered = true;
                         master_reachable = true;
                         if let Err(e) = self.report_lost() {
-                            log::warn!(
+                            let text = format!(
                                 "{}: cannot report lost output to {}: {e}; retrying after the next heartbeat",
-                                self.name,
-                                self.master
+                                self.name, self.master
                             );
+                            if let Some(line) = lost_errors.error(&text, Instant::now()) {
+                                log::warn!("{line}");
+                            }
                         }
                     }
                     Err(e) => {
