@@ -140,9 +140,11 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
 }
 
 /// An agent's report of output it could not store (its disk was full;
-/// `crate::agent::lost`): noted in `events.log`, then answered, so an
-/// agent that gets no answer reports again (a crash in between notes it
-/// twice, never not at all).
+/// `crate::agent::lost`): noted in `events.log` through the registry's
+/// writer, then answered; an agent that gets no answer reports again, so a
+/// master killed in between notes it twice, never not at all. The report
+/// is a note for the operator: the loss itself is also in the host's log
+/// (the agent's `pihealth lost` line) and in `alarms.log`.
 fn note_lost(
     registry: &Registry,
     conn: &mut Connection<net::TimedStream>,
