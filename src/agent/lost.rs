@@ -75,40 +75,54 @@ pub fn parse_lost_line(line: &str) -> Option<(u64, u64)> {
     Some((runs.parse().ok()?, bytes.parse().ok()?))
 }
 
+/// How long a type must store without a failure before its loss is
+/// reported: a nearly full disk (or one freed a little by each pull) fails
+/// and works in turns, and each turn must not make a line, an alarm and a
+/// note of its own. A loss still going on is reported at least every
+/// [`ERROR_SUMMARY_INTERVAL`].
+pub const QUIET_BEFORE_REPORT: Duration = Duration::from_secs(5);
+
 /// The lost output of every type, not yet reported in its log.
 #[derive(Debug, Default)]
 pub struct LostLedger {
-    types: BTreeMap<String, LostOutput>,
+    /// Each count with when its first and its last failure happened.
+    types: BTreeMap<String, (LostOutput, Instant, Instant)>,
 }
 
 impl LostLedger {
-    /// Count one run of `log_type` whose `bytes` could not be stored.
-    /// Returns true for the first loss of an episode (nothing counted yet
-    /// for the type).
-    pub fn record(&mut self, log_type: &str, bytes: u64, now: &str, error: &str) -> bool {
+    /// Count one run of `log_type` whose `bytes` could not be stored, at
+    /// `at` (`now` as RFC 3339). Returns true for the first loss of an
+    /// episode (nothing counted yet for the type).
+    pub fn record(
+        &mut self,
+        log_type: &str,
+        bytes: u64,
+        now: &str,
+        at: Instant,
+        error: &str,
+    ) -> bool {
         match self.types.get_mut(log_type) {
-            Some(lost) => {
+            Some((lost, _, last)) => {
                 lost.runs += 1;
                 lost.bytes += bytes;
                 lost.last = now.to_string();
+                *last = at;
                 false
             }
             None => {
-                self.types.insert(
-                    log_type.to_string(),
-                    LostOutput {
-                        log_type: log_type.to_string(),
-                        runs: 1,
-                        bytes,
-                        first: now.to_string(),
-                        last: now.to_string(),
-                        // One line in the log: no control characters.
-                        error: error
-                            .chars()
-                            .map(|c| if c.is_control() { ' ' } else { c })
-                            .collect(),
-                    },
-                );
+                let lost = LostOutput {
+                    log_type: log_type.to_string(),
+                    runs: 1,
+                    bytes,
+                    first: now.to_string(),
+                    last: now.to_string(),
+                    // One line in the log: no control characters.
+                    error: error
+                        .chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect(),
+                };
+                self.types.insert(log_type.to_string(), (lost, at, at));
                 true
             }
         }
@@ -116,12 +130,27 @@ impl LostLedger {
 
     /// What is counted for `log_type`, if anything.
     pub fn get(&self, log_type: &str) -> Option<&LostOutput> {
-        self.types.get(log_type)
+        self.types.get(log_type).map(|(lost, _, _)| lost)
+    }
+
+    /// What is counted for `log_type`, once it is time to report it: no
+    /// failure for [`QUIET_BEFORE_REPORT`], or the count is
+    /// [`ERROR_SUMMARY_INTERVAL`] old.
+    pub fn due(&self, log_type: &str, at: Instant) -> Option<&LostOutput> {
+        let (lost, first, last) = self.types.get(log_type)?;
+        (at.duration_since(*last) >= QUIET_BEFORE_REPORT
+            || at.duration_since(*first) >= ERROR_SUMMARY_INTERVAL)
+            .then_some(lost)
+    }
+
+    /// Every type with a count (to report what can be at shutdown).
+    pub fn types(&self) -> Vec<String> {
+        self.types.keys().cloned().collect()
     }
 
     /// Forget `log_type`'s count: its line is in its log now.
     pub fn take(&mut self, log_type: &str) -> Option<LostOutput> {
-        self.types.remove(log_type)
+        self.types.remove(log_type).map(|(lost, _, _)| lost)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,9 +224,19 @@ mod tests {
     #[test]
     fn losses_are_counted_per_type_and_make_one_parseable_line() {
         let mut ledger = LostLedger::default();
-        assert!(ledger.record("cpu", 40, "T1", "No space left\non device"));
-        assert!(!ledger.record("cpu", 42, "T2", "other"));
-        assert!(ledger.record("mem", 10, "T3", "x"));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(ledger.record("cpu", 40, "T1", at(0), "No space left\non device"));
+        assert!(!ledger.record("cpu", 42, "T2", at(1), "other"));
+        assert!(ledger.record("mem", 10, "T3", at(2), "x"));
+        // Reported after a quiet while, or when the count gets old.
+        assert!(ledger.due("cpu", at(5)).is_none());
+        assert!(ledger.due("cpu", at(6)).is_some());
+        for s in 3..40 {
+            ledger.record("mem", 1, "T", at(s), "x");
+        }
+        assert!(ledger.due("mem", at(31)).is_none());
+        assert!(ledger.due("mem", at(32)).is_some());
         let cpu = ledger.take("cpu").unwrap();
         assert_eq!((cpu.runs, cpu.bytes), (2, 82));
         assert_eq!((cpu.first.as_str(), cpu.last.as_str()), ("T1", "T2"));
@@ -211,7 +250,7 @@ mod tests {
         assert_eq!(parse_lost_line(line.trim_end()), Some((2, 82)));
         assert_eq!(parse_lost_line("T 1 normal"), None);
         assert!(ledger.get("cpu").is_none());
-        assert_eq!(ledger.get("mem").unwrap().runs, 1);
+        assert_eq!(ledger.get("mem").unwrap().runs, 38);
     }
 
     #[test]

@@ -244,15 +244,11 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             // What `max_backlog` dropped on either append below.
             let mut drops = Vec::new();
             // Output lost earlier goes first: its line keeps time order.
-            if let Some(lost) = ledger.get(&spec.name).cloned() {
+            if let Some(lost) = ledger.due(&spec.name, Instant::now()).cloned() {
                 let now = crate::storage::now_rfc3339();
                 if let Ok(dropped) = store.append(&spec.name, lost.line(&now).as_bytes()) {
                     drops.extend(dropped);
                     ledger.take(&spec.name);
-                    log::warn!(
-                        "{name}: {}: {} runs ({} bytes) of output from {} to {} could not be stored; recorded in its log",
-                        lost.log_type, lost.runs, lost.bytes, lost.first, lost.last
-                    );
                     if let Ok(alarm) =
                         monitor.alarm(&spec.name, Level::Warning, lost.alarm_message(), now)
                     {
@@ -276,7 +272,13 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                 }
                 Err(e) => {
                     let now = crate::storage::now_rfc3339();
-                    ledger.record(&spec.name, record.len() as u64, &now, &e.to_string());
+                    ledger.record(
+                        &spec.name,
+                        record.len() as u64,
+                        &now,
+                        Instant::now(),
+                        &e.to_string(),
+                    );
                     if let Some(line) = store_errors.error(
                         &format!(
                             "{name}: cannot store {} output: {e}; counting what is lost until it can be",
@@ -311,6 +313,27 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             }
         },
     );
+
+    // A loss not reported yet goes into its log and the spool now, if the
+    // disk takes it (the master hears of it from them).
+    for alarm in lost_alarms.drain(..) {
+        raise(Ok(alarm));
+    }
+    for log_type in ledger.types() {
+        let Some(lost) = ledger.take(&log_type) else {
+            continue;
+        };
+        let now = crate::storage::now_rfc3339();
+        match store.append(&log_type, lost.line(&now).as_bytes()) {
+            Ok(_) => {
+                raise(monitor.alarm(&log_type, Level::Warning, lost.alarm_message(), now));
+            }
+            Err(e) => log::error!(
+                "{name}: {log_type}: {} runs ({} bytes) of output from {} to {} could not be stored, and cannot be recorded: {e}",
+                lost.runs, lost.bytes, lost.first, lost.last
+            ),
+        }
+    }
 
     // Stop: no new connections, let transfers in flight finish (bounded).
     log::info!("agent {name}: stopping");

@@ -245,6 +245,24 @@ fn agent_disk_full_counts_what_it_lost_and_reports_it_once_space_returns() {
     wait_for("first ticks on the master", || tick_values().len() >= 5);
 
     let filler = disk.fill();
+    // Keep it full: every page the agent frees (a scratch file removed
+    // after its run, a log emptied on a pull's acknowledgement) goes to the
+    // filler at once, or the agent would store on it again.
+    let keep_full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refiller = {
+        let (keep_full, filler) = (keep_full.clone(), filler.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&filler)
+                .expect("filler");
+            let block = vec![0u8; 4096];
+            while keep_full.load(std::sync::atomic::Ordering::SeqCst) {
+                while f.write_all(&block).is_ok() {}
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
     wait_for("the agent to fail to store", || {
         agent.stderr().contains("cannot store tick output")
     });
@@ -263,27 +281,51 @@ fn agent_disk_full_counts_what_it_lost_and_reports_it_once_space_returns() {
         .map(str::to_string)
         .collect();
     // Each kind of error (storing output, saving levels, spooling) once
-    // at most per 30 s; before issue 12, 15 lines a second.
+    // at most per 30 s; before issue 12, 15-30 lines a second of them. What
+    // else may show is not a repeated error: the collector's own level
+    // changes (its output fails too: `unknown`, then recovered) and their
+    // alarms' deliveries, when a pull's acknowledgement frees a little room
+    // for a moment.
     let errors = during.iter().filter(|l| l.contains(" ERROR ")).count();
+    let events = [
+        "alarm tick unknown",
+        "alarm tick normal recovered",
+        "delivered",
+        "alarm delivery to",
+        "previous run still going",
+    ];
+    let others: Vec<&String> = during
+        .iter()
+        .filter(|l| !l.contains(" ERROR ") && !events.iter().any(|e| l.contains(e)))
+        .collect();
     assert!(
         ticks_during >= ticks_before.trim().parse::<u64>().unwrap_or(0) + 20,
         "the collector kept running on a full disk"
     );
     assert!(
-        errors <= 3 && during.len() <= 24,
-        "{} lines ({errors} errors) logged in 4 s of a full disk:\n{}",
+        errors <= 3 && others.len() <= 3,
+        "{} lines ({errors} errors, {} others) logged in 4 s of a full disk:\n{}",
         during.len(),
+        others.len(),
         during.join("\n")
     );
 
+    keep_full.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = refiller.join();
     fs::remove_file(filler).expect("free the disk");
     let lost_line = || c.archived("pi1", "tick").lines().find_map(lost_line_counts);
     wait_for("the lost-output line on the master", || {
         lost_line().is_some()
     });
+    // A nearly full disk still takes a small append now and then (into
+    // the last block of a file, or room a pull's acknowledgement freed), so
+    // the loss may be reported in parts; each part is checked against its
+    // alarm and its note.
     let (runs, bytes) = lost_line().expect("found above");
-    assert!(runs >= 20, "only {runs} runs counted lost");
-    assert!(bytes >= runs * 20, "{bytes} bytes for {runs} runs");
+    assert!(
+        runs >= 1 && bytes >= runs * 20,
+        "{bytes} bytes for {runs} runs"
+    );
     wait_for("the alarm with the count on the master", || {
         master_file(&c, "alarms.log").contains(&format!(
             "could not store {runs} runs ({bytes} bytes) of tick output"
@@ -313,6 +355,10 @@ fn agent_disk_full_counts_what_it_lost_and_reports_it_once_space_returns() {
         .filter_map(lost_line_counts)
         .map(|(runs, _)| runs)
         .sum::<u64>();
+    assert!(
+        lines_lost >= 10,
+        "only {lines_lost} runs counted lost in 4 s of a full disk"
+    );
     assert_eq!(
         stored_runs + lines_lost,
         produced,
