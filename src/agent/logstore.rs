@@ -348,6 +348,9 @@ impl LogStore {
 
     /// Append one record (whole lines) to a type's log; rotates and enforces
     /// `max_backlog`. Returns what the cap dropped, for the caller to alarm.
+    /// An error means the record was not stored (the caller counts it as
+    /// lost, `crate::agent::lost`): once it is durable, a failed rotation
+    /// or cap enforcement is logged and tried again on the next append.
     pub fn append(&self, log_type: &str, record: &[u8]) -> io::Result<Vec<Dropped>> {
         let mut types = self.lock();
         if !types.contains_key(log_type) {
@@ -358,7 +361,12 @@ impl LogStore {
             self.save_states(&types, true)?;
         }
         self.append_locked(&mut types, log_type, record)?;
-        self.enforce_backlog(&mut types)
+        let mut drops = Vec::new();
+        if let Err(e) = self.enforce_backlog(&mut types, &mut drops) {
+            // The record is stored; what was dropped so far is returned.
+            log::warn!("{log_type}: cannot enforce max_backlog yet: {e}");
+        }
+        Ok(drops)
     }
 
     fn append_locked(&self, types: &mut Types, name: &str, record: &[u8]) -> io::Result<()> {
@@ -381,7 +389,11 @@ impl LogStore {
         }
         log.len += record.len() as u64;
         if log.len >= self.rotate_size {
-            self.rotate(types, name)?;
+            // The record is stored: a rotation that fails (no room for the
+            // archive) is tried again after the next append.
+            if let Err(e) = self.rotate(types, name) {
+                log::warn!("{name}: cannot rotate yet: {e}");
+            }
         }
         Ok(())
     }
@@ -472,8 +484,10 @@ impl LogStore {
             .sum()
     }
 
-    fn enforce_backlog(&self, types: &mut Types) -> io::Result<Vec<Dropped>> {
-        let mut drops: Vec<Dropped> = Vec::new();
+    /// Drop the oldest archives while the backlog exceeds the cap; each
+    /// drop is added to `drops` as it happens, so an error midway still
+    /// reports those made before it.
+    fn enforce_backlog(&self, types: &mut Types, drops: &mut Vec<Dropped>) -> io::Result<()> {
         while Self::backlog_locked(types) > self.max_backlog {
             // The oldest archive of any type: archive names carry UTC times.
             let oldest = types
@@ -525,7 +539,7 @@ impl LogStore {
                 }),
             }
         }
-        Ok(drops)
+        Ok(())
     }
 
     /// Everything not yet acknowledged, oldest first per type, at most

@@ -6,12 +6,14 @@
 pub mod alarms;
 pub mod collector;
 pub mod logstore;
+pub mod lost;
 pub mod server;
 pub mod uplink;
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
@@ -22,6 +24,7 @@ use crate::net::{self, AcceptLimits, AcceptLoop};
 use crate::protocol::Key;
 use alarms::{AlarmMonitor, AlarmSpool};
 use logstore::LogStore;
+use lost::{LostLedger, LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
 use server::AgentServer;
 use uplink::Uplink;
 
@@ -55,6 +58,10 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     for dir in [&script_state, &scratch] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    // Runs an earlier agent left behind (killed with -9) must not write
+    // into this agent's runs: end them and their scratch files first.
+    collector::clean_scratch_dir(&scratch)
+        .map_err(|e| format!("cannot clean {}: {e}", scratch.display()))?;
     let spool =
         Arc::new(AlarmSpool::open(&private.join("alarms.spool")).map_err(|e| e.to_string())?);
 
@@ -115,6 +122,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     .map_err(|e| e.to_string())?;
 
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let lost_reports: Arc<Mutex<Vec<LostOutput>>> = Arc::default();
     let uplink = Uplink {
         name: name.clone(),
         master: config.master_address()?,
@@ -127,6 +135,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         io_timeout,
         store: store.clone(),
         spool: spool.clone(),
+        lost: lost_reports.clone(),
     };
     let uplink_stop = stop.clone();
     let uplink_thread = std::thread::Builder::new()
@@ -152,16 +161,36 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         Some(&private.join("levels.json")),
     )
     .map_err(|e| format!("alarm levels: {e}"))?;
+    // A full disk fails every write of every run: each kind of error is
+    // logged once, then summarised at most every ERROR_SUMMARY_INTERVAL.
+    let spool_errors = RefCell::new(Throttle::new(ERROR_SUMMARY_INTERVAL));
+    let level_errors = RefCell::new(Throttle::new(ERROR_SUMMARY_INTERVAL));
+    let mut store_errors = Throttle::new(ERROR_SUMMARY_INTERVAL);
+    // The alarm raised when output cannot be stored, at most this often.
+    let mut store_alarms = Throttle::new(ERROR_SUMMARY_INTERVAL);
+    let throttled = |throttle: &RefCell<Throttle>, text: String| {
+        if let Some(line) = throttle.borrow_mut().error(&text, Instant::now()) {
+            log::error!("{line}");
+        }
+    };
+    let recovered = |throttle: &RefCell<Throttle>| {
+        if let Some(line) = throttle.borrow_mut().ok(Instant::now()) {
+            log::info!("{name}: recovered: {line}");
+        }
+    };
+    // Logged once spooled: an alarm that cannot be spooled yet is tried
+    // again after every run, and its failures are throttled.
     let raise = |alarm: std::io::Result<crate::protocol::Alarm>| match alarm.and_then(|a| {
-        log::warn!("{name}: alarm {} {} {}", a.log_type, a.level, a.message);
-        spool.push(a)
+        let text = format!("{name}: alarm {} {} {}", a.log_type, a.level, a.message);
+        spool.push(a).map(|()| log::warn!("{text}"))
     }) {
         Ok(()) => {
+            recovered(&spool_errors);
             let _ = wake_tx.try_send(());
             true
         }
         Err(e) => {
-            log::error!("{name}: cannot spool an alarm: {e}");
+            throttled(&spool_errors, format!("{name}: cannot spool an alarm: {e}"));
             false
         }
     };
@@ -174,10 +203,20 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             }
             monitor.spooled();
         }
-        if let Err(e) = monitor.save() {
-            log::error!("{name}: cannot save alarm levels: {e}");
+        match monitor.save() {
+            Ok(()) => recovered(&level_errors),
+            Err(e) => throttled(
+                &level_errors,
+                format!("{name}: cannot save alarm levels: {e}"),
+            ),
         }
     };
+    // Output that could not be stored (`lost`): counted per type while the
+    // disk is full, then written as a line in the type's log, raised as an
+    // alarm (kept in `lost_alarms` until spooled) and reported to the
+    // master (`lost_reports`, sent by the uplink).
+    let mut ledger = LostLedger::default();
+    let mut lost_alarms: Vec<crate::protocol::Alarm> = Vec::new();
     // The alarm being raised when the agent last stopped.
     spool_pending(&mut monitor);
     collector::run_schedule(
@@ -191,7 +230,10 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
             match monitor.observe(&spec.name, &outcome, Instant::now()) {
                 Ok(Some(alarm)) => {
                     if let Err(e) = monitor.save_pending(alarm) {
-                        log::error!("{name}: cannot save alarm levels: {e}");
+                        throttled(
+                            &level_errors,
+                            format!("{name}: cannot save alarm levels: {e}"),
+                        );
                     }
                     crate::failpoint::hit("agent.alarm_saved");
                     spool_pending(&mut monitor);
@@ -202,34 +244,100 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                     raise(Err(e));
                 }
             }
-            match store.append(&spec.name, outcome.render().as_bytes()) {
-                Ok(drops) => {
-                    for d in drops {
-                        let message = format!(
-                        "max_backlog reached: dropped {} bytes of {} log in {} archive(s) not yet pulled",
-                        d.bytes, d.log_type, d.archives
-                    );
-                        raise(monitor.alarm(
-                            &d.log_type,
-                            Level::Warning,
-                            message,
-                            crate::storage::now_rfc3339(),
-                        ));
+            lost_alarms.retain(|alarm| !raise(Ok(alarm.clone())));
+            // What `max_backlog` dropped on either append below.
+            let mut drops = Vec::new();
+            // Output lost earlier goes first: its line keeps time order.
+            if let Some(lost) = ledger.due(&spec.name, Instant::now()).cloned() {
+                let now = crate::storage::now_rfc3339();
+                if let Ok(dropped) = store.append(&spec.name, lost.line(&now).as_bytes()) {
+                    drops.extend(dropped);
+                    ledger.take(&spec.name);
+                    if let Ok(alarm) =
+                        monitor.alarm(&spec.name, Level::Warning, lost.alarm_message(), now)
+                    {
+                        if !raise(Ok(alarm.clone())) {
+                            lost_alarms.push(alarm);
+                        }
                     }
+                    lost_reports
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(lost);
+                }
+            }
+            let record = outcome.render();
+            match store.append(&spec.name, record.as_bytes()) {
+                Ok(dropped) => {
+                    if let Some(line) = store_errors.ok(Instant::now()) {
+                        log::info!("{name}: storing output again: {line}");
+                    }
+                    drops.extend(dropped);
                 }
                 Err(e) => {
-                    log::error!("{name}: cannot store {} output: {e}", spec.name);
-                    let message = format!("cannot store collector output: {e}");
-                    raise(monitor.alarm(
+                    let now = crate::storage::now_rfc3339();
+                    ledger.record(
                         &spec.name,
-                        Level::Unknown,
-                        message,
-                        crate::storage::now_rfc3339(),
-                    ));
+                        record.len() as u64,
+                        &now,
+                        Instant::now(),
+                        &e.to_string(),
+                    );
+                    if let Some(line) = store_errors.error(
+                        &format!(
+                            "{name}: cannot store {} output: {e}; counting what is lost until it can be",
+                            spec.name
+                        ),
+                        Instant::now(),
+                    ) {
+                        log::error!("{line}");
+                    }
+                    // The spool may be on a disk that still works (this may
+                    // not be a full disk); if not, the count is reported
+                    // later. Throttled: a nearly full disk fails and
+                    // works in turns.
+                    let text = format!("{}: {e}", spec.name);
+                    if store_alarms.error(&text, Instant::now()).is_some() {
+                        let message = format!("cannot store collector output: {e}");
+                        raise(monitor.alarm(&spec.name, Level::Warning, message, now));
+                    }
                 }
+            }
+            for d in drops {
+                let message = format!(
+                    "max_backlog reached: dropped {} bytes of {} log in {} archive(s) not yet pulled",
+                    d.bytes, d.log_type, d.archives
+                );
+                raise(monitor.alarm(
+                    &d.log_type,
+                    Level::Warning,
+                    message,
+                    crate::storage::now_rfc3339(),
+                ));
             }
         },
     );
+
+    // A loss not reported yet goes into its log and the spool now, if the
+    // disk takes it (the master hears of it from them).
+    for alarm in lost_alarms.drain(..) {
+        raise(Ok(alarm));
+    }
+    for log_type in ledger.types() {
+        let Some(lost) = ledger.take(&log_type) else {
+            continue;
+        };
+        let now = crate::storage::now_rfc3339();
+        match store.append(&log_type, lost.line(&now).as_bytes()) {
+            Ok(_) => {
+                raise(monitor.alarm(&log_type, Level::Warning, lost.alarm_message(), now));
+            }
+            Err(e) => log::error!(
+                "{name}: {log_type}: {} runs ({} bytes) of output from {} to {} could not be stored, and cannot be recorded: {e}",
+                lost.runs, lost.bytes, lost.first, lost.last
+            ),
+        }
+    }
 
     // Stop: no new connections, let transfers in flight finish (bounded).
     log::info!("agent {name}: stopping");

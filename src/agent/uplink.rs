@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -13,6 +13,7 @@ use crossbeam_channel::Receiver;
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
 use crate::net::TimedStream;
+use crate::agent::lost::{LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
 use crate::protocol::{Connection, Key, Message, Purpose};
 
 pub struct Uplink {
@@ -30,6 +31,10 @@ pub struct Uplink {
     pub io_timeout: Duration,
     pub store: Arc<LogStore>,
     pub spool: Arc<AlarmSpool>,
+    /// Lost output already written in its log, not yet told to the
+    /// master (`crate::agent::lost`); sent after a heartbeat, kept until
+    /// the master answers.
+    pub lost: Arc<Mutex<Vec<LostOutput>>>,
 }
 
 /// Longest wait between alarm delivery attempts while the master is away.
@@ -96,6 +101,45 @@ impl Uplink {
         }
     }
 
+    /// Tell the master about output that could not be stored, oldest
+    /// first; each report leaves the queue once the master answers it.
+    fn report_lost(&self) -> io::Result<()> {
+        loop {
+            let Some(lost) = self
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first()
+                .cloned()
+            else {
+                return Ok(());
+            };
+            let mut conn = self.connect(self.master, Purpose::Register)?;
+            conn.send(&Message::Lost {
+                name: self.name.clone(),
+                log_type: lost.log_type.clone(),
+                runs: lost.runs,
+                bytes: lost.bytes,
+                first: lost.first.clone(),
+                last: lost.last.clone(),
+            })?;
+            match conn.recv_ok()? {
+                Message::Welcome { .. } => {
+                    self.lost
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|l| *l != lost);
+                }
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("expected Welcome, got {}", other.kind()),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Send spooled alarms oldest first until the spool is empty.
     fn deliver_alarms(&self) -> io::Result<usize> {
         let mut sent = 0;
@@ -135,6 +179,9 @@ impl Uplink {
         // last warning about them was logged.
         let mut alarm_failures = 0u64;
         let mut alarm_warned: Option<Instant> = None;
+        // A master of an earlier version refuses `Lost` (tried after every
+        // heartbeat): say so at most every 30 s.
+        let mut lost_errors = Throttle::new(ERROR_SUMMARY_INTERVAL);
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             if now >= next_beat {
@@ -158,6 +205,15 @@ impl Uplink {
                         // at the end of a backoff.
                         next_alarm_try = now;
                         alarm_backoff = FIRST_ALARM_BACKOFF;
+                        if let Err(e) = self.report_lost() {
+                            let text = format!(
+                                "{}: cannot report lost output to {}: {e}; retrying after the next heartbeat",
+                                self.name, self.master
+                            );
+                            if let Some(line) = lost_errors.error(&text, Instant::now()) {
+                                log::warn!("{line}");
+                            }
+                        }
                     }
                     Err(e) => {
                         if master_reachable {

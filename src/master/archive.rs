@@ -11,9 +11,11 @@
 //!   `committed` and `local_len`; `commit` appends the state to the
 //!   journal and fdatasyncs it. Bytes beyond `local_len` found on open were never committed
 //!   (the agent still has them) and are cut off.
-//! - archive piece: received into a hidden temp file, its gzip shape
-//!   checked without inflating (header range, trailer length; see
-//!   `check_archive_shape`), fsynced; then the current `TYPE.log` is
+//! - archive piece: received into a hidden temp file, checked to hold
+//!   exactly the offered range (header range, one gzip member inflating to
+//!   exactly its length with a good CRC, nothing after it; see
+//!   `check_archive_exact`; a refused one is removed, nothing else
+//!   changed), fsynced; then the current `TYPE.log` is
 //!   sealed (below) so file names keep stream order; then the state records
 //!   the intent `Store{name,end}` durably, the file is renamed to `name`,
 //!   and `committed` moves. On open, an intent whose file exists is
@@ -32,7 +34,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
+use flate2::read::{GzDecoder, MultiGzDecoder};
 use serde::{Deserialize, Serialize};
 
 use super::events::EventLog;
@@ -454,9 +456,10 @@ impl HostArchive {
     }
 
     /// Store a rotated archive as it came (gzip bytes read from `data`),
-    /// after checking its gzip header and trailer describe exactly its
-    /// range (`check_archive_shape`). If the first `skip` bytes are already
-    /// stored, the rest is inflated and recompressed instead.
+    /// after checking it holds exactly the bytes of its range
+    /// (`check_archive_exact`). If the first `skip` bytes are already
+    /// stored, the rest is inflated and recompressed instead. A refused
+    /// archive leaves nothing behind: no file, no state change.
     pub fn store_archive(
         &mut self,
         piece: &PieceRef,
@@ -467,7 +470,7 @@ impl HostArchive {
         let incoming = self
             .backup_dir
             .join(format!(".incoming-{}.tmp", piece.log_type));
-        // Read back too: the trailer check reads the last 8 bytes.
+        // Read back too: the check inflates what was written.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -475,14 +478,22 @@ impl HostArchive {
             .truncate(true)
             .open(&incoming)
             .map_err(|e| storage::with_path(e, &incoming))?;
-        let received = write_from(data, &mut file)?;
-        if received != size {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("archive carried {received} bytes, expected {size}"),
-            ));
+        let received = write_from(data, &mut file).and_then(|received| {
+            if received != size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("archive carried {received} bytes, expected {size}"),
+                ));
+            }
+            check_archive_exact(&incoming, &file, piece)
+        });
+        if let Err(e) = received {
+            // Refused or cut: nothing of it stays (the next open would
+            // remove the temp file anyway; a refusal should not wait for it).
+            drop(file);
+            let _ = fs::remove_file(&incoming);
+            return Err(e);
         }
-        check_archive_shape(&incoming, &file, size, piece)?;
         file.sync_all()?;
         // Sealing first keeps file names in stream order.
         if self
@@ -515,7 +526,8 @@ impl HostArchive {
                 start: piece.start + skip,
                 end: piece.end,
             };
-            let mut decoder = MultiGzDecoder::new(File::open(&incoming)?);
+            // One member, checked above.
+            let mut decoder = GzDecoder::new(File::open(&incoming)?);
             io::copy(&mut (&mut decoder).take(skip), &mut io::sink())?;
             write_gzip_atomic(&final_path, &header, &mut decoder)?;
             fs::remove_file(&incoming)?;
@@ -631,45 +643,38 @@ fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Check a received archive's gzip structure without inflating it: the
-/// header comment must name exactly the offered piece (type, epoch, start,
-/// end), and the trailer's ISIZE must be its length, `(end - start) mod
-/// 2^32`. The agent writes each archive as one gzip member
-/// (`write_gzip_atomic`), so the last 8 bytes are that member's CRC-32 and
-/// ISIZE (RFC 1952 §2.3).
+/// Check that a received archive holds exactly the bytes of the offered
+/// range, by inflating it (RFC 1952):
+/// - its header comment names exactly the offered piece (type, epoch,
+///   start, end);
+/// - it is **one** gzip member: inflated, that member yields exactly
+///   `end - start` bytes, counted in 64 bits, and flate2 checks its CRC-32
+///   and ISIZE against what it inflated;
+/// - nothing follows that member: no second member, no trailing bytes.
 ///
-/// What this detects: a file that is not gzip or not a pihealth archive, an
-/// archive of another range, type or stream offered under this piece, a
-/// truncated file (its last 8 bytes are then deflate data, which matches
-/// the expected ISIZE only by a 2^-32 chance), and an archive whose content
-/// is longer or shorter than its range (as far as `mod 2^32` sees).
+/// Why inflate: the trailer alone is not the content. An earlier version
+/// read only the header and ISIZE, and a two-member gzip whose last member's
+/// ISIZE said 38 was stored and acknowledged with 230 bytes in it (issue
+/// 12, item 3): readers (`read_all`, `zcat`) inflate every member, so the
+/// extra member's lines appeared in the host's log. ISIZE is also only the
+/// length mod 2^32, and says nothing about the bytes. The agent writes each
+/// archive as one member (`write_gzip_atomic`), so a correct archive always
+/// passes.
 ///
-/// What it does not detect: damage inside the deflate data or a wrong
-/// CRC-32 that was already in the agent's file (bit rot on the agent's
-/// disk). Inflating every archive only to find that cost most of the
-/// pull's CPU (1.65 of 1.85 s per GiB of backlog).
+/// What it costs: inflating each archive once on the master (measured with
+/// `cargo bench --bench cluster`, backlog row: RELIABILITY.md, issue 12).
 ///
-/// Why nothing can be lost by this: every frame carrying the file is MACed
-/// with the session key and numbered, and `End` must agree with both the
-/// bytes received and the size offered, so what is written here is
-/// bit-identical to the agent's file; transport can neither damage nor
-/// shorten it without the fetch failing. Inflating on the master could
-/// therefore only find damage that already existed on the agent, and the
-/// only thing it could do about it was refuse the piece for ever, which
-/// keeps the damaged file on the agent and stops every later piece of the
-/// type behind it. Stored as it came, the damaged archive is exactly what
-/// the agent had (`zcat` and `read_all` report the damage when read), and
-/// every intact archive is checked as tightly as before for range and
-/// length: no line is dropped or doubled by the check's being cheaper. The
-/// rare `skip > 0` path still inflates everything (it must, to cut the
-/// part already stored), and flate2 checks CRC-32 and ISIZE there.
-fn check_archive_shape(path: &Path, file: &File, size: u64, piece: &PieceRef) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
+/// An archive damaged on the agent's own disk (bit rot: its CRC-32 fails)
+/// is refused too: the master cannot tell which bytes of the range it
+/// holds, and storing it would store something else than the range. It
+/// stays on the agent (nothing is acknowledged), and the refusal is logged
+/// on every pull.
+fn check_archive_exact(path: &Path, file: &File, piece: &PieceRef) -> io::Result<()> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let header = ArchiveHeader::read(path).map_err(|e| bad(format!("archive refused: {e}")))?;
     if !header.matches(piece) {
         return Err(bad(format!(
-            "archive header says {} epoch {} {}..{}, offered as {} epoch {} {}..{}",
+            "archive refused: its header says {} epoch {} {}..{}, offered as {} epoch {} {}..{}",
             header.log_type,
             header.epoch,
             header.start,
@@ -680,25 +685,53 @@ fn check_archive_shape(path: &Path, file: &File, size: u64, piece: &PieceRef) ->
             piece.end
         )));
     }
-    // Fixed header, the comment and its NUL, the shortest deflate stream
-    // (2 bytes) and the trailer: anything shorter is cut.
-    let least = 10 + header.comment().len() as u64 + 1 + 2 + 8;
-    if size < least {
+    let expected = piece.end - piece.start;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, file.try_clone()?);
+    reader.seek(SeekFrom::Start(0))?;
+    // One member only: `bufread::GzDecoder` stops after the first member's
+    // trailer and leaves what follows in `reader`.
+    let mut member = flate2::bufread::GzDecoder::new(&mut reader);
+    let inflated = count_inflated(&mut member, expected)
+        .map_err(|e| bad(format!("archive refused: not one intact gzip member: {e}")))?;
+    if inflated != expected {
         return Err(bad(format!(
-            "archive of {size} bytes is too short to hold its header and trailer"
+            "archive refused: it holds {}{inflated} bytes of log, its range {}..{} has {expected}",
+            if inflated > expected {
+                "more than "
+            } else {
+                ""
+            },
+            piece.start,
+            piece.end
         )));
     }
-    let mut trailer = [0u8; 8];
-    file.read_exact_at(&mut trailer, size - 8)?;
-    let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
-    let length = piece.end - piece.start;
-    // ISIZE is the length modulo 2^32 (RFC 1952): truncation is intended.
-    if isize != length as u32 {
-        return Err(bad(format!(
-            "archive trailer gives a length of {isize} (mod 2^32), expected {length}"
-        )));
+    if !reader.fill_buf()?.is_empty() {
+        return Err(bad(
+            "archive refused: more bytes (another gzip member or garbage) after its one member"
+                .to_string(),
+        ));
     }
     Ok(())
+}
+
+/// Inflate `member` to the end, counting its bytes; stops early (the count
+/// then exceeds `limit`) once more than `limit` came out, so a small range
+/// offered with a gzip bomb costs no more than the range.
+fn count_inflated(member: &mut dyn Read, limit: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match member.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        if total > limit {
+            return Ok(total);
+        }
+    }
 }
 
 fn replace_with_empty(path: &Path) -> io::Result<()> {
@@ -1114,21 +1147,89 @@ mod tests {
         assert_eq!(fs::read(&stored[0]).unwrap(), good);
     }
 
+    /// One gzip member of `data`, with `comment` in its header if given.
+    fn member(comment: Option<&str>, data: &[u8]) -> Vec<u8> {
+        let mut builder = flate2::GzBuilder::new();
+        if let Some(c) = comment {
+            builder = builder.comment(c);
+        }
+        let mut enc = builder.write(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Whether `bytes`, offered as `p`, is refused, and if so that nothing
+    /// was left on disk and nothing changed in the state.
+    fn refused_cleanly(a: &mut HostArchive, p: &PieceRef, bytes: &[u8]) -> bool {
+        let before = a.plan(p);
+        let refused = a
+            .store_archive(p, 0, bytes.len() as u64, &mut &bytes[..])
+            .is_err();
+        if refused {
+            assert!(archive_files(&a.backup_dir, "", "cpu").unwrap().is_empty());
+            let leftovers: Vec<_> = fs::read_dir(&a.backup_dir).unwrap().flatten().collect();
+            assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+            assert_eq!(a.plan(p), before);
+        }
+        refused
+    }
+
+    /// Issue 12, item 3: a piece offered as a 38-byte range arrived as a
+    /// two-member gzip whose last member's ISIZE said 38; the master stored
+    /// 230 bytes and acknowledged them.
     #[test]
-    fn damage_inside_the_deflate_data_is_stored_as_it_came_and_shows_on_read() {
-        // Not detected without inflating (see `check_archive_shape`): the
-        // frames are MACed, so such damage was already on the agent.
+    fn an_archive_is_stored_only_if_it_holds_exactly_its_range() {
         let dir = tempfile::tempdir().unwrap();
         let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
         let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
-        let mut bytes = gz(0, b"abc\n");
-        let n = bytes.len();
-        bytes[n - 6] ^= 0xff; // inside the CRC-32 trailer
-        let p = piece(PieceKind::Archive, 0, 4);
-        a.store_archive(&p, 0, n as u64, &mut &bytes[..]).unwrap();
+        let line = b"2026-01-01T00:00:00+00:00 4242 normal\n";
+        assert_eq!(line.len(), 38);
+        let p = piece(PieceKind::Archive, 0, 38);
+        let comment = "pihealth type=cpu epoch=1 start=0 end=38";
+        let injected = b"2026-01-01T00:00:00+00:00 injected normal\n".repeat(5);
+
+        // Two members: the first carries the header and the injected lines,
+        // the last the real range (its trailer says 38).
+        let two = [member(Some(comment), &injected), member(None, line)].concat();
+        assert!(refused_cleanly(&mut a, &p, &two));
+        // The same, real range first, injected lines after.
+        let two = [member(Some(comment), line), member(None, &injected)].concat();
+        assert!(refused_cleanly(&mut a, &p, &two));
+        // Trailing garbage after one good member.
+        let good = member(Some(comment), line);
+        assert!(refused_cleanly(&mut a, &p, &[&good[..], b"x"].concat()));
+        assert!(refused_cleanly(
+            &mut a,
+            &p,
+            &[&good[..], &[0u8; 64]].concat()
+        ));
+        // One member, its CRC right for what it holds, but it holds more
+        // or less than the range (trailer made to say 38).
+        for content in [&[line.as_slice(), b"more\n"].concat(), &line[..30].to_vec()] {
+            let mut lying = member(Some(comment), content);
+            let n = lying.len();
+            lying[n - 4..].copy_from_slice(&38u32.to_le_bytes());
+            assert!(refused_cleanly(&mut a, &p, &lying));
+        }
+        // Self-consistent (CRC and ISIZE right) but longer than its range.
+        let long = member(Some(comment), &[line.as_slice(), b"x\n"].concat());
+        assert!(refused_cleanly(&mut a, &p, &long));
+        // Damaged deflate data or CRC (already so on the agent's disk).
+        let mut bad_crc = good.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 6] ^= 0xff;
+        assert!(refused_cleanly(&mut a, &p, &bad_crc));
+        // A gzip bomb offered as a small range is refused without
+        // inflating it all.
+        let bomb = member(Some(comment), &vec![b'a'; 64 << 20]);
+        assert!(refused_cleanly(&mut a, &p, &bomb));
+
+        // The exact archive is stored as it came.
+        a.store_archive(&p, 0, good.len() as u64, &mut &good[..])
+            .unwrap();
         a.commit().unwrap();
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), line);
         let stored = archive_files(&backup, "pi1", "cpu").unwrap();
-        assert_eq!(fs::read(&stored[0]).unwrap(), bytes);
-        assert!(read_all(&log, &backup, "pi1", "cpu").is_err());
+        assert_eq!(fs::read(&stored[0]).unwrap(), good);
     }
 }

@@ -85,45 +85,48 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
         return;
     }
     let result: io::Result<()> = (|| {
-        let (name, control_ip, control_port, time_ms, backlog, data_port, first) =
-            match conn.recv()? {
-                Message::Register {
-                    name,
-                    control_ip,
-                    control_port,
-                    data_port,
-                    time_ms,
-                } => (
-                    name,
-                    control_ip,
-                    control_port,
-                    time_ms,
-                    None,
-                    Some(data_port),
-                    true,
-                ),
-                Message::Heartbeat {
-                    name,
-                    control_ip,
-                    control_port,
-                    time_ms,
-                    backlog,
-                } => (
-                    name,
-                    control_ip,
-                    control_port,
-                    time_ms,
-                    Some(backlog),
-                    None,
-                    false,
-                ),
-                other => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unexpected {}", other.kind()),
-                    ))
-                }
-            };
+        let message = conn.recv()?;
+        if let Message::Lost { .. } = message {
+            return note_lost(registry, &mut conn, message);
+        }
+        let (name, control_ip, control_port, time_ms, backlog, data_port, first) = match message {
+            Message::Register {
+                name,
+                control_ip,
+                control_port,
+                data_port,
+                time_ms,
+            } => (
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                None,
+                Some(data_port),
+                true,
+            ),
+            Message::Heartbeat {
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                backlog,
+            } => (
+                name,
+                control_ip,
+                control_port,
+                time_ms,
+                Some(backlog),
+                None,
+                false,
+            ),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {}", other.kind()),
+                ))
+            }
+        };
         if let Err(why) = crate::names::check_host_name(&name) {
             let _ = conn.send(&Message::Error(format!("host name refused: {why}")));
             return Err(io::Error::new(
@@ -145,6 +148,53 @@ fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, 
     if let Err(e) = result {
         log::warn!("registration connection from {peer}: {e}");
     }
+}
+
+/// An agent's report of output it could not store (its disk was full;
+/// `crate::agent::lost`): noted in `events.log` through the registry's
+/// writer, then answered; an agent that gets no answer reports again, so a
+/// master killed in between notes it twice, never not at all. The report
+/// is a note for the operator: the loss itself is also in the host's log
+/// (the agent's `pihealth lost` line) and in `alarms.log`.
+fn note_lost(
+    registry: &Registry,
+    conn: &mut Connection<net::TimedStream>,
+    message: Message,
+) -> io::Result<()> {
+    let Message::Lost {
+        name,
+        log_type,
+        runs,
+        bytes,
+        first,
+        last,
+    } = message
+    else {
+        return Ok(());
+    };
+    let checked = crate::names::check_host_name(&name)
+        .map_err(|why| format!("host name refused: {why}"))
+        .and_then(|()| {
+            crate::names::check_type_name(&log_type)
+                .map_err(|why| format!("type name refused: {why}"))
+        })
+        .and_then(|()| {
+            [&first, &last]
+                .iter()
+                .all(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+                .then_some(())
+                .ok_or_else(|| "times are not RFC 3339".to_string())
+        });
+    if let Err(why) = checked {
+        let _ = conn.send(&Message::Error(why.clone()));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    registry.event(&format!(
+        "{name} {log_type} lost {runs} runs ({bytes} bytes) of output the agent could not store, from {first} to {last}"
+    ));
+    conn.send(&Message::Welcome {
+        time_ms: registry::now_ms(),
+    })
 }
 
 /// Run the master daemon until `stop` is set.

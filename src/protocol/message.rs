@@ -124,6 +124,18 @@ pub enum Message {
     },
     /// Either side: the request was refused; the connection closes after it.
     Error(String),
+    /// agent → master registration port, answered by `Welcome`: the agent
+    /// could not store `runs` runs (`bytes` bytes) of `log_type` output
+    /// between the RFC 3339 times `first` and `last` (its disk was full),
+    /// reported once it could write again; the master notes the gap.
+    Lost {
+        name: String,
+        log_type: String,
+        runs: u64,
+        bytes: u64,
+        first: String,
+        last: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +172,7 @@ mod tag {
     pub const ALARM: u8 = 14;
     pub const ALARM_ACK: u8 = 15;
     pub const ERROR: u8 = 16;
+    pub const LOST: u8 = 32;
 }
 
 struct Encoder(Vec<u8>);
@@ -371,6 +384,22 @@ impl Message {
                 e.u8(tag::ERROR);
                 e.str(text);
             }
+            Message::Lost {
+                name,
+                log_type,
+                runs,
+                bytes,
+                first,
+                last,
+            } => {
+                e.u8(tag::LOST);
+                e.str(name);
+                e.str(log_type);
+                e.u64(*runs);
+                e.u64(*bytes);
+                e.str(first);
+                e.str(last);
+            }
         }
         e.0
     }
@@ -457,6 +486,14 @@ impl Message {
                 id: d.str(MAX_NAME)?,
             },
             tag::ERROR => Message::Error(d.str(MAX_TEXT)?),
+            tag::LOST => Message::Lost {
+                name: d.str(MAX_NAME)?,
+                log_type: d.str(MAX_NAME)?,
+                runs: d.u64()?,
+                bytes: d.u64()?,
+                first: d.str(MAX_NAME)?,
+                last: d.str(MAX_NAME)?,
+            },
             t => return Err(DecodeError(format!("unknown message tag {t}"))),
         };
         if !d.0.is_empty() {
@@ -484,6 +521,7 @@ impl Message {
             Message::Alarm(_) => "Alarm",
             Message::AlarmAck { .. } => "AlarmAck",
             Message::Error(_) => "Error",
+            Message::Lost { .. } => "Lost",
         }
     }
 }
@@ -550,6 +588,14 @@ mod tests {
             }),
             Message::AlarmAck { id: "ab".into() },
             Message::Error("no".into()),
+            Message::Lost {
+                name: "pi".into(),
+                log_type: "cpu".into(),
+                runs: 50,
+                bytes: 1250,
+                first: "2026-12-03T20:14:10+00:00".into(),
+                last: "2026-12-03T20:15:08+00:00".into(),
+            },
         ]
     }
 

@@ -8,6 +8,7 @@ mod config_files;
 mod disk;
 mod flood;
 mod http;
+mod integrity;
 mod keys;
 mod logs;
 mod operator;
