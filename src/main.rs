@@ -136,6 +136,16 @@ fn master_config(path: &Path) -> Result<MasterConfig, ExitCode> {
     MasterConfig::load(path).map_err(config_error)
 }
 
+/// Check the key files a command will use before it touches anything: a
+/// missing key, one others can read or one with bad contents is the
+/// operator's to fix, so it exits 2 like any configuration problem (the
+/// units' `RestartPreventExitStatus=2` relies on it to stop a restart loop).
+fn check_keys(key_file: &Path, previous: &[PathBuf]) -> Result<(), ExitCode> {
+    pihealth::protocol::Key::load_ring(key_file, previous)
+        .map(|_| ())
+        .map_err(config_error)
+}
+
 /// Success, or exit 1 with the error.
 fn done(result: Result<(), String>) -> Result<ExitCode, ExitCode> {
     result.map(|()| ExitCode::SUCCESS).map_err(failure)
@@ -154,17 +164,19 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
     match command {
         Command::Master { config } => {
             let cfg = master_config(&config)?;
+            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
             done(pihealth::master::run(&cfg, &config, stop_on_signals()?))
         }
         Command::Agent { config } => {
             let cfg = AgentConfig::load(&config).map_err(config_error)?;
+            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
             done(pihealth::agent::run(&cfg, &config, stop_on_signals()?))
         }
-        Command::Pull { config, hosts } => verdict(pihealth::master::pull_once(
-            &master_config(&config)?,
-            &config,
-            &hosts,
-        )),
+        Command::Pull { config, hosts } => {
+            let cfg = master_config(&config)?;
+            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
+            verdict(pihealth::master::pull_once(&cfg, &config, &hosts))
+        }
         Command::Logs {
             config,
             host,

@@ -151,6 +151,20 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let statics = config
         .static_agents(config_path)
         .map_err(|e| e.to_string())?;
+    // Listen first: a port in use (another master, or this one still
+    // stopping) ends the start before any directory or file is made.
+    let register_listener = net::bind(config.listen, "registration").map_err(|e| e.to_string())?;
+    let alarm_listener = net::bind(config.alarm_listen, "alarms").map_err(|e| e.to_string())?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            net::bind(
+                addr,
+                "http_listen: status page and metrics; null turns it off",
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let registry = Arc::new(
         Registry::open(&config.log_dir, &statics, config.agent_data_port)
             .map_err(|e| format!("registry: {e}"))?,
@@ -169,18 +183,6 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     );
     std::fs::create_dir_all(&config.backup_dir)
         .map_err(|e| format!("{}: {e}", config.backup_dir.display()))?;
-    let register_listener = net::bind(config.listen, "registration").map_err(|e| e.to_string())?;
-    let alarm_listener = net::bind(config.alarm_listen, "alarms").map_err(|e| e.to_string())?;
-    let http_listener = match config.http_listen {
-        Some(addr) => Some(
-            net::bind(
-                addr,
-                "http_listen: status page and metrics; null turns it off",
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
     let (outbound, inbound, http_pool) = (
         ThreadPool::with_name("master-outbound".into(), config.workers),
         ThreadPool::with_name("master-inbound".into(), config.inbound_workers),

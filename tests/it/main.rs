@@ -6,6 +6,7 @@ mod client_deadlines;
 mod cluster;
 mod config_files;
 mod disk;
+mod exit_codes;
 mod flood;
 mod http;
 mod keys;
