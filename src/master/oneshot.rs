@@ -119,6 +119,13 @@ impl Display {
     }
 }
 
+/// One summary line on standard output. A closed pipe (`pihealth pull |
+/// head -1`) is ignored, not a panic as with `println!`: the pulls still
+/// running must finish and be acknowledged.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// One pull cycle now (`pihealth pull`): every known agent, or those named.
 /// Prints one line per agent; returns whether all succeeded.
 pub fn pull_once(
@@ -204,7 +211,7 @@ pub fn pull_once(
                 } else {
                     String::new()
                 };
-                println!(
+                say(format_args!(
                     "{} {control} ok: {} piece(s), {} bytes ({}), {} already stored, {} ms{speed}",
                     r.host,
                     r.pieces,
@@ -212,14 +219,14 @@ pub fn pull_once(
                     human_bytes(r.bytes),
                     r.already_had,
                     r.elapsed.as_millis()
-                );
+                ));
             }
-            Err(PullError::Busy(host)) => {
-                println!("{host} {control} skipped: another pull of this host is in progress")
-            }
+            Err(PullError::Busy(host)) => say(format_args!(
+                "{host} {control} skipped: another pull of this host is in progress"
+            )),
             Err(e) => {
                 all_ok = false;
-                println!("{label} {control} FAILED: {e}");
+                say(format_args!("{label} {control} FAILED: {e}"));
             }
         }
     }

@@ -2,6 +2,7 @@
 mod alarm_bounds;
 mod alarm_faults;
 mod chaos;
+mod cli_edges;
 mod client_deadlines;
 mod cluster;
 mod config_files;
