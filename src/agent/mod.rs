@@ -122,6 +122,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         master: config.master_address()?,
         master_alarm: config.master_alarm_address()?,
         keys,
+        key_memory: Default::default(),
         control_listen: control_addr,
         data_port,
         heartbeat_interval: config.heartbeat_interval.0,

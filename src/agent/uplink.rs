@@ -13,7 +13,7 @@ use crossbeam_channel::Receiver;
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
 use crate::net::TimedStream;
-use crate::protocol::{Connection, Key, Message, Purpose};
+use crate::protocol::{is_wrong_key, Connection, Key, KeyMemory, Message, Purpose};
 
 pub struct Uplink {
     pub name: String,
@@ -21,6 +21,8 @@ pub struct Uplink {
     pub master_alarm: SocketAddr,
     /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
     pub keys: Vec<Key>,
+    /// Which key the master answered to, tried first next time.
+    pub key_memory: KeyMemory,
     /// Where our control port listens; unspecified (0.0.0.0) means "ask
     /// the master to use the address our connections come from".
     pub control_listen: SocketAddr,
@@ -53,7 +55,7 @@ impl Uplink {
     /// within `io_timeout`; each request on it then gets `io_timeout` for
     /// its answer (see `Connection<TimedStream>`).
     fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
-        Connection::dial(
+        self.key_memory.dial(
             addr,
             &self.keys,
             purpose,
@@ -160,7 +162,13 @@ impl Uplink {
                         alarm_backoff = FIRST_ALARM_BACKOFF;
                     }
                     Err(e) => {
-                        if master_reachable {
+                        if master_reachable && is_wrong_key(&e) {
+                            log::warn!(
+                                "{}: master {} refused our key: {e}; check key_file (logged again when it accepts)",
+                                self.name,
+                                self.master
+                            );
+                        } else if master_reachable {
                             log::warn!("{}: master {} unreachable: {e}", self.name, self.master);
                         }
                         master_reachable = false;

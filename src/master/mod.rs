@@ -39,7 +39,7 @@ use threadpool::ThreadPool;
 
 use crate::config::MasterConfig;
 use crate::net::{self, AcceptLimits, AcceptLoop};
-use crate::protocol::{Connection, Key, Message, Purpose};
+use crate::protocol::{Connection, Key, Message, Purpose, RefusalLog};
 use alarms::AlarmLog;
 use pull::PullContext;
 use registry::Registry;
@@ -56,6 +56,7 @@ pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext
         log_root: config.log_dir.clone(),
         backup_root: config.backup_dir.clone(),
         rotate_size: config.rotate_size.0,
+        key_memory: Default::default(),
         connect_timeout: config.connect_timeout.0,
         io_timeout: config.io_timeout.0,
         progress: None,
@@ -64,14 +65,21 @@ pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext
 
 /// Serve one connection on the registration/heartbeat port.
 /// The whole exchange stays under the accept deadline: it is one message.
-fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, peer: SocketAddr) {
+fn handle_register(
+    registry: &Registry,
+    keys: &[Key],
+    refusals: &RefusalLog,
+    stream: net::TimedStream,
+    peer: SocketAddr,
+) {
     let mut conn = match Connection::server(stream, keys, Purpose::Register) {
         Ok(c) => c,
         Err(e) => {
-            log::warn!("registration connection from {peer} refused: {e}");
+            refusals.refused(format_args!("registration connection"), peer, &e);
             return;
         }
     };
+    refusals.accepted(format_args!("registration connection"), peer);
     // Proved the key: its address is trusted past the handshake cap (many
     // agents behind one NAT heartbeat from one address). The exchange is
     // one message, still bounded by the I/O timeout.
@@ -211,12 +219,13 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     };
 
     let (r, k) = (registry.clone(), keys.clone());
+    let refusals = Arc::new(RefusalLog::default());
     let mut register = AcceptLoop::start_with(
         "registration",
         register_listener,
         inbound.clone(),
         limits.clone(),
-        Arc::new(move |stream, peer| handle_register(&r, &k, stream, peer)),
+        Arc::new(move |stream, peer| handle_register(&r, &k, &refusals, stream, peer)),
     )
     .map_err(|e| e.to_string())?;
     let (a, k) = (alarm_log.clone(), keys.clone());

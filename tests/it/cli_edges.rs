@@ -132,8 +132,14 @@ fn since_and_until_take_dates_and_words() {
 
     // An empty or inverted interval, and a time that is none: exit 2.
     for (extra, word) in [
-        (&["--since", "1h", "--until", "2h"][..], "not before --until"),
-        (&["--since", "today", "--until", "today"], "not before --until"),
+        (
+            &["--since", "1h", "--until", "2h"][..],
+            "not before --until",
+        ),
+        (
+            &["--since", "today", "--until", "today"],
+            "not before --until",
+        ),
         (&["--since", "sometime"], "yesterday"),
         (&["--until", "2026-02-30"], "2026-02-30"),
     ] {

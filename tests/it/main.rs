@@ -10,6 +10,7 @@ mod disk;
 mod exit_codes;
 mod flood;
 mod http;
+mod key_flood;
 mod keys;
 mod logs;
 mod operator;
