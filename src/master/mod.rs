@@ -173,6 +173,26 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         ),
         None => None,
     };
+    // One daemon per log directory; `pihealth pull` holds the lock only
+    // for the moment it records its pulls, so wait that out.
+    let _writer_lock = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match registry::try_writer_lock(&config.log_dir)
+                .map_err(|e| format!("registry lock: {e}"))?
+            {
+                Some(lock) => break lock,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                None => {
+                    return Err(format!(
+                        "another master daemon runs with log_dir {} (it holds {})",
+                        config.log_dir.display(),
+                        registry::writer_lock_path(&config.log_dir).display()
+                    ))
+                }
+            }
+        }
+    };
     let registry = Arc::new(
         Registry::open(&config.log_dir, &statics, config.agent_data_port)
             .map_err(|e| format!("registry: {e}"))?,

@@ -22,10 +22,7 @@ fn key_change_over_logs_each_refusal_once() {
     assert!(c.run(&["keygen", "rogue.key"]).status.success());
     // The master has moved to new.key and still accepts the old one; pi1
     // is still on the old key; pi2 holds a key the master never had.
-    let master_cfg = c.master_config(
-        1,
-        "key_file: new.key\nprevious_key_files: [pihealth.key]\n",
-    );
+    let master_cfg = c.master_config(1, "key_file: new.key\nprevious_key_files: [pihealth.key]\n");
     let pi1 = c.agent_config(0, &counter_collector(&c, "100ms"), "");
     let pi2 = c.agent_config(1, &counter_collector(&c, "100ms"), "key_file: rogue.key\n");
     let _master = c.start("master", &master_cfg, "master");
@@ -46,13 +43,20 @@ fn key_change_over_logs_each_refusal_once() {
     );
     // pi1: the master's first attempt with the new key, then never again.
     assert_eq!(lines_with(&pi1_log, "wrong key"), 1, "pi1:\n{pi1_log}");
-    assert!(master_log.contains("now answers to key 2 of 2"), "{master_log}");
+    assert!(
+        master_log.contains("now answers to key 2 of 2"),
+        "{master_log}"
+    );
     // pi2: refused on every heartbeat, logged once on each side, in words.
     assert_eq!(
         lines_with(&master_log, "wrong key"),
         1,
         "master:\n{master_log}"
     );
-    assert_eq!(lines_with(&pi2_log, "refused our key: wrong key"), 1, "pi2:\n{pi2_log}");
+    assert_eq!(
+        lines_with(&pi2_log, "refused our key: wrong key"),
+        1,
+        "pi2:\n{pi2_log}"
+    );
     assert!(!pi2_log.contains("fill whole buffer"), "pi2:\n{pi2_log}");
 }

@@ -6,6 +6,7 @@ mod cli_edges;
 mod client_deadlines;
 mod cluster;
 mod config_files;
+mod cron;
 mod disk;
 mod exit_codes;
 mod flood;
