@@ -46,7 +46,10 @@ fn pull_without_daemon_keeps_status_true() {
     std::thread::sleep(Duration::from_millis(500));
     c.run_lines(&["pull", "-c", "master.yaml"]);
     let v = status_json(&c);
-    assert!(v["agents"][0]["bytes_pulled"].as_u64().unwrap() > first_bytes, "{v}");
+    assert!(
+        v["agents"][0]["bytes_pulled"].as_u64().unwrap() > first_bytes,
+        "{v}"
+    );
 
     let text = c.run_lines(&["status", "-c", "master.yaml"]).join("\n");
     assert!(text.contains("no master daemon runs here"), "{text}");
