@@ -45,6 +45,10 @@ keygen:
 screenshot out="status-page.png":
     scripts/screenshot-status.sh {{out}}
 
+# The Debian package, target/debian/pihealth_*.deb (needs `cargo install cargo-deb`).
+deb *args:
+    scripts/deb/build.sh {{args}}
+
 # All tests (the README's test command).
 test:
     cargo test --all-targets

@@ -197,6 +197,7 @@ impl Bench {
     pub fn pull_context(&self, root: &Path, rotate_size: u64) -> PullContext {
         PullContext {
             keys: vec![self.key.clone()],
+            key_memory: Default::default(),
             log_root: root.join("log"),
             backup_root: root.join("logbackup"),
             rotate_size,

@@ -634,6 +634,7 @@ fn run(args: &Args) -> Result<(), String> {
     let ctx = match &args.key {
         Some(k) => Some(PullContext {
             keys: vec![Key::load(k)?],
+            key_memory: Default::default(),
             log_root: master.path().join("log"),
             backup_root: master.path().join("logbackup"),
             rotate_size: 512 << 20,

@@ -103,8 +103,12 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// One entry of the master's static agent list.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+///
+/// Deserialized by hand rather than as an untagged enum: serde's untagged
+/// enums swallow the error of every variant ("data did not match any
+/// variant"), so a typo like `adress` could not be named. A string is an
+/// address; a mapping is read with its keys checked, then its shape decides.
+#[derive(Debug, Clone)]
 pub enum AgentEntry {
     /// `host` or `host:port` (control port; default `agent_control_port`).
     Address(String),
@@ -114,9 +118,101 @@ pub enum AgentEntry {
     Range {
         from: Ipv4Addr,
         to: Ipv4Addr,
-        #[serde(default)]
         port: Option<u16>,
     },
+}
+
+/// The keys an `agents` entry mapping may have, all optional while read;
+/// which combination was given decides the kind of entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentEntryKeys {
+    name: Option<String>,
+    address: Option<String>,
+    #[serde(default, deserialize_with = "option_ipv4")]
+    from: Option<Ipv4Addr>,
+    #[serde(default, deserialize_with = "option_ipv4")]
+    to: Option<Ipv4Addr>,
+    port: Option<u16>,
+}
+
+impl<'de> Deserialize<'de> for AgentEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> de::Visitor<'de> for EntryVisitor {
+            type Value = AgentEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an agent: `host:port`, `{name, address}` or `{from, to, port}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AgentEntry, E> {
+                Ok(AgentEntry::Address(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<AgentEntry, A::Error> {
+                let keys = AgentEntryKeys::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match keys {
+                    AgentEntryKeys {
+                        name: Some(name),
+                        address: Some(address),
+                        from: None,
+                        to: None,
+                        port: None,
+                    } => Ok(AgentEntry::Named { name, address }),
+                    AgentEntryKeys {
+                        name: None,
+                        address: None,
+                        from: Some(from),
+                        to: Some(to),
+                        port,
+                    } => Ok(AgentEntry::Range { from, to, port }),
+                    _ => Err(de::Error::custom(
+                        "expected either `{name, address}` (one agent) or `{from, to}` with an optional `port` (a range of IPv4 addresses)",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+/// Serde's own messages for addresses ("invalid socket address syntax")
+/// neither show the value nor say what the syntax is.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map_err(|_| {
+        de::Error::custom(format!(
+            "expected host:port with an IP address, like 0.0.0.0:8080 or 127.0.0.1:8000, got `{text}`"
+        ))
+    })
+}
+
+fn option_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "socket_addr")] SocketAddr);
+    Option::<Wrapped>::deserialize(d).map(|o| o.map(|w| w.0))
+}
+
+fn ip_addr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "ip_addr")] IpAddr);
+    Vec::<Wrapped>::deserialize(d).map(|v| v.into_iter().map(|w| w.0).collect())
+}
+
+fn ip_addr<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map_err(|_| {
+        de::Error::custom(format!(
+            "expected an IP address like 192.168.1.10 or ::1 (no port), got `{text}`"
+        ))
+    })
+}
+
+fn option_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "expected an IPv4 address like 10.0.0.1 (no port), got `{text}`"
+        ))
+    })
 }
 
 /// Most static agents a master config may list (ranges expanded): far
@@ -135,11 +231,14 @@ pub struct StaticAgent {
 #[serde(deny_unknown_fields, default)]
 pub struct MasterConfig {
     /// Registration and heartbeats from agents.
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Alarms from agents.
+    #[serde(deserialize_with = "socket_addr")]
     pub alarm_listen: SocketAddr,
     /// Status page and Prometheus metrics (no key needed: loopback by
     /// default); `None` (`null` in YAML) turns the port off.
+    #[serde(deserialize_with = "option_socket_addr")]
     pub http_listen: Option<SocketAddr>,
     pub agents: Vec<AgentEntry>,
     pub agent_control_port: u16,
@@ -278,9 +377,12 @@ pub struct AgentConfig {
     pub master: String,
     /// The master's alarm address; default: the master's host on port 8081.
     pub master_alarm: Option<String>,
+    #[serde(deserialize_with = "socket_addr")]
     pub control_listen: SocketAddr,
+    #[serde(deserialize_with = "socket_addr")]
     pub data_listen: SocketAddr,
     /// IP addresses allowed to connect to the control and data ports; empty = any.
+    #[serde(deserialize_with = "ip_addr_list")]
     pub allowed_masters: Vec<IpAddr>,
     pub key_file: PathBuf,
     /// Older keys still accepted during a key change-over (see the README).
@@ -342,12 +444,156 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, path: &Path) -> Result<T
     let text = if text.trim().is_empty() { "{}" } else { text };
     serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
         let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let message = readable(&e.into_inner().to_string(), &key);
         ConfigError {
             file: path.to_path_buf(),
-            key: if key == "." { String::new() } else { key },
-            message: e.into_inner().to_string(),
+            key,
+            message,
         }
     })
+}
+
+/// Serde's and the YAML parser's messages in a person's words: "unknown
+/// field `adress`, expected one of …" becomes "unknown key; did you mean
+/// `address`?", "invalid type: string \"ten\", expected usize" becomes
+/// "expected a whole number, got \"ten\"". The parser repeats the key path
+/// in front, which `ConfigError` already shows: dropped. The position is
+/// kept, at the end. Anything not recognised passes through unchanged.
+fn readable(raw: &str, key: &str) -> String {
+    let (body, position) = match raw.rfind(" at line ") {
+        Some(i) => (
+            &raw[..i],
+            format!(
+                " (line {})",
+                raw[i + 9..].replacen(" column ", ", column ", 1)
+            ),
+        ),
+        None => (raw, String::new()),
+    };
+    // "agents: invalid type…" or "collectors[0]: unknown field…"
+    let body = match body.split_once(": ") {
+        Some((prefix, rest))
+            if !prefix.is_empty() && !prefix.contains(' ') && key.starts_with(prefix) =>
+        {
+            rest
+        }
+        _ => body,
+    };
+    let text = if let Some(rest) = body.strip_prefix("unknown field ") {
+        unknown_name(rest, "key")
+    } else if let Some(rest) = body.strip_prefix("unknown variant ") {
+        unknown_name(rest, "value")
+    } else if let Some(rest) = body
+        .strip_prefix("invalid type: ")
+        .or_else(|| body.strip_prefix("invalid value: "))
+    {
+        match rest.rsplit_once(", expected ") {
+            Some((got, expected)) => format!(
+                "expected {}, got {}",
+                expected_in_words(expected),
+                got_in_words(got)
+            ),
+            None => body.to_string(),
+        }
+    } else {
+        body.to_string()
+    };
+    format!("{text}{position}")
+}
+
+/// `` `adress`, expected one of `name`, `address` `` → "unknown key
+/// `adress`; did you mean `address`?", or the valid names when none is near.
+fn unknown_name(rest: &str, what: &str) -> String {
+    let names: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let Some((given, valid)) = names.split_first() else {
+        return format!("unknown {what} {rest}");
+    };
+    match nearest(given, valid) {
+        // The key path already names an unknown key; a value needs naming.
+        Some(near) if what == "key" => format!("unknown key; did you mean `{near}`?"),
+        Some(near) => format!("unknown {what} `{given}`; did you mean `{near}`?"),
+        None if valid.is_empty() => format!("unknown {what} `{given}`; none is expected here"),
+        None => format!(
+            "unknown {what} `{given}`; expected one of {}",
+            valid
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The valid name closest to `given`, if it is close enough to be a typo:
+/// at most a third of its letters (and at least one or two) wrong.
+pub fn nearest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let limit = (given.chars().count() / 3).max(2);
+    valid
+        .iter()
+        .map(|v| (edit_distance(&given.to_lowercase(), v), *v))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+/// Edit distance counting a swap of two neighbouring letters as one edit
+/// (optimal string alignment), since `prot` for `port` is the typical typo.
+/// Written out (a few lines) rather than taken from `strsim`: config keys
+/// are short and compared only when an error is printed, and every branch
+/// of this repository shares one Cargo.lock.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Serde's name for what it expected, in words.
+fn expected_in_words(expected: &str) -> String {
+    match expected {
+        "usize" | "u64" | "u32" => "a whole number".into(),
+        "u16" => "a whole number from 0 to 65535".into(),
+        "u8" => "a whole number from 0 to 255".into(),
+        "isize" | "i64" | "i32" | "i16" | "i8" => "a whole number".into(),
+        "f64" | "f32" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "a mapping of keys to values".into(),
+        other if other.starts_with("struct ") => "a mapping of keys to values".into(),
+        other => other.into(),
+    }
+}
+
+/// Serde's description of what it found (`string "ten"`, `integer `5``,
+/// `unit value`), in words.
+fn got_in_words(got: &str) -> String {
+    for prefix in ["string ", "integer ", "floating point ", "boolean "] {
+        if let Some(value) = got.strip_prefix(prefix) {
+            return value.to_string();
+        }
+    }
+    match got {
+        "unit value" => "nothing (an empty value)".into(),
+        "sequence" => "a list".into(),
+        "map" => "a mapping".into(),
+        other => other.into(),
+    }
 }
 
 fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ConfigError {
@@ -781,5 +1027,90 @@ mod tests {
         );
         let e = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("collectors[0]"), "{e}");
+    }
+
+    /// Issue 16 item 5: the parser's internals never reach the operator.
+    #[test]
+    fn errors_are_in_words_with_the_nearest_key() {
+        let master = |text: &str| {
+            MasterConfig::parse(text, Path::new("/etc/pihealth/master.yaml"))
+                .expect_err(text)
+                .to_string()
+        };
+        let agent = |text: &str| {
+            AgentConfig::parse(text, Path::new("agent.yaml"))
+                .expect_err(text)
+                .to_string()
+        };
+        for (text, want) in [
+            (
+                "agents:\n  - {name: pi1, adress: '10.0.0.1:8000'}\n",
+                "/etc/pihealth/master.yaml: key `agents[0].adress`: unknown key; did you mean `address`?",
+            ),
+            (
+                "pul_interval: 5s\n",
+                "/etc/pihealth/master.yaml: key `pul_interval`: unknown key; did you mean `pull_interval`?",
+            ),
+            (
+                "workers: ten\n",
+                "/etc/pihealth/master.yaml: key `workers`: expected a whole number, got \"ten\" (line 1, column 10)",
+            ),
+            (
+                "agent_control_port: 70000\n",
+                "key `agent_control_port`: expected a whole number from 0 to 65535, got `70000`",
+            ),
+            ("listen: foo\n", "key `listen`: expected host:port"),
+            ("http_listen: 8082\n", "got `8082`"),
+            ("agents:\n  - {name: pi1}\n", "key `agents[0]`: expected either `{name, address}`"),
+            ("agents:\n  - {from: 10.0.0.1, to: ten}\n", "key `agents[0].to`: expected an IPv4 address"),
+            ("agents: 5\n", "key `agents`: expected a list, got `5`"),
+            ("zzzzzz: 1\n", "unknown key `zzzzzz`; expected one of `listen`,"),
+        ] {
+            let e = master(text);
+            assert!(e.contains(want), "{text:?}:\n{e}\nwanted {want}");
+            for internal in ["untagged", "usize", "u16", "invalid type", "syntax"] {
+                assert!(!e.contains(internal), "{text:?}: {e}");
+            }
+        }
+        for (text, want) in [
+            (
+                "collectors:\n  - {name: a, comand: b, interval: 1s}\n",
+                "agent.yaml: key `collectors[0].comand`: unknown key; did you mean `command`?",
+            ),
+            (
+                "collectors:\n  - {name: a, command: b, interval: 1s, mode: nagio}\n",
+                "key `collectors[0].mode`: unknown value `nagio`; did you mean `nagios`?",
+            ),
+            ("thresholds: {cpu_nte: 3}\n", "did you mean `cpu_note`?"),
+            (
+                "allowed_masters: [x]\n",
+                "key `allowed_masters[0]`: expected an IP address",
+            ),
+            ("control_listen: localhost\n", "expected host:port"),
+            ("workers: [1]\n", "expected a whole number, got a list"),
+        ] {
+            let e = agent(text);
+            assert!(e.contains(want), "{text:?}:\n{e}\nwanted {want}");
+        }
+        // The shapes that were valid before stay valid.
+        let c = MasterConfig::parse(
+            "agents:\n  - 10.0.0.1\n  - {name: pi2, address: '10.0.0.2:8000'}\n  - {from: 10.0.1.1, to: 10.0.1.2, port: 9000}\nhttp_listen: null\n",
+            Path::new("m.yaml"),
+        )
+        .expect("valid");
+        assert_eq!(c.agents.len(), 3);
+        assert_eq!(c.http_listen, None);
+    }
+
+    #[test]
+    fn nearest_key_only_when_close() {
+        let valid = ["name", "address", "from", "to", "port"];
+        assert_eq!(nearest("adress", &valid), Some("address"));
+        assert_eq!(nearest("Adress", &valid), Some("address"));
+        assert_eq!(nearest("prot", &valid), Some("port"));
+        assert_eq!(nearest("colour", &valid), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("prot", "port"), 1);
     }
 }

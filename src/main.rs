@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use pihealth::config::{AgentConfig, MasterConfig};
 use pihealth::level::Level;
 
+type Time = chrono::DateTime<chrono::FixedOffset>;
+
 #[derive(Parser)]
 #[command(
     name = "pihealth",
@@ -48,12 +50,13 @@ enum Command {
         host: String,
         #[arg(value_name = "TYPE")]
         log_type: String,
-        /// Only lines at or after this time: RFC 3339 or relative like 2h.
-        #[arg(long)]
-        since: Option<String>,
-        /// Only lines before this time: RFC 3339 or relative like 30m.
-        #[arg(long)]
-        until: Option<String>,
+        /// Only lines at or after this time: RFC 3339, a date (2026-11-21),
+        /// a duration back from now (2h), now, today or yesterday.
+        #[arg(long, value_parser = pihealth::cli::parse_time)]
+        since: Option<Time>,
+        /// Only lines before this time: same forms as --since.
+        #[arg(long, value_parser = pihealth::cli::parse_time)]
+        until: Option<Time>,
         /// Keep printing new lines as pulls land.
         #[arg(short, long)]
         follow: bool,
@@ -76,9 +79,10 @@ enum Command {
     Alarms {
         #[arg(short, long, default_value = "config/master.yaml")]
         config: PathBuf,
-        /// Only alarms at or after this time: RFC 3339 or relative like 2h.
-        #[arg(long)]
-        since: Option<String>,
+        /// Only alarms at or after this time: RFC 3339, a date (2026-11-21),
+        /// a duration back from now (2h), now, today or yesterday.
+        #[arg(long, value_parser = pihealth::cli::parse_time)]
+        since: Option<Time>,
         /// Only this host; repeatable.
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -112,7 +116,7 @@ enum Command {
     },
 }
 
-/// A config error: exit 2 without touching any data.
+/// A configuration, key or usage problem: exit 2 without touching any data.
 fn config_error(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("pihealth: {e}");
     ExitCode::from(2)
@@ -136,9 +140,26 @@ fn master_config(path: &Path) -> Result<MasterConfig, ExitCode> {
     MasterConfig::load(path).map_err(config_error)
 }
 
-/// Success, or exit 1 with the error.
+/// Check the key files a command will use before it touches anything: a
+/// missing key, one others can read or one with bad contents is the
+/// operator's to fix, so it exits 2 like any configuration problem (the
+/// units' `RestartPreventExitStatus=2` relies on it to stop a restart loop).
+fn check_keys(key_file: &Path, previous: &[PathBuf]) -> Result<(), ExitCode> {
+    pihealth::protocol::Key::load_ring(key_file, previous)
+        .map(|_| ())
+        .map_err(config_error)
+}
+
+/// Success, or exit 1 with the error; a reader that closed our standard
+/// output (`| head`) is no failure: exit 0 without a word.
 fn done(result: Result<(), String>) -> Result<ExitCode, ExitCode> {
-    result.map(|()| ExitCode::SUCCESS).map_err(failure)
+    result.map(|()| ExitCode::SUCCESS).map_err(|e| {
+        if pihealth::cli::pipe_closed() {
+            ExitCode::SUCCESS
+        } else {
+            failure(e)
+        }
+    })
 }
 
 /// `Ok(false)` from a command means "ran, but something failed": exit 1.
@@ -154,17 +175,19 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
     match command {
         Command::Master { config } => {
             let cfg = master_config(&config)?;
+            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
             done(pihealth::master::run(&cfg, &config, stop_on_signals()?))
         }
         Command::Agent { config } => {
             let cfg = AgentConfig::load(&config).map_err(config_error)?;
+            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
             done(pihealth::agent::run(&cfg, &config, stop_on_signals()?))
         }
-        Command::Pull { config, hosts } => verdict(pihealth::master::pull_once(
-            &master_config(&config)?,
-            &config,
-            &hosts,
-        )),
+        Command::Pull { config, hosts } => {
+            let cfg = master_config(&config)?;
+            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
+            verdict(pihealth::master::pull_once(&cfg, &config, &hosts))
+        }
         Command::Logs {
             config,
             host,
@@ -175,6 +198,7 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
             level,
             json,
         } => {
+            pihealth::cli::check_interval(since, until).map_err(config_error)?;
             let query = pihealth::cli::logs::Query {
                 host,
                 log_type,
@@ -189,7 +213,7 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
         Command::Status { config, json } => done(pihealth::cli::status::print(
             &master_config(&config)?.log_dir,
             json,
-            &mut std::io::stdout(),
+            &mut pihealth::cli::stdout(),
         )),
         Command::Alarms {
             config,
@@ -209,7 +233,7 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
             done(pihealth::cli::alarms::print(
                 &master_config(&config)?.log_dir,
                 &query,
-                &mut std::io::stdout(),
+                &mut pihealth::cli::stdout(),
             ))
         }
         Command::Keygen { path, force } => {

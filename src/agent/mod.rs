@@ -42,6 +42,11 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         .collector_specs(config_path)
         .map_err(|e| e.to_string())?;
     let type_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    // Listen first: a port in use (another agent, or this one still
+    // stopping) ends the start before any directory or file is made.
+    let control_listener =
+        net::bind(config.control_listen, "control").map_err(|e| e.to_string())?;
+    let data_listener = net::bind(config.data_listen, "data").map_err(|e| e.to_string())?;
     let store = Arc::new(
         LogStore::open(
             &config.log_dir,
@@ -65,9 +70,6 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     let spool =
         Arc::new(AlarmSpool::open(&private.join("alarms.spool")).map_err(|e| e.to_string())?);
 
-    let control_listener =
-        net::bind(config.control_listen, "control").map_err(|e| e.to_string())?;
-    let data_listener = net::bind(config.data_listen, "data").map_err(|e| e.to_string())?;
     let control_addr = control_listener.local_addr().map_err(|e| e.to_string())?;
     let data_port = data_listener
         .local_addr()
@@ -128,6 +130,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         master: config.master_address()?,
         master_alarm: config.master_alarm_address()?,
         keys,
+        key_memory: Default::default(),
         control_listen: control_addr,
         data_port,
         heartbeat_interval: config.heartbeat_interval.0,

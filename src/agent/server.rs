@@ -37,6 +37,8 @@ pub struct AgentServer {
     pub token_lifetime: Duration,
     tokens: Mutex<HashMap<[u8; TOKEN_LEN], Token>>,
     next_connection: Mutex<u64>,
+    /// Masters refused for a wrong key, logged once per change.
+    refusals: crate::protocol::RefusalLog,
 }
 
 impl AgentServer {
@@ -57,6 +59,7 @@ impl AgentServer {
             token_lifetime,
             tokens: Mutex::new(HashMap::new()),
             next_connection: Mutex::new(0),
+            refusals: Default::default(),
         }
     }
 
@@ -93,10 +96,13 @@ impl AgentServer {
         let mut conn = match Connection::server(stream, &self.keys, Purpose::Control) {
             Ok(c) => c,
             Err(e) => {
-                log::warn!("{}: control connection from {peer} refused: {e}", self.name);
+                let what = format_args!("{}: control connection", self.name);
+                self.refusals.refused(what, peer, &e);
                 return;
             }
         };
+        self.refusals
+            .accepted(format_args!("{}: control connection", self.name), peer);
         let id = {
             let mut n = self
                 .next_connection
@@ -193,10 +199,13 @@ impl AgentServer {
         let mut conn = match Connection::server(stream, &self.keys, Purpose::Data) {
             Ok(c) => c,
             Err(e) => {
-                log::warn!("{}: data connection from {peer} refused: {e}", self.name);
+                let what = format_args!("{}: data connection", self.name);
+                self.refusals.refused(what, peer, &e);
                 return;
             }
         };
+        self.refusals
+            .accepted(format_args!("{}: data connection", self.name), peer);
         if let Err(e) = self.send_piece(&mut conn) {
             log::warn!("{}: data connection from {peer}: {e}", self.name);
             let _ = conn.send(&Message::Error(e.to_string()));

@@ -14,7 +14,7 @@ use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
 use crate::net::TimedStream;
 use crate::agent::lost::{LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
-use crate::protocol::{Connection, Key, Message, Purpose};
+use crate::protocol::{is_wrong_key, Connection, Key, KeyMemory, Message, Purpose};
 
 pub struct Uplink {
     pub name: String,
@@ -22,6 +22,8 @@ pub struct Uplink {
     pub master_alarm: SocketAddr,
     /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
     pub keys: Vec<Key>,
+    /// Which key the master answered to, tried first next time.
+    pub key_memory: KeyMemory,
     /// Where our control port listens; unspecified (0.0.0.0) means "ask
     /// the master to use the address our connections come from".
     pub control_listen: SocketAddr,
@@ -58,7 +60,7 @@ impl Uplink {
     /// within `io_timeout`; each request on it then gets `io_timeout` for
     /// its answer (see `Connection<TimedStream>`).
     fn connect(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
-        Connection::dial(
+        self.key_memory.dial(
             addr,
             &self.keys,
             purpose,
@@ -216,7 +218,13 @@ impl Uplink {
                         }
                     }
                     Err(e) => {
-                        if master_reachable {
+                        if master_reachable && is_wrong_key(&e) {
+                            log::warn!(
+                                "{}: master {} refused our key: {e}; check key_file (logged again when it accepts)",
+                                self.name,
+                                self.master
+                            );
+                        } else if master_reachable {
                             log::warn!("{}: master {} unreachable: {e}", self.name, self.master);
                         }
                         master_reachable = false;

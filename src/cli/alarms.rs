@@ -9,7 +9,8 @@ use crate::level::Level;
 use crate::master::alarms::{problems, read_alarms, AlarmLine, Problem};
 
 pub struct Query {
-    pub since: Option<String>,
+    /// Parsed by `cli::parse_time`.
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Only these hosts (any of them); empty means all.
     pub hosts: Vec<String>,
     /// Only alarms at or above this level.
@@ -51,10 +52,21 @@ fn problem_line(p: &Problem) -> String {
 }
 
 pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
-    let since = q.since.as_deref().map(super::parse_time).transpose()?;
-    let alarms = read_alarms(&crate::master::files::MasterFiles::find(log_dir).alarms())
-        .map_err(|e| e.to_string())?;
+    let since = q.since;
+    let path = crate::master::files::MasterFiles::find(log_dir).alarms();
+    let alarms = read_alarms(&path).map_err(|e| e.to_string())?;
     let io = |e: io::Error| e.to_string();
+    // Say so rather than print a blank line: an empty answer should not
+    // look like a broken command. (JSON output stays empty: a program
+    // reading it expects objects or nothing.)
+    if alarms.is_empty() && !q.json {
+        return writeln!(
+            out,
+            "no alarms recorded yet ({} is empty or does not exist)",
+            path.display()
+        )
+        .map_err(io);
+    }
     // Problems are judged on the whole history (a problem may have begun
     // before --since), then filtered like the alarms.
     let summary: Vec<Problem> = problems(&alarms)
@@ -63,6 +75,9 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
         .collect();
     let (open, recovered): (Vec<&Problem>, Vec<&Problem>) = summary.iter().partition(|p| p.open);
     if q.open_only {
+        if open.is_empty() && !q.json {
+            return writeln!(out, "no open problems").map_err(io);
+        }
         for p in &open {
             if q.json {
                 writeln!(
@@ -80,7 +95,9 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
     let shown = alarms
         .iter()
         .filter(|a| after(&a.time, since) && q.wants_host(&a.host) && q.wants_level(&a.level));
+    let mut count = 0;
     for a in shown {
+        count += 1;
         if q.json {
             writeln!(out, "{}", alarm_json(a))
         } else {
@@ -94,6 +111,9 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
     }
     if q.json {
         return Ok(());
+    }
+    if count == 0 {
+        writeln!(out, "no alarms match ({} recorded in all)", alarms.len()).map_err(io)?;
     }
     let recovered: Vec<&&Problem> = recovered
         .iter()

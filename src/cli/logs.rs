@@ -19,8 +19,9 @@ use crate::master::archive::archive_files;
 pub struct Query {
     pub host: String,
     pub log_type: String,
-    pub since: Option<String>,
-    pub until: Option<String>,
+    /// Parsed by `cli::parse_time`; `main` checks since < until.
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
     pub follow: bool,
     /// Only lines whose level is at least this (`--level warning`).
     pub min_level: Option<Level>,
@@ -141,13 +142,12 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
         ));
     }
     let filter = Filter {
-        since: q.since.as_deref().map(super::parse_time).transpose()?,
-        until: q.until.as_deref().map(super::parse_time).transpose()?,
+        since: q.since,
+        until: q.until,
         min_level: q.min_level,
         json: q.json.then_some((q.host.as_str(), q.log_type.as_str())),
     };
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = io::BufWriter::new(super::stdout());
     let io = |e: io::Error| e.to_string();
     for path in &archives {
         let file = File::open(path).map_err(io)?;

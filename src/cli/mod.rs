@@ -5,9 +5,10 @@ pub mod demo;
 pub mod logs;
 pub mod status;
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::protocol::Key;
 
@@ -40,16 +41,172 @@ pub fn keygen(path: &Path, force: bool) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Parse `--since`/`--until`: RFC 3339, or a duration back from now (`2h`).
+/// Set once a write to standard output found the reader gone.
+static PIPE_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether standard output was closed by its reader (`pihealth status |
+/// head -1`). The command's error then is no failure: `main` ends quietly
+/// with status 0, as `cat` and `grep` do.
+pub fn pipe_closed() -> bool {
+    PIPE_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Standard output that notes a closed pipe (see `pipe_closed`). The
+/// error still reaches the writer, so a command stops at once, `--follow`
+/// included; only the message is left out. (Rust ignores SIGPIPE, so the
+/// error would otherwise be printed as "Broken pipe (os error 32)".)
+pub struct Stdout(io::Stdout);
+
+pub fn stdout() -> Stdout {
+    Stdout(io::stdout())
+}
+
+fn note_closed<T>(result: io::Result<T>) -> io::Result<T> {
+    if let Err(e) = &result {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            PIPE_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        note_closed(self.0.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        note_closed(self.0.flush())
+    }
+}
+
+/// A time for `--since`/`--until`, read against the present moment.
 pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    parse_time_at(text, chrono::Local::now())
+}
+
+/// `--since`/`--until` at a given `now` (for tests): RFC 3339
+/// (`2026-11-21T10:00:00+08:00`), a local date and time without offset
+/// (`2026-11-21T10:00`, `2026-11-21 10:00:00`), a bare date (its local
+/// midnight), a duration back from now (`2h`, `1d 6h`), or `now`, `today`
+/// (local midnight) and `yesterday` (the midnight before).
+pub fn parse_time_at(
+    text: &str,
+    now: chrono::DateTime<chrono::Local>,
+) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
+    let text = text.trim();
+    let midnight = |date: NaiveDate| local(date.and_time(NaiveTime::MIN), text);
+    match text.to_ascii_lowercase().as_str() {
+        "now" => return Ok(now.fixed_offset()),
+        "today" => return midnight(now.date_naive()),
+        "yesterday" => return midnight(now.date_naive() - Duration::days(1)),
+        _ => {}
+    }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t);
     }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return local(t, text);
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return midnight(date);
+    }
     let ago = humantime::parse_duration(text).map_err(|_| {
         format!(
-            "expected a time like 2026-11-21T10:00:00+00:00 or a duration like 2h, got `{text}`"
+            "expected a time like 2026-11-21T10:00:00+08:00, a date like 2026-11-21, \
+             a duration back from now like 2h, or now, today or yesterday; got `{text}`"
         )
     })?;
-    let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
-    Ok((chrono::Local::now() - ago).fixed_offset())
+    let ago = Duration::from_std(ago).map_err(|_| format!("`{text}` is too long ago"))?;
+    now.checked_sub_signed(ago)
+        .map(|t| t.fixed_offset())
+        .ok_or_else(|| format!("`{text}` is too long ago"))
+}
+
+/// A wall-clock time on this machine's clock; at a change to summer time
+/// the earlier of two readings, and a time skipped by one is refused.
+fn local(
+    t: chrono::NaiveDateTime,
+    text: &str,
+) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    use chrono::TimeZone;
+    chrono::Local
+        .from_local_datetime(&t)
+        .earliest()
+        .map(|t| t.fixed_offset())
+        .ok_or_else(|| {
+            format!("`{text}` does not exist on this machine's clock (a change to summer time)")
+        })
+}
+
+/// `--since` must come before `--until`: an empty or inverted interval
+/// would print nothing without a word.
+pub fn check_interval(
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> Result<(), String> {
+    match (since, until) {
+        (Some(s), Some(u)) if s >= u => Err(format!(
+            "--since {} is not before --until {}: no line can be in that interval",
+            s.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            u.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(text: &str) -> chrono::DateTime<chrono::FixedOffset> {
+        let now = chrono::Local
+            .with_ymd_and_hms(2026, 11, 21, 15, 30, 0)
+            .single()
+            .expect("a plain afternoon");
+        parse_time_at(text, now).expect(text)
+    }
+
+    fn local_text(t: chrono::DateTime<chrono::FixedOffset>) -> String {
+        t.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        assert_eq!(local_text(at("now")), "2026-11-21 15:30:00");
+        assert_eq!(local_text(at("today")), "2026-11-21 00:00:00");
+        assert_eq!(local_text(at("Yesterday")), "2026-11-20 00:00:00");
+        assert_eq!(local_text(at("2026-11-19")), "2026-11-19 00:00:00");
+        assert_eq!(local_text(at("2026-11-19 08:15")), "2026-11-19 08:15:00");
+        assert_eq!(local_text(at("2026-11-19T08:15:30")), "2026-11-19 08:15:30");
+        assert_eq!(local_text(at("2h")), "2026-11-21 13:30:00");
+        assert_eq!(
+            at("2026-11-21T10:00:00+08:00").to_rfc3339(),
+            "2026-11-21T10:00:00+08:00"
+        );
+        let e = parse_time("sometime").unwrap_err();
+        assert!(e.contains("yesterday") && e.contains("`sometime`"), "{e}");
+        assert!(parse_time("2026-13-40").is_err());
+        assert!(parse_time("100000000y").is_err());
+    }
+
+    #[test]
+    fn empty_or_inverted_interval_refused() {
+        assert!(check_interval(Some(at("1h")), Some(at("2h"))).is_err());
+        assert!(check_interval(Some(at("now")), Some(at("now"))).is_err());
+        assert!(check_interval(Some(at("2h")), Some(at("1h"))).is_ok());
+        assert!(check_interval(Some(at("yesterday")), None).is_ok());
+        assert!(check_interval(None, Some(at("today"))).is_ok());
+    }
 }

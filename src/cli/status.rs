@@ -158,16 +158,24 @@ pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), S
     for r in &rows {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect())).map_err(io)?;
     }
-    let stale = if now_ms() - written > STALE_AFTER_MS {
-        " — the master seems not to be running"
-    } else {
-        ""
+    let note = match crate::master::registry::daemon_running(log_dir) {
+        Some(true) => format!(
+            "(state written by the master daemon {})",
+            ago(Some(written))
+        ),
+        // The lock says for sure: say what that means rather than guess.
+        Some(false) => format!(
+            "(state written {}; no master daemon runs here: last pulls are from `pihealth pull`, \
+             and registrations, heartbeats and alarms are not received)",
+            ago(Some(written))
+        ),
+        // A directory last written by a master from before the lock.
+        None if now_ms() - written > STALE_AFTER_MS => format!(
+            "(state written by the master {} — the master seems not to be running)",
+            ago(Some(written))
+        ),
+        None => format!("(state written by the master {})", ago(Some(written))),
     };
-    writeln!(
-        out,
-        "(state written by the master {}{stale})",
-        ago(Some(written))
-    )
-    .map_err(io)?;
+    writeln!(out, "{note}").map_err(io)?;
     Ok(())
 }

@@ -88,6 +88,8 @@ pub struct AlarmLog {
     seen: Mutex<SeenIds>,
     /// `None` without an `alarm_command`.
     runner: Option<CommandRunner>,
+    /// Agents refused for a wrong key, logged once per change.
+    refusals: crate::protocol::RefusalLog,
 }
 
 /// How `alarm_command` runs (config keys of the same names).
@@ -269,6 +271,7 @@ impl AlarmLog {
             done,
             seen: Mutex::new(seen),
             runner,
+            refusals: Default::default(),
         })
     }
 
@@ -333,10 +336,13 @@ impl AlarmLog {
         let mut conn = match Connection::server(stream, keys, Purpose::Alarm) {
             Ok(c) => c,
             Err(e) => {
-                log::warn!("alarm connection from {peer} refused: {e}");
+                self.refusals
+                    .refused(format_args!("alarm connection"), peer, &e);
                 return;
             }
         };
+        self.refusals
+            .accepted(format_args!("alarm connection"), peer);
         // Authenticated: a burst of spooled alarms may take a while.
         if conn.stream().set_deadline(None).is_err() {
             return;

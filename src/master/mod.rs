@@ -44,7 +44,7 @@ use threadpool::ThreadPool;
 
 use crate::config::MasterConfig;
 use crate::net::{self, AcceptLimits, AcceptLoop};
-use crate::protocol::{Connection, Key, Message, Purpose};
+use crate::protocol::{Connection, Key, Message, Purpose, RefusalLog};
 use alarms::AlarmLog;
 use pull::PullContext;
 use registry::Registry;
@@ -61,6 +61,7 @@ pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext
         log_root: config.log_dir.clone(),
         backup_root: config.backup_dir.clone(),
         rotate_size: config.rotate_size.0,
+        key_memory: Default::default(),
         connect_timeout: config.connect_timeout.0,
         io_timeout: config.io_timeout.0,
         progress: None,
@@ -69,14 +70,21 @@ pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext
 
 /// Serve one connection on the registration/heartbeat port.
 /// The whole exchange stays under the accept deadline: it is one message.
-fn handle_register(registry: &Registry, keys: &[Key], stream: net::TimedStream, peer: SocketAddr) {
+fn handle_register(
+    registry: &Registry,
+    keys: &[Key],
+    refusals: &RefusalLog,
+    stream: net::TimedStream,
+    peer: SocketAddr,
+) {
     let mut conn = match Connection::server(stream, keys, Purpose::Register) {
         Ok(c) => c,
         Err(e) => {
-            log::warn!("registration connection from {peer} refused: {e}");
+            refusals.refused(format_args!("registration connection"), peer, &e);
             return;
         }
     };
+    refusals.accepted(format_args!("registration connection"), peer);
     // Proved the key: its address is trusted past the handshake cap (many
     // agents behind one NAT heartbeat from one address). The exchange is
     // one message, still bounded by the I/O timeout.
@@ -206,6 +214,40 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     let statics = config
         .static_agents(config_path)
         .map_err(|e| e.to_string())?;
+    // Listen first: a port in use (another master, or this one still
+    // stopping) ends the start before any directory or file is made.
+    let register_listener = net::bind(config.listen, "registration").map_err(|e| e.to_string())?;
+    let alarm_listener = net::bind(config.alarm_listen, "alarms").map_err(|e| e.to_string())?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            net::bind(
+                addr,
+                "http_listen: status page and metrics; null turns it off",
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    // One daemon per log directory; `pihealth pull` holds the lock only
+    // for the moment it records its pulls, so wait that out.
+    let _writer_lock = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match registry::try_writer_lock(&config.log_dir)
+                .map_err(|e| format!("registry lock: {e}"))?
+            {
+                Some(lock) => break lock,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                None => {
+                    return Err(format!(
+                        "another master daemon runs with log_dir {} (it holds {})",
+                        config.log_dir.display(),
+                        registry::writer_lock_path(&config.log_dir).display()
+                    ))
+                }
+            }
+        }
+    };
     // First: older versions kept their files in `log/` itself.
     files::MasterFiles::prepare(&config.log_dir).map_err(|e| format!("log_dir: {e}"))?;
     let registry = Arc::new(
@@ -226,18 +268,6 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     );
     std::fs::create_dir_all(&config.backup_dir)
         .map_err(|e| format!("{}: {e}", config.backup_dir.display()))?;
-    let register_listener = net::bind(config.listen, "registration").map_err(|e| e.to_string())?;
-    let alarm_listener = net::bind(config.alarm_listen, "alarms").map_err(|e| e.to_string())?;
-    let http_listener = match config.http_listen {
-        Some(addr) => Some(
-            net::bind(
-                addr,
-                "http_listen: status page and metrics; null turns it off",
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
     let (outbound, inbound, http_pool) = (
         ThreadPool::with_name("master-outbound".into(), config.workers),
         ThreadPool::with_name("master-inbound".into(), config.inbound_workers),
@@ -266,12 +296,13 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
     };
 
     let (r, k) = (registry.clone(), keys.clone());
+    let refusals = Arc::new(RefusalLog::default());
     let mut register = AcceptLoop::start_with(
         "registration",
         register_listener,
         inbound.clone(),
         limits.clone(),
-        Arc::new(move |stream, peer| handle_register(&r, &k, stream, peer)),
+        Arc::new(move |stream, peer| handle_register(&r, &k, &refusals, stream, peer)),
     )
     .map_err(|e| e.to_string())?;
     let (a, k) = (alarm_log.clone(), keys.clone());

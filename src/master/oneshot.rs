@@ -119,6 +119,13 @@ impl Display {
     }
 }
 
+/// One summary line on standard output. A closed pipe (`pihealth pull |
+/// head -1`) is ignored, not a panic as with `println!`: the pulls still
+/// running must finish and be acknowledged.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// One pull cycle now (`pihealth pull`): every known agent, or those named.
 /// Prints one line per agent; returns whether all succeeded.
 pub fn pull_once(
@@ -188,6 +195,7 @@ pub fn pull_once(
         agents: targets.len(),
     };
     let mut all_ok = true;
+    let mut outcomes: Vec<(SocketAddr, Outcome)> = Vec::new();
     loop {
         let (control, known, result) = match rx.recv_timeout(REDRAW) {
             Ok(finished) => finished,
@@ -200,6 +208,7 @@ pub fn pull_once(
         progress.finished(control);
         display.clear(&mut std::io::stderr().lock());
         let label = known.unwrap_or_else(|| control.to_string());
+        let started = display.started;
         match result {
             Ok(r) => {
                 let speed = if r.elapsed >= QUIET_FOR {
@@ -207,7 +216,7 @@ pub fn pull_once(
                 } else {
                     String::new()
                 };
-                println!(
+                say(format_args!(
                     "{} {control} ok: {} piece(s), {} bytes ({}), {} already stored, {} ms{speed}",
                     r.host,
                     r.pieces,
@@ -215,18 +224,64 @@ pub fn pull_once(
                     human_bytes(r.bytes),
                     r.already_had,
                     r.elapsed.as_millis()
-                );
+                ));
+                outcomes.push((control, Outcome::Pulled(r)));
             }
-            Err(PullError::Busy(host)) => {
-                println!("{host} {control} skipped: another pull of this host is in progress")
-            }
+            Err(PullError::Busy(host)) => say(format_args!(
+                "{host} {control} skipped: another pull of this host is in progress"
+            )),
             Err(e) => {
                 all_ok = false;
-                println!("{label} {control} FAILED: {e}");
+                say(format_args!("{label} {control} FAILED: {e}"));
+                outcomes.push((control, Outcome::Failed(e.to_string(), started.elapsed())));
             }
         }
     }
+    record(config, &statics, &outcomes)?;
     Ok(all_ok)
+}
+
+/// What one agent's pull came to, for the registry.
+enum Outcome {
+    Pulled(pull::PullReport),
+    /// The error and about how long the attempt took.
+    Failed(String, Duration),
+}
+
+/// Record the pulls in the registry, so `pihealth status` shows them
+/// (last pull, bytes, errors, up/down) when cron is the only scheduler.
+/// Only while no master daemon runs: one that does records its own pulls
+/// and would overwrite ours (see `registry::try_writer_lock`).
+fn record(
+    config: &MasterConfig,
+    statics: &[crate::config::StaticAgent],
+    outcomes: &[(SocketAddr, Outcome)],
+) -> Result<(), String> {
+    let Some(_lock) =
+        super::registry::try_writer_lock(&config.log_dir).map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let registry = Registry::open(&config.log_dir, statics, config.agent_data_port)
+        .map_err(|e| format!("registry: {e}"))?;
+    for (control, outcome) in outcomes {
+        match outcome {
+            Outcome::Pulled(r) => {
+                if let Some(info) = &r.info {
+                    registry.contact(*control, info, r.skew_ms, "pull");
+                }
+                registry.pull_finished(*control, Ok(r.bytes), r.elapsed);
+            }
+            Outcome::Failed(e, elapsed) => {
+                registry.pull_finished(*control, Err(e.clone()), *elapsed)
+            }
+        }
+    }
+    // Without heartbeats, a pull is the only sign of life: an agent not
+    // seen for as long as the daemon would wait for heartbeats is down.
+    let limit = config.heartbeat_interval.0 * config.heartbeat_misses;
+    registry.check_liveness(i64::try_from(limit.as_millis()).unwrap_or(i64::MAX));
+    registry.flush().map_err(|e| format!("registry: {e}"))
 }
 
 #[cfg(test)]

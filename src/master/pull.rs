@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::master::archive::{HostArchive, OpenError, Plan};
 use crate::net::TimedStream;
 use crate::protocol::message::{AgentInfo, Offer, PieceKind};
-use crate::protocol::{Connection, Key, Message, Purpose, Received};
+use crate::protocol::{Connection, Key, KeyMemory, Message, Purpose, Received};
 
 /// Most `ListPending` rounds in one pull (each moves up to 256 pieces).
 const MAX_ROUNDS: usize = 64;
@@ -25,6 +25,9 @@ const MAX_ROUNDS: usize = 64;
 pub struct PullContext {
     /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
     pub keys: Vec<Key>,
+    /// Which key each agent answered to, tried first next time (shared by
+    /// the clones of a context, so by every pull and probe of a daemon).
+    pub key_memory: Arc<KeyMemory>,
     pub log_root: PathBuf,
     pub backup_root: PathBuf,
     pub rotate_size: u64,
@@ -38,7 +41,7 @@ impl PullContext {
     /// A connection whose handshake is done within `io_timeout` (see
     /// `Connection<TimedStream>` for every deadline a pull works under).
     fn dial(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
-        Connection::dial(
+        self.key_memory.dial(
             addr,
             &self.keys,
             purpose,

@@ -188,6 +188,46 @@ pub struct Registry {
     default_data_port: u16,
 }
 
+/// The registry's writer lock, `log/.registry.lock` (a leading dot: no
+/// host name can be it), held with `flock` by the master daemon for as
+/// long as it runs, and by `pihealth pull` while it records its pulls when
+/// no daemon runs. So `pull` never writes the registry under a running
+/// daemon (whose next write would undo it; the daemon records its own
+/// pulls), and `status` can tell whether a daemon runs here.
+pub fn writer_lock_path(log_dir: &Path) -> PathBuf {
+    log_dir.join(".registry.lock")
+}
+
+/// Take the writer lock without waiting: `None` if someone holds it.
+/// Creates `log_dir`.
+pub fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(log_dir).map_err(|e| storage::with_path(e, log_dir))?;
+    let path = writer_lock_path(log_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| storage::with_path(e, &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(storage::with_path(e, &path)),
+    }
+}
+
+/// Whether a master daemon holds the writer lock of `log_dir` now;
+/// `None` when it cannot be told (no lock file: no daemon of this version
+/// has run here). Creates nothing.
+pub fn daemon_running(log_dir: &Path) -> Option<bool> {
+    let file = std::fs::File::open(writer_lock_path(log_dir)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

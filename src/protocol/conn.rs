@@ -62,19 +62,42 @@ impl Connection<TimedStream> {
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> io::Result<Connection<TimedStream>> {
-        let Some((last, earlier)) = keys.split_last() else {
+        Connection::dial_from(addr, keys, 0, purpose, connect_timeout, io_timeout)
+            .map(|(conn, _)| conn)
+    }
+
+    /// `dial`, trying `keys[first]` first (the key this peer answered to
+    /// last time, see `KeyMemory`), then the others in order; also says
+    /// which key the server accepted. Starting with the key that worked
+    /// means a peer on an older key sees no refused attempt, so it logs
+    /// none.
+    pub fn dial_from(
+        addr: SocketAddr,
+        keys: &[Key],
+        first: usize,
+        purpose: Purpose,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<(Connection<TimedStream>, usize)> {
+        if keys.is_empty() {
             return Err(auth_error("no key to authenticate with"));
-        };
-        for key in earlier {
-            match Connection::dial_one(addr, key, purpose, connect_timeout, io_timeout) {
-                Ok(conn) => return Ok(conn),
+        }
+        let first = if first < keys.len() { first } else { 0 };
+        let order: Vec<usize> = std::iter::once(first)
+            .chain((0..keys.len()).filter(|&i| i != first))
+            .collect();
+        let (last, earlier) = order.split_last().expect("keys is not empty");
+        for &i in earlier {
+            match Connection::dial_one(addr, &keys[i], purpose, connect_timeout, io_timeout) {
+                Ok(conn) => return Ok((conn, i)),
                 Err(e) if refused_key(&e) => {
                     log::debug!("{addr} refused a key ({e}); trying the next one");
                 }
                 Err(e) => return Err(e),
             }
         }
-        Connection::dial_one(addr, last, purpose, connect_timeout, io_timeout)
+        Connection::dial_one(addr, &keys[*last], purpose, connect_timeout, io_timeout)
+            .map(|conn| (conn, *last))
     }
 
     fn dial_one(
@@ -112,6 +135,14 @@ impl Connection<TimedStream> {
 /// A handshake error that says which peer, and says "deadline" for a
 /// peer that was too slow (a trickling impostor, or a peer too busy).
 fn handshake_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    if is_wrong_key(&e) {
+        return io::Error::new(
+            e.kind(),
+            WrongKey(format!(
+                "{addr} hung up on our proof (it holds another key)"
+            )),
+        );
+    }
     match e.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => io::Error::new(
             io::ErrorKind::TimedOut,
@@ -119,6 +150,42 @@ fn handshake_error(addr: SocketAddr, e: io::Error) -> io::Error {
         ),
         kind => io::Error::new(kind, format!("handshake with {addr}: {e}")),
     }
+}
+
+/// The server hung up right after our proof: how a server without our key
+/// answers (it says nothing, so a client without the key learns nothing).
+/// Kept as the error's payload so callers can tell it from a network fault
+/// (`is_wrong_key`) and say `wrong key` rather than "failed to fill whole
+/// buffer"; the kind stays the I/O kind, which `dial` goes by.
+#[derive(Debug)]
+pub struct WrongKey(pub String);
+
+impl std::fmt::Display for WrongKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "wrong key: {}", self.0)
+    }
+}
+
+impl std::error::Error for WrongKey {}
+
+/// The server's side of the same: the client's proof matches none of our
+/// keys (a peer on another key, or one without any).
+#[derive(Debug)]
+pub struct ClientWrongKey;
+
+impl std::fmt::Display for ClientWrongKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("authentication failed: wrong key")
+    }
+}
+
+impl std::error::Error for ClientWrongKey {}
+
+/// Whether `e` is a refusal for a wrong key, on either side (see
+/// `WrongKey`, `ClientWrongKey`).
+pub fn is_wrong_key(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<WrongKey>() || inner.is::<ClientWrongKey>())
 }
 
 /// How a server that lacks our key answers a proof: it hangs up. A wrong
@@ -190,7 +257,7 @@ impl<S: Read + Write> Connection<S> {
         };
         let key = hs
             .check_client_proof(keys, &proof)
-            .ok_or_else(|| auth_error("authentication failed: wrong key"))?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, ClientWrongKey))?
             .clone();
         write_frame(reader.get_mut(), &[&hs.server_proof(&key)])?;
         let (recv, send) = hs.session(&key);
@@ -216,13 +283,24 @@ impl<S: Read + Write> Connection<S> {
         if let Some((hs, key)) = self.server_to_check.take() {
             // Until the check passes, every later call fails too, even for
             // a caller that ignores this error.
-            let checked = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME).and_then(|proof| {
-                if hs.check_server_proof(&key, &proof) {
-                    Ok(())
-                } else {
-                    Err(auth_error("server failed to prove the key"))
-                }
-            });
+            let checked = read_frame(&mut self.reader, MAX_HANDSHAKE_FRAME)
+                .map_err(|e| {
+                    if refused_key(&e) {
+                        io::Error::new(
+                            e.kind(),
+                            WrongKey(format!("the server hung up on our proof ({e})")),
+                        )
+                    } else {
+                        e
+                    }
+                })
+                .and_then(|proof| {
+                    if hs.check_server_proof(&key, &proof) {
+                        Ok(())
+                    } else {
+                        Err(auth_error("server failed to prove the key"))
+                    }
+                });
             if let Err(e) = checked {
                 self.unproven_server = Some((e.kind(), e.to_string()));
                 return Err(e);

@@ -4,8 +4,10 @@
 pub mod auth;
 pub mod conn;
 pub mod frame;
+pub mod key_memory;
 pub mod message;
 
 pub use auth::{Key, Purpose};
-pub use conn::{Connection, Received};
+pub use conn::{is_wrong_key, Connection, Received};
+pub use key_memory::{KeyMemory, RefusalLog};
 pub use message::{AgentInfo, Alarm, Message, Offer, PieceKind, PieceRef};

@@ -413,7 +413,9 @@ fn a_bad_config_exits_2_naming_file_and_key_and_touches_nothing() {
         "key_file: open.key\nlisten: 127.0.16.1:8080\nalarm_listen: 127.0.16.1:8081\n",
     );
     let out = c.run(&["master", "-c", "open-key.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
+    // A key problem is a configuration problem: exit 2 (issue 16 item 4;
+    // it was 1, and the units' RestartPreventExitStatus=2 missed it).
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("600"));
 }
 

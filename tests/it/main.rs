@@ -2,13 +2,17 @@
 mod alarm_bounds;
 mod alarm_faults;
 mod chaos;
+mod cli_edges;
 mod client_deadlines;
 mod cluster;
 mod config_files;
+mod cron;
 mod disk;
+mod exit_codes;
 mod flood;
 mod http;
 mod integrity;
+mod key_flood;
 mod keys;
 mod logs;
 mod operator;

@@ -86,7 +86,8 @@ fn alarms_and_status_without_any_data_say_so() {
     );
     let out = c.run(&["alarms", "-c", "master.yaml"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("open problems: 0"));
+    // Said in words (issue 16 item 6), not a blank line and a zero.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no alarms recorded yet"));
     let out = c.run(&["status", "-c", "master.yaml", "--json"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has the master run here?"));
