@@ -560,7 +560,7 @@ fn clean_lines(bytes: &[u8], max: usize) -> (Vec<String>, bool) {
 }
 
 /// The worst of the level words at the end of `line`, if it ends in any.
-fn trailing_level(line: &str) -> Option<Level> {
+pub(crate) fn trailing_level(line: &str) -> Option<Level> {
     line.split_whitespace()
         .rev()
         .map_while(|word| word.parse::<Level>().ok())

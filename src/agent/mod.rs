@@ -4,6 +4,7 @@
 //! thread per port hands connections to a fixed pool; one uplink thread
 //! registers, beats and delivers alarms.
 pub mod alarms;
+pub mod builtin;
 pub mod collector;
 pub mod logstore;
 pub mod server;
