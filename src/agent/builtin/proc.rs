@@ -159,11 +159,7 @@ fn parse_stat(pid: u32, text: &str, uptime: f64, mem_total: u64, page_kib: u64) 
     // procps: whole seconds of life, then per-mille of CPU over them.
     let life = uptime - start as f64 / USER_HZ as f64;
     let seconds = if life > 0.0 { life as u64 } else { 0 };
-    let cpu_permille = if seconds > 0 {
-        (ticks * 1000 / USER_HZ) / seconds
-    } else {
-        0
-    };
+    let cpu_permille = (ticks * 1000 / USER_HZ).checked_div(seconds).unwrap_or(0);
     let mem_permille = (rss_kib * 1000 / mem_total).min(999);
     Some(Sample {
         pid,
