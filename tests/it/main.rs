@@ -1,5 +1,6 @@
 //! The one integration test binary: real masters and agents on loopback.
 mod alarm_faults;
+mod builtin;
 mod chaos;
 mod cluster;
 mod config_files;

@@ -7,7 +7,7 @@
 //! the previous run and still is (same pid and name), with this run's
 //! values. The first run therefore lists nothing.
 //!
-//! The figures are ps's (procps-ng): %CPU is CPU time over the process's
+//! The figures are ps's (procps-ng 4): %CPU is CPU time over the process's
 //! lifetime in per-mille, truncated, printed with one decimal below 100 and
 //! whole above; %MEM is resident memory over MemTotal, capped at 99.9. One
 //! read of `/proc/PID/stat` per process gives both; the owner is looked up
@@ -156,10 +156,11 @@ fn parse_stat(pid: u32, text: &str, uptime: f64, mem_total: u64, page_kib: u64) 
     let ticks = field(14)? + field(15)?;
     let start = field(22)?;
     let rss_kib = field(24)? * page_kib;
-    // procps: whole seconds of life, then per-mille of CPU over them.
-    let life = uptime - start as f64 / USER_HZ as f64;
-    let seconds = if life > 0.0 { life as u64 } else { 0 };
-    let cpu_permille = (ticks * 1000 / USER_HZ).checked_div(seconds).unwrap_or(0);
+    // procps-ng 4: per-mille of CPU over the jiffies of the process's life
+    // (from /proc/uptime, fractional).
+    let life = (uptime - start as f64 / USER_HZ as f64) * USER_HZ as f64;
+    let jiffies = if life > 0.0 { life as u64 } else { 0 };
+    let cpu_permille = (ticks * 1000).checked_div(jiffies).unwrap_or(0);
     let mem_permille = (rss_kib * 1000 / mem_total).min(999);
     Some(Sample {
         pid,
@@ -216,7 +217,7 @@ mod tests {
         let s = parse_stat(
             7,
             &stat(7, "busy loop", 30000, 10000, 50000, 1000),
-            1000.9,
+            1000.0,
             100_000,
             4,
         )
@@ -224,6 +225,9 @@ mod tests {
         assert_eq!(s.name, "busy_loop");
         assert_eq!(s.cpu_text(), "80.0");
         assert_eq!(s.mem_text(), "4.0");
+        // Fractions of a second count (procps-ng 4): 400 s of 500.9.
+        let s = parse_stat(7, &stat(7, "b", 30000, 10000, 50000, 1), 1000.9, 100_000, 4).unwrap();
+        assert_eq!(s.cpu_text(), "79.8");
         // Two cores for its whole life: 200, whole.
         let s = parse_stat(
             8,
