@@ -101,10 +101,17 @@ impl Proc {
         busy.sort_by(|a, b| b.cpu_permille.cmp(&a.cpu_permille).then(a.pid.cmp(&b.pid)));
         let now: HashSet<(u32, String)> = busy.iter().map(|s| (s.pid, s.name.clone())).collect();
         let previous = self.previous.replace(now).unwrap_or_default();
-        let passwd = fs::read_to_string(ctx.roots.etc.join("passwd")).unwrap_or_default();
-        let lines: Vec<String> = busy
+        let listed: Vec<&Sample> = busy
             .iter()
             .filter(|s| previous.contains(&(s.pid, s.name.clone())))
+            .collect();
+        if listed.is_empty() {
+            return Ok(vec!["none normal".to_string()]);
+        }
+        // Owners' names only when somebody is listed.
+        let passwd = fs::read_to_string(ctx.roots.etc.join("passwd")).unwrap_or_default();
+        let lines: Vec<String> = listed
+            .iter()
             .map(|s| {
                 let (cpu, mem) = (s.cpu_text(), s.mem_text());
                 let warn = awk_number(&cpu) >= 80.0 || awk_number(&mem) >= 80.0;
@@ -117,9 +124,6 @@ impl Proc {
                 )
             })
             .collect();
-        if lines.is_empty() {
-            return Ok(vec!["none normal".to_string()]);
-        }
         Ok(lines)
     }
 }
