@@ -252,12 +252,18 @@ fn pct(used: u64, free: u64) -> f64 {
     }
 }
 
-/// The lines, and the total line's fields for sysinfo.
-pub(super) struct Disks {
-    pub lines: Vec<String>,
+/// The total line's fields, for sysinfo.
+#[derive(Debug, Clone)]
+pub(super) struct DiskTotal {
     pub total_mib: u64,
     pub total_pct: String,
     pub total_level: Level,
+}
+
+/// The lines, and the total line's fields.
+pub(super) struct Disks {
+    pub lines: Vec<String>,
+    pub total: DiskTotal,
 }
 
 pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
@@ -301,14 +307,18 @@ pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
     lines.push(format!("total {} {} {p} {lvl}", total / 1024, free / 1024));
     Ok(Disks {
         lines,
-        total_mib: total / 1024,
-        total_pct: p,
-        total_level: lvl,
+        total: DiskTotal {
+            total_mib: total / 1024,
+            total_pct: p,
+            total_level: lvl,
+        },
     })
 }
 
 pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
-    disks(ctx).map(|d| d.lines)
+    let d = disks(ctx)?;
+    ctx.remember_disk(d.total);
+    Ok(d.lines)
 }
 
 #[cfg(test)]

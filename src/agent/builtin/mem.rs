@@ -17,6 +17,7 @@ impl Mem {
         let note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
         let warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
         let m = mem_usage(ctx)?;
+        ctx.remember_mem(&m);
         // The script accepts a previous value of the form [0-9]+(.[0-9]+)?
         // only; anything else counts as a first run.
         let average = match self.average.as_deref().filter(|p| plain_number(p)) {

@@ -78,8 +78,18 @@ pub fn run(ctx: &Context) -> Result<String, String> {
     let load = read_word(ctx, "loadavg")?;
     let load1 = load.split([' ', '\t']).next().unwrap_or("");
     let os = os_name(ctx);
-    let d = disk::disks(ctx).map_err(|e| format!("disk.sh failed: {e}"))?;
-    let m = mem_usage(ctx)?;
+    let d = match ctx.recent_disk() {
+        Some(total) => total,
+        None => {
+            disk::disks(ctx)
+                .map_err(|e| format!("disk.sh failed: {e}"))?
+                .total
+        }
+    };
+    let m = match ctx.recent_mem() {
+        Some(m) => m,
+        None => mem_usage(ctx)?,
+    };
     let temp = hottest_temp(ctx);
     let temp_level = if temp == "-" {
         Level::Normal
@@ -104,6 +114,46 @@ mod tests {
     use super::super::disk::tests::FakeFs;
     use super::super::tests::Tree;
     use super::*;
+
+    #[test]
+    fn takes_disk_and_mem_from_the_same_round() {
+        let t = Tree::new();
+        t.write("proc/sys/kernel/hostname", "pi\n");
+        t.write("proc/sys/kernel/osrelease", "6.1\n");
+        t.write("proc/uptime", "10.5 1\n");
+        t.write("proc/loadavg", "0.10 0.20 0.30 1/1 1\n");
+        t.write(
+            "proc/meminfo",
+            "MemTotal: 1048576 kB\nMemAvailable: 524288 kB\n",
+        );
+        t.write(
+            "proc/self/mountinfo",
+            "27 1 254:0 / / rw - ext4 /dev/vda rw\n",
+        );
+        let mut table = std::collections::HashMap::new();
+        table.insert(
+            "/".to_string(),
+            (
+                1,
+                Some(crate::agent::builtin::FsUsage {
+                    total_kib: 2048,
+                    used_kib: 1024,
+                    avail_kib: 1024,
+                }),
+            ),
+        );
+        let mut ctx = t.context();
+        ctx.fs = Box::new(FakeFs(table));
+        super::super::disk::run(&ctx).unwrap();
+        super::super::mem::Mem::default().run(&ctx).unwrap();
+        // Later reads would differ: sysinfo still shows this round's.
+        t.write("proc/meminfo", "MemTotal: 1048576 kB\nMemAvailable: 1 kB\n");
+        t.write("proc/self/mountinfo", "");
+        assert_eq!(
+            run(&ctx).unwrap(),
+            "pi Linux 6.1 10 0.10 2 50.00 1024 50.00 - normal normal normal"
+        );
+    }
 
     #[test]
     fn summarises_the_host() {
