@@ -680,6 +680,12 @@ fn agent_with_builtins_delivers_the_six_types() {
             let (time, rest) = line.split_once(' ').expect("timestamp then output");
             chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{line:?}: {e}"));
             assert!(!rest.ends_with("unknown"), "{t}: {line:?}");
+            // Every word has a name in the type's schema.
+            let words: Vec<&str> = rest.split(' ').collect();
+            assert!(
+                pihealth::schema::name_fields(t, &words).is_some(),
+                "{t}: {line:?} does not fit its schema"
+            );
             if width(t) > 0 {
                 assert_eq!(rest.split(' ').count(), width(t), "{t}: {line:?}");
             }
