@@ -11,7 +11,8 @@
 //! why a run failed, or a collector of another kind under a standard name)
 //! is not named: readers fall back to the plain words.
 //!
-//! Not wired into the readers yet: this is the table and the naming.
+//! Used by `pihealth logs --json` (`"named"`); alarms, the status page and
+//! `/metrics` do not use it yet.
 
 use crate::level::Level;
 
