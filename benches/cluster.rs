@@ -3,7 +3,9 @@
 //! (addresses 127.0.50.x–127.0.59.x). Prints one table at the end and
 //! writes it as Markdown to `target/bench-cluster.md`.
 //!
-//! - collection: CPU of one cycle of the six standard scripts;
+//! - collection: CPU of one cycle of the six standard scripts, and of one
+//!   round of the six built-in checks beside it; an agent running the six
+//!   built-ins every second: its CPU per round and RSS while collecting;
 //! - one agent: pull latency (six log types with small deltas) against a
 //!   raw TCP connect + round trip, agent CPU per pull, idle resident memory;
 //! - bulk: a 64 MiB current log, 100 MiB each from 20 agents, and a backlog
@@ -25,7 +27,7 @@
 //! | `PIHEALTH_BENCH_BACKLOG_MIB` | `1024` | size of the archive backlog |
 //! | `PIHEALTH_BENCH_BULK_AGENTS`, `PIHEALTH_BENCH_BULK_MIB` | `20`, `100` | the many-agents bulk pull (at most 20 agents) |
 //! | `PIHEALTH_BENCH_DEATHS` | `5` | kill -9 rounds of the liveness figure |
-//! | `PIHEALTH_BENCH_SKIP` | none | parts to leave out, comma-separated: `scripts`, `pull`, `idle`, `bulk`, `bulk-many`, `backlog`, `liveness`, `fleet`, `daemon`, `tmpfs` (every tmpfs comparison) |
+//! | `PIHEALTH_BENCH_SKIP` | none | parts to leave out, comma-separated: `scripts`, `builtins`, `pull`, `idle`, `bulk`, `bulk-many`, `backlog`, `liveness`, `fleet`, `daemon`, `tmpfs` (every tmpfs comparison) |
 //! | `PIHEALTH_BENCH_FORCE` | unset | `1`: start a fleet even if its idle agents alone would take over a quarter of the machine's cores (measured on its first 50 agents; otherwise that fleet is skipped) |
 //! | `PIHEALTH_BENCH_QUICK` | unset | `1`: small defaults for a quick check (N = 10, 2 cycles, 64 MiB backlog, 4 × 16 MiB bulk, 2 deaths) |
 //!
@@ -47,6 +49,8 @@
 
 #[path = "cluster/agents.rs"]
 mod agents;
+#[path = "cluster/builtins.rs"]
+mod builtins;
 #[path = "cluster/bulk.rs"]
 mod bulk;
 #[path = "cluster/fleet.rs"]
@@ -75,8 +79,9 @@ pub const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
 /// A phase's error that starts with this is a deliberate skip, not a failure.
 pub const SKIPPED: &str = "skipped:";
 
-const PARTS: [&str; 10] = [
+const PARTS: [&str; 11] = [
     "scripts",
+    "builtins",
     "pull",
     "idle",
     "bulk",
@@ -294,6 +299,13 @@ fn main() {
         "scripts",
         "collection cycle of the six scripts",
         |r| scripts_cpu::run(b, r),
+    );
+    phase(
+        b,
+        &mut report,
+        "builtins",
+        "agent collecting with the six built-ins",
+        |r| builtins::agent(b, r),
     );
     phase(b, &mut report, "pull", "pull of one agent", |r| {
         single::pull_latency(b, r)

@@ -4,6 +4,11 @@
 
 export LC_ALL=C # '.' as decimal point in printf/awk, whatever the host locale
 
+# Where the scripts read /proc and /etc files: other roots for tests (the
+# agent's built-in checks are compared with the scripts on fixture trees).
+proc_dir=${PIHEALTH_PROC_DIR:-/proc}
+etc_dir=${PIHEALTH_ETC_DIR:-/etc}
+
 die() { echo "${0##*/}: $*" >&2; exit 2; }
 
 # number NAME DEFAULT: value of env var NAME (DEFAULT when unset or empty).
@@ -49,5 +54,5 @@ mem_usage() {
             if (!have) avail = approx
             used = total - avail
             printf "%d %d %.2f\n", total / 1024, used / 1024, used * 100 / total
-        }' /proc/meminfo
+        }' "$proc_dir/meminfo"
 }

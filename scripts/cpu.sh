@@ -4,7 +4,8 @@
 #   e.g. 0.02 0.08 0.08 31.56 49.38 normal      (TEMP_C is - without a sensor)
 # Env: PIHEALTH_CPU_NOTE (70), PIHEALTH_CPU_WARNING (80), PIHEALTH_TEMP_NOTE (50),
 #      PIHEALTH_TEMP_WARNING (70), PIHEALTH_CPU_WINDOW (0.5 s between samples),
-#      PIHEALTH_THERMAL_DIR (/sys/class/thermal; another root for tests or containers).
+#      PIHEALTH_THERMAL_DIR (/sys/class/thermal; another root for tests or containers),
+#      PIHEALTH_PROC_DIR (/proc; likewise).
 set -u
 # shellcheck source=scripts/common.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
@@ -15,13 +16,13 @@ temp_note=$(number PIHEALTH_TEMP_NOTE 50) || exit 2
 temp_warn=$(number PIHEALTH_TEMP_WARNING 70) || exit 2
 window=$(number PIHEALTH_CPU_WINDOW 0.5) || exit 2
 
-read -r load1 load5 load15 _ </proc/loadavg || die "cannot read /proc/loadavg"
+read -r load1 load5 load15 _ <"$proc_dir/loadavg" || die "cannot read $proc_dir/loadavg"
 
 # First line of /proc/stat: cpu user nice system idle iowait irq softirq steal guest guest_nice
 # (guest time is already counted in user, so only the first eight are summed).
 sample() {
     local -a f
-    read -r -a f </proc/stat || die "cannot read /proc/stat"
+    read -r -a f <"$proc_dir/stat" || die "cannot read $proc_dir/stat"
     echo "$((f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8])) $((f[4] + f[5]))"
 }
 read -r total1 idle1 <<<"$(sample)" || exit 2

@@ -4,7 +4,8 @@
 #   used = MemTotal - MemAvailable (what the kernel could not hand out without swapping)
 #   dynamic average = 0.3 * previous average + 0.7 * current used %, kept in
 #   $PIHEALTH_STATE_DIR/mem.dynavg (the first run's average is the current value).
-# Env: PIHEALTH_MEM_NOTE (70), PIHEALTH_MEM_WARNING (80), PIHEALTH_STATE_DIR (${TMPDIR:-/tmp}).
+# Env: PIHEALTH_MEM_NOTE (70), PIHEALTH_MEM_WARNING (80), PIHEALTH_STATE_DIR (${TMPDIR:-/tmp}),
+#      PIHEALTH_PROC_DIR (/proc; another root for tests).
 set -u
 # shellcheck source=scripts/common.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
@@ -15,7 +16,7 @@ state_dir=${PIHEALTH_STATE_DIR:-${TMPDIR:-/tmp}}
 state=$state_dir/mem.dynavg
 
 read -r total_mib used_mib used_pct < <(mem_usage)
-[[ -n ${used_pct:-} ]] || die "cannot parse /proc/meminfo"
+[[ -n ${used_pct:-} ]] || die "cannot parse $proc_dir/meminfo"
 
 # A missing or garbled state file counts as a first run.
 prev=

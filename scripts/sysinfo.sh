@@ -6,7 +6,9 @@
 #   disk.sh's total line (this script runs the disk.sh next to it); TEMP is
 #   the hottest thermal zone in °C, or - (TEMP_LEVEL is then normal).
 # Env: the PIHEALTH_DISK_*, PIHEALTH_MEM_* and PIHEALTH_TEMP_* thresholds,
-#      PIHEALTH_THERMAL_DIR (/sys/class/thermal) as in cpu.sh.
+#      PIHEALTH_THERMAL_DIR (/sys/class/thermal) as in cpu.sh, PIHEALTH_PROC_DIR
+#      (/proc) and PIHEALTH_ETC_DIR (/etc; os-release, then ../usr/lib/os-release)
+#      for tests.
 set -u
 # shellcheck source=scripts/common.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
@@ -16,14 +18,23 @@ mem_warn=$(number PIHEALTH_MEM_WARNING 80) || exit 2
 temp_note=$(number PIHEALTH_TEMP_NOTE 50) || exit 2
 temp_warn=$(number PIHEALTH_TEMP_WARNING 70) || exit 2
 
-read -r host </proc/sys/kernel/hostname || die "cannot read hostname"
-read -r kernel </proc/sys/kernel/osrelease || die "cannot read kernel release"
-read -r uptime _ </proc/uptime || die "cannot read /proc/uptime"
-read -r load1 _ </proc/loadavg || die "cannot read /proc/loadavg"
+read -r host <"$proc_dir/sys/kernel/hostname" || die "cannot read hostname"
+read -r kernel <"$proc_dir/sys/kernel/osrelease" || die "cannot read kernel release"
+read -r uptime _ <"$proc_dir/uptime" || die "cannot read $proc_dir/uptime"
+read -r load1 _ <"$proc_dir/loadavg" || die "cannot read $proc_dir/loadavg"
 
 # PRETTY_NAME="Debian GNU/Linux 12 (bookworm)" -> Debian_GNU/Linux_12_(bookworm)
-os=$(awk -F= '$1 == "PRETTY_NAME" { v = substr($0, index($0, "=") + 1); gsub(/^["'\'']|["'\'']$/, "", v); gsub(/[ \t]+/, "_", v); print v; exit }' \
-    /etc/os-release /usr/lib/os-release 2>/dev/null)
+# Only files that exist: mawk gives up at a missing one (no /etc/os-release
+# would then mean no fallback to /usr/lib/os-release).
+release=()
+for f in "$etc_dir/os-release" "$etc_dir/../usr/lib/os-release"; do
+    [[ -r $f ]] && release+=("$f")
+done
+os=
+if ((${#release[@]})); then
+    os=$(awk -F= '$1 == "PRETTY_NAME" { v = substr($0, index($0, "=") + 1); gsub(/^["'\'']|["'\'']$/, "", v); gsub(/[ \t]+/, "_", v); print v; exit }' \
+        "${release[@]}" 2>/dev/null)
+fi
 [[ -n $os ]] || os=$(uname -s)
 
 # Last line of disk.sh: total TOTAL_MIB FREE_MIB USED_PCT LEVEL
@@ -33,7 +44,7 @@ read -r _ disk_total _ disk_pct disk_level <<<"${disk##*$'\n'}"
 
 # Same definition as mem.sh (common.sh's mem_usage).
 read -r mem_total _ mem_pct < <(mem_usage)
-[[ -n ${mem_pct:-} ]] || die "cannot parse /proc/meminfo"
+[[ -n ${mem_pct:-} ]] || die "cannot parse $proc_dir/meminfo"
 
 temp=$(hottest_temp) temp_level=normal
 [[ $temp == - ]] || temp_level=$(level "$temp" "$temp_note" "$temp_warn")

@@ -7,6 +7,8 @@
 #               /etc/passwd and /etc/group), comma-separated
 #   LOGGED_IN   user@source:tty for each session (source empty when local)
 #   Empty lists print as "-". LEVEL is note when more than one account has uid 0.
+# Env (for tests): PIHEALTH_ETC_DIR (/etc: passwd, group), PIHEALTH_UTMP (the
+#   file `who` reads; when set, who does not drop sessions whose process is gone).
 set -u
 # shellcheck source=scripts/common.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
@@ -14,7 +16,7 @@ set -u
 # join: read words one per line, print them comma-separated, or - when none.
 join() { awk 'NF { s = s (n++ ? "," : "") $1 } END { print n ? s : "-" }'; }
 
-sessions=$(who) || die "who failed"
+sessions=$(who ${PIHEALTH_UTMP:+"$PIHEALTH_UTMP"}) || die "who failed"
 user_count=$(awk 'NF && !seen[$1]++ { n++ } END { print n + 0 }' <<<"$sessions")
 
 # who: NAME LINE TIME... [(COMMENT)] — the comment is the remote host, or an X
@@ -31,7 +33,7 @@ procs=$(ps -eo user:32=) || die "ps failed"
 most_active=$(awk 'NF { n[$1]++ } END { for (u in n) print n[u], u }' <<<"$procs" |
     sort -k1,1nr -k2,2 | head -n 3 | awk '{ print $2 }' | join)
 
-[[ -r /etc/passwd && -r /etc/group ]] || die "cannot read /etc/passwd or /etc/group"
+[[ -r $etc_dir/passwd && -r $etc_dir/group ]] || die "cannot read $etc_dir/passwd or $etc_dir/group"
 # First the admin groups' gids and members, then every passwd account with
 # uid 0 or one of those as primary group, then members not in /etc/passwd.
 # The last line out is the number of uid-0 accounts.
@@ -53,7 +55,7 @@ root_info=$(awk -F: '
     END {
         for (i = 1; i <= nm; i++) if (!(order[i] in known)) print order[i]
         print uid0 + 0
-    }' /etc/group /etc/passwd) || die "cannot parse /etc/passwd or /etc/group"
+    }' "$etc_dir/group" "$etc_dir/passwd") || die "cannot parse $etc_dir/passwd or $etc_dir/group"
 uid0=${root_info##*$'\n'}
 root_users=$(sed '$d' <<<"$root_info" | awk '!seen[$1]++' | join)
 

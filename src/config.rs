@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::agent::builtin::Builtin;
 use crate::agent::collector::{split_command, CollectorSpec, Mode};
 
 /// A configuration problem: which file, which key, what was expected.
@@ -356,16 +357,18 @@ impl Thresholds {
 pub struct CollectorConfig {
     pub name: String,
     /// A command line split like a shell would (quotes work) but never run by one.
-    pub command: String,
+    /// Exactly one of `command` and `builtin`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// One of the checks built into the agent (`cpu`, `mem`, … ): the
+    /// standard script's lines without starting a process.
+    #[serde(default)]
+    pub builtin: Option<Builtin>,
     pub interval: HumanDuration,
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
-    #[serde(default = "default_mode")]
-    pub mode: Mode,
-}
-
-fn default_mode() -> Mode {
-    Mode::Lines
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -878,7 +881,34 @@ impl AgentConfig {
                     format!("`{}` is used twice", c.name),
                 ));
             }
-            let argv = split_command(&c.command).map_err(|m| invalid(path, &key("command"), m))?;
+            let argv = match (&c.command, c.builtin) {
+                (Some(command), None) => {
+                    split_command(command).map_err(|m| invalid(path, &key("command"), m))?
+                }
+                // A built-in runs no program.
+                (None, Some(_)) => Vec::new(),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        path,
+                        &format!("collectors[{i}]"),
+                        "expected `command` or `builtin`, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        path,
+                        &format!("collectors[{i}]"),
+                        "expected `command` (a program) or `builtin` (cpu, mem, disk, proc, users or sysinfo)",
+                    ))
+                }
+            };
+            if c.builtin.is_some() && c.mode.is_some_and(|m| m != Mode::Lines) {
+                return Err(invalid(
+                    path,
+                    &key("mode"),
+                    "expected no `mode` (or `lines`) with `builtin`: built-ins print the scripts' lines",
+                ));
+            }
             require_positive(path, &key("interval"), c.interval.0)?;
             let timeout = c.timeout.map(|t| t.0).unwrap_or_else(|| {
                 // Default: the interval, but at least 10s (a loaded Pi can be
@@ -892,9 +922,10 @@ impl AgentConfig {
             specs.push(CollectorSpec {
                 name: c.name.clone(),
                 argv,
+                builtin: c.builtin,
                 interval: c.interval.0,
                 timeout,
-                mode: c.mode,
+                mode: c.mode.unwrap_or(Mode::Lines),
             });
         }
         Ok(specs)
@@ -999,6 +1030,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.yaml"), "{e}");
+    }
+
+    #[test]
+    fn agent_collectors_builtin_or_command() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(
+            &dir,
+            "collectors:\n  - {name: cpu, builtin: cpu, interval: 10s}\n  - {name: cpu2, command: scripts/cpu.sh, interval: 10s}\n",
+        );
+        let c = AgentConfig::load(&path).expect("valid");
+        let specs = c.collector_specs(&path).expect("valid");
+        assert_eq!(specs[0].builtin, Some(Builtin::Cpu));
+        assert!(specs[0].argv.is_empty());
+        assert_eq!(specs[0].mode, Mode::Lines);
+        assert_eq!(specs[1].builtin, None);
+        assert_eq!(specs[1].argv, vec!["scripts/cpu.sh".to_string()]);
+
+        for (text, key, says) in [
+            (
+                "collectors:\n  - {name: cpu, builtin: cpu, command: scripts/cpu.sh, interval: 1s}\n",
+                "collectors[0]",
+                "not both",
+            ),
+            (
+                "collectors:\n  - {name: x, interval: 1s}\n  - {name: y, interval: 1s}\n",
+                "collectors[0]",
+                "`builtin`",
+            ),
+            (
+                "collectors:\n  - {name: cpu, builtin: cpux, interval: 1s}\n",
+                "collectors[0].builtin",
+                "cpu",
+            ),
+            (
+                "collectors:\n  - {name: cpu, builtin: cpu, interval: 1s, mode: nagios}\n",
+                "collectors[0].mode",
+                "builtin",
+            ),
+        ] {
+            let path = write(&dir, text);
+            let e = AgentConfig::load(&path).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            let shown = e.to_string();
+            assert!(shown.contains("c.yaml") && shown.contains(says), "{shown}");
+        }
     }
 
     #[test]

@@ -10,4 +10,5 @@ pub mod master;
 pub mod names;
 pub mod net;
 pub mod protocol;
+pub mod schema;
 pub mod storage;

@@ -17,6 +17,9 @@ pub struct LogLine<'a> {
     pub fields: Vec<&'a str>,
     /// Worst trailing level word; `None` if the line ends in none.
     pub level: Option<Level>,
+    /// Every word after the timestamp, level words included (what a
+    /// type's schema names).
+    pub words: Vec<&'a str>,
 }
 
 impl<'a> LogLine<'a> {
@@ -26,7 +29,8 @@ impl<'a> LogLine<'a> {
         let line = line.trim_end_matches(['\n', '\r']);
         let (stamp, rest) = line.split_once(' ').unwrap_or((line, ""));
         let time = DateTime::parse_from_rfc3339(stamp).ok()?;
-        let mut fields: Vec<&str> = rest.split_whitespace().collect();
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let mut fields = words.clone();
         let mut level = None;
         while let Some(l) = fields.last().and_then(|w| w.parse::<Level>().ok()) {
             level = level.max(Some(l));
@@ -36,6 +40,7 @@ impl<'a> LogLine<'a> {
             time,
             fields,
             level,
+            words,
         })
     }
 
@@ -47,15 +52,21 @@ impl<'a> LogLine<'a> {
             .filter(|v| v.is_finite())
     }
 
-    /// One JSON object: `{"time","host","type","fields","level"}`.
+    /// One JSON object: `{"time","host","type","fields","level"}`, plus
+    /// `"named"` (`{"usage": 89.32, …}`, see `schema`) when the line fits
+    /// its type's schema.
     pub fn to_json(&self, host: &str, log_type: &str) -> serde_json::Value {
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "time": self.time.to_rfc3339(),
             "host": host,
             "type": log_type,
             "fields": self.fields,
             "level": self.level.map(Level::as_str),
-        })
+        });
+        if let Some(named) = crate::schema::name_fields(log_type, &self.words) {
+            j["named"] = crate::schema::to_json(&named);
+        }
+        j
     }
 }
 
@@ -98,5 +109,11 @@ mod tests {
         assert_eq!(j["type"], "disk");
         assert_eq!(j["level"], "warning");
         assert_eq!(j["fields"][0], "/");
+        assert_eq!(j["named"]["mount"], "/");
+        assert_eq!(j["named"]["used_pct"], 80.0);
+        assert_eq!(j["named"]["free"], 20);
+        // Not the disk schema's shape: no names.
+        let l = LogLine::parse("2026-11-21T10:31:09+00:00 df failed unknown").unwrap();
+        assert!(l.to_json("pi1", "disk").get("named").is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! CPU of one collection cycle of the six standard scripts.
+//! CPU of one collection cycle of the six standard scripts, then of one
+//! round of the six built-in checks (`builtins.rs`) for comparison.
 //!
 //! Each script runs once per cycle via bash, as the agent would run it
 //! (same threshold variables); its CPU, and that of everything it starts
@@ -73,5 +74,6 @@ pub fn run(b: &Bench, report: &mut Report) -> Result<(), String> {
             per_cycle(total)
         ),
     ));
-    Ok(())
+    // The built-ins beside them, in the same run (issue 14).
+    super::builtins::in_process(report, Some(per_cycle(total)))
 }

@@ -55,6 +55,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::agent::builtin::{self, Executor};
 use crate::level::Level;
 
 /// At most this much of a run's stdout is read into the log.
@@ -102,8 +103,11 @@ pub struct CollectorSpec {
     /// is safe as a file name.
     pub name: String,
     /// Program and arguments, already split (see [`split_command`]); never
-    /// run through a shell.
+    /// run through a shell. Empty for a built-in.
     pub argv: Vec<String>,
+    /// A check built into the agent, run instead of a program (`argv` is
+    /// then empty); see `agent::builtin`.
+    pub builtin: Option<crate::agent::builtin::Builtin>,
     pub interval: Duration,
     pub timeout: Duration,
     pub mode: Mode,
@@ -539,8 +543,13 @@ pub fn run_schedule(
     struct Slot<'a> {
         spec: &'a CollectorSpec,
         next_due: Instant,
-        running: Option<Running>,
+        running: Option<AnyRun>,
     }
+    // Built-ins read the thresholds from the same variables as the scripts.
+    let mut builtins = Executor::new(builtin::Context::new(
+        builtin::Roots::default(),
+        builtin::Limits::from_env(env),
+    ));
     let start = Instant::now();
     let mut slots: Vec<Slot> = specs
         .iter()
@@ -554,7 +563,7 @@ pub fn run_schedule(
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         for slot in &mut slots {
-            if let Some(outcome) = slot.running.as_mut().and_then(Running::poll) {
+            if let Some(outcome) = slot.running.as_mut().and_then(AnyRun::poll) {
                 slot.running = None;
                 sink(slot.spec, outcome);
             }
@@ -565,7 +574,16 @@ pub fn run_schedule(
                         slot.spec.name, slot.spec.interval
                     );
                 } else {
-                    slot.running = Some(Running::start(slot.spec, env, work_dir, scratch_dir));
+                    slot.running = Some(match slot.spec.builtin {
+                        Some(kind) => AnyRun::Builtin(builtins.start(
+                            &slot.spec.name,
+                            kind,
+                            slot.spec.timeout,
+                        )),
+                        None => {
+                            AnyRun::Script(Running::start(slot.spec, env, work_dir, scratch_dir))
+                        }
+                    });
                 }
                 slot.next_due = next_due_after(slot.next_due, slot.spec.interval, now);
             }
@@ -590,6 +608,29 @@ pub fn run_schedule(
                 Some(outcome) => sink(slot.spec, outcome),
                 None => run.kill(),
             }
+        }
+    }
+}
+
+/// A run of either kind of collector, as the scheduler sees it.
+enum AnyRun {
+    Script(Running),
+    Builtin(builtin::Run),
+}
+
+impl AnyRun {
+    fn poll(&mut self) -> Option<Outcome> {
+        match self {
+            AnyRun::Script(run) => run.poll(),
+            AnyRun::Builtin(run) => run.poll(),
+        }
+    }
+
+    /// A built-in cannot be killed; its late result is dropped (and a stuck
+    /// worker ends with the agent).
+    fn kill(&mut self) {
+        if let AnyRun::Script(run) = self {
+            run.kill();
         }
     }
 }
@@ -670,7 +711,7 @@ fn clean_lines(bytes: &[u8], max: usize) -> (Vec<String>, bool) {
 }
 
 /// The worst of the level words at the end of `line`, if it ends in any.
-fn trailing_level(line: &str) -> Option<Level> {
+pub(crate) fn trailing_level(line: &str) -> Option<Level> {
     line.split_whitespace()
         .rev()
         .map_while(|word| word.parse::<Level>().ok())
@@ -777,6 +818,7 @@ mod tests {
             CollectorSpec {
                 name: name.to_string(),
                 argv,
+                builtin: None,
                 interval: Duration::from_secs(60),
                 timeout,
                 mode,

@@ -1,9 +1,11 @@
 //! The agent: collectors, log store, alarm spool and the control/data servers.
 //!
-//! Threads: the caller's thread runs the collector schedule; one accept
+//! Threads: the caller's thread runs the collector schedule (and one
+//! worker thread the built-in checks, see `builtin`); one accept
 //! thread per port hands connections to a fixed pool; one uplink thread
 //! registers, beats and delivers alarms.
 pub mod alarms;
+pub mod builtin;
 pub mod collector;
 pub mod logstore;
 pub mod lost;

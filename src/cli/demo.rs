@@ -1,8 +1,10 @@
 //! `pihealth demo`: a master and N agents on 127.0.0.2, 127.0.0.3, … in a
-//! temporary directory, running the real scripts with short intervals.
-//! Every process is this same binary started as a child, exactly as an
-//! operator would start them; the scripts are built into the binary so the
-//! demo works from any directory.
+//! temporary directory, running the six standard checks (built into the
+//! agent, as the shipped config does) with short intervals. Every process
+//! is this same binary started as a child, exactly as an operator would
+//! start them; the standard scripts are written into the demo directory too
+//! (embedded in the binary), so a collector can be switched to its script
+//! by editing an agent's config.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -117,12 +119,13 @@ fn agent_yaml(i: usize) -> String {
         "name: pi{n}\nmaster: 127.0.0.1:{MASTER_PORT}\nmaster_alarm: 127.0.0.1:{alarm}\ncontrol_listen: {ip}:8000\ndata_listen: {ip}:8001\n\
          key_file: pihealth.key\nlog_dir: agents/pi{n}/log\nbackup_dir: agents/pi{n}/logbackup\nrotate_size: 16KiB\nmax_backlog: 64MiB\n\
          heartbeat_interval: 1s\ncollectors:\n\
-         \x20 - {{name: cpu, command: scripts/cpu.sh, interval: 2s}}\n\
-         \x20 - {{name: mem, command: scripts/mem.sh, interval: 2s}}\n\
-         \x20 - {{name: disk, command: scripts/disk.sh, interval: 5s}}\n\
-         \x20 - {{name: proc, command: scripts/proc.sh, interval: 10s, timeout: 20s}}\n\
-         \x20 - {{name: users, command: scripts/users.sh, interval: 5s}}\n\
-         \x20 - {{name: sysinfo, command: scripts/sysinfo.sh, interval: 5s}}\n",
+         \x20 - {{name: cpu, builtin: cpu, interval: 2s}}\n\
+         \x20 - {{name: mem, builtin: mem, interval: 2s}}\n\
+         \x20 - {{name: disk, builtin: disk, interval: 5s}}\n\
+         \x20 - {{name: proc, builtin: proc, interval: 10s}}\n\
+         \x20 - {{name: users, builtin: users, interval: 5s}}\n\
+         \x20 - {{name: sysinfo, builtin: sysinfo, interval: 5s}}\n\
+         # Each also runs as its script: e.g. {{name: cpu, command: scripts/cpu.sh, interval: 2s}}\n",
         n = i + 1,
         alarm = MASTER_PORT + 1,
     );

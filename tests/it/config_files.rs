@@ -51,9 +51,14 @@ fn shipped_agent_config_loads_with_defaults() {
     let names: Vec<&str> = c.collectors.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["cpu", "mem", "disk", "proc", "users", "sysinfo"]);
     let specs = c.collector_specs(path).expect("collectors are valid");
+    // The six standard checks run built in (issue 14), each its own kind.
+    for spec in &specs {
+        assert_eq!(spec.builtin.map(|b| b.as_str()), Some(spec.name.as_str()));
+        assert!(spec.argv.is_empty());
+    }
     let proc = specs.iter().find(|s| s.name == "proc").expect("proc");
     assert_eq!(proc.interval, Duration::from_secs(30));
-    assert_eq!(proc.timeout, Duration::from_secs(20));
+    assert_eq!(proc.timeout, Duration::from_secs(30));
     let sysinfo = specs.iter().find(|s| s.name == "sysinfo").expect("sysinfo");
     assert_eq!(sysinfo.interval, Duration::from_secs(300));
 }

@@ -158,6 +158,9 @@ fn logs_reads_archives_and_current_log_as_one_filtered_stream() {
         assert_eq!(v["host"], "pi1");
         assert_eq!(v["type"], "cpu");
         assert_eq!(v["fields"].as_array().map(Vec::len), Some(5));
+        // Named by the cpu schema, numbers as numbers (issue 14).
+        assert!(v["named"]["usage"].is_number(), "{line}");
+        assert!(v["named"]["load1"].is_number(), "{line}");
         assert!(["normal", "note", "warning"].contains(&v["level"].as_str().unwrap()));
         DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).expect("time");
     }
