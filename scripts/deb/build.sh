@@ -38,7 +38,9 @@ substitute "$out/master.yaml" '^backup_dir: logbackup$' 'backup_dir: /var/lib/pi
 substitute "$out/agent.yaml" '^key_file: config/pihealth.key$' 'key_file: /etc/pihealth/pihealth.key'
 substitute "$out/agent.yaml" '^log_dir: log$' 'log_dir: /var/lib/pihealth/agent/log'
 substitute "$out/agent.yaml" '^backup_dir: logbackup$' 'backup_dir: /var/lib/pihealth/agent/logbackup'
-substitute "$out/agent.yaml" '^    command: scripts/' '    command: /usr/share/pihealth/scripts/'
+# The shipped collectors are built in; scripts are named only where the
+# config tells how to switch to them, and those must point where they live.
+sed -i 's|command: scripts/|command: /usr/share/pihealth/scripts/|g' "$out/agent.yaml"
 
 if grep -nE '^[a-z_]+: (config/|log|scripts/)|command: scripts/' "$out"/*.yaml; then
     echo "build.sh: a relative path is left in the package's configs (above)" >&2
