@@ -25,6 +25,16 @@
 //!   non-blocking; the scheduler checks every running child about every 20 ms. The exit
 //!   is observed with `waitid(WNOWAIT)` first, so the group is killed while the
 //!   leader is still a zombie and its pid (the group id) cannot be reused.
+//! - **Scratch files are per run, and runs die with their agent's
+//!   successor.** A run writes to `scratch_dir/<name>.<agent pid>-<run
+//!   number>.out` (and `.err`), created with `O_EXCL` and removed when the
+//!   run is dropped; nothing is ever written to a file another run owns. A
+//!   run orphaned by `kill -9` of its agent keeps its own open file, so it
+//!   cannot write into a later run's output (before issue 12 every run of
+//!   a type shared `<name>.out`, and an orphan's line was stored inside the
+//!   next agent's run). At start, [`clean_scratch_dir`] ends every process
+//!   group a predecessor left running (found by the [`RUN_DIR_VAR`] its runs
+//!   carry) and removes its scratch files.
 //! - **A misbehaving program is data, not an error.** A missing script, a
 //!   crash, a non-zero exit, garbage output or a hang all become an `unknown`
 //!   outcome that says why; nothing here panics or returns early on them.
@@ -34,7 +44,7 @@ use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,6 +73,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// wakes about twice a second instead of fifty times (which, for a fleet of
 /// agents on one host or a Pi on battery, is most of its idle cost).
 const IDLE_STOP_CHECK: Duration = Duration::from_millis(500);
+/// Set in every run's environment to the absolute scratch directory: it
+/// marks the run and its children as this agent's (see
+/// [`clean_scratch_dir`]); children inherit it, process ids do not stay
+/// unique, so it is checked on the live process rather than recorded.
+pub const RUN_DIR_VAR: &str = "PIHEALTH_RUN_DIR";
+/// Numbers this process's runs, for unique scratch file names.
+static RUN_NUMBER: AtomicU64 = AtomicU64::new(0);
 /// How long we wait for a SIGKILLed process to be reaped before giving up
 /// (a process stuck in uninterruptible I/O cannot die until that I/O ends).
 const REAP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -168,13 +185,16 @@ pub struct Running {
     started: Instant,
     out_path: PathBuf,
     err_path: PathBuf,
+    /// The scratch files this run created (and so removes when dropped).
+    created: Vec<PathBuf>,
     state: State,
 }
 
 impl Running {
     /// Start the program in its own process group, stdin null, stdout and
-    /// stderr to `scratch_dir/<name>.out` and `.err` (truncated), the extra
-    /// `env` vars set, cwd `work_dir`. A relative program path with a `/` in
+    /// stderr to new files of this run only in `scratch_dir` (removed when
+    /// the run is dropped), the extra `env` vars and [`RUN_DIR_VAR`] set,
+    /// cwd `work_dir`. A relative program path with a `/` in
     /// it (`scripts/cpu.sh`) is taken relative to `work_dir`; a bare name is
     /// looked up in `PATH`.
     ///
@@ -187,17 +207,24 @@ impl Running {
         scratch_dir: &Path,
     ) -> Running {
         let program = spec.argv.first().cloned().unwrap_or_default();
+        let run_id = format!(
+            "{}.{}-{}",
+            spec.name,
+            std::process::id(),
+            RUN_NUMBER.fetch_add(1, Ordering::Relaxed)
+        );
         let mut run = Running {
             name: spec.name.clone(),
             program: program.clone(),
             mode: spec.mode,
             timeout: spec.timeout,
             started: Instant::now(),
-            out_path: scratch_dir.join(format!("{}.out", spec.name)),
-            err_path: scratch_dir.join(format!("{}.err", spec.name)),
+            out_path: scratch_dir.join(format!("{run_id}.out")),
+            err_path: scratch_dir.join(format!("{run_id}.err")),
+            created: Vec::new(),
             state: State::Done,
         };
-        run.state = match run.spawn(spec, env, work_dir) {
+        run.state = match run.spawn(spec, env, work_dir, scratch_dir) {
             Ok(child) => {
                 debug!(
                     "collector {}: started {} (pid {})",
@@ -216,26 +243,28 @@ impl Running {
     }
 
     fn spawn(
-        &self,
+        &mut self,
         spec: &CollectorSpec,
         env: &[(String, String)],
         work_dir: &Path,
+        scratch_dir: &Path,
     ) -> Result<Child, String> {
         let Some((program, args)) = spec.argv.split_first() else {
             return Err("cannot run: empty command".to_string());
         };
-        let stdout = File::create(&self.out_path).map_err(|e| {
-            format!(
-                "cannot create scratch file {}: {e}",
-                self.out_path.display()
-            )
-        })?;
-        let stderr = File::create(&self.err_path).map_err(|e| {
-            format!(
-                "cannot create scratch file {}: {e}",
-                self.err_path.display()
-            )
-        })?;
+        // O_EXCL: a file of this name that exists is not this run's (a
+        // leftover nobody should write into again); never share it.
+        let mut create = |path: &Path| {
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| format!("cannot create scratch file {}: {e}", path.display()))?;
+            self.created.push(path.to_path_buf());
+            Ok::<File, String>(file)
+        };
+        let stdout = create(&self.out_path.clone())?;
+        let stderr = create(&self.err_path.clone())?;
         // std leaves it unspecified whether a relative program path is resolved
         // against the parent's or the child's directory; make it absolute,
         // under the child's.
@@ -249,6 +278,7 @@ impl Running {
         Command::new(resolved)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .env(RUN_DIR_VAR, absolute(scratch_dir))
             .current_dir(work_dir)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -406,7 +436,87 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+        // The outcome was read already (or never will be). A process that
+        // could not be reaped keeps writing to its unlinked file, which no
+        // later run can open.
+        for path in &self.created {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!(
+                    "collector {}: cannot remove {}: {e}",
+                    self.name,
+                    path.display()
+                ),
+            }
+        }
     }
+}
+
+/// Make `scratch_dir` safe for this agent's runs, before the first one
+/// starts: end every process group an earlier agent with this scratch
+/// directory left running (killed with `kill -9`, its runs were orphaned),
+/// then remove every file in it. Returns how many groups were ended.
+///
+/// Which processes are an earlier agent's runs: those whose environment
+/// holds [`RUN_DIR_VAR`] = this scratch directory, read from
+/// `/proc/PID/environ` of each live process. That is checked on the live
+/// process, so a recycled process id never makes us kill a stranger, and a
+/// run orphaned between its spawn and any record of it is found too. Only
+/// processes whose environment we may read (our own user's) are looked at;
+/// a setuid child (`ping`) may escape this and is harmless, since its
+/// scratch files are removed here and no later run opens them again.
+pub fn clean_scratch_dir(scratch_dir: &Path) -> io::Result<usize> {
+    let marker = format!("{RUN_DIR_VAR}={}", absolute(scratch_dir)).into_bytes();
+    let own_group = nix::unistd::getpgrp();
+    let mut groups: Vec<Pid> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = fs::read(entry.path().join("environ")) else {
+                continue; // gone, or not ours to read
+            };
+            if !environ
+                .split(|&b| b == 0)
+                .any(|var| var == marker.as_slice())
+            {
+                continue;
+            }
+            match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+                Ok(group) if group != own_group && !groups.contains(&group) => groups.push(group),
+                _ => {}
+            }
+        }
+    }
+    for group in &groups {
+        warn!("ending process group {group} left running by an earlier agent");
+        kill_group(*group);
+    }
+    let entries = match fs::read_dir(scratch_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(groups.len()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_file() {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(groups.len())
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The scheduler: runs every collector at its interval (first run at once),
@@ -977,6 +1087,35 @@ mod tests {
         assert!(gone == Err(Errno::ESRCH) || !proc_alive(pid));
     }
 
+    /// Issue 12.6, the chaos test's lost value 1. An agent killed by
+    /// `kill -9` leaves its collector run going (its own process group);
+    /// the restarted agent's first run of the same collector printed `1`,
+    /// the orphan then printed `2` into the same scratch file
+    /// (`<name>.out`), and the agent stored `2` as its run's output: `1`
+    /// was never stored. Each run now writes its own files.
+    #[test]
+    fn an_orphaned_run_cannot_write_into_the_next_run_of_its_collector() {
+        let fx = Fixture::new();
+        let late = fx.script("late", "sleep 0.4\necho '2 normal'\n");
+        let orphan = Running::start(
+            &fx.spec("counter", late, LONG, Mode::Lines),
+            &[],
+            fx.path(),
+            fx.path(),
+        );
+        let orphan_pid = match &orphan.state {
+            State::Started(child) => child_pid(child),
+            _ => panic!("the orphan did not start"),
+        };
+        // kill -9 of its agent: no destructor runs, the run goes on.
+        std::mem::forget(orphan);
+        let mine = fx.script("mine", "echo '1 normal'\nsleep 0.8\n");
+        let out = fx.run(&fx.spec("counter", mine, LONG, Mode::Lines));
+        kill_group(orphan_pid);
+        let _ = nix::sys::wait::waitpid(orphan_pid, None);
+        assert_eq!(out.lines, vec![s("1 normal")], "{out:?}");
+    }
+
     #[test]
     fn timeout_message_is_humanised() {
         let fx = Fixture::new();
@@ -1025,12 +1164,8 @@ mod tests {
         );
         assert_eq!(out.level, Level::Normal);
         assert_eq!(out.lines.len(), MAX_OUTPUT_LINES);
-        assert!(
-            fs::metadata(fx.path().join("big.out"))
-                .expect("scratch")
-                .len()
-                >= 1024 * 1024
-        );
+        // Its 1 MiB scratch file went with the run.
+        assert_eq!(scratch_files(fx.path(), "big"), Vec::<String>::new());
 
         // Long lines: the byte cap bites before the line cap, at a line end.
         let out = fx.lines(
@@ -1364,5 +1499,126 @@ mod tests {
             .parse()
             .expect("pid");
         assert!(!proc_alive(pid), "child {pid} survived shutdown");
+    }
+
+    /// The scratch files in `dir` of runs of `name`.
+    fn scratch_files(dir: &Path, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("scratch dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{name}.")) && !n.ends_with(".sh"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Issue 12, item 5: every run of a type wrote `<name>.out`, so a run
+    /// orphaned by `kill -9` of its agent wrote into the next agent's run.
+    #[test]
+    fn each_run_has_its_own_scratch_files_and_removes_them() {
+        let fx = Fixture::new();
+        let scratch = fx.path().join("run");
+        fs::create_dir(&scratch).unwrap();
+        let argv = fx.script("slow", "sleep 0.3\necho late normal\n");
+        let spec = fx.spec("slow", argv, LONG, Mode::Lines);
+        let mut first = Running::start(&spec, &[], fx.path(), &scratch);
+        let mut second = Running::start(&spec, &[], fx.path(), &scratch);
+        let files = scratch_files(&scratch, "slow");
+        assert_eq!(files.len(), 4, "{files:?}");
+        assert_ne!(first.out_path, second.out_path);
+        // Neither sees the other's output, and both clean up.
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let (mut a, mut b) = (None, None);
+        while a.is_none() || b.is_none() {
+            a = a.or_else(|| first.poll());
+            b = b.or_else(|| second.poll());
+            assert!(Instant::now() < give_up, "runs never finished");
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(a.unwrap().lines, vec!["late normal".to_string()]);
+        assert_eq!(b.unwrap().lines, vec!["late normal".to_string()]);
+        drop((first, second));
+        assert_eq!(scratch_files(&scratch, "slow"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_scratch_file_that_exists_is_never_shared() {
+        let fx = Fixture::new();
+        let spec = fx.spec("x", vec!["/bin/true".to_string()], LONG, Mode::Lines);
+        // The name the next run will take, already there.
+        let next = RUN_NUMBER.load(Ordering::Relaxed);
+        let taken = fx
+            .path()
+            .join(format!("x.{}-{next}.out", std::process::id()));
+        fs::write(&taken, "someone else's\n").unwrap();
+        let mut run = Running::start(&spec, &[], fx.path(), fx.path());
+        if run.out_path == taken {
+            let out = run.poll().expect("refused at once");
+            assert!(
+                out.lines[0].starts_with("cannot create scratch file"),
+                "{:?}",
+                out.lines
+            );
+        } // else another test thread took that number first; nothing to see
+        drop(run);
+        assert_eq!(fs::read_to_string(&taken).unwrap(), "someone else's\n");
+    }
+
+    #[test]
+    fn clean_scratch_dir_ends_an_orphaned_run_and_removes_its_files() {
+        let fx = Fixture::new();
+        let scratch = fx.path().join("run");
+        fs::create_dir(&scratch).unwrap();
+        let pidfile = fx.path().join("orphan.pid");
+        let argv = fx.script(
+            "orphan",
+            &format!(
+                "sleep 30 &\necho $! > {}\nwait\necho orphan normal\n",
+                pidfile.display()
+            ),
+        );
+        let spec = fx.spec("orphan", argv, LONG, Mode::Lines);
+        let mut run = Running::start(&spec, &[], fx.path(), &scratch);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() || fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            assert!(Instant::now() < deadline, "orphan never started");
+            thread::sleep(Duration::from_millis(10));
+        }
+        let sleeper: i32 = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The agent "dies": its run is forgotten without being killed.
+        let child = match std::mem::replace(&mut run.state, State::Done) {
+            State::Started(child) => child,
+            _ => panic!("not running"),
+        };
+        std::mem::forget(run);
+        fs::write(scratch.join("stale.err"), "").unwrap();
+        // A process of another scratch dir is no business of ours.
+        let other = fx.path().join("other");
+        fs::create_dir(&other).unwrap();
+        let stranger_spec = fx.spec(
+            "stranger",
+            vec!["sleep".into(), "30".into()],
+            LONG,
+            Mode::Lines,
+        );
+        let mut stranger = Running::start(&stranger_spec, &[], fx.path(), &other);
+
+        let ended = clean_scratch_dir(&scratch).unwrap();
+        assert_eq!(ended, 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc_alive(sleeper) {
+            assert!(Instant::now() < deadline, "orphan {sleeper} survived");
+            thread::sleep(Duration::from_millis(10));
+        }
+        let mut child = child;
+        let _ = child.wait();
+        assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
+        assert!(stranger.poll().is_none(), "a stranger's run was ended");
+        stranger.kill();
     }
 }

@@ -52,6 +52,10 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     for dir in [&script_state, &scratch] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    // Runs an earlier agent left behind (killed with -9) must not write
+    // into this agent's runs: end them and their scratch files first.
+    collector::clean_scratch_dir(&scratch)
+        .map_err(|e| format!("cannot clean {}: {e}", scratch.display()))?;
     let spool =
         Arc::new(AlarmSpool::open(&private.join("alarms.spool")).map_err(|e| e.to_string())?);
 
