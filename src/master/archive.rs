@@ -208,10 +208,10 @@ impl HostArchive {
         // log's first piece was stored and never committed (the master died
         // in between, on the type's first pull): nothing of it was
         // acknowledged, the agent offers it again, so it is cut like any
-        // uncommitted tail (issue 12.6: kept, it was sealed and stored a
-        // second time). If the state file itself is missing (lost, or
-        // restored from an old backup): keep every byte of the log; later
-        // pieces are appended after.
+        // uncommitted tail (kept, it was sealed and the range stored a
+        // second time; found with issue 12.6). If the state file itself is
+        // missing (lost, or restored from an old backup): keep every byte
+        // of the log; later pieces are appended after.
         for entry in fs::read_dir(&self.log_dir)? {
             let path = entry?.path();
             let Some(name) = path
