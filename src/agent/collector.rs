@@ -1129,6 +1129,35 @@ mod tests {
         assert!(gone == Err(Errno::ESRCH) || !proc_alive(pid));
     }
 
+    /// Issue 12.6, the chaos test's lost value 1. An agent killed by
+    /// `kill -9` leaves its collector run going (its own process group);
+    /// the restarted agent's first run of the same collector printed `1`,
+    /// the orphan then printed `2` into the same scratch file
+    /// (`<name>.out`), and the agent stored `2` as its run's output: `1`
+    /// was never stored. Each run now writes its own files.
+    #[test]
+    fn an_orphaned_run_cannot_write_into_the_next_run_of_its_collector() {
+        let fx = Fixture::new();
+        let late = fx.script("late", "sleep 0.4\necho '2 normal'\n");
+        let orphan = Running::start(
+            &fx.spec("counter", late, LONG, Mode::Lines),
+            &[],
+            fx.path(),
+            fx.path(),
+        );
+        let orphan_pid = match &orphan.state {
+            State::Started(child) => child_pid(child),
+            _ => panic!("the orphan did not start"),
+        };
+        // kill -9 of its agent: no destructor runs, the run goes on.
+        std::mem::forget(orphan);
+        let mine = fx.script("mine", "echo '1 normal'\nsleep 0.8\n");
+        let out = fx.run(&fx.spec("counter", mine, LONG, Mode::Lines));
+        kill_group(orphan_pid);
+        let _ = nix::sys::wait::waitpid(orphan_pid, None);
+        assert_eq!(out.lines, vec![s("1 normal")], "{out:?}");
+    }
+
     #[test]
     fn timeout_message_is_humanised() {
         let fx = Fixture::new();

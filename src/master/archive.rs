@@ -167,8 +167,13 @@ impl HostArchive {
             Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Busy),
             Err(fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
         }
-        let (journal, state) = Journal::open::<HostState>(&log_dir.join(STATE_FILE))?;
+        let state_path = log_dir.join(STATE_FILE);
         let legacy_path = log_dir.join(LEGACY_STATE_FILE);
+        // The journal is created by the first open, before any piece is
+        // stored: if it is there, a log it has no record of was never
+        // committed (see `recover`).
+        let state_kept = state_path.exists() || legacy_path.exists();
+        let (journal, state) = Journal::open::<HostState>(&state_path)?;
         let (state, legacy) = match state {
             Some(state) => (state, false),
             None => match storage::read_json::<HostState>(&legacy_path)? {
@@ -189,7 +194,7 @@ impl HostArchive {
             events: Vec::new(),
             _lock: lock,
         };
-        archive.recover()?;
+        archive.recover(state_kept)?;
         if legacy {
             fs::remove_file(&legacy_path).map_err(|e| storage::with_path(e, &legacy_path))?;
         }
@@ -200,11 +205,17 @@ impl HostArchive {
         self.log_dir.join(format!("{log_type}.log"))
     }
 
-    fn recover(&mut self) -> io::Result<()> {
+    fn recover(&mut self, state_kept: bool) -> io::Result<()> {
         storage::remove_temp_files(&self.backup_dir)?;
         storage::remove_temp_files(&self.log_dir)?;
-        // A log with no state (state file lost or restored from an old
-        // backup): keep every byte of it; later pieces are appended after.
+        // A log the state has no record of. If the state file is there, the
+        // log's first piece was stored and never committed (the master died
+        // in between, on the type's first pull): nothing of it was
+        // acknowledged, the agent offers it again, so it is cut like any
+        // uncommitted tail (kept, it was sealed and the range stored a
+        // second time; found with issue 12.6). If the state file itself is
+        // missing (lost, or restored from an old backup): keep every byte
+        // of the log; later pieces are appended after.
         for entry in fs::read_dir(&self.log_dir)? {
             let path = entry?.path();
             let Some(name) = path
@@ -218,6 +229,16 @@ impl HostArchive {
                 continue;
             }
             let len = fs::metadata(&path)?.len();
+            if state_kept {
+                if len > 0 {
+                    log::warn!(
+                        "{}/{name}: cutting {len} uncommitted bytes of a first piece",
+                        self.host
+                    );
+                    OpenOptions::new().write(true).open(&path)?.set_len(0)?;
+                }
+                continue;
+            }
             log::warn!(
                 "{}/{name}: no state for {} bytes of log; keeping them",
                 self.host,
@@ -1038,6 +1059,30 @@ mod tests {
         let again = piece(PieceKind::Current, 3, 6);
         assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
         a.store_current(&again, 0, &mut &b"b \n"[..]).unwrap();
+        a.commit().unwrap();
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
+    }
+
+    /// A master killed between storing a host's very first piece and
+    /// committing it (`pull.after_store` on the first pull) left a log the
+    /// state has no record of. It was kept as if the state file had been
+    /// lost, then sealed when the agent offered the same range again, and
+    /// the range was stored a second time.
+    #[test]
+    fn an_uncommitted_first_piece_is_cut_and_refetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        {
+            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let first = piece(PieceKind::Current, 0, 3);
+            assert_eq!(a.plan(&first), Plan::Fetch { skip: 0 });
+            a.store_current(&first, 0, &mut &b"a \n"[..]).unwrap();
+            // Crash before commit: no ack was sent, the agent keeps 0..3.
+        }
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let again = piece(PieceKind::Current, 0, 6);
+        assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
+        a.store_current(&again, 0, &mut &b"a \nb \n"[..]).unwrap();
         a.commit().unwrap();
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
