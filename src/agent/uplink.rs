@@ -12,8 +12,8 @@ use crossbeam_channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
-use crate::net::TimedStream;
 use crate::agent::lost::{LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
+use crate::net::TimedStream;
 use crate::protocol::{is_wrong_key, Connection, Key, KeyMemory, Message, Purpose};
 
 pub struct Uplink {

@@ -272,6 +272,36 @@ fn healthz_delay(c: &Cluster, source: &str) -> Duration {
     started.elapsed()
 }
 
+/// A master and `agents` agents, each with a counter collector (for the
+/// pull cadence) and a trigger collector (for alarms); returns once every
+/// agent's first values are on the master.
+fn start_fleet(
+    c: &Cluster,
+    master_cfg: &std::path::Path,
+    agents: usize,
+) -> (Proc, Vec<Proc>, Vec<std::path::PathBuf>) {
+    let mut triggers = Vec::new();
+    let mut procs = Vec::new();
+    for i in 0..agents {
+        let trigger = c.path(&format!("trigger-{i}"));
+        let collectors = format!(
+            "{}{}",
+            counter_collector(c, "100ms"),
+            trigger_collector(c, &format!("hot{i}"), &trigger)
+        );
+        let cfg = c.agent_config(i, &collectors, "heartbeat_interval: 1s\n");
+        procs.push(c.start("agent", &cfg, &format!("agent{i}")));
+        triggers.push(trigger);
+    }
+    let master = c.start("master", master_cfg, "master");
+    for i in 0..agents {
+        wait_for("first values of every agent on the master", || {
+            counter_values(&c.archived(&format!("pi{}", i + 1), "counter")).len() >= 3
+        });
+    }
+    (master, procs, triggers)
+}
+
 fn down_lines(master_log: &str) -> Vec<&str> {
     master_log
         .lines()
@@ -287,25 +317,7 @@ fn floods_on_every_port_cannot_starve_pulls_heartbeats_alarms_or_healthz() {
         AGENTS,
         "pull_interval: 1s\nheartbeat_interval: 1s\nheartbeat_misses: 3\n",
     );
-    let mut triggers = Vec::new();
-    let mut procs = Vec::new();
-    for i in 0..AGENTS {
-        let trigger = c.path(&format!("trigger-{i}"));
-        let collectors = format!(
-            "{}{}",
-            counter_collector(&c, "100ms"),
-            trigger_collector(&c, &format!("hot{i}"), &trigger)
-        );
-        let cfg = c.agent_config(i, &collectors, "heartbeat_interval: 1s\n");
-        procs.push(c.start("agent", &cfg, &format!("agent{i}")));
-        triggers.push(trigger);
-    }
-    let master = c.start("master", &master_cfg, "master");
-    for i in 0..AGENTS {
-        wait_for("first values of every agent on the master", || {
-            counter_values(&c.archived(&format!("pi{}", i + 1), "counter")).len() >= 3
-        });
-    }
+    let (master, procs, triggers) = start_fleet(&c, &master_cfg, AGENTS);
 
     let mut targets: Vec<String> = (8080..=8082)
         .map(|p| format!("{}:{p}", master_ip(40)))
@@ -434,25 +446,7 @@ fn a_range_of_dead_addresses_does_not_delay_real_agents_and_is_logged_once() {
     let holes: Vec<_> = (5..25)
         .filter_map(|x| black_hole(&format!("127.0.41.{x}:8000")))
         .collect();
-    let mut triggers = Vec::new();
-    let mut procs = Vec::new();
-    for i in 0..AGENTS {
-        let trigger = c.path(&format!("trigger-{i}"));
-        let collectors = format!(
-            "{}{}",
-            counter_collector(&c, "100ms"),
-            trigger_collector(&c, &format!("hot{i}"), &trigger)
-        );
-        let cfg = c.agent_config(i, &collectors, "heartbeat_interval: 1s\n");
-        procs.push(c.start("agent", &cfg, &format!("agent{i}")));
-        triggers.push(trigger);
-    }
-    let master = c.start("master", &master_cfg, "master");
-    for i in 0..AGENTS {
-        wait_for("first values of every agent on the master", || {
-            counter_values(&c.archived(&format!("pi{}", i + 1), "counter")).len() >= 3
-        });
-    }
+    let (master, procs, triggers) = start_fleet(&c, &master_cfg, AGENTS);
     let cadence = CadenceWatch::start(&c, AGENTS);
     let started = Instant::now();
     let mut delays = Vec::new();
