@@ -35,12 +35,23 @@ fn alarms_with_no_data_says_so() {
 /// recent: one 3 days ago, then the rest 30 minutes ago.
 fn write_archive(cluster: &Cluster, lines: usize) {
     let now = chrono::Utc::now();
+    // The recent lines are half an hour old, but never before local
+    // midnight: `--until today` must find them after it at 00:10 as well.
+    let midnight = chrono::Local::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+        .expect("local midnight")
+        .with_timezone(&chrono::Utc);
+    let recent = (now - chrono::Duration::minutes(30))
+        .max(midnight + chrono::Duration::seconds(1))
+        .min(now);
     let mut text = String::new();
     for i in 0..lines {
         let t = if i == 0 {
             now - chrono::Duration::days(3)
         } else {
-            now - chrono::Duration::minutes(30)
+            recent
         };
         text.push_str(&format!(
             "{} {i} 0.1 0.1 normal\n",
