@@ -119,7 +119,11 @@ impl Scheduler<'_> {
         let max_suspects = (self.config.workers / 2).max(1);
         let limit_ms =
             (self.config.heartbeat_interval.0 * self.config.heartbeat_misses).as_millis() as i64;
-        let mut last_flush = Instant::now();
+        // The first flush at the first tick: `pihealth status` right after
+        // a start (or right after the first pull) finds the registry.
+        let mut last_flush = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
         let mut last_written = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
