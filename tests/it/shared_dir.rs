@@ -82,7 +82,7 @@ fn open_problems(c: &Cluster, config: &str) -> String {
 }
 
 /// Issue 12 item 1 (and the end-to-end check of the issue's "done when"):
-/// with the shipped configs, both `log_dir: log`, an agent restarted
+/// with the shipped configs, both `log_dir: log` then, an agent restarted
 /// beside its master took the master's `log/alarms.log` and
 /// `log/events.log` as log types, emptied and shipped them: the open alarm
 /// vanished and `events` was listed as a type.
@@ -119,9 +119,12 @@ fn shipped_configs_share_one_directory_through_restarts() {
         "  - name: hot\n    command: {}\n    interval: 300ms\n",
         hot.display()
     );
-    // The point of the test: both keep the shipped `log` and `logbackup`.
+    // The point of the test: both keep the shipped `../log` and
+    // `../logbackup` (from config/: the same log/ and logbackup/).
     for text in [&master_yaml, &agent_yaml] {
-        assert!(text.contains("\nlog_dir: log\n") && text.contains("\nbackup_dir: logbackup\n"));
+        assert!(
+            text.contains("\nlog_dir: ../log\n") && text.contains("\nbackup_dir: ../logbackup\n")
+        );
     }
     let master_cfg = c.write("config/master.yaml", &master_yaml);
     let agent_cfg = c.write("config/agent.yaml", &agent_yaml);
