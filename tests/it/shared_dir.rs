@@ -102,7 +102,7 @@ fn shipped_configs_share_one_directory_through_restarts() {
             ("agents", &format!("agents: [\"{aip}:8000\"]")),
             ("pull_interval", "pull_interval: 500ms"),
             ("heartbeat_interval", "heartbeat_interval: 500ms"),
-            ("key_file", "key_file: pihealth.key"),
+            ("key_file", "key_file: ../pihealth.key"),
         ],
     );
     let agent_yaml = shipped_config(
@@ -112,7 +112,7 @@ fn shipped_configs_share_one_directory_through_restarts() {
             ("master", &format!("master: {mip}:8080")),
             ("control_listen", &format!("control_listen: {aip}:8000")),
             ("data_listen", &format!("data_listen: {aip}:8001")),
-            ("key_file", "key_file: pihealth.key"),
+            ("key_file", "key_file: ../pihealth.key"),
             ("heartbeat_interval", "heartbeat_interval: 500ms"),
         ],
     ) + &format!(
@@ -379,7 +379,7 @@ fn traced(c: &Cluster, args: &[&str], label: &str) -> Option<(Traced, PathBuf)> 
         .stderr(Stdio::null())
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("strace unavailable: skipping the syscall check");
+        skipped("the fsync syscall check: strace missing or not permitted");
         return None;
     }
     let child = Command::new("strace")
