@@ -1149,7 +1149,12 @@ mod tests {
         assert!(specs[0].argv.is_empty());
         assert_eq!(specs[0].mode, Mode::Lines);
         assert_eq!(specs[1].builtin, None);
-        assert_eq!(specs[1].argv, vec!["scripts/cpu.sh".to_string()]);
+        // A relative program path is taken from the config file's directory.
+        let real_dir = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(
+            specs[1].argv,
+            [real_dir.join("scripts/cpu.sh").to_str().unwrap().to_owned()]
+        );
 
         for (text, key, says) in [
             (

@@ -154,7 +154,14 @@ fn agent_backlog_cap_drops_the_oldest_alarms_and_loses_nothing_else() {
         .filter_map(|l| l.split(" gap of ").nth(1))
         .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert!(gaps >= recorded, "gaps {gaps} < recorded drops {recorded}");
+    // The master notes as gaps only what it missed. The agent may also drop
+    // an archive the master had already stored but not yet acknowledged (a
+    // pull in flight when the cap was reached, common on a loaded machine):
+    // counted as dropped there, not missed here. So at most what was dropped.
+    assert!(
+        gaps > 0 && gaps <= recorded,
+        "gaps {gaps}, recorded drops {recorded}"
+    );
     let gap_lines: Vec<&str> = events
         .lines()
         .filter_map(|l| l.split_once(" gap of ").map(|g| g.1))
