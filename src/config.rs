@@ -477,25 +477,44 @@ fn written_keys(text: &str) -> std::collections::BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Resolve the files both daemons' configs name: each of `named` only if
-/// its key is written in `text`, and every previous key file.
-fn resolve_written_paths<const N: usize>(
-    dir: &Path,
-    text: &str,
-    named: [(&str, &mut PathBuf); N],
-    previous_key_files: &mut [PathBuf],
-) {
-    let written = written_keys(text);
-    let files = named
+/// The files both daemons' configs name.
+struct FilePaths<'a> {
+    log_dir: &'a mut PathBuf,
+    backup_dir: &'a mut PathBuf,
+    key_file: &'a mut PathBuf,
+    previous_key_files: &'a mut Vec<PathBuf>,
+}
+
+/// Read and parse the config file at `path`, then resolve its files
+/// against the file's directory: each of log_dir, backup_dir and key_file
+/// only if written in it, and every previous key file. Returns the
+/// directory too, for the program paths.
+fn load_resolved<T>(
+    path: &Path,
+    parse: fn(&str, &Path) -> Result<T, ConfigError>,
+    files: impl FnOnce(&mut T) -> FilePaths<'_>,
+) -> Result<(T, PathBuf), ConfigError> {
+    let text = read_text(path)?;
+    let mut config = parse(&text, path)?;
+    let dir = config_dir(path);
+    let written = written_keys(&text);
+    let f = files(&mut config);
+    let named = [
+        ("log_dir", f.log_dir),
+        ("backup_dir", f.backup_dir),
+        ("key_file", f.key_file),
+    ];
+    let chosen = named
         .into_iter()
         .filter(|(key, _)| written.contains(*key))
         .map(|(_, file)| file)
-        .chain(previous_key_files.iter_mut());
-    for file in files {
+        .chain(f.previous_key_files.iter_mut());
+    for file in chosen {
         if file.is_relative() {
             *file = dir.join(&*file);
         }
     }
+    Ok((config, dir))
 }
 
 fn resolve_program(dir: &Path, program: &mut String) {
@@ -710,21 +729,14 @@ pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, Stri
 
 impl MasterConfig {
     /// Read, parse and validate a config file; relative paths written in
-    /// it resolve against its directory (see `resolve_written_paths`).
+    /// it resolve against its directory (see `load_resolved`).
     pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
-        let text = read_text(path)?;
-        let mut config = Self::parse(&text, path)?;
-        let dir = config_dir(path);
-        resolve_written_paths(
-            &dir,
-            &text,
-            [
-                ("log_dir", &mut config.log_dir),
-                ("backup_dir", &mut config.backup_dir),
-                ("key_file", &mut config.key_file),
-            ],
-            &mut config.previous_key_files,
-        );
+        let (mut config, dir) = load_resolved(path, Self::parse, |c| FilePaths {
+            log_dir: &mut c.log_dir,
+            backup_dir: &mut c.backup_dir,
+            key_file: &mut c.key_file,
+            previous_key_files: &mut c.previous_key_files,
+        })?;
         if let Some(program) = config.alarm_command.as_mut().and_then(|c| c.first_mut()) {
             resolve_program(&dir, program);
         }
@@ -880,21 +892,14 @@ impl MasterConfig {
 
 impl AgentConfig {
     /// Read, parse and validate a config file; relative paths written in
-    /// it resolve against its directory (see `resolve_written_paths`).
+    /// it resolve against its directory (see `load_resolved`).
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = read_text(path)?;
-        let mut config = Self::parse(&text, path)?;
-        let dir = config_dir(path);
-        resolve_written_paths(
-            &dir,
-            &text,
-            [
-                ("log_dir", &mut config.log_dir),
-                ("backup_dir", &mut config.backup_dir),
-                ("key_file", &mut config.key_file),
-            ],
-            &mut config.previous_key_files,
-        );
+        let (mut config, dir) = load_resolved(path, Self::parse, |c| FilePaths {
+            log_dir: &mut c.log_dir,
+            backup_dir: &mut c.backup_dir,
+            key_file: &mut c.key_file,
+            previous_key_files: &mut c.previous_key_files,
+        })?;
         config.config_dir = Some(dir);
         Ok(config)
     }
