@@ -23,4 +23,5 @@ mod scripts;
 mod security;
 mod shared_dir;
 mod soak;
+mod triggers;
 mod util;
