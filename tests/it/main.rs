@@ -18,6 +18,7 @@ mod keys;
 mod logs;
 mod operator;
 mod overload;
+mod prometheus;
 mod proxy;
 mod scripts;
 mod security;
