@@ -134,7 +134,8 @@ struct Watch {
     alarmed_at: Instant,
 }
 
-/// `levels.json`: the last level per type, and the alarm being raised.
+/// `levels.json`: the level last alarmed per type (the latest calm level
+/// while calm), and the alarm being raised.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LevelsFile {
     levels: HashMap<String, String>,
