@@ -411,6 +411,10 @@ pub struct AgentConfig {
     pub workers: usize,
     pub thresholds: Thresholds,
     pub collectors: Vec<CollectorConfig>,
+    /// The directory relative collector programs resolve against: the
+    /// config file's own (set by `load`; none for text parsed alone).
+    #[serde(skip)]
+    pub config_dir: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -436,6 +440,7 @@ impl Default for AgentConfig {
             workers: 4,
             thresholds: Thresholds::default(),
             collectors: Vec::new(),
+            config_dir: None,
         }
     }
 }
@@ -446,6 +451,66 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
         key: String::new(),
         message: format!("cannot read the configuration file: {e}"),
     })
+}
+
+// Relative paths written in a config file resolve against the file's own
+// directory, so a config works wherever it is installed and whatever the
+// working directory (a unit's `WorkingDirectory`, a cron job's home, the
+// project root under `just`). Keys left out keep their defaults, which
+// stay relative to the working directory: `log` and `logbackup` where the
+// daemon runs, as before. A program path resolves only when it names a
+// directory (`scripts/cpu.sh`, `./check`); a bare name (`check_load`) is
+// looked up in PATH as a shell would.
+
+/// The directory a config file's relative paths resolve against: its own,
+/// made absolute so the daemons' log lines name real places.
+fn config_dir(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// The top-level keys written in a config file (the text already parsed
+/// once, so it is a mapping or empty).
+fn written_keys(text: &str) -> std::collections::BTreeSet<String> {
+    serde_yaml::from_str::<serde_yaml::Mapping>(text)
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Resolve the files both daemons' configs name: each of `named` only if
+/// its key is written in `text`, and every previous key file.
+fn resolve_written_paths<const N: usize>(
+    dir: &Path,
+    text: &str,
+    named: [(&str, &mut PathBuf); N],
+    previous_key_files: &mut [PathBuf],
+) {
+    let written = written_keys(text);
+    let files = named
+        .into_iter()
+        .filter(|(key, _)| written.contains(*key))
+        .map(|(_, file)| file)
+        .chain(previous_key_files.iter_mut());
+    for file in files {
+        if file.is_relative() {
+            *file = dir.join(&*file);
+        }
+    }
+}
+
+fn resolve_program(dir: &Path, program: &mut String) {
+    if program.contains('/') && Path::new(program.as_str()).is_relative() {
+        if let Some(joined) = dir.join(program.as_str()).to_str() {
+            *program = joined.to_owned();
+        }
+    }
 }
 
 /// Deserialize YAML text; `path` only names the file in errors.
@@ -651,8 +716,26 @@ pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, Stri
 }
 
 impl MasterConfig {
+    /// Read, parse and validate a config file; relative paths written in
+    /// it resolve against its directory (see `resolve_written_paths`).
     pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
-        Self::parse(&read_text(path)?, path)
+        let text = read_text(path)?;
+        let mut config = Self::parse(&text, path)?;
+        let dir = config_dir(path);
+        resolve_written_paths(
+            &dir,
+            &text,
+            [
+                ("log_dir", &mut config.log_dir),
+                ("backup_dir", &mut config.backup_dir),
+                ("key_file", &mut config.key_file),
+            ],
+            &mut config.previous_key_files,
+        );
+        if let Some(program) = config.alarm_command.as_mut().and_then(|c| c.first_mut()) {
+            resolve_program(&dir, program);
+        }
+        Ok(config)
     }
 
     /// Parse and validate configuration text; `path` only names the file in
@@ -803,8 +886,24 @@ impl MasterConfig {
 }
 
 impl AgentConfig {
+    /// Read, parse and validate a config file; relative paths written in
+    /// it resolve against its directory (see `resolve_written_paths`).
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        Self::parse(&read_text(path)?, path)
+        let text = read_text(path)?;
+        let mut config = Self::parse(&text, path)?;
+        let dir = config_dir(path);
+        resolve_written_paths(
+            &dir,
+            &text,
+            [
+                ("log_dir", &mut config.log_dir),
+                ("backup_dir", &mut config.backup_dir),
+                ("key_file", &mut config.key_file),
+            ],
+            &mut config.previous_key_files,
+        );
+        config.config_dir = Some(dir);
+        Ok(config)
     }
 
     /// Parse and validate configuration text; `path` only names the file in
@@ -890,7 +989,12 @@ impl AgentConfig {
             }
             let argv = match (&c.command, c.builtin) {
                 (Some(command), None) => {
-                    split_command(command).map_err(|m| invalid(path, &key("command"), m))?
+                    let mut argv =
+                        split_command(command).map_err(|m| invalid(path, &key("command"), m))?;
+                    if let (Some(dir), Some(program)) = (&self.config_dir, argv.first_mut()) {
+                        resolve_program(dir, program);
+                    }
+                    argv
                 }
                 // A built-in runs no program.
                 (None, Some(_)) => Vec::new(),

@@ -28,21 +28,21 @@ substitute() { # file pattern replacement
 }
 
 { echo "$header"; cat config/master.yaml; } >"$out/master.yaml"
-substitute "$out/master.yaml" '^key_file: config/pihealth.key$' 'key_file: /etc/pihealth/pihealth.key'
-substitute "$out/master.yaml" '^log_dir: log$' 'log_dir: /var/lib/pihealth/log'
-substitute "$out/master.yaml" '^backup_dir: logbackup$' 'backup_dir: /var/lib/pihealth/logbackup'
+substitute "$out/master.yaml" '^key_file: pihealth.key$' 'key_file: /etc/pihealth/pihealth.key'
+substitute "$out/master.yaml" '^log_dir: \.\./log$' 'log_dir: /var/lib/pihealth/log'
+substitute "$out/master.yaml" '^backup_dir: \.\./logbackup$' 'backup_dir: /var/lib/pihealth/logbackup'
 
 # The agent keeps its own directory: on a host that runs both daemons its
 # unpulled logs stay apart from the master's archives.
 { echo "$header"; cat config/agent.yaml; } >"$out/agent.yaml"
-substitute "$out/agent.yaml" '^key_file: config/pihealth.key$' 'key_file: /etc/pihealth/pihealth.key'
-substitute "$out/agent.yaml" '^log_dir: log$' 'log_dir: /var/lib/pihealth/agent/log'
-substitute "$out/agent.yaml" '^backup_dir: logbackup$' 'backup_dir: /var/lib/pihealth/agent/logbackup'
+substitute "$out/agent.yaml" '^key_file: pihealth.key$' 'key_file: /etc/pihealth/pihealth.key'
+substitute "$out/agent.yaml" '^log_dir: \.\./log$' 'log_dir: /var/lib/pihealth/agent/log'
+substitute "$out/agent.yaml" '^backup_dir: \.\./logbackup$' 'backup_dir: /var/lib/pihealth/agent/logbackup'
 # The shipped collectors are built in; scripts are named only where the
 # config tells how to switch to them, and those must point where they live.
-sed -i 's|command: scripts/|command: /usr/share/pihealth/scripts/|g' "$out/agent.yaml"
+sed -i 's|command: \.\./scripts/|command: /usr/share/pihealth/scripts/|g' "$out/agent.yaml"
 
-if grep -nE '^[a-z_]+: (config/|log|scripts/)|command: scripts/' "$out"/*.yaml; then
+if grep -nE '^[a-z_]+: (config/|log|scripts/|\.\./|pihealth\.key)|command: (\.\./)?scripts/' "$out"/*.yaml; then
     echo "build.sh: a relative path is left in the package's configs (above)" >&2
     exit 1
 fi

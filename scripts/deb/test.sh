@@ -6,7 +6,7 @@
 # then purge it and check nothing is left.
 #
 # Run as root on a Debian machine with cargo-deb and lintian (.ci/run
-# installs both). Prints SKIPPED and exits 0 when it cannot run: not root,
+# installs both). Prints SKIPPED and exits 0 (1 with CI=true) when it cannot run: not root,
 # no dpkg, or a pihealth package already installed here (never touched).
 # Uses loopback addresses 127.0.94.x.
 set -euo pipefail
@@ -14,6 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 skip() {
     echo "SKIPPED: deb package test: $*"
+    # In CI it must run.
+    [[ ${CI:-} != true ]] || exit 1
     exit 0
 }
 [[ $(id -u) -eq 0 ]] || skip "needs root (dpkg -i)"

@@ -48,10 +48,10 @@ fn can_run(script: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "SKIPPED: {script}.sh needs {} (not on this machine)",
+    skipped(&format!(
+        "{script}.sh needs {} (not on this machine)",
         missing.join(", ")
-    );
+    ));
     false
 }
 

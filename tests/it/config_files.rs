@@ -1,7 +1,7 @@
 //! The shipped `config/master.yaml` and `config/agent.yaml` load, and hold
 //! the documented defaults; a bad value is an error naming file and key.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use pihealth::agent::trigger::{Hold, Trigger};
@@ -12,6 +12,29 @@ fn shipped(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("config")
         .join(name)
+}
+
+/// Where a path written in a shipped config points: it is relative to
+/// `config/`, so `../log` is the repository's `log/`.
+fn in_repo(rel: &str) -> PathBuf {
+    std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .expect("config/")
+        .join(rel)
+}
+
+/// `path` with `..` taken out lexically (the directories need not exist).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[test]
@@ -31,9 +54,9 @@ fn shipped_master_config_loads_with_defaults() {
     assert_eq!(c.http_listen, Some("127.0.0.1:8082".parse().unwrap()));
     assert_eq!(c.agent_control_port, 8000);
     assert_eq!(c.agent_data_port, 8001);
-    assert_eq!(c.log_dir, Path::new("log"));
-    assert_eq!(c.backup_dir, Path::new("logbackup"));
-    assert_eq!(c.key_file, Path::new("config/pihealth.key"));
+    assert_eq!(c.log_dir, in_repo("../log"));
+    assert_eq!(c.backup_dir, in_repo("../logbackup"));
+    assert_eq!(c.key_file, in_repo("pihealth.key"));
     assert!(c.agents.is_empty());
     assert!(c.alarm_command.is_none());
 }
@@ -46,9 +69,9 @@ fn shipped_agent_config_loads_with_defaults() {
     assert_eq!(c.rotate_size.0, 8 << 20);
     assert_eq!(c.control_listen, "0.0.0.0:8000".parse().unwrap());
     assert_eq!(c.data_listen, "0.0.0.0:8001".parse().unwrap());
-    assert_eq!(c.key_file, Path::new("config/pihealth.key"));
-    assert_eq!(c.log_dir, Path::new("log"));
-    assert_eq!(c.backup_dir, Path::new("logbackup"));
+    assert_eq!(c.key_file, in_repo("pihealth.key"));
+    assert_eq!(c.log_dir, in_repo("../log"));
+    assert_eq!(c.backup_dir, in_repo("../logbackup"));
     assert!(c.name.is_none());
     let names: Vec<&str> = c.collectors.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["cpu", "mem", "disk", "proc", "users", "sysinfo"]);
@@ -101,21 +124,117 @@ fn shipped_agent_config_names_the_levels_that_alarm() {
 }
 
 /// Every value written in the shipped files is the struct default, so the
-/// files document the defaults truthfully (collectors aside).
+/// files document the defaults truthfully (collectors aside); the paths,
+/// written relative to `config/`, name the places the defaults name from
+/// the repository's root (where `just run-master` runs).
 #[test]
 fn shipped_values_are_the_defaults() {
     let dir = tempfile::tempdir().expect("temp dir");
     let empty = dir.path().join("empty.yaml");
     std::fs::write(&empty, "").expect("write");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let from_root = |p: &mut PathBuf| *p = lexical(&std::fs::canonicalize(root).unwrap().join(&*p));
 
-    let file = MasterConfig::load(&shipped("master.yaml")).expect("loads");
-    let default = MasterConfig::load(&empty).expect("defaults load");
+    let mut file = MasterConfig::load(&shipped("master.yaml")).expect("loads");
+    let mut default = MasterConfig::load(&empty).expect("defaults load");
+    for p in [&mut file.log_dir, &mut file.backup_dir, &mut file.key_file] {
+        from_root(p);
+    }
+    for p in [
+        &mut default.log_dir,
+        &mut default.backup_dir,
+        &mut default.key_file,
+    ] {
+        from_root(p);
+    }
     assert_eq!(format!("{file:?}"), format!("{default:?}"));
 
     let mut file = AgentConfig::load(&shipped("agent.yaml")).expect("loads");
-    let default = AgentConfig::load(&empty).expect("defaults load");
+    let mut default = AgentConfig::load(&empty).expect("defaults load");
     file.collectors.clear();
+    for c in [&mut file, &mut default] {
+        for p in [&mut c.log_dir, &mut c.backup_dir, &mut c.key_file] {
+            from_root(p);
+        }
+        c.config_dir = None;
+    }
     assert_eq!(format!("{file:?}"), format!("{default:?}"));
+}
+
+/// Relative paths written in a config file are taken from the file's own
+/// directory, whatever the working directory; keys left out keep their
+/// defaults (relative to the working directory); absolute paths and bare
+/// program names (looked up in PATH) stay as written.
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etc = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("etc/pihealth");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+
+    let path = etc.join("agent.yaml");
+    std::fs::write(
+        &path,
+        concat!(
+            "key_file: keys/pi.key\n",
+            "previous_key_files: [old.key, /abs/older.key]\n",
+            "log_dir: ../../var/log\n",
+            "collectors:\n",
+            "  - {name: a, command: \"../scripts/a.sh --dir rel/arg\", interval: 1s}\n",
+            "  - {name: b, command: \"./b.sh\", interval: 1s}\n",
+            "  - {name: c, command: \"check_load -w 1\", interval: 1s}\n",
+            "  - {name: d, command: /usr/bin/true, interval: 1s}\n",
+        ),
+    )
+    .expect("write");
+    let c = AgentConfig::load(&path).expect("loads");
+    assert_eq!(c.key_file, etc.join("keys/pi.key"));
+    assert_eq!(
+        c.previous_key_files,
+        [etc.join("old.key"), PathBuf::from("/abs/older.key")]
+    );
+    assert_eq!(lexical(&c.log_dir), lexical(&etc.join("../../var/log")));
+    // Left out: the default, in the working directory.
+    assert_eq!(c.backup_dir, Path::new("logbackup"));
+    let specs = c.collector_specs(&path).expect("valid");
+    let argv: Vec<&[String]> = specs.iter().map(|s| s.argv.as_slice()).collect();
+    assert_eq!(
+        argv[0],
+        [
+            etc.join("../scripts/a.sh").to_str().unwrap(),
+            "--dir",
+            "rel/arg"
+        ]
+    );
+    assert_eq!(argv[1][0], etc.join("./b.sh").to_str().unwrap());
+    assert_eq!(argv[2][0], "check_load");
+    assert_eq!(argv[3][0], "/usr/bin/true");
+
+    let path = etc.join("master.yaml");
+    std::fs::write(
+        &path,
+        concat!(
+            "key_file: fleet.key\n",
+            "backup_dir: /srv/pihealth/backup\n",
+            "alarm_command: [notify/send.sh, --to, ops/team]\n",
+        ),
+    )
+    .expect("write");
+    let c = MasterConfig::load(&path).expect("loads");
+    assert_eq!(c.key_file, etc.join("fleet.key"));
+    assert_eq!(c.backup_dir, Path::new("/srv/pihealth/backup"));
+    assert_eq!(c.log_dir, Path::new("log"));
+    assert_eq!(
+        c.alarm_command.as_deref(),
+        Some(
+            &[
+                etc.join("notify/send.sh").to_str().unwrap().to_owned(),
+                "--to".into(),
+                "ops/team".into()
+            ][..]
+        )
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod chaos;
 mod cli_edges;
 mod client_deadlines;
 mod cluster;
+mod config_dirs;
 mod config_files;
 mod cron;
 mod disk;

@@ -82,7 +82,7 @@ fn open_problems(c: &Cluster, config: &str) -> String {
 }
 
 /// Issue 12 item 1 (and the end-to-end check of the issue's "done when"):
-/// with the shipped configs, both `log_dir: log`, an agent restarted
+/// with the shipped configs, both `log_dir: log` then, an agent restarted
 /// beside its master took the master's `log/alarms.log` and
 /// `log/events.log` as log types, emptied and shipped them: the open alarm
 /// vanished and `events` was listed as a type.
@@ -102,7 +102,7 @@ fn shipped_configs_share_one_directory_through_restarts() {
             ("agents", &format!("agents: [\"{aip}:8000\"]")),
             ("pull_interval", "pull_interval: 500ms"),
             ("heartbeat_interval", "heartbeat_interval: 500ms"),
-            ("key_file", "key_file: pihealth.key"),
+            ("key_file", "key_file: ../pihealth.key"),
         ],
     );
     let agent_yaml = shipped_config(
@@ -112,16 +112,19 @@ fn shipped_configs_share_one_directory_through_restarts() {
             ("master", &format!("master: {mip}:8080")),
             ("control_listen", &format!("control_listen: {aip}:8000")),
             ("data_listen", &format!("data_listen: {aip}:8001")),
-            ("key_file", "key_file: pihealth.key"),
+            ("key_file", "key_file: ../pihealth.key"),
             ("heartbeat_interval", "heartbeat_interval: 500ms"),
         ],
     ) + &format!(
         "  - name: hot\n    command: {}\n    interval: 300ms\n",
         hot.display()
     );
-    // The point of the test: both keep the shipped `log` and `logbackup`.
+    // The point of the test: both keep the shipped `../log` and
+    // `../logbackup` (from config/: the same log/ and logbackup/).
     for text in [&master_yaml, &agent_yaml] {
-        assert!(text.contains("\nlog_dir: log\n") && text.contains("\nbackup_dir: logbackup\n"));
+        assert!(
+            text.contains("\nlog_dir: ../log\n") && text.contains("\nbackup_dir: ../logbackup\n")
+        );
     }
     let master_cfg = c.write("config/master.yaml", &master_yaml);
     let agent_cfg = c.write("config/agent.yaml", &agent_yaml);
@@ -376,7 +379,7 @@ fn traced(c: &Cluster, args: &[&str], label: &str) -> Option<(Traced, PathBuf)> 
         .stderr(Stdio::null())
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("strace unavailable: skipping the syscall check");
+        skipped("the fsync syscall check: strace missing or not permitted");
         return None;
     }
     let child = Command::new("strace")
