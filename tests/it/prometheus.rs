@@ -484,9 +484,15 @@ fn one_prometheus_sees_every_host_of_two_masters() {
             .is_some_and(|(_, v)| *v == 4.0)
     });
 
-    // ALERTMANAGER (branch alert-master): each master forwards its alarms
-    // to the one Alertmanager; start it here (Debian package
-    // `prometheus-alertmanager`) with both masters' `alertmanagers:` set
-    // to it, raise an alarm on one host of each shard, and see both in
-    // its /api/v2/alerts, with Prometheus's own rule alerts beside them.
+    // ==== ALERTMANAGER: TO BE FILLED IN when branch alert-master lands ====
+    // The test has one Alertmanager receiving from both masters.
+    // Here: start the real Alertmanager (Debian package
+    // `prometheus-alertmanager`, /usr/bin/prometheus-alertmanager; `skipped`
+    // without it) on 127.0.182.101:9093 with a temp `--storage.path`; give
+    // both masters its address in their Alertmanager forwarding keys (the
+    // masters above would then be started with that extra master config);
+    // point this Prometheus at it too (`alerting:` in its config); kill -9
+    // one agent of each shard and see both hosts' `host` alarms (labels
+    // host, type, level) in its /api/v2/alerts, and resolved after a
+    // restart. Until then this test covers the Prometheus half only.
 }
