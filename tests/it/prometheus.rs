@@ -3,7 +3,8 @@
 //! storage, scrapes the master's `/metrics`, and a query through its HTTP
 //! API returns the cpu, memory and disk values of every host; `promtool`
 //! finds `/metrics` clean and the shipped alerting rules valid, and the
-//! shipped Grafana dashboard asks only for metrics `/metrics` has. Then
+//! shipped Grafana dashboard asks only for metrics `/metrics` has; the
+//! rules fire on real data (an open alarm). Then
 //! "when one master is not enough": two masters, each with its own agents,
 //! one Prometheus scraping both, every host in it.
 //!
@@ -262,8 +263,14 @@ fn promtool(bin: &Path, args: &[&str], stdin: &str) -> (bool, String) {
 }
 
 /// Start a master with `agents` agents (built-in cpu, mem and disk every
-/// second) in `c`, the agents named `{prefix}1`, `{prefix}2`, …
-fn fleet(c: &Cluster, agents: usize, prefix: &str) -> (Proc, Vec<Proc>, Vec<String>) {
+/// second) in `c`, the agents named `{prefix}1`, `{prefix}2`, …; the first
+/// one's config gets `first_extra` too.
+fn fleet(
+    c: &Cluster,
+    agents: usize,
+    prefix: &str,
+    first_extra: &str,
+) -> (Proc, Vec<Proc>, Vec<String>) {
     let collectors: String = ["cpu", "mem", "disk"]
         .iter()
         .map(|t| format!("  - {{name: {t}, builtin: {t}, interval: 1s}}\n"))
@@ -273,7 +280,8 @@ fn fleet(c: &Cluster, agents: usize, prefix: &str) -> (Proc, Vec<Proc>, Vec<Stri
     let mut names = Vec::new();
     for i in 0..agents {
         let name = format!("{prefix}{}", i + 1);
-        let cfg = c.agent_config(i, &collectors, &format!("name: {name}\n"));
+        let extra = if i == 0 { first_extra } else { "" };
+        let cfg = c.agent_config(i, &collectors, &format!("name: {name}\n{extra}"));
         procs.push(c.start("agent", &cfg, &format!("agent-{name}")));
         names.push(name);
     }
@@ -339,7 +347,9 @@ fn prometheus_scrapes_the_master_and_promtool_finds_it_clean() {
     };
     let block = 181;
     let c = Cluster::new(block);
-    let (_master, _agents, hosts) = fleet(&c, 2, "pi");
+    // pi1's disk is "full" at 2 %: a disk warning alarm, open.
+    let low_disk = "thresholds: {disk_note: 1, disk_warning: 2}\n";
+    let (_master, mut agents, hosts) = fleet(&c, 2, "pi", low_disk);
     let http = http_of(block);
     wait_for_values(http, &hosts);
 
@@ -428,6 +438,37 @@ fn prometheus_scrapes_the_master_and_promtool_finds_it_clean() {
             assert_eq!(got, want, "dashboard query `{expr}`");
         }
     }
+    // The shipped rules fire on real data: pi1's open disk alarm.
+    wait_for("PiHealthAlarmOpen firing for pi1", || {
+        firing(&prom).contains(&("PiHealthAlarmOpen".to_string(), "pi1".to_string()))
+    });
+    // A host down: the master says so, Prometheus sees it, and /metrics
+    // with a down agent and open alarms still lints clean.
+    agents[1].kill9();
+    wait_for("pi2 down in prometheus", || {
+        prom.hosts("pihealth_agent_up == 0") == BTreeSet::from(["pi2".to_string()])
+    });
+    let (ok, out) = promtool(&promtool_bin, &["check", "metrics"], &scrape(http));
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics, pi2 down:\n{out}"
+    );
+}
+
+/// The (alert name, host) of every firing alert.
+fn firing(prom: &Prometheus) -> BTreeSet<(String, String)> {
+    let (_, body) = http_get(prom.addr, "/api/v1/alerts").expect("alerts");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| {
+            let label = |k: &str| a["labels"][k].as_str().unwrap_or("").to_string();
+            (label("alertname"), label("host"))
+        })
+        .collect()
 }
 
 /// Every `expr` of the dashboard's panels' targets.
@@ -457,8 +498,8 @@ fn one_prometheus_sees_every_host_of_two_masters() {
     };
     // Two shards, each a master with its own agents and its own key.
     let (a, b) = (Cluster::new(182), Cluster::new(183));
-    let (_ma, _aa, hosts_a) = fleet(&a, 2, "a-pi");
-    let (_mb, _ab, hosts_b) = fleet(&b, 2, "b-pi");
+    let (_ma, _aa, hosts_a) = fleet(&a, 2, "a-pi", "");
+    let (_mb, _ab, hosts_b) = fleet(&b, 2, "b-pi", "");
     wait_for_values(http_of(182), &hosts_a);
     wait_for_values(http_of(183), &hosts_b);
     let addr: SocketAddr = "127.0.182.100:9090".parse().unwrap();
