@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::agent::builtin::Builtin;
 use crate::agent::collector::{split_command, CollectorSpec, Mode};
+use crate::agent::trigger::{Hold, Trigger};
 
 /// A configuration problem: which file, which key, what was expected.
 #[derive(Debug)]
@@ -369,6 +370,12 @@ pub struct CollectorConfig {
     pub timeout: Option<HumanDuration>,
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// How long a problem level must hold before it alarms.
+    #[serde(default, rename = "for")]
+    pub hold: Hold,
+    /// How long calm must hold, once alarmed, before the recovery alarm.
+    #[serde(default)]
+    pub recover_for: Hold,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1035,6 +1042,10 @@ impl AgentConfig {
                 interval: c.interval.0,
                 timeout,
                 mode: c.mode.unwrap_or(Mode::Lines),
+                trigger: Trigger {
+                    hold: c.hold,
+                    recover: c.recover_for,
+                },
             });
         }
         Ok(specs)
@@ -1049,6 +1060,32 @@ mod tests {
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, text).expect("temp dir is writable");
         path
+    }
+
+    #[test]
+    fn trigger_rules_per_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "collectors:\n  - {name: cpu, builtin: cpu, interval: 10s, for: 2m, recover_for: 3 runs}\n  - {name: mem, builtin: mem, interval: 10s}\n",
+        );
+        let c = AgentConfig::load(&path).unwrap();
+        let specs = c.collector_specs(&path).unwrap();
+        assert_eq!(specs[0].trigger.hold, Hold::For(Duration::from_secs(120)));
+        assert_eq!(specs[0].trigger.recover, Hold::Runs(3));
+        assert_eq!(specs[1].trigger, Trigger::default());
+        for (bad, key) in [
+            ("for: 3", "collectors[0].for"),
+            ("for: 0 runs", "collectors[0].for"),
+            ("recover_for: soon", "collectors[0].recover_for"),
+        ] {
+            let path = write(
+                &dir,
+                &format!("collectors:\n  - {{name: cpu, builtin: cpu, interval: 10s, {bad}}}\n"),
+            );
+            let e = AgentConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("3 runs"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::collector::Outcome;
+use crate::agent::trigger::{Step, Trigger, TypeState};
 use crate::level::Level;
 use crate::protocol::message::{Alarm, MAX_TEXT};
 use crate::storage;
@@ -95,11 +96,15 @@ impl AlarmSpool {
 }
 
 /// Decides when a collector's outcome is worth an alarm: when its level
-/// changes to or from a problem level, and every `realarm_interval` while
-/// a problem lasts.
+/// changes to, between or from problem levels and the change has held for
+/// the collector's trigger rules (`agent::trigger`), and every
+/// `realarm_interval` while a problem lasts.
 ///
-/// The last level per type is kept in a file, so a restart neither forgets
-/// a problem (and its recovery alarm) nor raises it again under a new id.
+/// The level last alarmed per type is kept in a file, so a restart neither
+/// forgets a problem (and its recovery alarm) nor raises it again under a
+/// new id. A change still waiting for its hold is not kept: it is counted
+/// again from the first run after the start (at most `for` late, never
+/// twice).
 ///
 /// Crash safety of a level change, in the caller's order: the new levels
 /// are saved durably together with the alarm they raise (`save_pending`),
@@ -113,7 +118,7 @@ impl AlarmSpool {
 pub struct AlarmMonitor {
     host: String,
     realarm_interval: Duration,
-    last: HashMap<String, (Level, Instant)>,
+    last: HashMap<String, Watch>,
     levels_path: Option<PathBuf>,
     levels_changed: bool,
     /// Alarms saved with the levels and not yet known to be in the spool
@@ -122,7 +127,15 @@ pub struct AlarmMonitor {
     pending: Vec<Alarm>,
 }
 
-/// `levels.json`: the last level per type, and the alarm being raised.
+/// One type's trigger state and when it last alarmed (for
+/// `realarm_interval`).
+struct Watch {
+    state: TypeState,
+    alarmed_at: Instant,
+}
+
+/// `levels.json`: the level last alarmed per type (the latest calm level
+/// while calm), and the alarm being raised.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LevelsFile {
     levels: HashMap<String, String>,
@@ -158,7 +171,11 @@ impl AlarmMonitor {
             let now = Instant::now();
             for (log_type, level) in saved.levels {
                 if let Ok(level) = level.parse::<Level>() {
-                    last.insert(log_type, (level, now));
+                    let watch = Watch {
+                        state: TypeState::with_level(level),
+                        alarmed_at: now,
+                    };
+                    last.insert(log_type, watch);
                 }
             }
             pending = saved.pending;
@@ -212,7 +229,7 @@ impl AlarmMonitor {
             levels: self
                 .last
                 .iter()
-                .map(|(t, (l, _))| (t.clone(), l.to_string()))
+                .filter_map(|(t, w)| Some((t.clone(), w.state.alarmed?.to_string())))
                 .collect(),
             pending: self.pending.clone(),
         };
@@ -222,42 +239,48 @@ impl AlarmMonitor {
         Ok(())
     }
 
+    /// Take one run of `log_type`'s collector; the alarm it raises, if
+    /// any, under the collector's trigger rules (`agent::trigger`) and
+    /// `realarm_interval`.
     pub fn observe(
         &mut self,
         log_type: &str,
+        trigger: &Trigger,
         outcome: &Outcome,
         now: Instant,
     ) -> io::Result<Option<Alarm>> {
         let level = outcome.level;
-        if self
-            .last
-            .get(log_type)
-            .is_none_or(|(previous, _)| *previous != level)
-        {
-            self.levels_changed = true;
-        }
-        let raise = match self.last.get(log_type) {
-            // First run: a problem from the start is news; a normal start is not.
-            None => level.is_problem(),
-            Some((previous, since)) => {
-                (*previous != level && (previous.is_problem() || level.is_problem()))
-                    || (level.is_problem() && now.duration_since(*since) >= self.realarm_interval)
-            }
-        };
-        let entry = self
+        let watch = self
             .last
             .entry(log_type.to_string())
-            .or_insert((level, now));
-        if !raise {
-            entry.0 = level;
-            return Ok(None);
-        }
-        let previous = entry.0;
-        *entry = (level, now);
-        let mut message = if !level.is_problem() && previous.is_problem() {
-            format!("recovered from {previous}: ")
-        } else {
-            String::new()
+            .or_insert_with(|| Watch {
+                state: TypeState::default(),
+                alarmed_at: now,
+            });
+        let previous = match watch.state.step(level, trigger, now) {
+            Step::Same => {
+                let due = now.saturating_duration_since(watch.alarmed_at) >= self.realarm_interval;
+                if !(level.is_problem() && due) {
+                    return Ok(None);
+                }
+                Some(level)
+            }
+            Step::Waiting => return Ok(None),
+            Step::Settled => {
+                self.levels_changed = true;
+                return Ok(None);
+            }
+            Step::Raise { previous } => {
+                self.levels_changed = true;
+                previous
+            }
+        };
+        watch.alarmed_at = now;
+        let mut message = match previous {
+            Some(previous) if previous.is_problem() && !level.is_problem() => {
+                format!("recovered from {previous}: ")
+            }
+            _ => String::new(),
         };
         message.push_str(&outcome.lines.join(" / "));
         Ok(Some(self.alarm(
@@ -315,21 +338,22 @@ mod tests {
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), None).unwrap();
         let t0 = Instant::now();
         assert!(m
-            .observe("cpu", &outcome(Level::Normal), t0)
+            .observe("cpu", &Trigger::default(), &outcome(Level::Normal), t0)
             .unwrap()
             .is_none());
         assert!(m
-            .observe("cpu", &outcome(Level::Note), t0)
+            .observe("cpu", &Trigger::default(), &outcome(Level::Note), t0)
             .unwrap()
             .is_none());
         let a = m
-            .observe("cpu", &outcome(Level::Warning), t0)
+            .observe("cpu", &Trigger::default(), &outcome(Level::Warning), t0)
             .unwrap()
             .unwrap();
         assert_eq!(a.level, "warning");
         assert!(m
             .observe(
                 "cpu",
+                &Trigger::default(),
                 &outcome(Level::Warning),
                 t0 + Duration::from_secs(30)
             )
@@ -338,20 +362,26 @@ mod tests {
         assert!(m
             .observe(
                 "cpu",
+                &Trigger::default(),
                 &outcome(Level::Warning),
                 t0 + Duration::from_secs(61)
             )
             .unwrap()
             .is_some());
         let r = m
-            .observe("cpu", &outcome(Level::Normal), t0 + Duration::from_secs(62))
+            .observe(
+                "cpu",
+                &Trigger::default(),
+                &outcome(Level::Normal),
+                t0 + Duration::from_secs(62),
+            )
             .unwrap()
             .unwrap();
         assert_eq!(r.level, "normal");
         assert!(r.message.starts_with("recovered from warning"));
         // A problem at the very first run is reported.
         assert!(m
-            .observe("disk", &outcome(Level::Critical), t0)
+            .observe("disk", &Trigger::default(), &outcome(Level::Critical), t0)
             .unwrap()
             .is_some());
     }
@@ -364,7 +394,7 @@ mod tests {
         {
             let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
             assert!(m
-                .observe("cpu", &outcome(Level::Warning), t0)
+                .observe("cpu", &Trigger::default(), &outcome(Level::Warning), t0)
                 .unwrap()
                 .is_some());
             m.save().unwrap();
@@ -372,23 +402,73 @@ mod tests {
         // Still in trouble after a restart: no second alarm under a new id.
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert!(m
-            .observe("cpu", &outcome(Level::Warning), Instant::now())
+            .observe(
+                "cpu",
+                &Trigger::default(),
+                &outcome(Level::Warning),
+                Instant::now()
+            )
             .unwrap()
             .is_none());
         m.save().unwrap();
         // Recovered while the agent was down: the recovery is reported.
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         let r = m
-            .observe("cpu", &outcome(Level::Normal), Instant::now())
+            .observe(
+                "cpu",
+                &Trigger::default(),
+                &outcome(Level::Normal),
+                Instant::now(),
+            )
             .unwrap()
             .unwrap();
         assert!(r.message.starts_with("recovered from warning"));
         // Not saved (killed before the spool took it): raised again.
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert!(m
-            .observe("cpu", &outcome(Level::Normal), Instant::now())
+            .observe(
+                "cpu",
+                &Trigger::default(),
+                &outcome(Level::Normal),
+                Instant::now()
+            )
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn a_restart_keeps_the_alarmed_level_and_counts_a_waiting_change_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("levels.json");
+        let rules = Trigger {
+            hold: "3 runs".parse().unwrap(),
+            recover: "2 runs".parse().unwrap(),
+        };
+        let t0 = Instant::now();
+        let run = |m: &mut AlarmMonitor, level: Level| {
+            let a = m.observe("cpu", &rules, &outcome(level), t0).unwrap();
+            m.save().unwrap();
+            a.map(|a| a.level)
+        };
+        {
+            let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+            assert_eq!(run(&mut m, Level::Normal), None);
+            assert_eq!(run(&mut m, Level::Warning), None);
+            assert_eq!(run(&mut m, Level::Warning), None);
+        }
+        // Two warnings before the stop are forgotten: three more are needed.
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert_eq!(run(&mut m, Level::Warning), None);
+        assert_eq!(run(&mut m, Level::Warning), None);
+        assert_eq!(run(&mut m, Level::Warning), Some("warning".into()));
+        assert_eq!(run(&mut m, Level::Normal), None);
+        drop(m);
+        // The alarmed warning is kept: still warning after the start is no
+        // news, and the recovery waits for its two calm runs.
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
+        assert_eq!(run(&mut m, Level::Warning), None);
+        assert_eq!(run(&mut m, Level::Normal), None);
+        assert_eq!(run(&mut m, Level::Normal), Some("normal".into()));
     }
 
     #[test]
@@ -398,7 +478,12 @@ mod tests {
         let raised = {
             let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
             let a = m
-                .observe("cpu", &outcome(Level::Warning), Instant::now())
+                .observe(
+                    "cpu",
+                    &Trigger::default(),
+                    &outcome(Level::Warning),
+                    Instant::now(),
+                )
                 .unwrap()
                 .unwrap();
             m.save_pending(a.clone()).unwrap();
@@ -408,7 +493,12 @@ mod tests {
         assert_eq!(m.pending(), Some(&raised), "the same alarm, same id");
         // The level change is not seen again: no second alarm for it.
         assert!(m
-            .observe("cpu", &outcome(Level::Warning), Instant::now())
+            .observe(
+                "cpu",
+                &Trigger::default(),
+                &outcome(Level::Warning),
+                Instant::now()
+            )
             .unwrap()
             .is_none());
         m.spooled();
@@ -425,11 +515,21 @@ mod tests {
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert_eq!(m.pending(), None);
         assert!(m
-            .observe("cpu", &outcome(Level::Warning), Instant::now())
+            .observe(
+                "cpu",
+                &Trigger::default(),
+                &outcome(Level::Warning),
+                Instant::now()
+            )
             .unwrap()
             .is_none());
         let r = m
-            .observe("levels", &outcome(Level::Critical), Instant::now())
+            .observe(
+                "levels",
+                &Trigger::default(),
+                &outcome(Level::Critical),
+                Instant::now(),
+            )
             .unwrap()
             .unwrap();
         assert_eq!(r.level, "critical");

@@ -111,6 +111,8 @@ pub struct CollectorSpec {
     pub interval: Duration,
     pub timeout: Duration,
     pub mode: Mode,
+    /// When its levels raise alarms (`for:` / `recover_for:`).
+    pub trigger: crate::agent::trigger::Trigger,
 }
 
 /// What one run produced.
@@ -822,6 +824,7 @@ mod tests {
                 interval: Duration::from_secs(60),
                 timeout,
                 mode,
+                trigger: Default::default(),
             }
         }
 

@@ -10,6 +10,7 @@ pub mod collector;
 pub mod logstore;
 pub mod lost;
 pub mod server;
+pub mod trigger;
 pub mod uplink;
 
 use std::cell::RefCell;
@@ -232,7 +233,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         &stop,
         &mut |spec, outcome| {
             // The alarm first, then the lines (AlarmMonitor's crash safety).
-            match monitor.observe(&spec.name, &outcome, Instant::now()) {
+            match monitor.observe(&spec.name, &spec.trigger, &outcome, Instant::now()) {
                 Ok(Some(alarm)) => {
                     if let Err(e) = monitor.save_pending(alarm) {
                         throttled(

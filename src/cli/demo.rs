@@ -109,7 +109,8 @@ fn master_yaml(agents: usize) -> String {
 
 fn agent_yaml(i: usize) -> String {
     let ip = format!("127.0.0.{}", i + 2);
-    // pi1 alarms on disk at once, to show the alarm path.
+    // pi1 alarms on disk at once, to show the alarm path; a cpu spike
+    // (a browser starting) alarms only if it lasts 10 s (`for`).
     let thresholds = if i == 0 {
         "thresholds: {disk_note: 1, disk_warning: 2}\n"
     } else {
@@ -119,7 +120,7 @@ fn agent_yaml(i: usize) -> String {
         "name: pi{n}\nmaster: 127.0.0.1:{MASTER_PORT}\nmaster_alarm: 127.0.0.1:{alarm}\ncontrol_listen: {ip}:8000\ndata_listen: {ip}:8001\n\
          key_file: pihealth.key\nlog_dir: agents/pi{n}/log\nbackup_dir: agents/pi{n}/logbackup\nrotate_size: 16KiB\nmax_backlog: 64MiB\n\
          heartbeat_interval: 1s\ncollectors:\n\
-         \x20 - {{name: cpu, builtin: cpu, interval: 2s}}\n\
+         \x20 - {{name: cpu, builtin: cpu, interval: 2s, for: 10s, recover_for: 10s}}\n\
          \x20 - {{name: mem, builtin: mem, interval: 2s}}\n\
          \x20 - {{name: disk, builtin: disk, interval: 5s}}\n\
          \x20 - {{name: proc, builtin: proc, interval: 10s}}\n\

@@ -4,7 +4,9 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use pihealth::agent::trigger::{Hold, Trigger};
 use pihealth::config::{AgentConfig, MasterConfig};
+use pihealth::level::Level;
 
 fn shipped(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -84,6 +86,41 @@ fn shipped_agent_config_loads_with_defaults() {
     assert_eq!(proc.timeout, Duration::from_secs(30));
     let sysinfo = specs.iter().find(|s| s.name == "sysinfo").expect("sysinfo");
     assert_eq!(sysinfo.interval, Duration::from_secs(300));
+    // cpu spikes are damped (issue 15): two minutes to alarm, one to recover.
+    let cpu = &specs[0];
+    assert_eq!(cpu.trigger.hold, Hold::For(Duration::from_secs(120)));
+    assert_eq!(cpu.trigger.recover, Hold::For(Duration::from_secs(60)));
+    assert_eq!(specs[1].trigger, Trigger::default());
+}
+
+/// `config/agent.yaml` says which levels raise alarms; the code agrees
+/// (issue 15: it used to list `note`, which never alarmed).
+#[test]
+fn shipped_agent_config_names_the_levels_that_alarm() {
+    let text = std::fs::read_to_string(shipped("agent.yaml")).expect("read");
+    // The comments as one line of words.
+    let words: String = text
+        .lines()
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let problems: Vec<&str> = Level::ALL
+        .into_iter()
+        .filter(|l| l.is_problem())
+        .map(Level::as_str)
+        .collect();
+    let (last, rest) = problems.split_last().expect("some levels alarm");
+    let listed = format!("the problem levels {} and {last}.", rest.join(", "));
+    assert!(
+        words.contains(&listed),
+        "config/agent.yaml must say `{listed}`"
+    );
+    for calm in Level::ALL.into_iter().filter(|l| !l.is_problem()) {
+        assert!(!listed.contains(calm.as_str()));
+    }
+    assert!(!Level::Note.is_problem());
+    assert!(words.contains("`note` alone never raises an alarm"));
+    assert!(!words.contains("(note, warning"), "the old wording is gone");
 }
 
 /// Every value written in the shipped files is the struct default, so the
