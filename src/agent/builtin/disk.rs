@@ -269,6 +269,7 @@ pub(super) struct Disks {
 pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
     let note = ctx.limits.get("PIHEALTH_DISK_NOTE")?;
     let warn = ctx.limits.get("PIHEALTH_DISK_WARNING")?;
+    let crit = ctx.limits.get("PIHEALTH_DISK_CRITICAL")?;
     let mountinfo = read(&ctx.proc_path("self/mountinfo"))?;
     let mut seen_devices: Vec<String> = Vec::new();
     let mut lines = Vec::new();
@@ -292,7 +293,7 @@ pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
         // awk joins the mount point's words with "_".
         let mount = m.dir.split_whitespace().collect::<Vec<_>>().join("_");
         let p = fixed2(pct(u.used_kib, u.avail_kib));
-        let lvl = level(value_of(&p), note, warn);
+        let lvl = level(value_of(&p), note, warn, crit);
         lines.push(format!(
             "{mount} {} {} {p} {lvl}",
             u.total_kib / 1024,
@@ -303,7 +304,7 @@ pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
         free += u.avail_kib;
     }
     let p = fixed2(pct(used, free));
-    let lvl = level(value_of(&p), note, warn);
+    let lvl = level(value_of(&p), note, warn, crit);
     lines.push(format!("total {} {} {p} {lvl}", total / 1024, free / 1024));
     Ok(Disks {
         lines,
@@ -381,7 +382,7 @@ pub(crate) mod tests {
         let expected = vec![
             "/ 976 97 88.89 note",
             "/home/my_disk 2000 1000 50.00 normal",
-            "/boot 512 9 98.04 warning",
+            "/boot 512 9 98.04 critical",
             "total 3488 1107 67.21 normal",
         ];
         // Without any overmount the cgroup mount is not even stat'ed (it is

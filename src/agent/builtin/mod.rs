@@ -130,15 +130,19 @@ pub struct Limits {
 }
 
 impl Limits {
-    const DEFAULTS: [(&'static str, &'static str); 9] = [
+    const DEFAULTS: [(&'static str, &'static str); 13] = [
         ("PIHEALTH_CPU_NOTE", "70"),
         ("PIHEALTH_CPU_WARNING", "80"),
+        ("PIHEALTH_CPU_CRITICAL", "95"),
         ("PIHEALTH_MEM_NOTE", "70"),
         ("PIHEALTH_MEM_WARNING", "80"),
+        ("PIHEALTH_MEM_CRITICAL", "90"),
         ("PIHEALTH_DISK_NOTE", "80"),
         ("PIHEALTH_DISK_WARNING", "90"),
+        ("PIHEALTH_DISK_CRITICAL", "95"),
         ("PIHEALTH_TEMP_NOTE", "50"),
         ("PIHEALTH_TEMP_WARNING", "70"),
+        ("PIHEALTH_TEMP_CRITICAL", "80"),
         ("PIHEALTH_PROC_THRESHOLD", "50"),
     ];
 
@@ -170,6 +174,12 @@ impl Limits {
                 .map(|&(key, v)| (key, parse_number(key, v)))
                 .collect(),
         }
+    }
+
+    /// A threshold by its variable's name, if known and valid (to label
+    /// alarm messages).
+    pub fn lookup(&self, key: &str) -> Option<f64> {
+        self.get(key).ok()
     }
 
     fn get(&self, key: &str) -> Result<f64, String> {
@@ -337,9 +347,11 @@ fn fixed2(x: f64) -> String {
     format!("{x:.2}")
 }
 
-/// common.sh's `level VALUE NOTE WARNING`.
-fn level(value: f64, note: f64, warning: f64) -> Level {
-    if value >= warning {
+/// common.sh's `level VALUE NOTE WARNING CRITICAL`.
+fn level(value: f64, note: f64, warning: f64, critical: f64) -> Level {
+    if value >= critical {
+        Level::Critical
+    } else if value >= warning {
         Level::Warning
     } else if value >= note {
         Level::Note
