@@ -2,6 +2,7 @@
 mod alarm_bounds;
 mod alarm_faults;
 mod builtin;
+mod busybox;
 mod chaos;
 mod cli_edges;
 mod client_deadlines;
