@@ -15,7 +15,7 @@ use pihealth::agent::builtin::{Builtin, Check, Context, Limits, Roots};
 
 use crate::util::*;
 
-const _BLOCK: u8 = 190;
+const _BLOCK: u8 = 190; // reserved; these tests use no network
 
 fn busybox() -> Option<PathBuf> {
     let found = ["/usr/bin/busybox", "/bin/busybox"]

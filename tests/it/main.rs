@@ -20,6 +20,7 @@ mod logs;
 mod operator;
 mod overload;
 mod proxy;
+mod schema_readers;
 mod scripts;
 mod security;
 mod shared_dir;
