@@ -27,6 +27,8 @@ pub enum Unit {
     Load,
     Percent,
     MiB,
+    Bytes,
+    Milliseconds,
     Celsius,
     Seconds,
     /// A whole number of things (users, a pid).
@@ -45,6 +47,8 @@ impl Unit {
         match self {
             Unit::Percent => "%",
             Unit::MiB => "MiB",
+            Unit::Bytes => "B",
+            Unit::Milliseconds => "ms",
             Unit::Celsius => "°C",
             Unit::Seconds => "s",
             Unit::Load | Unit::Count | Unit::Text | Unit::List | Unit::Level => "",
@@ -157,7 +161,17 @@ const PROC: &[(Level, Bound)] = &[
     (Level::Warning, Fixed(80.0)),
 ];
 
-pub const SCHEMAS: [Schema; 6] = [
+/// `none normal`: no row (no busy process, no interface, no firmware flags).
+const NONE: &[Field] = &[
+    Field {
+        name: "none",
+        unit: Unit::Text,
+        metric: Metric::None,
+    },
+    f("level", Unit::Level),
+];
+
+pub const SCHEMAS: [Schema; 9] = [
     Schema {
         log_type: "cpu",
         fields: &[
@@ -273,15 +287,7 @@ pub const SCHEMAS: [Schema; 6] = [
             ),
             f("level", Unit::Level),
         ],
-        // `none normal`: no busy process.
-        alternative: Some(&[
-            Field {
-                name: "none",
-                unit: Unit::Text,
-                metric: Metric::None,
-            },
-            f("level", Unit::Level),
-        ]),
+        alternative: Some(NONE),
         judged: &[
             Judged {
                 field: "cpu_pct",
@@ -344,6 +350,56 @@ pub const SCHEMAS: [Schema; 6] = [
                 bounds: TEMP,
             },
         ],
+        total_row: None,
+    },
+    Schema {
+        log_type: "net",
+        fields: &[
+            f("interface", Unit::Text),
+            g("rx_bytes", Unit::Bytes, "net_received_bytes", "Bytes received by the interface since boot (net log)."),
+            g("tx_bytes", Unit::Bytes, "net_transmitted_bytes", "Bytes sent by the interface since boot (net log)."),
+            g("rx_packets", Unit::Count, "net_received_packets", "Packets received since boot (net log)."),
+            g("tx_packets", Unit::Count, "net_transmitted_packets", "Packets sent since boot (net log)."),
+            g("rx_errors", Unit::Count, "net_receive_errors", "Receive errors since boot (net log)."),
+            g("tx_errors", Unit::Count, "net_transmit_errors", "Transmit errors since boot (net log)."),
+            g("rx_dropped", Unit::Count, "net_receive_drops", "Received packets dropped since boot (net log)."),
+            g("tx_dropped", Unit::Count, "net_transmit_drops", "Packets to send dropped since boot (net log)."),
+            f("level", Unit::Level),
+        ],
+        alternative: Some(NONE),
+        judged: &[],
+        total_row: None,
+    },
+    Schema {
+        log_type: "diskio",
+        fields: &[
+            f("device", Unit::Text),
+            g("reads", Unit::Count, "diskio_reads", "Reads completed since boot (diskio log)."),
+            g("read_bytes", Unit::Bytes, "diskio_read_bytes", "Bytes read since boot (diskio log)."),
+            g("writes", Unit::Count, "diskio_writes", "Writes completed since boot (diskio log)."),
+            g("written_bytes", Unit::Bytes, "diskio_written_bytes", "Bytes written since boot (diskio log)."),
+            g("io_time", Unit::Milliseconds, "diskio_io_time_seconds", "Time the device was busy since boot (diskio log)."),
+            f("level", Unit::Level),
+        ],
+        alternative: Some(NONE),
+        judged: &[],
+        total_row: None,
+    },
+    Schema {
+        log_type: "throttle",
+        fields: &[
+            g("undervoltage", Unit::Count, "throttle_undervoltage", "1 while the Pi's supply is under-voltage (throttle log)."),
+            g("freq_capped", Unit::Count, "throttle_freq_capped", "1 while the ARM frequency is capped (throttle log)."),
+            g("throttled", Unit::Count, "throttle_throttled", "1 while the Pi is throttled (throttle log)."),
+            g("soft_temp_limit", Unit::Count, "throttle_soft_temp_limit", "1 while the soft temperature limit is active (throttle log)."),
+            g("undervoltage_seen", Unit::Count, "throttle_undervoltage_seen", "1 when under-voltage occurred since boot (throttle log)."),
+            g("freq_capped_seen", Unit::Count, "throttle_freq_capped_seen", "1 when the frequency was capped since boot (throttle log)."),
+            g("throttled_seen", Unit::Count, "throttle_throttled_seen", "1 when throttling occurred since boot (throttle log)."),
+            g("soft_temp_limit_seen", Unit::Count, "throttle_soft_temp_limit_seen", "1 when the soft temperature limit was reached since boot (throttle log)."),
+            f("level", Unit::Level),
+        ],
+        alternative: Some(NONE),
+        judged: &[],
         total_row: None,
     },
 ];
@@ -589,7 +645,11 @@ pub fn samples(log_type: &str, words: &[&str]) -> Vec<Sample> {
             (true, Some((first, rest))) => format!("{first}_total_{rest}"),
             _ => name.to_string(),
         };
-        let value = if field.unit == Unit::MiB { n * MIB } else { *n };
+        let value = match field.unit {
+            Unit::MiB => n * MIB,
+            Unit::Milliseconds => n / 1000.0,
+            _ => *n,
+        };
         out.push(Sample {
             name,
             help,
@@ -753,6 +813,28 @@ mod tests {
             "mount /: total 1000 MiB, free 50 MiB, used_pct 95.00 %; \
              mount total: total 1000 MiB, free 50 MiB, used_pct 95.00 %"
         );
+    }
+
+    #[test]
+    fn the_extra_builtins_lines_are_named() {
+        let t: Thresholds = &defaults;
+        assert_eq!(
+            label_line("net", "eth0 1000 2000 10 20 1 3 2 4 note", Some(t)),
+            "interface eth0: rx_bytes 1000 B, tx_bytes 2000 B, rx_packets 10, tx_packets 20, \
+             rx_errors 1, tx_errors 3, rx_dropped 2, tx_dropped 4"
+        );
+        let io = samples("diskio", &words("mmcblk0 100 1024000 40 409600 90 normal"));
+        assert_eq!(io[4].name, "diskio_io_time_seconds");
+        assert_eq!(io[4].value, 0.09);
+        assert_eq!(io[4].labels, vec![("device", "mmcblk0".to_string())]);
+        assert_eq!(
+            samples("throttle", &words("1 0 1 0 1 0 1 0 warning")).len(),
+            8
+        );
+        for t in ["net", "diskio", "throttle"] {
+            assert!(samples(t, &words("none normal")).is_empty());
+            assert!(name_fields(t, &words("none normal")).is_some());
+        }
     }
 
     #[test]

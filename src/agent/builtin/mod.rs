@@ -1,6 +1,7 @@
-//! The six standard checks built into the agent: cpu, mem, disk, proc,
-//! users and sysinfo, read straight from `/proc`, `/sys`, `statvfs` and
-//! utmp, with no process started.
+//! The checks built into the agent: the six standard ones (cpu, mem, disk,
+//! proc, users and sysinfo), read straight from `/proc`, `/sys`, `statvfs`
+//! and utmp with no process started; and three without a script (net,
+//! diskio, throttle: see their files).
 //!
 //! Why: one round of the six scripts in `scripts/` costs ~140 ms of CPU and
 //! up to 17 processes (bash, ps, awk, df …); SPEC §9 allows 1 ms and 6 MiB.
@@ -22,9 +23,12 @@
 
 mod cpu;
 mod disk;
+mod diskio;
 mod mem;
+mod net;
 mod proc;
 mod sysinfo;
+mod throttle;
 mod users;
 
 use std::collections::HashMap;
@@ -53,6 +57,12 @@ pub enum Builtin {
     Proc,
     Users,
     Sysinfo,
+    /// Beyond the six scripts: bytes, packets and errors per interface.
+    Net,
+    /// Reads, writes and busy time per block device.
+    Diskio,
+    /// The Raspberry Pi firmware's under-voltage and throttling flags.
+    Throttle,
 }
 
 impl Builtin {
@@ -65,6 +75,9 @@ impl Builtin {
         Builtin::Sysinfo,
     ];
 
+    /// The checks without a script in `scripts/`.
+    pub const EXTRA: [Builtin; 3] = [Builtin::Net, Builtin::Diskio, Builtin::Throttle];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Builtin::Cpu => "cpu",
@@ -73,6 +86,9 @@ impl Builtin {
             Builtin::Proc => "proc",
             Builtin::Users => "users",
             Builtin::Sysinfo => "sysinfo",
+            Builtin::Net => "net",
+            Builtin::Diskio => "diskio",
+            Builtin::Throttle => "throttle",
         }
     }
 }
@@ -88,9 +104,10 @@ impl FromStr for Builtin {
     fn from_str(s: &str) -> Result<Builtin, String> {
         Builtin::ALL
             .into_iter()
+            .chain(Builtin::EXTRA)
             .find(|b| b.as_str() == s)
             .ok_or_else(|| {
-                format!("expected one of cpu, mem, disk, proc, users, sysinfo, got `{s}`")
+                format!("expected one of cpu, mem, disk, proc, users, sysinfo, net, diskio, throttle, got `{s}`")
             })
     }
 }
@@ -314,6 +331,9 @@ pub enum Check {
     Proc(proc::Proc),
     Users(users::Users),
     Sysinfo,
+    Net(net::Net),
+    Diskio,
+    Throttle,
 }
 
 impl Check {
@@ -325,6 +345,9 @@ impl Check {
             Builtin::Proc => Check::Proc(proc::Proc::default()),
             Builtin::Users => Check::Users(users::Users::default()),
             Builtin::Sysinfo => Check::Sysinfo,
+            Builtin::Net => Check::Net(net::Net::default()),
+            Builtin::Diskio => Check::Diskio,
+            Builtin::Throttle => Check::Throttle,
         }
     }
 
@@ -338,6 +361,9 @@ impl Check {
             Check::Proc(p) => p.run(ctx),
             Check::Users(u) => u.run(ctx).map(|l| vec![l]),
             Check::Sysinfo => sysinfo::run(ctx).map(|l| vec![l]),
+            Check::Net(n) => n.run(ctx),
+            Check::Diskio => diskio::run(ctx),
+            Check::Throttle => throttle::run(ctx),
         }
     }
 }
