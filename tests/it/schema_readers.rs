@@ -80,6 +80,12 @@ fn promtool_accepts(text: &str) -> bool {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if code == Some(3) {
+        eprintln!(
+            "promtool lint remarks: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     true
 }
 
