@@ -329,6 +329,49 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn owners_are_kept_by_pid_and_inode() {
+        // Changing a fixture's owner needs root.
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            eprintln!("SKIPPED: chown needs root");
+            return;
+        }
+        let t = Tree::new();
+        t.write(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\npi:x:1000:1000::/:/bin/sh\n",
+        );
+        t.write("etc/group", "");
+        t.write("proc/100/stat", "");
+        let pid_dir = t.dir.path().join("proc/100");
+        let mut users = Users::default();
+        let active = |users: &mut Users| {
+            let line = users.run(&t.context()).unwrap();
+            line.split(' ').nth(1).unwrap().to_string()
+        };
+        assert_eq!(active(&mut users), "root");
+        // The same process (same inode) changing hands is not seen before
+        // OWNER_RECHECK: no stat.
+        std::os::unix::fs::chown(&pid_dir, Some(1000), Some(1000)).unwrap();
+        assert_eq!(active(&mut users), "root");
+        // Another process under the same pid (another inode: made while
+        // the old one still exists, then put in its place) is stat'ed.
+        let new_dir = t.dir.path().join("proc/new");
+        std::fs::create_dir(&new_dir).unwrap();
+        std::os::unix::fs::chown(&new_dir, Some(1000), Some(1000)).unwrap();
+        std::fs::remove_file(pid_dir.join("stat")).unwrap();
+        std::fs::rename(&new_dir, &pid_dir).unwrap();
+        assert_eq!(active(&mut users), "pi");
+        // An old entry is stat'ed again (if the clock goes back that far).
+        let Some(old) = Instant::now().checked_sub(OWNER_RECHECK) else {
+            return;
+        };
+        let (ino, uid, _) = users.owners[&100];
+        users.owners.insert(100, (ino, uid, old));
+        std::os::unix::fs::chown(&pid_dir, Some(0), Some(0)).unwrap();
+        assert_eq!(active(&mut users), "root");
+    }
+
+    #[test]
     fn nobody_and_missing_files() {
         let t = Tree::new();
         t.write("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
