@@ -468,6 +468,12 @@ mod tests {
             ),
             ("load", vec!["2026-01-01T00:00:10Z LOAD OK |'a b'=1s;2;3 ok"]),
             ("swap", vec!["2026-01-01T00:00:10Z SWAP OK |swap=3MB;;;0;10 ok"]),
+            // Hostile labels: quotes, backslashes, a name with spaces and
+            // `=`; a label repeated (one series).
+            (
+                "odd",
+                vec![r#"2026-01-01T00:00:10Z X |'q"\ x=y'=1 'q"\ x=y'=2 ok"#],
+            ),
         ];
         let two = |host: &str| HostValues {
             host: host.into(),
@@ -514,13 +520,13 @@ mod tests {
             get("pihealth_perfdata_max", "pi2"),
             Some(10.0 * 1024.0 * 1024.0)
         );
-        // Two checks share the perfdata families, told apart by `type`.
+        // Three checks share the perfdata families, told apart by `type`.
         assert_eq!(
             samples
                 .iter()
                 .filter(|s| s.name == "pihealth_perfdata_value" && s.label("host") == Some("pi1"))
                 .count(),
-            2
+            3
         );
         assert!(text.contains("pihealth_agents{state=\"up\"} 1\n"));
         assert!(text.contains("pihealth_pulls_total{result=\"failed\"} 1\n"));
