@@ -305,18 +305,24 @@ impl Default for MasterConfig {
     }
 }
 
-/// Alarm thresholds handed to the standard scripts as `PIHEALTH_*` variables.
+/// Alarm thresholds handed to the standard scripts as `PIHEALTH_*` variables
+/// (and read by the built-in checks): at or above `*_note` level note,
+/// `*_warning` warning, `*_critical` critical.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
     pub cpu_note: f64,
     pub cpu_warning: f64,
+    pub cpu_critical: f64,
     pub mem_note: f64,
     pub mem_warning: f64,
+    pub mem_critical: f64,
     pub disk_note: f64,
     pub disk_warning: f64,
+    pub disk_critical: f64,
     pub temp_note: f64,
     pub temp_warning: f64,
+    pub temp_critical: f64,
 }
 
 impl Default for Thresholds {
@@ -324,12 +330,16 @@ impl Default for Thresholds {
         Thresholds {
             cpu_note: 70.0,
             cpu_warning: 80.0,
+            cpu_critical: 95.0,
             mem_note: 70.0,
             mem_warning: 80.0,
+            mem_critical: 90.0,
             disk_note: 80.0,
             disk_warning: 90.0,
+            disk_critical: 95.0,
             temp_note: 50.0,
             temp_warning: 70.0,
+            temp_critical: 80.0,
         }
     }
 }
@@ -340,12 +350,16 @@ impl Thresholds {
         [
             ("CPU_NOTE", self.cpu_note),
             ("CPU_WARNING", self.cpu_warning),
+            ("CPU_CRITICAL", self.cpu_critical),
             ("MEM_NOTE", self.mem_note),
             ("MEM_WARNING", self.mem_warning),
+            ("MEM_CRITICAL", self.mem_critical),
             ("DISK_NOTE", self.disk_note),
             ("DISK_WARNING", self.disk_warning),
+            ("DISK_CRITICAL", self.disk_critical),
             ("TEMP_NOTE", self.temp_note),
             ("TEMP_WARNING", self.temp_warning),
+            ("TEMP_CRITICAL", self.temp_critical),
         ]
         .into_iter()
         .map(|(k, v)| (format!("PIHEALTH_{k}"), v.to_string()))

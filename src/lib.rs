@@ -9,6 +9,7 @@ pub mod logline;
 pub mod master;
 pub mod names;
 pub mod net;
+pub mod perfdata;
 pub mod protocol;
 pub mod schema;
 pub mod storage;

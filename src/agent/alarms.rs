@@ -125,6 +125,9 @@ pub struct AlarmMonitor {
     /// (found in the levels file at start if the agent died first), oldest
     /// first. More than one only while the spool cannot be written.
     pending: Vec<Alarm>,
+    /// The thresholds the standard checks judge by, to label alarm
+    /// messages (`usage 89.32 % ≥ warning 80 %`); none: labels only.
+    thresholds: Option<crate::agent::builtin::Limits>,
 }
 
 /// One type's trigger state and when it last alarmed (for
@@ -187,7 +190,23 @@ impl AlarmMonitor {
             levels_path: levels_path.map(Path::to_path_buf),
             levels_changed: false,
             pending,
+            thresholds: None,
         })
+    }
+
+    /// Label alarm messages of the standard types with these thresholds.
+    pub fn set_thresholds(&mut self, limits: crate::agent::builtin::Limits) {
+        self.thresholds = Some(limits);
+    }
+
+    /// A run's lines as an alarm message, labelled by the type's schema.
+    fn describe(&self, log_type: &str, lines: &[String]) -> String {
+        match &self.thresholds {
+            Some(limits) => {
+                crate::schema::alarm_text(log_type, lines, Some(&|key: &str| limits.lookup(key)))
+            }
+            None => crate::schema::alarm_text(log_type, lines, None),
+        }
     }
 
     /// The oldest alarm being raised: saved with the levels, not yet known
@@ -282,7 +301,7 @@ impl AlarmMonitor {
             }
             _ => String::new(),
         };
-        message.push_str(&outcome.lines.join(" / "));
+        message.push_str(&self.describe(log_type, &outcome.lines));
         Ok(Some(self.alarm(
             log_type,
             level,

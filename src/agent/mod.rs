@@ -167,6 +167,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         Some(&private.join("levels.json")),
     )
     .map_err(|e| format!("alarm levels: {e}"))?;
+    monitor.set_thresholds(crate::agent::builtin::Limits::from_env(&env));
     // A full disk fails every write of every run: each kind of error is
     // logged once, then summarised at most every ERROR_SUMMARY_INTERVAL.
     let spool_errors = RefCell::new(Throttle::new(ERROR_SUMMARY_INTERVAL));

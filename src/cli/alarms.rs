@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::level::Level;
 use crate::master::alarms::{problems, read_alarms, AlarmLine, Problem};
+use crate::schema::label_message;
 
 pub struct Query {
     /// Parsed by `cli::parse_time`.
@@ -40,6 +41,7 @@ fn alarm_json(a: &AlarmLine) -> serde_json::Value {
     serde_json::json!({
         "time": a.time, "host": a.host, "type": a.log_type,
         "level": a.level, "id": a.id, "message": a.message,
+        "labelled": label_message(&a.log_type, &a.message, None),
     })
 }
 
@@ -47,7 +49,11 @@ fn problem_line(p: &Problem) -> String {
     let word = if p.open { "since" } else { "at" };
     format!(
         "  {:<16} {:<10} {:<8} {word} {}  {}",
-        p.host, p.log_type, p.level, p.since, p.message
+        p.host,
+        p.log_type,
+        p.level,
+        p.since,
+        label_message(&p.log_type, &p.message, None)
     )
 }
 
@@ -104,7 +110,11 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
             writeln!(
                 out,
                 "{} {:<16} {:<10} {:<8} {}",
-                a.time, a.host, a.log_type, a.level, a.message
+                a.time,
+                a.host,
+                a.log_type,
+                a.level,
+                label_message(&a.log_type, &a.message, None)
             )
         }
         .map_err(io)?;

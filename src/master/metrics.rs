@@ -1,5 +1,11 @@
 //! `/metrics`: the fleet, the alarms, the pulls and the newest values of
-//! every host's cpu, mem and disk logs, in the Prometheus text format.
+//! every host's logs, in the Prometheus text format.
+//!
+//! The values come from the type's schema (`schema::samples`: every
+//! numeric field with a metric name, e.g. `pihealth_cpu_usage_percent`,
+//! `pihealth_disk_used_percent{mount}`, `pihealth_proc_cpu_percent{name,pid,user}`);
+//! a type without a schema (a Nagios plugin's) gives its performance data
+//! as `pihealth_perfdata_value{type,label,unit}` (see `perfdata`).
 //!
 //! Units are base units (seconds, bytes); percentages are 0–100 and named
 //! `_percent`. Per-agent series carry `host` and `address`; values read
@@ -12,9 +18,8 @@ use crate::logline::LogLine;
 use crate::master::alarm_summary::AlarmSummary;
 use crate::master::exposition::{Exposition, Kind};
 use crate::master::registry::{AgentRecord, PullStats, State, PULL_BUCKETS};
-use crate::master::samples::{is_standard, ArchiveReader};
-
-const MIB: f64 = 1024.0 * 1024.0;
+use crate::master::samples::ArchiveReader;
+use crate::{perfdata, schema};
 
 /// Everything one scrape reports, gathered before writing (the format
 /// wants each family's samples together, so hosts cannot be written one
@@ -27,115 +32,96 @@ pub struct Snapshot<'a> {
     pub hosts: Vec<HostValues>,
 }
 
-/// The newest values from one host's logs.
+/// The newest values from one host's logs, every type.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct HostValues {
     pub host: String,
-    pub cpu: Option<Cpu>,
-    pub mem: Option<Mem>,
-    pub disk: Option<Disk>,
+    pub types: Vec<TypeValues>,
 }
 
+/// The newest run of one log type, as samples (without the host label).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cpu {
+pub struct TypeValues {
+    pub log_type: String,
+    /// Timestamp of the run (agent clock), seconds since the epoch.
     pub time: i64,
-    pub load1: Option<f64>,
-    pub usage_percent: Option<f64>,
-    pub temperature: Option<f64>,
+    pub samples: Vec<schema::Sample>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mem {
-    pub time: i64,
-    pub total_bytes: Option<f64>,
-    pub used_bytes: Option<f64>,
-    pub used_percent: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Disk {
-    pub time: i64,
-    pub mounts: Vec<Mount>,
-    pub total_used_percent: Option<f64>,
-}
-
-/// One file system of a disk run (`MOUNT TOTAL_MIB FREE_MIB USED_PCT`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mount {
-    pub mount: String,
-    pub size_bytes: Option<f64>,
-    pub free_bytes: Option<f64>,
-    pub used_percent: Option<f64>,
-}
-
-/// The lines of a run in the standard script's shape.
-fn standard<'a>(log_type: &str, run: &'a [String]) -> Vec<LogLine<'a>> {
-    run.iter()
-        .filter_map(|l| LogLine::parse(l))
-        .filter(|l| is_standard(log_type, l))
-        .collect()
-}
-
-pub fn cpu_from(run: &[String]) -> Option<Cpu> {
-    let l = standard("cpu", run).pop()?;
-    Some(Cpu {
-        time: l.time.timestamp(),
-        load1: l.number(0),
-        usage_percent: l.number(3),
-        temperature: l.number(4),
-    })
-}
-
-pub fn mem_from(run: &[String]) -> Option<Mem> {
-    let l = standard("mem", run).pop()?;
-    Some(Mem {
-        time: l.time.timestamp(),
-        total_bytes: l.number(0).map(|m| m * MIB),
-        used_bytes: l.number(1).map(|m| m * MIB),
-        used_percent: l.number(2),
-    })
-}
-
-pub fn disk_from(run: &[String]) -> Option<Disk> {
-    let lines = standard("disk", run);
-    let mut disk = Disk {
-        time: lines.last()?.time.timestamp(),
-        mounts: Vec::new(),
-        total_used_percent: None,
-    };
+/// The samples of one run of `log_type`: a standard type's lines through
+/// its schema, any other type's Nagios performance data. `None` when the
+/// run has no line with a timestamp.
+pub fn type_values(log_type: &str, run: &[String]) -> Option<TypeValues> {
+    let lines: Vec<LogLine> = run.iter().filter_map(|l| LogLine::parse(l)).collect();
+    let time = lines.last()?.time.timestamp();
+    let mut samples = Vec::new();
     for l in &lines {
-        let Some(mount) = l.fields.first() else {
-            continue;
-        };
-        if *mount == "total" {
-            disk.total_used_percent = l.number(3);
+        if schema::for_type(log_type).is_some() {
+            samples.extend(schema::samples(log_type, &l.words));
         } else {
-            disk.mounts.push(Mount {
-                mount: mount.to_string(),
-                size_bytes: l.number(1).map(|m| m * MIB),
-                free_bytes: l.number(2).map(|m| m * MIB),
-                used_percent: l.number(3),
-            });
+            samples.extend(perfdata_samples(&l.fields.join(" ")));
         }
     }
-    Some(disk)
+    Some(TypeValues {
+        log_type: log_type.to_string(),
+        time,
+        samples,
+    })
 }
 
-/// The newest cpu, mem and disk values of `host` (a checked host name).
+fn perfdata_samples(text: &str) -> Vec<schema::Sample> {
+    let mut out = Vec::new();
+    for item in perfdata::parse(text) {
+        let labels = vec![
+            ("label", item.label.clone()),
+            ("unit", item.unit.to_string()),
+        ];
+        let parts = [
+            ("perfdata_value", PERF_VALUE, Some(item.value)),
+            ("perfdata_warning", PERF_WARNING, item.warning),
+            ("perfdata_critical", PERF_CRITICAL, item.critical),
+            ("perfdata_min", PERF_MIN, item.min),
+            ("perfdata_max", PERF_MAX, item.max),
+        ];
+        for (name, help, value) in parts {
+            if let Some(value) = value {
+                out.push(schema::Sample {
+                    name: name.to_string(),
+                    help,
+                    labels: labels.clone(),
+                    value,
+                });
+            }
+        }
+    }
+    out
+}
+
+const PERF_VALUE: &str = "Nagios performance data of a check's newest run, in base units (seconds, bytes; percent 0-100).";
+const PERF_WARNING: &str =
+    "The warning threshold in a check's performance data, when a plain number.";
+const PERF_CRITICAL: &str =
+    "The critical threshold in a check's performance data, when a plain number.";
+const PERF_MIN: &str = "The minimum in a check's performance data.";
+const PERF_MAX: &str = "The maximum in a check's performance data.";
+
+/// The newest values of every log type of `host` (a checked host name).
 /// A log that cannot be read is logged and left out.
 pub fn host_values(reader: &ArchiveReader, host: &str) -> HostValues {
-    let run = |log_type: &str| match reader.latest_run(host, log_type) {
-        Ok(run) => run,
-        Err(e) => {
-            log::warn!("{host}: cannot read the {log_type} log for /metrics: {e}");
-            Vec::new()
-        }
-    };
+    let types = reader
+        .log_types(host)
+        .iter()
+        .filter_map(|log_type| match reader.latest_run(host, log_type) {
+            Ok(run) => type_values(log_type, &run),
+            Err(e) => {
+                log::warn!("{host}: cannot read the {log_type} log for /metrics: {e}");
+                None
+            }
+        })
+        .collect();
     HostValues {
         host: host.to_string(),
-        cpu: cpu_from(&run("cpu")),
-        mem: mem_from(&run("mem")),
-        disk: disk_from(&run("disk")),
+        types,
     }
 }
 
@@ -328,136 +314,55 @@ fn pull_families(e: &mut Exposition, p: &PullStats) {
     );
 }
 
-/// A family of one value per host, from each host's values.
-fn per_host<T>(
-    e: &mut Exposition,
-    hosts: &[HostValues],
-    name: &str,
-    help: &str,
-    pick: impl Fn(&HostValues) -> Option<&T>,
-    value: impl Fn(&T) -> Option<f64>,
-) {
-    e.family(name, Kind::Gauge, help);
-    for h in hosts {
-        if let Some(v) = pick(h).and_then(&value) {
-            e.sample(&[("host", &h.host)], v);
+/// One family per metric name, in order of first appearance, with every
+/// host's samples (the format wants a family's samples together); the
+/// `type` label is added for Nagios performance data, whose names are
+/// shared by every check.
+fn value_families(e: &mut Exposition, hosts: &[HostValues]) {
+    type Series = Vec<(Vec<(&'static str, String)>, f64)>;
+    // Every gauge of the known types is declared even without a sample (no
+    // temperature sensor, no host yet), so rules and dashboards that name
+    // it find its HELP and TYPE, as they would on a host that has one.
+    let mut families: Vec<(String, &'static str, Series)> = Vec::new();
+    for field in schema::SCHEMAS.iter().flat_map(|t| t.fields) {
+        if let schema::Metric::Gauge(name, help) = field.metric {
+            let name = format!("pihealth_{name}");
+            if !families.iter().any(|(n, _, _)| *n == name) {
+                families.push((name, help, Vec::new()));
+            }
         }
     }
-}
-
-fn value_families(e: &mut Exposition, hosts: &[HostValues]) {
-    fn cpu(h: &HostValues) -> Option<&Cpu> {
-        h.cpu.as_ref()
+    for h in hosts {
+        for t in &h.types {
+            for s in &t.samples {
+                let mut labels = vec![("host", h.host.clone())];
+                if s.name.starts_with("perfdata_") {
+                    labels.push(("type", t.log_type.clone()));
+                }
+                labels.extend(s.labels.iter().cloned());
+                let name = format!("pihealth_{}", s.name);
+                match families.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some((_, _, series)) => series.push((labels, s.value)),
+                    None => families.push((name, s.help, vec![(labels, s.value)])),
+                }
+            }
+        }
     }
-    fn mem(h: &HostValues) -> Option<&Mem> {
-        h.mem.as_ref()
+    for (name, help, series) in &families {
+        e.family(name, Kind::Gauge, help);
+        for (labels, value) in series {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            e.sample(&labels, *value);
+        }
     }
-    fn disk(h: &HostValues) -> Option<&Disk> {
-        h.disk.as_ref()
-    }
-    per_host(
-        e,
-        hosts,
-        "pihealth_cpu_load1",
-        "One-minute load average (cpu log).",
-        cpu,
-        |c| c.load1,
-    );
-    per_host(
-        e,
-        hosts,
-        "pihealth_cpu_usage_percent",
-        "CPU busy time over the collector's sampling window, 0-100 (cpu log).",
-        cpu,
-        |c| c.usage_percent,
-    );
-    per_host(
-        e,
-        hosts,
-        "pihealth_cpu_temperature_celsius",
-        "Hottest thermal zone (cpu log); absent without a sensor.",
-        cpu,
-        |c| c.temperature,
-    );
-    per_host(
-        e,
-        hosts,
-        "pihealth_memory_total_bytes",
-        "Total memory (mem log).",
-        mem,
-        |m| m.total_bytes,
-    );
-    per_host(
-        e,
-        hosts,
-        "pihealth_memory_used_bytes",
-        "Memory in use, total minus available (mem log).",
-        mem,
-        |m| m.used_bytes,
-    );
-    per_host(
-        e,
-        hosts,
-        "pihealth_memory_used_percent",
-        "Memory in use, 0-100 (mem log).",
-        mem,
-        |m| m.used_percent,
-    );
-    disk_families(e, hosts);
-    per_host(
-        e,
-        hosts,
-        "pihealth_disk_total_used_percent",
-        "All local file systems together, used 0-100 (disk log `total` line).",
-        disk,
-        |d| d.total_used_percent,
-    );
     e.family(
         "pihealth_sample_timestamp_seconds",
         Kind::Gauge,
         "Time of the newest stored sample of the host's log type (agent clock).",
     );
     for h in hosts {
-        let times = [
-            ("cpu", h.cpu.as_ref().map(|c| c.time)),
-            ("mem", h.mem.as_ref().map(|m| m.time)),
-            ("disk", h.disk.as_ref().map(|d| d.time)),
-        ];
-        for (t, time) in times {
-            if let Some(time) = time {
-                e.sample(&[("host", &h.host), ("type", t)], time as f64);
-            }
-        }
-    }
-}
-
-fn disk_families(e: &mut Exposition, hosts: &[HostValues]) {
-    type Pick = fn(&Mount) -> Option<f64>;
-    let families: [(&str, &str, Pick); 3] = [
-        (
-            "pihealth_disk_size_bytes",
-            "Size of the file system (disk log).",
-            |m| m.size_bytes,
-        ),
-        (
-            "pihealth_disk_free_bytes",
-            "Space available to unprivileged users (disk log).",
-            |m| m.free_bytes,
-        ),
-        (
-            "pihealth_disk_used_percent",
-            "Used space of the file system, 0-100 (disk log).",
-            |m| m.used_percent,
-        ),
-    ];
-    for (name, help, pick) in families {
-        e.family(name, Kind::Gauge, help);
-        for h in hosts {
-            for m in h.disk.iter().flat_map(|d| &d.mounts) {
-                if let Some(v) = pick(m) {
-                    e.sample(&[("host", &h.host), ("mount", &m.mount)], v);
-                }
-            }
+        for t in &h.types {
+            e.sample(&[("host", &h.host), ("type", &t.log_type)], t.time as f64);
         }
     }
 }
@@ -486,35 +391,64 @@ mod tests {
         lines.iter().map(|s| s.to_string()).collect()
     }
 
+    fn value(t: &TypeValues, name: &str) -> Option<f64> {
+        t.samples.iter().find(|s| s.name == name).map(|s| s.value)
+    }
+
     #[test]
     fn values_from_the_standard_scripts_lines() {
-        let c = cpu_from(&run(&["2026-01-01T00:00:10Z 0.45 1.17 1.08 3.00 - normal"])).unwrap();
-        assert_eq!(c.load1, Some(0.45));
-        assert_eq!(c.usage_percent, Some(3.0));
-        assert_eq!(c.temperature, None);
-        let m = mem_from(&run(&["2026-01-01T00:00:10Z 1024 512 50.00 48.10 normal"])).unwrap();
-        assert_eq!(m.total_bytes, Some(1024.0 * MIB));
-        assert_eq!(m.used_percent, Some(50.0));
-        let d = disk_from(&run(&[
-            "2026-01-01T00:00:10Z / 100 25 75.00 normal",
-            "2026-01-01T00:00:10Z /mnt/my_disk 10 9 10.00 normal",
-            "2026-01-01T00:00:10Z total 110 34 69.09 normal",
-        ]))
+        let c = type_values(
+            "cpu",
+            &run(&["2026-01-01T00:00:10Z 0.45 1.17 1.08 3.00 - normal"]),
+        )
         .unwrap();
-        assert_eq!(d.mounts.len(), 2);
-        assert_eq!(d.mounts[1].mount, "/mnt/my_disk");
-        assert_eq!(d.total_used_percent, Some(69.09));
+        assert_eq!(value(&c, "cpu_load1"), Some(0.45));
+        assert_eq!(value(&c, "cpu_usage_percent"), Some(3.0));
+        assert_eq!(value(&c, "cpu_temperature_celsius"), None);
+        let m = type_values(
+            "mem",
+            &run(&["2026-01-01T00:00:10Z 1024 512 50.00 48.10 normal"]),
+        )
+        .unwrap();
+        assert_eq!(
+            value(&m, "memory_total_bytes"),
+            Some(1024.0 * 1024.0 * 1024.0)
+        );
+        assert_eq!(value(&m, "memory_used_percent"), Some(50.0));
+        let d = type_values(
+            "disk",
+            &run(&[
+                "2026-01-01T00:00:10Z / 100 25 75.00 normal",
+                "2026-01-01T00:00:10Z /mnt/my_disk 10 9 10.00 normal",
+                "2026-01-01T00:00:10Z total 110 34 69.09 normal",
+            ]),
+        )
+        .unwrap();
+        let mounts: Vec<&str> = d
+            .samples
+            .iter()
+            .filter(|s| s.name == "disk_used_percent")
+            .map(|s| s.labels[0].1.as_str())
+            .collect();
+        assert_eq!(mounts, ["/", "/mnt/my_disk"]);
+        assert_eq!(value(&d, "disk_total_used_percent"), Some(69.09));
         assert_eq!(d.time, 1767225610);
-        assert!(cpu_from(&run(&["not a line"])).is_none());
+        assert!(type_values("cpu", &run(&["not a line"])).is_none());
         // A failed run stores `failed: ... unknown`: no numbers, no panic.
-        assert!(cpu_from(&run(&[
-            "2026-01-01T00:00:10Z failed: exit status 1 unknown"
-        ]))
-        .is_none());
-        assert!(mem_from(&run(&[
-            "2026-01-01T00:00:10Z failed: exit status 1: no stderr unknown"
-        ]))
-        .is_none());
+        let failed = type_values(
+            "cpu",
+            &run(&["2026-01-01T00:00:10Z failed: exit status 1 unknown"]),
+        )
+        .unwrap();
+        assert!(failed.samples.is_empty());
+        // A Nagios check: its performance data.
+        let load = type_values(
+            "load",
+            &run(&["2026-01-01T00:00:10Z LOAD OK - total load average: 0.60, 0.50, 0.40|load1=0.600;5.000;10.000;0; load5=0.500;4.000;6.000;0; ok"]),
+        )
+        .unwrap();
+        assert_eq!(value(&load, "perfdata_value"), Some(0.6));
+        assert_eq!(value(&load, "perfdata_critical"), Some(10.0));
     }
 
     #[test]
@@ -528,18 +462,38 @@ mod tests {
         let mut pulls = PullStats::default();
         pulls.record(true, std::time::Duration::from_millis(250));
         pulls.record(false, std::time::Duration::from_secs(3));
-        let hosts = vec![HostValues {
-            host: "pi1".into(),
-            cpu: cpu_from(&run(&[
-                "2026-01-01T00:00:10Z 0.45 1.17 1.08 3.00 48.5 normal",
-            ])),
-            mem: None,
-            disk: disk_from(&run(&[
-                "2026-01-01T00:00:10Z / 100 25 75.00 normal",
-                "2026-01-01T00:00:10Z / 100 25 75.00 normal",
-                "2026-01-01T00:00:10Z total 100 25 75.00 normal",
-            ])),
-        }];
+        let types = [
+            ("cpu", vec!["2026-01-01T00:00:10Z 0.45 1.17 1.08 3.00 48.5 normal"]),
+            (
+                "disk",
+                vec![
+                    "2026-01-01T00:00:10Z / 100 25 75.00 normal",
+                    "2026-01-01T00:00:10Z / 100 25 75.00 normal",
+                    "2026-01-01T00:00:10Z total 100 25 75.00 normal",
+                ],
+            ),
+            ("proc", vec!["2026-01-01T00:00:10Z a\"b 12 root 99.0 1.0 warning"]),
+            (
+                "sysinfo",
+                vec!["2026-01-01T00:00:10Z pi1 Debian 6.1 100 0.5 10 1.00 10 2.00 - normal normal normal"],
+            ),
+            ("load", vec!["2026-01-01T00:00:10Z LOAD OK |'a b'=1s;2;3 ok"]),
+            ("swap", vec!["2026-01-01T00:00:10Z SWAP OK |swap=3MB;;;0;10 ok"]),
+            // Hostile labels: quotes, backslashes, a name with spaces and
+            // `=`; a label repeated (one series).
+            (
+                "odd",
+                vec![r#"2026-01-01T00:00:10Z X |'q"\ x=y'=1 'q"\ x=y'=2 ok"#],
+            ),
+        ];
+        let two = |host: &str| HostValues {
+            host: host.into(),
+            types: types
+                .iter()
+                .filter_map(|(t, lines)| type_values(t, &run(lines)))
+                .collect(),
+        };
+        let hosts = vec![two("pi1"), two("pi2")];
         let alarms = AlarmSummary::default();
         let text = render(&Snapshot {
             agents: &agents,
@@ -570,6 +524,21 @@ mod tests {
         assert_eq!(get("pihealth_cpu_temperature_celsius", "pi1"), Some(48.5));
         assert_eq!(get("pihealth_disk_total_used_percent", "pi1"), Some(75.0));
         assert_eq!(get("pihealth_memory_used_percent", "pi1"), None);
+        assert_eq!(get("pihealth_proc_cpu_percent", "pi2"), Some(99.0));
+        assert_eq!(get("pihealth_sysinfo_uptime_seconds", "pi1"), Some(100.0));
+        assert_eq!(get("pihealth_sysinfo_info", "pi1"), Some(1.0));
+        assert_eq!(
+            get("pihealth_perfdata_max", "pi2"),
+            Some(10.0 * 1024.0 * 1024.0)
+        );
+        // Three checks share the perfdata families, told apart by `type`.
+        assert_eq!(
+            samples
+                .iter()
+                .filter(|s| s.name == "pihealth_perfdata_value" && s.label("host") == Some("pi1"))
+                .count(),
+            3
+        );
         assert!(text.contains("pihealth_agents{state=\"up\"} 1\n"));
         assert!(text.contains("pihealth_pulls_total{result=\"failed\"} 1\n"));
         assert!(text.contains("pihealth_pull_duration_seconds_bucket{le=\"0.25\"} 1\n"));
@@ -577,13 +546,13 @@ mod tests {
         assert!(text.contains("pihealth_alarms_open{level=\"critical\"} 0\n"));
         assert!(text
             .contains("pihealth_sample_timestamp_seconds{host=\"pi1\",type=\"cpu\"} 1767225610\n"));
-        // The duplicated `/` line is one series.
+        // The duplicated `/` line is one series per host.
         assert_eq!(
             samples
                 .iter()
                 .filter(|s| s.name == "pihealth_disk_used_percent")
                 .count(),
-            1
+            2
         );
     }
 }

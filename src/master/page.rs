@@ -333,7 +333,7 @@ fn open_alarms(out: &mut String, p: &Page) {
             esc(&a.host),
             esc(&a.log_type),
             level_badge(&a.level),
-            esc(&a.message),
+            esc(&crate::schema::label_message(&a.log_type, &a.message, None)),
         );
     }
     out.push_str("</tbody></table></div>");

@@ -185,6 +185,27 @@ impl ArchiveReader {
         ))
     }
 
+    /// The log types `host` has a current log of (`log/HOST/TYPE.log`),
+    /// sorted; names that are not valid type names are left out. A type
+    /// whose current log was sealed and not yet started again is missing
+    /// until its next pull (for `/metrics`, which shows newest values).
+    pub fn log_types(&self, host: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.log_root.join(host)) else {
+            return Vec::new();
+        };
+        let mut types: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let t = name.strip_suffix(".log")?;
+                crate::names::check_type_name(t).ok()?;
+                Some(t.to_string())
+            })
+            .collect();
+        types.sort();
+        types
+    }
+
     /// The newest run of `host`'s `log_type` collector; empty if none.
     /// `host` must have passed `names::check_host_name`.
     pub fn latest_run(&self, host: &str, log_type: &str) -> io::Result<Run> {

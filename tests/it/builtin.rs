@@ -24,12 +24,14 @@ const BLOCK: u8 = 80;
 /// The tools the scripts call, per script.
 fn tools(script: &str) -> &'static [&'static str] {
     match script {
-        "cpu" | "mem" => &["bash", "awk", "sleep", "mktemp"],
-        "disk" => &["bash", "awk", "df"],
-        "proc" => &["bash", "awk", "ps", "sleep"],
-        "users" => &["bash", "awk", "who", "ps", "sort", "head", "sed"],
-        "sysinfo" => &["bash", "awk", "df", "uname"],
-        _ => &["bash"],
+        "cpu" | "mem" => &["sh", "dirname", "awk", "sleep", "mktemp"],
+        "disk" => &["sh", "dirname", "awk", "df"],
+        "proc" => &["sh", "dirname", "awk", "cat", "ls", "sleep", "sort"],
+        "users" => &[
+            "sh", "dirname", "awk", "od", "ls", "sort", "head", "sed", "tail",
+        ],
+        "sysinfo" => &["sh", "dirname", "awk", "df", "uname", "tail", "tr"],
+        _ => &["sh"],
     }
 }
 
@@ -231,7 +233,7 @@ fn utmp_record(kind: i16, pid: i32, line: &str, user: &str, host: &str) -> Vec<u
 }
 
 /// Threshold sets that put the fixture at each level.
-const THRESHOLDS: [&[(&str, &str)]; 3] = [
+const THRESHOLDS: [&[(&str, &str)]; 4] = [
     &[],
     &[
         ("PIHEALTH_CPU_NOTE", "10"),
@@ -245,6 +247,19 @@ const THRESHOLDS: [&[(&str, &str)]; 3] = [
         ("PIHEALTH_TEMP_WARNING", "49.88"),
         ("PIHEALTH_DISK_WARNING", "2"),
     ],
+    CRITICAL,
+];
+
+/// Low enough that the fixture reaches critical everywhere (issue 15).
+const CRITICAL: &[(&str, &str)] = &[
+    ("PIHEALTH_CPU_WARNING", "5"),
+    ("PIHEALTH_CPU_CRITICAL", "6"),
+    ("PIHEALTH_MEM_WARNING", "25"),
+    ("PIHEALTH_MEM_CRITICAL", "26.5"),
+    ("PIHEALTH_TEMP_WARNING", "45"),
+    ("PIHEALTH_TEMP_CRITICAL", "49.88"),
+    ("PIHEALTH_DISK_WARNING", "0.5"),
+    ("PIHEALTH_DISK_CRITICAL", "1"),
 ];
 
 #[test]
@@ -334,9 +349,8 @@ fn fixture_users_equals_script() {
     let (s, b) = (fields(&script[0]), fields(&builtin[0]));
     assert_eq!(s.len(), 5, "{script:?}");
     assert_eq!(b.len(), 5, "{builtin:?}");
-    // Most active users come from the live process table for the script
-    // (ps) and from the fixture for the built-in: compared live below.
-    for i in [0, 2, 3, 4] {
+    // Both count the owners of the fixture's /proc entries.
+    for i in 0..5 {
         assert_eq!(
             s[i], b[i],
             "field {i}: script {script:?} built-in {builtin:?}"
@@ -412,6 +426,101 @@ fn fixture_bad_threshold_fails_both() {
         "script said {:?}, built-in {err:?}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn fixture_critical_levels_in_both() {
+    for name in ["cpu", "mem", "disk", "sysinfo"] {
+        if !can_run(name) {
+            return;
+        }
+    }
+    let f = Fixture::new();
+    let state = tempfile::tempdir().expect("temp dir");
+    let e = f.env(state.path(), CRITICAL);
+    let ctx = f.context(&e);
+    // cpu: 49.88 °C reaches the temperature's critical; usage is 0 (a
+    // static /proc/stat) on the second run.
+    let mut cpu = Check::new(Builtin::Cpu);
+    builtin_lines(&mut cpu, &ctx);
+    let b = builtin_lines(&mut cpu, &ctx);
+    assert_eq!(script_lines("cpu", &e), b);
+    assert_eq!(b, ["0.42 1.50 2.75 0.00 49.88 critical"]);
+    // mem: 27.63 % used.
+    let b = builtin_lines(&mut Check::new(Builtin::Mem), &ctx);
+    assert_eq!(script_lines("mem", &e), b);
+    assert!(b[0].ends_with(" critical"), "{b:?}");
+    // disk: live (df), any file system with 1 % used or more.
+    let (s, b) = (
+        script_lines("disk", &e),
+        builtin_lines(&mut Check::new(Builtin::Disk), &ctx),
+    );
+    assert_eq!(s.len(), b.len());
+    let last = |l: &[String]| fields(l.last().unwrap())[4].to_string();
+    assert_eq!(last(&s), last(&b));
+    // sysinfo: the three levels.
+    let (s, b) = (
+        script_lines("sysinfo", &e),
+        builtin_lines(&mut Check::new(Builtin::Sysinfo), &ctx),
+    );
+    assert_eq!(fields(&s[0])[10..], fields(&b[0])[10..]);
+    assert_eq!(fields(&b[0])[11..], ["critical", "critical"]);
+    // Critical below warning is the user's choice: critical wins.
+    let e = f.env(state.path(), &[("PIHEALTH_MEM_CRITICAL", "1")]);
+    let ctx = f.context(&e);
+    let b = builtin_lines(&mut Check::new(Builtin::Mem), &ctx);
+    assert_eq!(script_lines("mem", &e), b);
+    assert!(b[0].ends_with(" critical"), "{b:?}");
+}
+
+/// A `/proc/PID/stat` line: comm, CPU ticks, start (ticks after boot), rss pages.
+fn proc_stat(pid: u32, comm: &str, ticks: u64, start: u64, rss: u64) -> String {
+    format!(
+        "{pid} ({comm}) R 1 {pid} {pid} 0 -1 4194304 100 0 0 0 {ticks} 0 0 0 20 0 1 0 {start} 1000000 {rss} 18446744073709551615\n"
+    )
+}
+
+#[test]
+fn fixture_proc_equals_script() {
+    if !can_run("proc") {
+        return;
+    }
+    let f = Fixture::new();
+    // uptime 98765.43 s; MemTotal 3884136 kB.
+    f.write(
+        "proc/601/stat",
+        &proc_stat(601, "busy one", 9_000_000, 0, 1000),
+    );
+    f.write(
+        "proc/602/stat",
+        &proc_stat(602, "hog", 10, 9_876_000, 800_000),
+    );
+    f.write("proc/603/stat", &proc_stat(603, "idle", 10, 100, 10));
+    f.write(
+        "proc/604/stat",
+        &proc_stat(604, "a)b (c", 16_000_000, 100, 10),
+    );
+    f.write("proc/605/stat", "garbage\n");
+    let state = tempfile::tempdir().expect("temp dir");
+    for threshold in ["50", "80", "0.5"] {
+        let e = f.env(
+            state.path(),
+            &[
+                ("PIHEALTH_PROC_THRESHOLD", threshold),
+                ("PIHEALTH_PROC_RECHECK", "0"),
+            ],
+        );
+        let ctx = f.context(&e);
+        let mut check = Check::new(Builtin::Proc);
+        // The built-in's first look is its previous run.
+        builtin_lines(&mut check, &ctx);
+        let b = builtin_lines(&mut check, &ctx);
+        assert_eq!(script_lines("proc", &e), b, "threshold {threshold}");
+        if threshold == "50" {
+            let names: Vec<&str> = b.iter().map(|l| fields(l)[0]).collect();
+            assert_eq!(names, ["a)b_(c", "busy_one", "hog"], "{b:?}");
+        }
+    }
 }
 
 // ---- the live machine ----

@@ -2,6 +2,7 @@
 mod alarm_bounds;
 mod alarm_faults;
 mod builtin;
+mod busybox;
 mod chaos;
 mod cli_edges;
 mod client_deadlines;
@@ -21,6 +22,7 @@ mod operator;
 mod overload;
 mod prometheus;
 mod proxy;
+mod schema_readers;
 mod scripts;
 mod security;
 mod shared_dir;

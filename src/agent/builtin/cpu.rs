@@ -17,8 +17,10 @@ impl Cpu {
     pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
         let cpu_note = ctx.limits.get("PIHEALTH_CPU_NOTE")?;
         let cpu_warn = ctx.limits.get("PIHEALTH_CPU_WARNING")?;
+        let cpu_crit = ctx.limits.get("PIHEALTH_CPU_CRITICAL")?;
         let temp_note = ctx.limits.get("PIHEALTH_TEMP_NOTE")?;
         let temp_warn = ctx.limits.get("PIHEALTH_TEMP_WARNING")?;
+        let temp_crit = ctx.limits.get("PIHEALTH_TEMP_CRITICAL")?;
 
         let loadavg_path = ctx.proc_path("loadavg");
         let loadavg = read(&loadavg_path)?;
@@ -33,10 +35,10 @@ impl Cpu {
         let usage = fixed2(usage_pct(total, idle, total0, idle0));
 
         let temp = hottest_temp(ctx);
-        let mut lvl = level(value_of(&usage), cpu_note, cpu_warn);
+        let mut lvl = level(value_of(&usage), cpu_note, cpu_warn, cpu_crit);
         if temp != "-" {
             // Keep the worse of the two.
-            lvl = lvl.max(level(value_of(&temp), temp_note, temp_warn));
+            lvl = lvl.max(level(value_of(&temp), temp_note, temp_warn, temp_crit));
         }
         Ok(format!(
             "{} {} {} {usage} {temp} {lvl}",

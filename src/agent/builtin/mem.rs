@@ -16,6 +16,7 @@ impl Mem {
     pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
         let note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
         let warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
+        let crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;
         let m = mem_usage(ctx)?;
         ctx.remember_mem(&m);
         // The script accepts a previous value of the form [0-9]+(.[0-9]+)?
@@ -30,7 +31,7 @@ impl Mem {
             m.total_mib,
             m.used_mib,
             m.used_pct,
-            level(value_of(&m.used_pct), note, warn)
+            level(value_of(&m.used_pct), note, warn, crit)
         ))
     }
 }
@@ -57,7 +58,7 @@ mod tests {
         assert_eq!(mem.run(&ctx).unwrap(), "1024 512 50.00 50.00 normal");
         t.write("proc/meminfo", &meminfo(104857));
         // 0.3 × 50 + 0.7 × 90.00 = 78.00; level from the current value.
-        assert_eq!(mem.run(&ctx).unwrap(), "1024 921 90.00 78.00 warning");
+        assert_eq!(mem.run(&ctx).unwrap(), "1024 921 90.00 78.00 critical");
         t.write("proc/meminfo", &meminfo(262144));
         // 0.3 × 78 + 0.7 × 75 = 75.90
         assert_eq!(mem.run(&ctx).unwrap(), "1024 768 75.00 75.90 note");

@@ -1,6 +1,7 @@
-//! The six standard checks built into the agent: cpu, mem, disk, proc,
-//! users and sysinfo, read straight from `/proc`, `/sys`, `statvfs` and
-//! utmp, with no process started.
+//! The checks built into the agent: the six standard ones (cpu, mem, disk,
+//! proc, users and sysinfo), read straight from `/proc`, `/sys`, `statvfs`
+//! and utmp with no process started; and three without a script (net,
+//! diskio, throttle: see their files).
 //!
 //! Why: one round of the six scripts in `scripts/` costs ~140 ms of CPU and
 //! up to 17 processes (bash, ps, awk, df …); SPEC §9 allows 1 ms and 6 MiB.
@@ -22,9 +23,12 @@
 
 mod cpu;
 mod disk;
+mod diskio;
 mod mem;
+mod net;
 mod proc;
 mod sysinfo;
+mod throttle;
 mod users;
 
 use std::collections::HashMap;
@@ -53,6 +57,12 @@ pub enum Builtin {
     Proc,
     Users,
     Sysinfo,
+    /// Beyond the six scripts: bytes, packets and errors per interface.
+    Net,
+    /// Reads, writes and busy time per block device.
+    Diskio,
+    /// The Raspberry Pi firmware's under-voltage and throttling flags.
+    Throttle,
 }
 
 impl Builtin {
@@ -65,6 +75,9 @@ impl Builtin {
         Builtin::Sysinfo,
     ];
 
+    /// The checks without a script in `scripts/`.
+    pub const EXTRA: [Builtin; 3] = [Builtin::Net, Builtin::Diskio, Builtin::Throttle];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Builtin::Cpu => "cpu",
@@ -73,6 +86,9 @@ impl Builtin {
             Builtin::Proc => "proc",
             Builtin::Users => "users",
             Builtin::Sysinfo => "sysinfo",
+            Builtin::Net => "net",
+            Builtin::Diskio => "diskio",
+            Builtin::Throttle => "throttle",
         }
     }
 }
@@ -88,9 +104,10 @@ impl FromStr for Builtin {
     fn from_str(s: &str) -> Result<Builtin, String> {
         Builtin::ALL
             .into_iter()
+            .chain(Builtin::EXTRA)
             .find(|b| b.as_str() == s)
             .ok_or_else(|| {
-                format!("expected one of cpu, mem, disk, proc, users, sysinfo, got `{s}`")
+                format!("expected one of cpu, mem, disk, proc, users, sysinfo, net, diskio, throttle, got `{s}`")
             })
     }
 }
@@ -130,15 +147,19 @@ pub struct Limits {
 }
 
 impl Limits {
-    const DEFAULTS: [(&'static str, &'static str); 9] = [
+    const DEFAULTS: [(&'static str, &'static str); 13] = [
         ("PIHEALTH_CPU_NOTE", "70"),
         ("PIHEALTH_CPU_WARNING", "80"),
+        ("PIHEALTH_CPU_CRITICAL", "95"),
         ("PIHEALTH_MEM_NOTE", "70"),
         ("PIHEALTH_MEM_WARNING", "80"),
+        ("PIHEALTH_MEM_CRITICAL", "90"),
         ("PIHEALTH_DISK_NOTE", "80"),
         ("PIHEALTH_DISK_WARNING", "90"),
+        ("PIHEALTH_DISK_CRITICAL", "95"),
         ("PIHEALTH_TEMP_NOTE", "50"),
         ("PIHEALTH_TEMP_WARNING", "70"),
+        ("PIHEALTH_TEMP_CRITICAL", "80"),
         ("PIHEALTH_PROC_THRESHOLD", "50"),
     ];
 
@@ -170,6 +191,12 @@ impl Limits {
                 .map(|&(key, v)| (key, parse_number(key, v)))
                 .collect(),
         }
+    }
+
+    /// A threshold by its variable's name, if known and valid (to label
+    /// alarm messages).
+    pub fn lookup(&self, key: &str) -> Option<f64> {
+        self.get(key).ok()
     }
 
     fn get(&self, key: &str) -> Result<f64, String> {
@@ -205,6 +232,8 @@ pub struct Context {
     pub fs: Box<dyn FsProbe>,
     /// What disk and mem found last, for sysinfo in the same round.
     recent: Mutex<Recent>,
+    /// The mount points, while the mount table stays the same (disk).
+    mount_table: disk::MountTable,
 }
 
 /// sysinfo.sh runs disk.sh and reads meminfo again; when the disk and mem
@@ -215,6 +244,18 @@ pub struct Context {
 struct Recent {
     disk: Option<(Instant, disk::DiskTotal)>,
     mem: Option<(Instant, MemUsage)>,
+    /// The list of /proc, for proc and users in the same round (listing
+    /// /proc costs ~0.26 ms cold).
+    pids: Option<(Instant, Arc<Vec<PidEntry>>)>,
+}
+
+/// One `/proc/PID` directory: the pid and the directory's inode number
+/// (from readdir, no stat): another number under the same pid is another
+/// process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PidEntry {
+    pub pid: u32,
+    pub ino: u64,
 }
 
 const SHARE_FOR: Duration = Duration::from_secs(1);
@@ -226,6 +267,7 @@ impl Context {
             limits,
             fs: Box::new(LiveFs),
             recent: Mutex::new(Recent::default()),
+            mount_table: disk::MountTable::default(),
         }
     }
 
@@ -254,6 +296,28 @@ impl Context {
         (at.elapsed() < SHARE_FOR).then(|| m.clone())
     }
 
+    /// The processes in `/proc` (listed at most [`SHARE_FOR`] ago).
+    fn pid_entries(&self) -> Result<Arc<Vec<PidEntry>>, String> {
+        if let Some((at, pids)) = &self.recent().pids {
+            if at.elapsed() < SHARE_FOR {
+                return Ok(pids.clone());
+            }
+        }
+        use std::os::unix::fs::DirEntryExt;
+        let dir = std::fs::read_dir(&self.roots.proc)
+            .map_err(|e| format!("cannot read {}: {e}", self.roots.proc.display()))?;
+        let pids: Vec<PidEntry> = dir
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                Some(PidEntry { pid, ino: e.ino() })
+            })
+            .collect();
+        let pids = Arc::new(pids);
+        self.recent().pids = Some((Instant::now(), pids.clone()));
+        Ok(pids)
+    }
+
     fn proc_path(&self, rel: &str) -> PathBuf {
         self.roots.proc.join(rel)
     }
@@ -265,8 +329,11 @@ pub enum Check {
     Mem(mem::Mem),
     Disk,
     Proc(proc::Proc),
-    Users,
+    Users(users::Users),
     Sysinfo,
+    Net(net::Net),
+    Diskio,
+    Throttle,
 }
 
 impl Check {
@@ -276,8 +343,11 @@ impl Check {
             Builtin::Mem => Check::Mem(mem::Mem::default()),
             Builtin::Disk => Check::Disk,
             Builtin::Proc => Check::Proc(proc::Proc::default()),
-            Builtin::Users => Check::Users,
+            Builtin::Users => Check::Users(users::Users::default()),
             Builtin::Sysinfo => Check::Sysinfo,
+            Builtin::Net => Check::Net(net::Net::default()),
+            Builtin::Diskio => Check::Diskio,
+            Builtin::Throttle => Check::Throttle,
         }
     }
 
@@ -289,8 +359,11 @@ impl Check {
             Check::Mem(m) => m.run(ctx).map(|l| vec![l]),
             Check::Disk => disk::run(ctx),
             Check::Proc(p) => p.run(ctx),
-            Check::Users => users::run(ctx).map(|l| vec![l]),
+            Check::Users(u) => u.run(ctx).map(|l| vec![l]),
             Check::Sysinfo => sysinfo::run(ctx).map(|l| vec![l]),
+            Check::Net(n) => n.run(ctx),
+            Check::Diskio => diskio::run(ctx),
+            Check::Throttle => throttle::run(ctx),
         }
     }
 }
@@ -337,9 +410,11 @@ fn fixed2(x: f64) -> String {
     format!("{x:.2}")
 }
 
-/// common.sh's `level VALUE NOTE WARNING`.
-fn level(value: f64, note: f64, warning: f64) -> Level {
-    if value >= warning {
+/// common.sh's `level VALUE NOTE WARNING CRITICAL`.
+fn level(value: f64, note: f64, warning: f64, critical: f64) -> Level {
+    if value >= critical {
+        Level::Critical
+    } else if value >= warning {
         Level::Warning
     } else if value >= note {
         Level::Note

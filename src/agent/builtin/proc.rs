@@ -28,7 +28,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::DirEntryExt;
 use std::os::unix::fs::MetadataExt;
 
 use super::{awk_number, read, Context};
@@ -147,21 +146,13 @@ impl Proc {
             Some(bound) => bound as f64 * 100.0 / mem.total_kib as f64 >= threshold,
             None => true,
         };
-        let dir = fs::read_dir(&ctx.roots.proc)
-            .map_err(|e| format!("cannot read {}: {e}", ctx.roots.proc.display()))?;
+        let entries = ctx.pid_entries()?;
         let mut out = Vec::new();
         let mut seen: HashMap<u32, Known> = HashMap::with_capacity(self.known.len() + 16);
         let mut buf = String::with_capacity(512);
         let mut path = ctx.roots.proc.clone();
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let ino = entry.ino();
+        for entry in entries.iter() {
+            let (pid, ino) = (entry.pid, entry.ino);
             if let Some(k) = self.known.get(&pid) {
                 if !mem_may_trigger && k.ino == ino && uptime < k.quiet_until {
                     seen.insert(pid, *k);
@@ -169,7 +160,7 @@ impl Proc {
                 }
             }
             buf.clear();
-            path.push(entry.file_name());
+            path.push(pid.to_string());
             path.push("stat");
             let opened = fs::File::open(&path);
             path.pop();

@@ -67,8 +67,10 @@ fn uname(ctx: &Context) -> String {
 pub fn run(ctx: &Context) -> Result<String, String> {
     let mem_note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
     let mem_warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
+    let mem_crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;
     let temp_note = ctx.limits.get("PIHEALTH_TEMP_NOTE")?;
     let temp_warn = ctx.limits.get("PIHEALTH_TEMP_WARNING")?;
+    let temp_crit = ctx.limits.get("PIHEALTH_TEMP_CRITICAL")?;
     let host = read_word(ctx, "sys/kernel/hostname")?;
     let kernel = read_word(ctx, "sys/kernel/osrelease")?;
     let uptime = read_word(ctx, "uptime")?;
@@ -94,7 +96,7 @@ pub fn run(ctx: &Context) -> Result<String, String> {
     let temp_level = if temp == "-" {
         Level::Normal
     } else {
-        level(value_of(&temp), temp_note, temp_warn)
+        level(value_of(&temp), temp_note, temp_warn, temp_crit)
     };
     Ok(format!(
         "{} {os} {} {uptime} {load1} {} {} {} {} {temp} {} {} {temp_level}",
@@ -105,7 +107,7 @@ pub fn run(ctx: &Context) -> Result<String, String> {
         m.total_mib,
         m.used_pct,
         d.total_level,
-        level(value_of(&m.used_pct), mem_note, mem_warn),
+        level(value_of(&m.used_pct), mem_note, mem_warn, mem_crit),
     ))
 }
 
@@ -176,7 +178,7 @@ mod tests {
         ctx.fs = Box::new(FakeFs(Default::default()));
         assert_eq!(
             run(&ctx).unwrap(),
-            "pi_1 Debian_GNU/Linux_12_(bookworm) 6.1.0-rpi7 12345 0.10 0 0.00 1024 90.00 52.00 normal warning note"
+            "pi_1 Debian_GNU/Linux_12_(bookworm) 6.1.0-rpi7 12345 0.10 0 0.00 1024 90.00 52.00 normal critical note"
         );
         std::fs::remove_file(t.dir.path().join("etc/os-release")).unwrap();
         t.write("usr/lib/os-release", "PRETTY_NAME='Raspbian'\n");

@@ -3,10 +3,19 @@
 //! Sessions come from utmp as `who` reads them (user processes whose
 //! process still exists), process owners from `/proc`, root rights from
 //! `/etc/passwd` and `/etc/group` with the script's rules.
+//!
+//! A process's owner is the owner of its `/proc/PID` directory: a `stat`
+//! each, ~5 µs of kernel time, half a millisecond on a host with 100
+//! processes. So owners are kept between runs by pid and the directory's
+//! inode number (readdir gives it without a stat; another number is
+//! another process) and looked at again after [`OWNER_RECHECK`], which
+//! bounds how long a process that changes its user after we saw it
+//! (a login's child between fork and setuid) is counted under the old one.
 
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
 use super::proc::user_name;
 use super::Context;
@@ -96,24 +105,57 @@ fn blanks_to_underscore(s: &str) -> String {
     out
 }
 
-/// Up to three users owning the most processes (ties by name).
-fn most_active(ctx: &Context, passwd: &str) -> Result<Vec<String>, String> {
-    let dir = fs::read_dir(&ctx.roots.proc)
-        .map_err(|e| format!("cannot read {}: {e}", ctx.roots.proc.display()))?;
-    let mut per_uid: HashMap<u32, usize> = HashMap::new();
-    for entry in dir.flatten() {
-        let is_pid = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-        if !is_pid {
-            continue;
-        }
-        // A process that ended meanwhile is not counted.
-        if let Ok(m) = entry.metadata() {
-            *per_uid.entry(m.uid()).or_default() += 1;
-        }
+/// How long a process's owner is trusted without a new `stat`.
+const OWNER_RECHECK: Duration = Duration::from_secs(300);
+
+/// The users check with the owners it has seen.
+#[derive(Debug, Default)]
+pub struct Users {
+    /// pid → (inode of /proc/PID, owner, when stat'ed).
+    owners: HashMap<u32, (u64, u32, Instant)>,
+}
+
+impl Users {
+    pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
+        run_with(ctx, |ctx, passwd| self.most_active(ctx, passwd))
     }
+
+    /// Up to three users owning the most processes (ties by name).
+    fn most_active(&mut self, ctx: &Context, passwd: &str) -> Result<Vec<String>, String> {
+        let now = Instant::now();
+        let mut per_uid: HashMap<u32, usize> = HashMap::new();
+        let mut owners = HashMap::with_capacity(self.owners.len() + 16);
+        let mut path = ctx.roots.proc.clone();
+        for entry in ctx.pid_entries()?.iter() {
+            let uid = match self.owners.get(&entry.pid) {
+                Some(&(ino, uid, at))
+                    if ino == entry.ino && now.duration_since(at) < OWNER_RECHECK =>
+                {
+                    owners.insert(entry.pid, (ino, uid, at));
+                    uid
+                }
+                _ => {
+                    path.push(entry.pid.to_string());
+                    let meta = fs::metadata(&path);
+                    path.pop();
+                    // A process that ended meanwhile is not counted.
+                    let Ok(m) = meta else {
+                        continue;
+                    };
+                    owners.insert(entry.pid, (entry.ino, m.uid(), now));
+                    m.uid()
+                }
+            };
+            *per_uid.entry(uid).or_default() += 1;
+        }
+        // Gone processes are forgotten.
+        self.owners = owners;
+        Ok(rank(per_uid, passwd))
+    }
+}
+
+/// The three users with the most processes, from counts per uid.
+fn rank(per_uid: HashMap<u32, usize>, passwd: &str) -> Vec<String> {
     let mut per_user: HashMap<String, usize> = HashMap::new();
     for (uid, n) in per_uid {
         *per_user.entry(user_name(passwd, uid)).or_default() += n;
@@ -123,7 +165,7 @@ fn most_active(ctx: &Context, passwd: &str) -> Result<Vec<String>, String> {
         b.0.cmp(&a.0)
             .then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
     });
-    Ok(ranked.into_iter().take(3).map(|(_, u)| u).collect())
+    ranked.into_iter().take(3).map(|(_, u)| u).collect()
 }
 
 /// Accounts with uid 0 or in group sudo/wheel/admin (as primary group or
@@ -191,7 +233,11 @@ fn awk_is_zero(field: &str) -> bool {
     }
 }
 
-pub fn run(ctx: &Context) -> Result<String, String> {
+/// One run, with `most_active` counting the owners.
+fn run_with(
+    ctx: &Context,
+    most_active: impl FnOnce(&Context, &str) -> Result<Vec<String>, String>,
+) -> Result<String, String> {
     let sessions = sessions(ctx);
     let mut users: Vec<&str> = Vec::new();
     for s in &sessions {
@@ -265,7 +311,7 @@ pub(crate) mod tests {
         utmp.extend(utmp_record(USER_PROCESS, 100, "tty1", "", ""));
         std::fs::write(t.dir.path().join("utmp"), utmp).unwrap();
         let ctx = t.context();
-        let line = run(&ctx).unwrap();
+        let line = Users::default().run(&ctx).unwrap();
         let f: Vec<&str> = line.split(' ').collect();
         assert_eq!(f[0], "2");
         assert_eq!(f[2], "root,toor,alice,bob,carol");
@@ -283,14 +329,63 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn owners_are_kept_by_pid_and_inode() {
+        // Changing a fixture's owner needs root.
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            eprintln!("SKIPPED: chown needs root");
+            return;
+        }
+        let t = Tree::new();
+        t.write(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\npi:x:1000:1000::/:/bin/sh\n",
+        );
+        t.write("etc/group", "");
+        t.write("proc/100/stat", "");
+        let pid_dir = t.dir.path().join("proc/100");
+        let mut users = Users::default();
+        let active = |users: &mut Users| {
+            let line = users.run(&t.context()).unwrap();
+            line.split(' ').nth(1).unwrap().to_string()
+        };
+        assert_eq!(active(&mut users), "root");
+        // The same process (same inode) changing hands is not seen before
+        // OWNER_RECHECK: no stat.
+        std::os::unix::fs::chown(&pid_dir, Some(1000), Some(1000)).unwrap();
+        assert_eq!(active(&mut users), "root");
+        // Another process under the same pid (another inode: made while
+        // the old one still exists, then put in its place) is stat'ed.
+        let new_dir = t.dir.path().join("proc/new");
+        std::fs::create_dir(&new_dir).unwrap();
+        std::os::unix::fs::chown(&new_dir, Some(1000), Some(1000)).unwrap();
+        std::fs::remove_file(pid_dir.join("stat")).unwrap();
+        std::fs::rename(&new_dir, &pid_dir).unwrap();
+        assert_eq!(active(&mut users), "pi");
+        // An old entry is stat'ed again (if the clock goes back that far).
+        let Some(old) = Instant::now().checked_sub(OWNER_RECHECK) else {
+            return;
+        };
+        let (ino, uid, _) = users.owners[&100];
+        users.owners.insert(100, (ino, uid, old));
+        std::os::unix::fs::chown(&pid_dir, Some(0), Some(0)).unwrap();
+        assert_eq!(active(&mut users), "root");
+    }
+
+    #[test]
     fn nobody_and_missing_files() {
         let t = Tree::new();
         t.write("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
         t.write("etc/group", "");
         t.write("proc/uptime", "1 1\n");
-        assert_eq!(run(&t.context()).unwrap(), "0 - root - normal");
+        assert_eq!(
+            Users::default().run(&t.context()).unwrap(),
+            "0 - root - normal"
+        );
         std::fs::remove_file(t.dir.path().join("etc/group")).unwrap();
-        assert!(run(&t.context()).unwrap_err().contains("group"));
+        assert!(Users::default()
+            .run(&t.context())
+            .unwrap_err()
+            .contains("group"));
     }
 
     #[test]
