@@ -271,6 +271,9 @@ pub struct MasterConfig {
     pub alarm_command_workers: usize,
     /// Alarms whose command may wait for a thread, in all.
     pub alarm_command_queue: usize,
+    /// How long a host reported down must stay up before its `normal`
+    /// host alarm (damps flapping; `master::host_alarms`).
+    pub host_recovery_hold: HumanDuration,
 }
 
 impl Default for MasterConfig {
@@ -300,6 +303,7 @@ impl Default for MasterConfig {
             alarm_command_timeout: HumanDuration(Duration::from_secs(30)),
             alarm_command_workers: 2,
             alarm_command_queue: 1024,
+            host_recovery_hold: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -874,6 +878,13 @@ impl AgentConfig {
         for (i, c) in self.collectors.iter().enumerate() {
             let key = |field: &str| format!("collectors[{i}].{field}");
             crate::names::check_type_name(&c.name).map_err(|m| invalid(path, &key("name"), m))?;
+            if c.name == crate::master::host_alarms::HOST_TYPE {
+                return Err(invalid(
+                    path,
+                    &key("name"),
+                    "another name: `host` is the type of the master's own host-down alarms",
+                ));
+            }
             if specs.iter().any(|s| s.name == c.name) {
                 return Err(invalid(
                     path,

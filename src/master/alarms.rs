@@ -303,6 +303,42 @@ impl AlarmLog {
         Ok(())
     }
 
+    /// Every alarm stored so far, oldest first.
+    pub fn history(&self) -> io::Result<Vec<AlarmLine>> {
+        read_alarms(&self.path)
+    }
+
+    /// An alarm the master raises itself (host alarms), timed now, with a
+    /// fresh random id.
+    pub fn master_alarm(
+        host: &str,
+        log_type: &str,
+        level: Level,
+        message: String,
+    ) -> io::Result<Alarm> {
+        let id: String = crate::protocol::auth::random_bytes::<16>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Alarm {
+            id,
+            host: host.to_string(),
+            log_type: log_type.to_string(),
+            level: level.as_str().to_string(),
+            message,
+            time: chrono::Local::now().to_rfc3339(),
+        })
+    }
+
+    /// Store and handle an alarm the master raises itself: the same path
+    /// as an agent's alarm, without a connection to acknowledge.
+    pub fn raise(&self, alarm: &Alarm) -> io::Result<()> {
+        if let Some(stored) = self.record_at(alarm)? {
+            self.handled(alarm, stored);
+        }
+        Ok(())
+    }
+
     /// Store an alarm unless already stored; true if it was new. (An alarm
     /// older than `ID_MEMORY` is stored: it cannot be told from a new one.)
     pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {

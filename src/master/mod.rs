@@ -22,6 +22,7 @@ pub mod archive;
 pub mod events;
 pub mod exposition;
 pub mod files;
+pub mod host_alarms;
 pub mod http;
 pub mod metrics;
 pub mod oneshot;
@@ -355,11 +356,18 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         config.http_workers
     );
     let ctx = pull_context(config, keys);
+    let host_alarms = host_alarms::HostAlarmRaiser::new(
+        alarm_log.clone(),
+        config.heartbeat_interval.0 * config.heartbeat_misses,
+        config.host_recovery_hold.0,
+    )
+    .map_err(|e| format!("alarms.log: {e}"))?;
     scheduler::Scheduler {
         config,
         registry: &registry,
         ctx: &ctx,
         pool: &outbound,
+        host_alarms: Some(&host_alarms),
     }
     .run(&stop);
 

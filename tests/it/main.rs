@@ -11,6 +11,7 @@ mod cron;
 mod disk;
 mod exit_codes;
 mod flood;
+mod host_alarms;
 mod http;
 mod integrity;
 mod key_flood;
