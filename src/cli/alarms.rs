@@ -36,10 +36,13 @@ fn after(time: &str, since: Option<chrono::DateTime<chrono::FixedOffset>>) -> bo
     since.is_none_or(|s| chrono::DateTime::parse_from_rfc3339(time).map_or(true, |t| t >= s))
 }
 
-fn alarm_json(a: &AlarmLine) -> serde_json::Value {
+/// `silenced`: the silence that held the alarm back (`#ID until T:
+/// REASON`), if one did.
+fn alarm_json(a: &AlarmLine, silenced: Option<&String>) -> serde_json::Value {
     serde_json::json!({
         "time": a.time, "host": a.host, "type": a.log_type,
         "level": a.level, "id": a.id, "message": a.message,
+        "silenced": silenced,
     })
 }
 
@@ -53,8 +56,11 @@ fn problem_line(p: &Problem) -> String {
 
 pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
     let since = q.since;
-    let path = crate::master::files::MasterFiles::find(log_dir).alarms();
+    let files = crate::master::files::MasterFiles::find(log_dir);
+    let path = files.alarms();
     let alarms = read_alarms(&path).map_err(|e| e.to_string())?;
+    let silenced =
+        crate::master::silences::read_silenced(&files.silenced()).map_err(|e| e.to_string())?;
     let io = |e: io::Error| e.to_string();
     // Say so rather than print a blank line: an empty answer should not
     // look like a broken command. (JSON output stays empty: a program
@@ -98,12 +104,16 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
     let mut count = 0;
     for a in shown {
         count += 1;
+        let held = silenced.get(&a.id);
         if q.json {
-            writeln!(out, "{}", alarm_json(a))
+            writeln!(out, "{}", alarm_json(a, held))
         } else {
+            let mark = held
+                .map(|s| format!("  [silenced {s}]"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "{} {:<16} {:<10} {:<8} {}",
+                "{} {:<16} {:<10} {:<8} {}{mark}",
                 a.time, a.host, a.log_type, a.level, a.message
             )
         }

@@ -340,6 +340,7 @@ pub struct Http {
     alarms: Mutex<AlarmFollower>,
     started_ms: i64,
     master_name: String,
+    silences: crate::master::silences::SilenceStore,
 }
 
 impl Http {
@@ -350,6 +351,7 @@ impl Http {
             alarms: Mutex::new(AlarmFollower::new(&config.log_dir)),
             started_ms: now_ms(),
             master_name: crate::names::local_host_name(),
+            silences: crate::master::silences::SilenceStore::new(&config.log_dir),
         }
     }
 
@@ -446,10 +448,15 @@ impl Http {
                 .map(|host| self.host_charts(host, &window))
                 .collect();
         }
+        let silences = self.silences.list().unwrap_or_else(|e| {
+            log::warn!("silences for the status page: {e}");
+            Vec::new()
+        });
         page::render(&Page {
             master: &self.master_name,
             agents: &agents,
             alarms: &alarms,
+            silences: &silences,
             now_ms: now,
             hours,
             window,

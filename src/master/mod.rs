@@ -31,6 +31,7 @@ pub mod pull;
 pub mod registry;
 pub mod samples;
 pub mod scheduler;
+pub mod silences;
 
 pub use oneshot::pull_once;
 

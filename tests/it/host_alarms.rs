@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::util::*;
 
 /// A hook that appends `TYPE LEVEL HOST UNIX_TIME` per alarm.
-fn recording_hook(c: &Cluster) -> (PathBuf, PathBuf) {
+pub fn recording_hook(c: &Cluster) -> (PathBuf, PathBuf) {
     let record = c.path("alarm-commands.txt");
     let hook = c.write(
         "hook.sh",
@@ -27,7 +27,7 @@ fn recording_hook(c: &Cluster) -> (PathBuf, PathBuf) {
 }
 
 /// The recorded host alarms: (level, unix time).
-fn host_commands(record: &PathBuf) -> Vec<(String, f64)> {
+pub fn host_commands(record: &PathBuf) -> Vec<(String, f64)> {
     fs::read_to_string(record)
         .unwrap_or_default()
         .lines()
@@ -57,7 +57,7 @@ pub fn http_get(addr: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn up_in_status(c: &Cluster) -> bool {
+pub fn up_in_status(c: &Cluster) -> bool {
     // Fails until the master has written its registry.
     let out = c.run(&["status", "-c", "master.yaml"]);
     String::from_utf8_lossy(&out.stdout)

@@ -23,5 +23,6 @@ mod proxy;
 mod scripts;
 mod security;
 mod shared_dir;
+mod silences;
 mod soak;
 mod util;
