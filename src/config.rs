@@ -274,6 +274,10 @@ pub struct MasterConfig {
     /// How long a host reported down must stay up before its `normal`
     /// host alarm (damps flapping; `master::host_alarms`).
     pub host_recovery_hold: HumanDuration,
+    /// Alertmanagers alarms are forwarded to (`master::alertmanager`).
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are re-sent to them.
+    pub alertmanager_resend: HumanDuration,
 }
 
 impl Default for MasterConfig {
@@ -304,6 +308,8 @@ impl Default for MasterConfig {
             alarm_command_workers: 2,
             alarm_command_queue: 1024,
             host_recovery_hold: HumanDuration(Duration::from_secs(60)),
+            alertmanagers: Vec::new(),
+            alertmanager_resend: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -721,6 +727,7 @@ impl MasterConfig {
             ("connect_timeout", self.connect_timeout),
             ("io_timeout", self.io_timeout),
             ("alarm_command_timeout", self.alarm_command_timeout),
+            ("alertmanager_resend", self.alertmanager_resend),
         ] {
             require_positive(path, key, d.0)?;
         }
@@ -736,7 +743,26 @@ impl MasterConfig {
                 ));
             }
         }
+        self.alertmanager_targets(path)?;
         self.static_agents(path).map(|_| ())
+    }
+
+    /// The `alertmanagers` URLs, checked.
+    pub fn alertmanager_targets(
+        &self,
+        path: &Path,
+    ) -> Result<Vec<crate::master::alertmanager::Target>, ConfigError> {
+        let mut out: Vec<crate::master::alertmanager::Target> = Vec::new();
+        for (i, url) in self.alertmanagers.iter().enumerate() {
+            let key = format!("alertmanagers[{i}]");
+            let t = crate::master::alertmanager::Target::parse(url)
+                .map_err(|m| invalid(path, &key, m))?;
+            if out.iter().any(|o| o.url == t.url) {
+                return Err(invalid(path, &key, format!("`{url}` is listed twice")));
+            }
+            out.push(t);
+        }
+        Ok(out)
     }
 
     /// The static agent list with ranges expanded and addresses resolved.

@@ -18,6 +18,7 @@
 pub mod alarm_command;
 pub mod alarm_summary;
 pub mod alarms;
+pub mod alertmanager;
 pub mod archive;
 pub mod events;
 pub mod exposition;
@@ -268,6 +269,23 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         )
         .map_err(|e| format!("alarms.log: {e}"))?,
     );
+    let targets = config
+        .alertmanager_targets(config_path)
+        .map_err(|e| e.to_string())?;
+    if !targets.is_empty() {
+        let wake = alertmanager::start(
+            &config.log_dir,
+            &targets,
+            &alertmanager::Settings {
+                resend: config.alertmanager_resend.0,
+                connect_timeout: config.connect_timeout.0,
+                io_timeout: config.io_timeout.0,
+            },
+            stop.clone(),
+        )
+        .map_err(|e| format!("alertmanagers: {e}"))?;
+        alarm_log.on_stored(wake);
+    }
     std::fs::create_dir_all(&config.backup_dir)
         .map_err(|e| format!("{}: {e}", config.backup_dir.display()))?;
     let (outbound, inbound, http_pool) = (

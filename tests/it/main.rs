@@ -1,6 +1,7 @@
 //! The one integration test binary: real masters and agents on loopback.
 mod alarm_bounds;
 mod alarm_faults;
+mod alertmanager;
 mod builtin;
 mod chaos;
 mod cli_edges;

@@ -1,0 +1,218 @@
+//! Forwarding to the real Alertmanager (issue 15; Debian package
+//! `prometheus-alertmanager`, started here on a loopback port with its own
+//! storage directory): a host alarm appears in its v2 API with the labels
+//! host, type and level, and resolves on recovery; a silenced one never
+//! reaches it; alarms raised while it is down (and across a crash of the
+//! master) reach it once it is up. A missing binary is SKIPPED outside CI
+//! and a failure in CI (CI=true).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::host_alarms::{http_get, up_in_status};
+use crate::util::*;
+
+const BINARY: &str = "/usr/bin/prometheus-alertmanager";
+
+/// A running Alertmanager, killed on drop.
+struct Alertmanager {
+    child: Child,
+    pub addr: String,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the binary is there; panics in CI when it is not.
+fn available(test: &str) -> bool {
+    if Path::new(BINARY).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{BINARY} is missing (install prometheus-alertmanager; .ci/run does)");
+    }
+    eprintln!("SKIPPED {test}: {BINARY} is missing (apt install prometheus-alertmanager)");
+    false
+}
+
+impl Alertmanager {
+    /// Start it on `addr` with storage under the cluster directory; waits
+    /// until it is ready.
+    fn start(c: &Cluster, addr: &str, name: &str) -> Alertmanager {
+        let config = c.write(
+            &format!("{name}/alertmanager.yml"),
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        );
+        let storage = c.path(&format!("{name}/data"));
+        std::fs::create_dir_all(&storage).unwrap();
+        let log = std::fs::File::create(c.path(&format!("{name}/stderr"))).unwrap();
+        let child = Command::new(BINARY)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", storage.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start alertmanager");
+        let am = Alertmanager {
+            child,
+            addr: addr.to_string(),
+        };
+        wait_for("alertmanager ready", || {
+            std::net::TcpStream::connect(addr).is_ok()
+                && http_get(addr, "/-/ready").to_lowercase().contains("ok")
+        });
+        am
+    }
+
+    /// The active alerts: (host, type, level) of each.
+    fn alerts(&self) -> Vec<(String, String, String)> {
+        let body = http_get(&self.addr, "/api/v2/alerts");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        let mut out: Vec<(String, String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let l = &a["labels"];
+                let s = |k: &str| l[k].as_str().unwrap_or("").to_string();
+                (s("host"), s("type"), s("level"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn host_alert(host: &str) -> (String, String, String) {
+    (host.into(), "host".into(), "critical".into())
+}
+
+#[test]
+fn a_host_alert_appears_in_alertmanager_and_resolves_silenced_ones_do_not() {
+    if !available("alertmanager::a_host_alert_appears_in_alertmanager_and_resolves") {
+        return;
+    }
+    let block = 173;
+    let c = Cluster::new(block);
+    let am_addr = format!("127.0.{block}.20:9093");
+    let am = Alertmanager::start(&c, &am_addr, "am");
+    let master_cfg = c.master_config(
+        2,
+        &format!(
+            "alertmanagers: [\"http://{am_addr}\"]\nalertmanager_resend: 2s\nhost_recovery_hold: 0s\n"
+        ),
+    );
+    let _master = c.start("master", &master_cfg, "master");
+    let mut pi1 = c.start(
+        "agent",
+        &c.agent_config(0, &counter_collector(&c, "1s"), ""),
+        "pi1",
+    );
+    let mut pi2 = c.start(
+        "agent",
+        &c.agent_config(1, &counter_collector(&c, "1s"), ""),
+        "pi2",
+    );
+    wait_for("both up", || {
+        up_in_status(&c) && {
+            let out = c.run(&["status", "-c", "master.yaml"]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.contains("pi2") && l.contains(" up "))
+        }
+    });
+    let out = c.run(&[
+        "silence",
+        "-c",
+        "master.yaml",
+        "pi2",
+        "--for",
+        "1h",
+        "--reason",
+        "bench work",
+    ]);
+    assert!(out.status.success());
+    pi1.kill9();
+    pi2.kill9();
+    wait_for("pi1's host alert in Alertmanager", || {
+        am.alerts() == [host_alert("pi1")]
+    });
+    // The silenced pi2 is stored but never forwarded, resends included.
+    wait_for("both host alarms stored", || {
+        std::fs::read_to_string(c.master_own().join("alarms.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" host critical "))
+            .count()
+            == 2
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(am.alerts(), [host_alert("pi1")]);
+    let body = http_get(&am_addr, "/api/v2/alerts");
+    assert!(
+        body.contains("pihealth_host") && body.contains("is down"),
+        "{body}"
+    );
+    // Back: resolved (gone from the active alerts).
+    pi1.restart();
+    wait_for("pi1's alert resolved", || am.alerts().is_empty());
+    // Resends do not bring it back.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(am.alerts().is_empty());
+}
+
+#[test]
+fn alarms_raised_while_alertmanager_is_down_arrive_when_it_is_up() {
+    if !available("alertmanager::alarms_raised_while_alertmanager_is_down_arrive") {
+        return;
+    }
+    let block = 174;
+    let c = Cluster::new(block);
+    let am_addr = format!("127.0.{block}.20:9093");
+    let master_cfg = c.master_config(
+        1,
+        &format!("alertmanagers: [\"http://{am_addr}\"]\nalertmanager_resend: 1h\n"),
+    );
+    let mut master = c.start("master", &master_cfg, "master");
+    let mut pi1 = c.start(
+        "agent",
+        &c.agent_config(0, &counter_collector(&c, "1s"), ""),
+        "pi1",
+    );
+    wait_for("pi1 up", || up_in_status(&c));
+    pi1.kill9();
+    wait_for("host alarm stored", || {
+        std::fs::read_to_string(c.master_own().join("alarms.log"))
+            .unwrap_or_default()
+            .contains(" host critical ")
+    });
+    // The master tries, fails, and then dies with the alarm unsent.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        master.stderr().contains("Alertmanager http://"),
+        "{}",
+        master.stderr()
+    );
+    master.kill9();
+    master.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let am = Alertmanager::start(&c, &am_addr, "am");
+    // Resend is 1h: only the outbox can bring it, within the back-off.
+    wait_for("the alert once Alertmanager is up", || {
+        am.alerts() == [host_alert("pi1")]
+    });
+    eprintln!(
+        "alert in Alertmanager {:?} after it started",
+        started.elapsed()
+    );
+}
