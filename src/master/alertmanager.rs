@@ -677,7 +677,7 @@ mod tests {
         .unwrap();
         let (lines, next) = read_after(&path, 0).unwrap();
         assert_eq!(lines.len(), 2);
-        assert_eq!(next, 44);
+        assert_eq!(next, 45, "after the second newline");
         let (lines, again) = read_after(&path, next).unwrap();
         assert!(lines.is_empty() && again == next);
         let mut told = Told::default();
