@@ -1070,6 +1070,41 @@ mod tests {
     }
 
     #[test]
+    fn alerting_keys_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (text, says) in [
+            ("alertmanagers: [\"https://am:9093\"]\n", "https"),
+            ("alertmanagers: [\"am:9093\"]\n", "http://127.0.0.1:9093"),
+            (
+                "alertmanagers: [\"http://a:1\", \"http://a:1\"]\n",
+                "listed twice",
+            ),
+            (
+                "alertmanagers: [\"http://a:1\", \"http://a b\"]\n",
+                "alertmanagers[1]",
+            ),
+            ("alertmanager_resend: 0s\n", "alertmanager_resend"),
+            ("host_recovery_hold: soon\n", "host_recovery_hold"),
+        ] {
+            let path = write(&dir, text);
+            let e = MasterConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let path = write(&dir, "alertmanagers: [\"http://127.0.0.1:9093/am/\"]\n");
+        let c = MasterConfig::load(&path).expect("valid");
+        assert_eq!(c.alertmanager_targets(&path).unwrap().len(), 1);
+        let path = write(
+            &dir,
+            "collectors:\n  - {name: host, command: scripts/cpu.sh, interval: 10s}\n",
+        );
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("collectors[0].name") && e.contains("host"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn agent_collectors_builtin_or_command() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = write(
