@@ -216,3 +216,113 @@ fn alarms_raised_while_alertmanager_is_down_arrive_when_it_is_up() {
         started.elapsed()
     );
 }
+
+/// A flapping collector (normal, warning, critical in turn) that settles
+/// on `last` once `stop` exists.
+fn flap_script(c: &Cluster, name: &str, last: &str, stop: &Path) -> std::path::PathBuf {
+    let path = c.write(
+        name,
+        &format!(
+            "#!/bin/sh\nf=\"$PIHEALTH_STATE_DIR/n\"\nn=$(cat \"$f\" 2>/dev/null || echo 0)\nn=$((n+1))\n\
+             echo $n > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\n\
+             if [ -e {} ]; then echo \"$n {last}\"; exit 0; fi\n\
+             case $((n % 3)) in 0) echo \"$n normal\";; 1) echo \"$n warning\";; *) echo \"$n critical\";; esac\n",
+            stop.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The open problems by `pihealth alarms --open --json`: (host, type, level).
+fn open_problems(c: &Cluster) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = c
+        .run_lines(&["alarms", "-c", "master.yaml", "--open", "--json"])
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("host"), s("type"), s("level"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn through_a_faulty_network_and_master_crashes_alertmanager_ends_in_the_masters_state() {
+    if !available("alertmanager::through_a_faulty_network_and_master_crashes") {
+        return;
+    }
+    let block = 175;
+    let c = Cluster::new(block);
+    let am_addr = format!("127.0.{block}.20:9093");
+    let proxy_addr = format!("127.0.{block}.21:9093");
+    let am = Alertmanager::start(&c, &am_addr, "am");
+    // Three connections in ten are cut, stalled, slowed or half-closed.
+    let proxy = crate::proxy::FaultProxy::start(&proxy_addr, &am_addr, 175, 300);
+    // Resends every hour: only the outbox can make Alertmanager right.
+    let master_cfg = c.master_config(
+        2,
+        &format!("alertmanagers: [\"http://{proxy_addr}\"]\nalertmanager_resend: 1h\n"),
+    );
+    let stop = c.path("stop-flapping");
+    let a = flap_script(&c, "flap-a.sh", "warning", &stop);
+    let b = flap_script(&c, "flap-b.sh", "normal", &stop);
+    let collectors = format!(
+        "  - {{name: a, command: {}, interval: 200ms}}\n  - {{name: b, command: {}, interval: 300ms}}\n",
+        a.display(),
+        b.display()
+    );
+    let mut master = c.start("master", &master_cfg, "master");
+    let _pi1 = c.start(
+        "agent",
+        &c.agent_config(0, &collectors, "realarm_interval: 1h\n"),
+        "pi1",
+    );
+    let _pi2 = c.start(
+        "agent",
+        &c.agent_config(1, &collectors, "realarm_interval: 1h\n"),
+        "pi2",
+    );
+    let mut rng = crate::proxy::Rng::new(175);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500 + rng.below(1500)));
+        master.kill9();
+        master.restart();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&stop, "").unwrap();
+    // Settled: the agents' spools drain, then no alarm comes any more.
+    wait_for("the alarms to settle", || {
+        let before = std::fs::read_to_string(c.master_own().join("alarms.log")).unwrap_or_default();
+        std::thread::sleep(Duration::from_secs(2));
+        let after = std::fs::read_to_string(c.master_own().join("alarms.log")).unwrap_or_default();
+        before == after
+            && (1..=2).all(|n| {
+                std::fs::read_to_string(c.path(&format!("agents/pi{n}/log/.pihealth/alarms.spool")))
+                    .map_or(true, |s| s.is_empty())
+            })
+    });
+    let alarms = std::fs::read_to_string(c.master_own().join("alarms.log")).unwrap();
+    let expected = open_problems(&c);
+    assert_eq!(
+        expected,
+        [
+            ("pi1".into(), "a".into(), "warning".into()),
+            ("pi2".into(), "a".into(), "warning".into())
+        ],
+        "{alarms}"
+    );
+    // Whatever the proxy did, Alertmanager ends where the master is.
+    wait_for("Alertmanager to agree with the master", || {
+        am.alerts() == expected
+    });
+    eprintln!(
+        "{} alarms forwarded through the faulty proxy ({}), master killed 3 times",
+        alarms.lines().count(),
+        proxy.stats.summary()
+    );
+    assert!(proxy.stats.faults() > 0, "the proxy did nothing");
+}
