@@ -349,9 +349,10 @@ impl AlarmLog {
         Ok(())
     }
 
-    /// Every alarm stored so far, oldest first.
-    pub fn history(&self) -> io::Result<Vec<AlarmLine>> {
-        read_alarms(&self.path)
+    /// Call `f` with every alarm stored so far, oldest first, without
+    /// holding the log in memory.
+    pub fn replay(&self, mut f: impl FnMut(AlarmLine)) -> io::Result<()> {
+        for_each_alarm(&self.path, |_, a| f(a)).map(|_| ())
     }
 
     /// An alarm the master raises itself (host alarms), timed now, with a

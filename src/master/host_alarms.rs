@@ -52,17 +52,20 @@ pub struct HostAlarms {
 }
 
 impl HostAlarms {
-    /// `history`: the alarms stored so far (only `host` ones are used).
-    pub fn new(history: &[AlarmLine], grace: Duration, hold: Duration, now: Instant) -> HostAlarms {
-        let mut hosts: HashMap<String, HostState> = HashMap::new();
-        for a in history.iter().filter(|a| a.log_type == HOST_TYPE) {
-            hosts.entry(a.host.clone()).or_default().alarmed_down = a.level == "critical";
-        }
+    pub fn new(grace: Duration, hold: Duration, now: Instant) -> HostAlarms {
         HostAlarms {
             started: now,
             grace,
             hold,
-            hosts,
+            hosts: HashMap::new(),
+        }
+    }
+
+    /// Learn from one stored alarm, oldest first (only `host` ones count):
+    /// what was last raised for each host.
+    pub fn learn(&mut self, a: &AlarmLine) {
+        if a.log_type == HOST_TYPE {
+            self.hosts.entry(a.host.clone()).or_default().alarmed_down = a.level == "critical";
         }
     }
 
@@ -116,9 +119,10 @@ impl HostAlarmRaiser {
     /// `limit`: `heartbeat_interval × heartbeat_misses` (also the start
     /// grace); `hold`: `host_recovery_hold`.
     pub fn new(log: Arc<AlarmLog>, limit: Duration, hold: Duration) -> std::io::Result<Self> {
-        let history = log.history()?;
+        let mut machine = HostAlarms::new(limit, hold, Instant::now());
+        log.replay(|a| machine.learn(&a))?;
         Ok(HostAlarmRaiser {
-            machine: Mutex::new(HostAlarms::new(&history, limit, hold, Instant::now())),
+            machine: Mutex::new(machine),
             log,
             limit,
         })
@@ -186,7 +190,7 @@ mod tests {
     fn a_flapping_host_alarms_once_down_and_once_up_when_steady() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut h = HostAlarms::new(&[], s(0), s(60), t0);
+        let mut h = HostAlarms::new(s(0), s(60), t0);
         assert_eq!(h.observe("pi1", State::Up, t0), None);
         assert_eq!(
             h.observe("pi1", State::Down, t0 + s(1)),
@@ -222,7 +226,8 @@ mod tests {
             line("pi2", "host", "normal"),
             line("pi3", "cpu", "critical"),
         ];
-        let mut h = HostAlarms::new(&history, s(30), s(0), t0);
+        let mut h = HostAlarms::new(s(30), s(0), t0);
+        history.iter().for_each(|a| h.learn(a));
         // pi1 was reported down before the restart: it is up now.
         assert_eq!(h.observe("pi1", State::Up, t0), Some(Level::Normal));
         // pi2 looks down at once (stale registry): not yet.
