@@ -26,7 +26,11 @@
 //!    request for up to `BATCH` alarms) and waits for a 2xx. A crash or an
 //!    Alertmanager that is down or refuses: the cursor has not moved; the
 //!    same alarms are sent again (after a back-off of 1 s doubling to
-//!    60 s, forever) until one is accepted.
+//!    60 s, forever) until one is accepted. The exception is a 400 (the
+//!    request itself is invalid, so a repeat would be refused too and
+//!    would hold back every alarm after it): the batch's alerts are then
+//!    sent one at a time, and one refused alone is skipped with an error
+//!    in the log (the alarm stays in `alarms.log`).
 //! 3. after the 2xx the cursor file is replaced atomically and fsynced. A
 //!    crash before the rename completes sends the batch once more at the
 //!    next start: Alertmanager keys alerts by their labels, so a repeat of
@@ -180,10 +184,20 @@ impl Target {
             Ok(())
         } else {
             let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            Err(io::Error::other(format!(
-                "answered {status}: {}",
-                body.chars().take(200).collect::<String>().trim()
-            )))
+            // 400: the request itself is refused (a repeat would be too);
+            // anything else may pass later.
+            let kind = if status == 400 {
+                io::ErrorKind::InvalidInput
+            } else {
+                io::ErrorKind::Other
+            };
+            Err(io::Error::new(
+                kind,
+                format!(
+                    "answered {status}: {}",
+                    body.chars().take(200).collect::<String>().trim()
+                ),
+            ))
         }
     }
 }
@@ -473,7 +487,12 @@ impl Forwarder {
         }
         let out = last_per_alert(out);
         if !out.is_empty() {
-            self.post(&out)?;
+            match self.post(&out) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    self.post_one_by_one(&out, &e)?
+                }
+                other => other?,
+            }
         }
         storage::write_atomic(&self.cursor_path, format!("{next}\n").as_bytes(), true)?;
         self.cursor = next;
@@ -485,6 +504,46 @@ impl Forwarder {
             out.len()
         );
         Ok(true)
+    }
+
+    /// Post `alerts`; when refused as invalid, one at a time (below).
+    fn send(&self, alerts: &[Outgoing]) -> io::Result<()> {
+        match self.post(alerts) {
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => self.post_one_by_one(alerts, &e),
+            other => other,
+        }
+    }
+
+    /// Alertmanager refused a batch as invalid (400): no repeat of it will
+    /// be accepted, and retrying it for ever would hold back every alarm
+    /// after it. Send its alerts one at a time; one refused alone is
+    /// logged as an error and skipped (it stays in `alarms.log`); any other
+    /// failure is retried as usual.
+    fn post_one_by_one(&self, alerts: &[Outgoing], why: &io::Error) -> io::Result<()> {
+        log::warn!(
+            "Alertmanager {} refused a batch of {} alert(s): {why}; sending them one at a time",
+            self.target.url,
+            alerts.len()
+        );
+        for alert in alerts {
+            let alone = if alerts.len() == 1 {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_string()))
+            } else {
+                self.post(std::slice::from_ref(alert))
+            };
+            match alone {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => log::error!(
+                    "Alertmanager {} refuses the alert for alarm {} ({} {} {}): {e}; skipped (it is in alarms.log)",
+                    self.target.url,
+                    alert.id,
+                    alert.host,
+                    alert.log_type,
+                    alert.level
+                ),
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     fn run(mut self, wake: Receiver<()>, stop: Arc<AtomicBool>) {
@@ -500,7 +559,7 @@ impl Forwarder {
                     if !sent && due {
                         let firing = self.told.firing_now();
                         if !firing.is_empty() {
-                            self.post(&firing)?;
+                            self.send(&firing)?;
                         }
                         last_resend = Some(Instant::now());
                     }
@@ -589,6 +648,81 @@ mod tests {
             id: id.into(),
             message: format!("{level} msg"),
         }
+    }
+
+    /// A fake Alertmanager: 400 for any request whose body mentions
+    /// "poison", else 200; the bodies it got.
+    fn fake_alertmanager() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = io::BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    io::BufRead::read_line(&mut reader, &mut line).unwrap();
+                    if let Some(v) = line.strip_prefix("Content-Length: ") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let status = if body.contains("poison") {
+                    "400 Bad Request"
+                } else {
+                    "200 OK"
+                };
+                seen.lock().unwrap().push(body);
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        (addr, bodies)
+    }
+
+    #[test]
+    fn a_refused_alert_is_skipped_alone_and_the_rest_go_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, bodies) = fake_alertmanager();
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let settings = Settings {
+            resend: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(5),
+        };
+        std::fs::create_dir_all(dir.path().join(".master")).unwrap();
+        let alarms = dir.path().join(".master/alarms.log");
+        std::fs::write(&alarms, "").unwrap();
+        let mut f = Forwarder::open(dir.path(), target.clone(), settings.clone()).unwrap();
+        let t = "2026-12-04T10:00:00+00:00";
+        std::fs::write(
+            &alarms,
+            format!(
+                "{t} pi1 cpu warning a1 load high\n{t} pi2 cpu critical a2 poison\n{t} pi3 disk warning a3 full\n"
+            ),
+        )
+        .unwrap();
+        assert!(f.forward_batch().unwrap());
+        assert!(
+            !f.forward_batch().unwrap(),
+            "the cursor moved past all three"
+        );
+        let got = bodies.lock().unwrap().clone();
+        assert_eq!(got.len(), 4, "one batch, then one at a time: {got:?}");
+        assert!(got[1].contains("pi1") && got[3].contains("pi3"));
+        // Restarted: the cursor is durable, nothing is sent again but
+        // what fires (the resend).
+        let f = Forwarder::open(dir.path(), target, settings).unwrap();
+        assert_eq!(f.cursor, std::fs::metadata(&alarms).unwrap().len());
+        let firing: Vec<String> = f.told.firing_now().into_iter().map(|o| o.host).collect();
+        assert_eq!(firing, ["pi1", "pi2", "pi3"]);
     }
 
     #[test]
