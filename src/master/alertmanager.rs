@@ -475,11 +475,13 @@ impl Forwarder {
 
     /// Send what follows the cursor, one batch; `Ok(true)` if there was any.
     fn forward_batch(&mut self) -> io::Result<bool> {
-        self.refresh_silenced()?;
         let (lines, next) = read_after(&self.alarms, self.cursor)?;
         if next == self.cursor {
             return Ok(false);
         }
+        // After reading the alarms: a silence note is written before its
+        // alarm's line, so every alarm just read has its note in by now.
+        self.refresh_silenced()?;
         let mut told = self.told.clone();
         let mut out = Vec::new();
         for a in &lines {
