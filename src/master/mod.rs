@@ -6,7 +6,9 @@
 //!
 //! Threads: one accept thread per listening port (registration 8080,
 //! alarms 8081, HTTP 8082), one waiting room for connections that have not
-//! spoken yet (`net::WaitingRoom`) and the scheduler (`scheduler`), handing
+//! spoken yet (`net::WaitingRoom`), one forwarder per Alertmanager
+//! (`alertmanager`) and the scheduler (`scheduler`, which also raises the
+//! `host` alarms, `host_alarms`), handing
 //! work to three fixed `threadpool::ThreadPool`s: `inbound_workers` for the
 //! registration and alarm ports, `http_workers` for the status page, and
 //! `workers` for outbound pulls and probes. Separate pools, so that a flood
