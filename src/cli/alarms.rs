@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::level::Level;
 use crate::master::alarms::{problems, read_alarms, AlarmLine, Problem};
+use crate::master::silences::{Silence, SilenceStore};
 
 pub struct Query {
     /// Parsed by `cli::parse_time`.
@@ -46,10 +47,17 @@ fn alarm_json(a: &AlarmLine, silenced: Option<&String>) -> serde_json::Value {
     })
 }
 
-fn problem_line(p: &Problem) -> String {
+/// `silences`: those in force, to mark the open problems they cover.
+fn problem_line(p: &Problem, silences: &[Silence]) -> String {
     let word = if p.open { "since" } else { "at" };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mark = silences
+        .iter()
+        .find(|s| p.open && s.active(now) && s.matches(&p.host, &p.log_type))
+        .map(|s| format!("  [silenced #{} until {}]", s.id, s.until_text()))
+        .unwrap_or_default();
     format!(
-        "  {:<16} {:<10} {:<8} {word} {}  {}",
+        "  {:<16} {:<10} {:<8} {word} {}  {}{mark}",
         p.host, p.log_type, p.level, p.since, p.message
     )
 }
@@ -61,6 +69,9 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
     let alarms = read_alarms(&path).map_err(|e| e.to_string())?;
     let silenced =
         crate::master::silences::read_silenced(&files.silenced()).map_err(|e| e.to_string())?;
+    let silences = SilenceStore::new(log_dir)
+        .list()
+        .map_err(|e| e.to_string())?;
     let io = |e: io::Error| e.to_string();
     // Say so rather than print a blank line: an empty answer should not
     // look like a broken command. (JSON output stays empty: a program
@@ -92,7 +103,7 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
                     serde_json::to_string(p).map_err(|e| e.to_string())?
                 )
             } else {
-                writeln!(out, "{}", problem_line(p).trim_start())
+                writeln!(out, "{}", problem_line(p, &silences).trim_start())
             }
             .map_err(io)?;
         }
@@ -131,12 +142,12 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
         .collect();
     writeln!(out, "\nopen problems: {}", open.len()).map_err(io)?;
     for p in &open {
-        writeln!(out, "{}", problem_line(p)).map_err(io)?;
+        writeln!(out, "{}", problem_line(p, &silences)).map_err(io)?;
     }
     if !recovered.is_empty() {
         writeln!(out, "recovered: {}", recovered.len()).map_err(io)?;
         for p in &recovered {
-            writeln!(out, "{}", problem_line(p)).map_err(io)?;
+            writeln!(out, "{}", problem_line(p, &silences)).map_err(io)?;
         }
     }
     Ok(())

@@ -83,6 +83,12 @@ fn silenced_alarms_are_stored_and_shown_but_run_no_command() {
             && l.contains("planned reboot")),
         "{alarms:?}"
     );
+    let open = c.run_lines(&["alarms", "-c", "master.yaml", "--open"]);
+    assert!(
+        open.iter()
+            .any(|l| l.contains("host") && l.contains("[silenced #2 until")),
+        "{open:?}"
+    );
     let json = c.run_lines(&["alarms", "-c", "master.yaml", "--json"]);
     assert!(
         json.iter().any(|l| l.contains("\"silenced\":\"#2")),
