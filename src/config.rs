@@ -760,6 +760,24 @@ impl MasterConfig {
             if out.iter().any(|o| o.url == t.url) {
                 return Err(invalid(path, &key, format!("`{url}` is listed twice")));
             }
+            // The master's own ports are not an Alertmanager (a slip when
+            // both run on one machine): every send would fail for ever.
+            let own = [Some(self.listen), Some(self.alarm_listen), self.http_listen];
+            if let Some(addr) = t.socket_addr() {
+                let same = |o: &SocketAddr| {
+                    *o == addr
+                        || (o.port() == addr.port()
+                            && o.ip().is_unspecified()
+                            && addr.ip().is_loopback())
+                };
+                if own.iter().flatten().any(same) {
+                    return Err(invalid(
+                        path,
+                        &key,
+                        format!("an Alertmanager's address, not one of this master's own ports (`{url}`)"),
+                    ));
+                }
+            }
             out.push(t);
         }
         Ok(out)
@@ -1085,6 +1103,11 @@ mod tests {
             ),
             ("alertmanager_resend: 0s\n", "alertmanager_resend"),
             ("host_recovery_hold: soon\n", "host_recovery_hold"),
+            (
+                "http_listen: 127.0.0.1:8082\nalertmanagers: [\"http://127.0.0.1:8082\"]\n",
+                "own ports",
+            ),
+            ("alertmanagers: [\"http://127.0.0.1:8081\"]\n", "own ports"),
         ] {
             let path = write(&dir, text);
             let e = MasterConfig::load(&path).unwrap_err().to_string();

@@ -126,6 +126,11 @@ impl Target {
         })
     }
 
+    /// The address, when the URL names an IP (not a host name).
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        self.authority.parse().ok()
+    }
+
     /// POST `body` (JSON) to `/api/v2/alerts`; `Ok` on a 2xx answer, else
     /// an error naming the status or the failure.
     pub fn post_alerts(&self, body: &[u8], connect: Duration, io: Duration) -> io::Result<()> {
