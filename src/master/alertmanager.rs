@@ -617,6 +617,45 @@ impl Forwarder {
     }
 }
 
+/// Bytes of `alarms.log` the Alertmanager at `url` has not accepted yet
+/// (for `/metrics`); `None` before its forwarder first ran.
+pub fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
+    let files = MasterFiles::new(log_dir);
+    let cursor: u64 = std::fs::read_to_string(files.alertmanager_cursor(url))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let logged = std::fs::metadata(files.alarms()).map_or(0, |m| m.len());
+    Some(logged.saturating_sub(cursor))
+}
+
+/// The alerting families of `/metrics`: silences in force, and per
+/// Alertmanager what it has not accepted yet (alert on it staying above 0).
+pub fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
+    use super::exposition::{Exposition, Kind};
+    let mut e = Exposition::new();
+    e.family(
+        "pihealth_silences_active",
+        Kind::Gauge,
+        "Silences in force (pihealth silence): their alarms are stored but run no command and are not forwarded.",
+    )
+    .sample(&[], silences_active as f64);
+    if !urls.is_empty() {
+        e.family(
+            "pihealth_alertmanager_unsent_bytes",
+            Kind::Gauge,
+            "Bytes of alarms.log an Alertmanager has not accepted yet; above 0 for long means it is down or refuses.",
+        );
+        for url in urls {
+            if let Some(n) = unsent_bytes(log_dir, url) {
+                e.sample(&[("url", url)], n as f64);
+            }
+        }
+    }
+    e.finish()
+}
+
 /// Start one forwarding thread per Alertmanager; returns the function
 /// that wakes them (call it after each alarm is stored).
 pub fn start(

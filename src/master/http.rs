@@ -341,6 +341,8 @@ pub struct Http {
     started_ms: i64,
     master_name: String,
     silences: crate::master::silences::SilenceStore,
+    log_dir: std::path::PathBuf,
+    alertmanagers: Vec<String>,
 }
 
 impl Http {
@@ -352,6 +354,8 @@ impl Http {
             started_ms: now_ms(),
             master_name: crate::names::local_host_name(),
             silences: crate::master::silences::SilenceStore::new(&config.log_dir),
+            log_dir: config.log_dir.clone(),
+            alertmanagers: config.alertmanagers.clone(),
         }
     }
 
@@ -415,13 +419,20 @@ impl Http {
             .iter()
             .map(|h| metrics::host_values(&self.reader, h))
             .collect();
-        metrics::render(&Snapshot {
+        let mut text = metrics::render(&Snapshot {
             agents: &agents,
             alarms: &alarms,
             pulls: &pulls,
             started_ms: self.started_ms,
             hosts,
-        })
+        });
+        let silences = self.silences.list().map_or(0, |l| l.len());
+        text.push_str(&crate::master::alertmanager::metrics(
+            &self.log_dir,
+            &self.alertmanagers,
+            silences,
+        ));
+        text
     }
 
     pub fn page(&self, hours: u32) -> String {

@@ -208,6 +208,19 @@ fn alarms_raised_while_alertmanager_is_down_arrive_when_it_is_up() {
         "{}",
         master.stderr()
     );
+    // /metrics says which one is behind (strictly valid exposition).
+    let unsent = |url: &str| -> f64 {
+        let text = http_get(&format!("{}:8082", master_ip(block)), "/metrics");
+        let samples =
+            pihealth::master::exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        samples
+            .iter()
+            .find(|s| s.name == "pihealth_alertmanager_unsent_bytes" && s.label("url") == Some(url))
+            .unwrap_or_else(|| panic!("no unsent bytes for {url}: {text}"))
+            .value
+    };
+    assert!(unsent(&format!("http://{down_addr}")) > 0.0);
+    assert_eq!(unsent(&format!("http://{up_addr}")), 0.0);
     master.kill9();
     master.restart();
     std::thread::sleep(Duration::from_secs(1));
@@ -222,6 +235,9 @@ fn alarms_raised_while_alertmanager_is_down_arrive_when_it_is_up() {
         started.elapsed()
     );
     assert_eq!(up.alerts(), [host_alert("pi1")]);
+    wait_for("nothing unsent", || {
+        unsent(&format!("http://{down_addr}")) == 0.0
+    });
 }
 
 /// A flapping collector (normal, warning, critical in turn) that settles

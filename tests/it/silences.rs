@@ -94,6 +94,11 @@ fn silenced_alarms_are_stored_and_shown_but_run_no_command() {
         json.iter().any(|l| l.contains("\"silenced\":\"#2")),
         "{json:?}"
     );
+    let metrics = http_get(&format!("{}:8082", master_ip(block)), "/metrics");
+    assert!(
+        metrics.contains("\npihealth_silences_active 2\n"),
+        "{metrics}"
+    );
     let page = http_get(&format!("{}:8082", master_ip(block)), "/");
     assert!(
         page.contains("planned reboot") && page.contains("silenced #2"),
