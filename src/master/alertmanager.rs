@@ -39,7 +39,9 @@
 //! So nothing is lost while an Alertmanager is down or the master
 //! crashes, and each Alertmanager gets every alarm in order. A new entry
 //! in `alertmanagers` starts at the end of `alarms.log` (no replay of
-//! history) and is sent what is firing now at once.
+//! history) and is sent what is firing now at once; one removed and
+//! listed again later catches up from where it was left (its cursor file
+//! stays).
 //!
 //! The HTTP client is a few lines on `std::net` (plain http only: one
 //! POST, `Connection: close`, the status line read), bounded by
