@@ -105,9 +105,10 @@ fn a_killed_agent_raises_host_critical_within_the_bound_then_normal() {
         let delay = ran - killed;
         eprintln!("round {round}: kill -9 to host critical alarm_command: {delay:.3} s");
         delays.push(delay);
-        // Not before the agent could have been judged down (its last
-        // heartbeat may be up to one interval before the kill) ...
-        assert!(delay >= limit - 0.5 - 0.05, "alarm too early: {delay:.3} s");
+        // Not before the agent could have been judged down: its last sign
+        // of life may precede the kill by one interval (0.5 s), more when
+        // a loaded machine delays a heartbeat, hence another 0.5 s ...
+        assert!(delay >= limit - 0.5 - 0.5, "alarm too early: {delay:.3} s");
         // ... and within the bound. A test may not depend on speed, so
         // a loaded machine gets 2 s on top of the bound's 1 s; the figure
         // itself is in RELIABILITY.md.
