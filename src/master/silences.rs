@@ -341,6 +341,40 @@ mod tests {
     }
 
     #[test]
+    fn operators_adding_at_once_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let store = SilenceStore::new(&path);
+                    for i in 0..5 {
+                        store
+                            .add(
+                                &format!("pi{t}"),
+                                None,
+                                Duration::from_secs(60),
+                                &format!("r{i}"),
+                            )
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut ids: Vec<u64> = SilenceStore::new(dir.path())
+            .list()
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (1..=80).collect::<Vec<u64>>());
+    }
+
+    #[test]
     fn added_listed_removed_and_seen_by_the_master() {
         let dir = tempfile::tempdir().unwrap();
         let store = SilenceStore::new(dir.path());
