@@ -272,6 +272,13 @@ pub struct MasterConfig {
     pub alarm_command_workers: usize,
     /// Alarms whose command may wait for a thread, in all.
     pub alarm_command_queue: usize,
+    /// How long a host reported down must stay up before its `normal`
+    /// host alarm (damps flapping; `master::host_alarms`).
+    pub host_recovery_hold: HumanDuration,
+    /// Alertmanagers alarms are forwarded to (`master::alertmanager`).
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are re-sent to them.
+    pub alertmanager_resend: HumanDuration,
 }
 
 impl Default for MasterConfig {
@@ -301,6 +308,9 @@ impl Default for MasterConfig {
             alarm_command_timeout: HumanDuration(Duration::from_secs(30)),
             alarm_command_workers: 2,
             alarm_command_queue: 1024,
+            host_recovery_hold: HumanDuration(Duration::from_secs(60)),
+            alertmanagers: Vec::new(),
+            alertmanager_resend: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -833,6 +843,7 @@ impl MasterConfig {
             ("connect_timeout", self.connect_timeout),
             ("io_timeout", self.io_timeout),
             ("alarm_command_timeout", self.alarm_command_timeout),
+            ("alertmanager_resend", self.alertmanager_resend),
         ] {
             require_positive(path, key, d.0)?;
         }
@@ -848,7 +859,44 @@ impl MasterConfig {
                 ));
             }
         }
+        self.alertmanager_targets(path)?;
         self.static_agents(path).map(|_| ())
+    }
+
+    /// The `alertmanagers` URLs, checked.
+    pub fn alertmanager_targets(
+        &self,
+        path: &Path,
+    ) -> Result<Vec<crate::master::alertmanager::Target>, ConfigError> {
+        let mut out: Vec<crate::master::alertmanager::Target> = Vec::new();
+        for (i, url) in self.alertmanagers.iter().enumerate() {
+            let key = format!("alertmanagers[{i}]");
+            let t = crate::master::alertmanager::Target::parse(url)
+                .map_err(|m| invalid(path, &key, m))?;
+            if out.iter().any(|o| o.url == t.url) {
+                return Err(invalid(path, &key, format!("`{url}` is listed twice")));
+            }
+            // The master's own ports are not an Alertmanager (a slip when
+            // both run on one machine): every send would fail for ever.
+            let own = [Some(self.listen), Some(self.alarm_listen), self.http_listen];
+            if let Some(addr) = t.socket_addr() {
+                let same = |o: &SocketAddr| {
+                    *o == addr
+                        || (o.port() == addr.port()
+                            && o.ip().is_unspecified()
+                            && addr.ip().is_loopback())
+                };
+                if own.iter().flatten().any(same) {
+                    return Err(invalid(
+                        path,
+                        &key,
+                        format!("an Alertmanager's address, not one of this master's own ports (`{url}`)"),
+                    ));
+                }
+            }
+            out.push(t);
+        }
+        Ok(out)
     }
 
     /// The static agent list with ranges expanded and addresses resolved.
@@ -999,6 +1047,13 @@ impl AgentConfig {
         for (i, c) in self.collectors.iter().enumerate() {
             let key = |field: &str| format!("collectors[{i}].{field}");
             crate::names::check_type_name(&c.name).map_err(|m| invalid(path, &key("name"), m))?;
+            if c.name == crate::master::host_alarms::HOST_TYPE {
+                return Err(invalid(
+                    path,
+                    &key("name"),
+                    "another name: `host` is the type of the master's own host-down alarms",
+                ));
+            }
             if specs.iter().any(|s| s.name == c.name) {
                 return Err(invalid(
                     path,
@@ -1190,6 +1245,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.yaml"), "{e}");
+    }
+
+    #[test]
+    fn alerting_keys_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (text, says) in [
+            ("alertmanagers: [\"https://am:9093\"]\n", "https"),
+            ("alertmanagers: [\"am:9093\"]\n", "http://127.0.0.1:9093"),
+            (
+                "alertmanagers: [\"http://a:1\", \"http://a:1\"]\n",
+                "listed twice",
+            ),
+            (
+                "alertmanagers: [\"http://a:1\", \"http://a b\"]\n",
+                "alertmanagers[1]",
+            ),
+            ("alertmanager_resend: 0s\n", "alertmanager_resend"),
+            ("host_recovery_hold: soon\n", "host_recovery_hold"),
+            (
+                "http_listen: 127.0.0.1:8082\nalertmanagers: [\"http://127.0.0.1:8082\"]\n",
+                "own ports",
+            ),
+            ("alertmanagers: [\"http://127.0.0.1:8081\"]\n", "own ports"),
+        ] {
+            let path = write(&dir, text);
+            let e = MasterConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let path = write(&dir, "alertmanagers: [\"http://127.0.0.1:9093/am/\"]\n");
+        let c = MasterConfig::load(&path).expect("valid");
+        assert_eq!(c.alertmanager_targets(&path).unwrap().len(), 1);
+        let path = write(
+            &dir,
+            "collectors:\n  - {name: host, command: scripts/cpu.sh, interval: 10s}\n",
+        );
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("collectors[0].name") && e.contains("host"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -96,6 +96,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Silence a host's alarms (or one type's) for a while: they are still
+    /// stored and shown, but run no alarm_command and are not forwarded to
+    /// Alertmanager. Also --list and --remove ID.
+    Silence {
+        #[arg(short, long, default_value = "config/master.yaml")]
+        config: PathBuf,
+        /// The host to silence.
+        #[arg(required_unless_present_any = ["list", "remove"])]
+        host: Option<String>,
+        /// Only this log type (collector) of the host; all types without it.
+        #[arg(value_name = "TYPE")]
+        log_type: Option<String>,
+        /// How long: 30m, 2h, 1h30m, 7d (at most 366 days).
+        #[arg(long = "for", value_name = "DURATION", required_unless_present_any = ["list", "remove"])]
+        duration: Option<String>,
+        /// Why (required): shown with every alarm the silence holds back.
+        #[arg(long, required_unless_present_any = ["list", "remove"])]
+        reason: Option<String>,
+        /// List the silences in force.
+        #[arg(long, conflicts_with_all = ["host", "duration", "reason", "remove"])]
+        list: bool,
+        /// Remove silence ID (as --list shows it).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["host", "duration", "reason"])]
+        remove: Option<u64>,
+        /// With --list: one JSON object per line.
+        #[arg(long, requires = "list")]
+        json: bool,
+    },
     /// Write a new random shared key file with mode 0600.
     Keygen {
         #[arg(default_value = "config/pihealth.key")]
@@ -235,6 +263,40 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
                 &query,
                 &mut pihealth::cli::stdout(),
             ))
+        }
+        Command::Silence {
+            config,
+            host,
+            log_type,
+            duration,
+            reason,
+            list,
+            remove,
+            json,
+        } => {
+            use pihealth::cli::silence::{self, Action};
+            let action = match (list, remove, host, duration, reason) {
+                (true, _, _, _, _) => Action::List { json },
+                (_, Some(id), _, _, _) => Action::Remove { id },
+                (_, _, Some(host), Some(duration), Some(reason)) => Action::Add {
+                    host,
+                    log_type,
+                    duration,
+                    reason,
+                },
+                _ => return Err(config_error("silence: expected HOST [TYPE] --for DURATION --reason TEXT, --list or --remove ID")),
+            };
+            silence::check(&action).map_err(config_error)?;
+            let cfg = master_config(&config)?;
+            // An unknown id is bad input too: exit 2.
+            silence::run(&cfg.log_dir, &action, &mut pihealth::cli::stdout()).map_err(|e| {
+                if matches!(action, Action::Remove { .. }) && e.starts_with("no silence") {
+                    config_error(e)
+                } else {
+                    failure(e)
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { path, force } => {
             pihealth::cli::keygen(&path, force).map_err(failure)?;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::level::Level;
 use crate::master::alarms::{problems, read_alarms, AlarmLine, Problem};
+use crate::master::silences::{Silence, SilenceStore};
 use crate::schema::label_message;
 
 pub struct Query {
@@ -37,18 +38,28 @@ fn after(time: &str, since: Option<chrono::DateTime<chrono::FixedOffset>>) -> bo
     since.is_none_or(|s| chrono::DateTime::parse_from_rfc3339(time).map_or(true, |t| t >= s))
 }
 
-fn alarm_json(a: &AlarmLine) -> serde_json::Value {
+/// `silenced`: the silence that held the alarm back (`#ID until T:
+/// REASON`), if one did.
+fn alarm_json(a: &AlarmLine, silenced: Option<&String>) -> serde_json::Value {
     serde_json::json!({
         "time": a.time, "host": a.host, "type": a.log_type,
         "level": a.level, "id": a.id, "message": a.message,
         "labelled": label_message(&a.log_type, &a.message, None),
+        "silenced": silenced,
     })
 }
 
-fn problem_line(p: &Problem) -> String {
+/// `silences`: those in force, to mark the open problems they cover.
+fn problem_line(p: &Problem, silences: &[Silence]) -> String {
     let word = if p.open { "since" } else { "at" };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mark = silences
+        .iter()
+        .find(|s| p.open && s.active(now) && s.matches(&p.host, &p.log_type))
+        .map(|s| format!("  [silenced #{} until {}]", s.id, s.until_text()))
+        .unwrap_or_default();
     format!(
-        "  {:<16} {:<10} {:<8} {word} {}  {}",
+        "  {:<16} {:<10} {:<8} {word} {}  {}{mark}",
         p.host,
         p.log_type,
         p.level,
@@ -59,8 +70,14 @@ fn problem_line(p: &Problem) -> String {
 
 pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
     let since = q.since;
-    let path = crate::master::files::MasterFiles::find(log_dir).alarms();
+    let files = crate::master::files::MasterFiles::find(log_dir);
+    let path = files.alarms();
     let alarms = read_alarms(&path).map_err(|e| e.to_string())?;
+    let silenced =
+        crate::master::silences::read_silenced(&files.silenced()).map_err(|e| e.to_string())?;
+    let silences = SilenceStore::new(log_dir)
+        .list()
+        .map_err(|e| e.to_string())?;
     let io = |e: io::Error| e.to_string();
     // Say so rather than print a blank line: an empty answer should not
     // look like a broken command. (JSON output stays empty: a program
@@ -92,7 +109,7 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
                     serde_json::to_string(p).map_err(|e| e.to_string())?
                 )
             } else {
-                writeln!(out, "{}", problem_line(p).trim_start())
+                writeln!(out, "{}", problem_line(p, &silences).trim_start())
             }
             .map_err(io)?;
         }
@@ -104,12 +121,16 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
     let mut count = 0;
     for a in shown {
         count += 1;
+        let held = silenced.get(&a.id);
         if q.json {
-            writeln!(out, "{}", alarm_json(a))
+            writeln!(out, "{}", alarm_json(a, held))
         } else {
+            let mark = held
+                .map(|s| format!("  [silenced {s}]"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "{} {:<16} {:<10} {:<8} {}",
+                "{} {:<16} {:<10} {:<8} {}{mark}",
                 a.time,
                 a.host,
                 a.log_type,
@@ -131,12 +152,12 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
         .collect();
     writeln!(out, "\nopen problems: {}", open.len()).map_err(io)?;
     for p in &open {
-        writeln!(out, "{}", problem_line(p)).map_err(io)?;
+        writeln!(out, "{}", problem_line(p, &silences)).map_err(io)?;
     }
     if !recovered.is_empty() {
         writeln!(out, "recovered: {}", recovered.len()).map_err(io)?;
         for p in &recovered {
-            writeln!(out, "{}", problem_line(p)).map_err(io)?;
+            writeln!(out, "{}", problem_line(p, &silences)).map_err(io)?;
         }
     }
     Ok(())

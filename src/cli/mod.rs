@@ -1,8 +1,9 @@
 //! Operator commands beyond the two daemons: `keygen`, `status`, `alarms`,
-//! `logs` and `demo`.
+//! `silence`, `logs` and `demo`.
 pub mod alarms;
 pub mod demo;
 pub mod logs;
+pub mod silence;
 pub mod status;
 
 use std::io::{self, Write};

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::level::Level;
 use crate::master::alarm_command::{CommandRunner, DoneRecord};
+use crate::master::silences::{self, Silence, SilenceCheck};
 use crate::protocol::{Alarm, Connection, Key, Message, Purpose};
 use crate::storage;
 
@@ -90,6 +91,12 @@ pub struct AlarmLog {
     runner: Option<CommandRunner>,
     /// Agents refused for a wrong key, logged once per change.
     refusals: crate::protocol::RefusalLog,
+    /// Which silence covers an alarm (`super::silences`).
+    silences: SilenceCheck,
+    /// `silenced.log`.
+    silenced_path: PathBuf,
+    /// Told after each new alarm is stored (the Alertmanager forwarders).
+    listeners: Mutex<Vec<Box<dyn Fn() + Send>>>,
 }
 
 /// How `alarm_command` runs (config keys of the same names).
@@ -222,11 +229,18 @@ impl AlarmLog {
         // One pass over the log, keeping only what is needed: the recent
         // ids, and the alarms stored just before a crash whose command
         // never started (none on a first start: what is logged is settled).
+        let silenced_path = files.silenced();
+        storage::cut_torn_line(&silenced_path)?;
+        let silenced = silences::read_silenced(&silenced_path)?;
         let mut seen = SeenIds::default();
         let mut not_done = Vec::new();
         let logged_len = for_each_alarm(&path, |offset, a| {
             seen.insert(&a.id, &a.time);
-            if !first_start && offset >= done.before && !done.ids.contains(&a.id) {
+            if !first_start
+                && offset >= done.before
+                && !done.ids.contains(&a.id)
+                && !silenced.contains_key(&a.id)
+            {
                 not_done.push(a);
             }
         })?;
@@ -272,16 +286,48 @@ impl AlarmLog {
             seen: Mutex::new(seen),
             runner,
             refusals: Default::default(),
+            silences: SilenceCheck::new(log_dir),
+            silenced_path,
+            listeners: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Call `f` after each new alarm is stored.
+    pub fn on_stored(&self, f: Box<dyn Fn() + Send>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
     }
 
     /// Hand a newly stored alarm (durable since `stored`) to
     /// `alarm_command`; the runner notes it done once the command has
     /// started, so a crash before that runs it at the next start (once).
-    fn handled(&self, alarm: &Alarm, stored: Instant) {
-        match &self.runner {
-            Some(runner) => runner.submit(alarm.clone(), stored),
-            None => {
+    /// A silenced alarm runs nothing and is noted done.
+    fn handled(&self, alarm: &Alarm, stored: Instant, silence: Option<Silence>) {
+        for f in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f();
+        }
+        match (&self.runner, silence) {
+            (_, Some(s)) => {
+                log::info!(
+                    "alarm {} from {} ({} {}) silenced by #{} ({}): no alarm_command, not forwarded",
+                    alarm.id,
+                    alarm.host,
+                    alarm.log_type,
+                    alarm.level,
+                    s.id,
+                    s.reason
+                );
+                self.done.mark(&alarm.id);
+            }
+            (Some(runner), None) => runner.submit(alarm.clone(), stored),
+            (None, None) => {
                 self.done.mark(&alarm.id);
             }
         }
@@ -303,17 +349,63 @@ impl AlarmLog {
         Ok(())
     }
 
+    /// Call `f` with every alarm stored so far, oldest first, without
+    /// holding the log in memory.
+    pub fn replay(&self, mut f: impl FnMut(AlarmLine)) -> io::Result<()> {
+        for_each_alarm(&self.path, |_, a| f(a)).map(|_| ())
+    }
+
+    /// An alarm the master raises itself (host alarms), timed now, with a
+    /// fresh random id.
+    pub fn master_alarm(
+        host: &str,
+        log_type: &str,
+        level: Level,
+        message: String,
+    ) -> io::Result<Alarm> {
+        let id: String = crate::protocol::auth::random_bytes::<16>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Alarm {
+            id,
+            host: host.to_string(),
+            log_type: log_type.to_string(),
+            level: level.as_str().to_string(),
+            message,
+            time: chrono::Local::now().to_rfc3339(),
+        })
+    }
+
+    /// Store and handle an alarm the master raises itself: the same path
+    /// as an agent's alarm, without a connection to acknowledge.
+    pub fn raise(&self, alarm: &Alarm) -> io::Result<()> {
+        if let Some((stored, silence)) = self.record_at(alarm)? {
+            self.handled(alarm, stored, silence);
+        }
+        Ok(())
+    }
+
     /// Store an alarm unless already stored; true if it was new. (An alarm
     /// older than `ID_MEMORY` is stored: it cannot be told from a new one.)
     pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {
         self.record_at(alarm).map(|stored| stored.is_some())
     }
 
-    /// Like `record`; when the alarm was new, when it became durable.
-    fn record_at(&self, alarm: &Alarm) -> io::Result<Option<Instant>> {
+    /// Like `record`; when the alarm was new, when it became durable and
+    /// the silence that holds it back, if any. Whether it was silenced is
+    /// durable before the alarm is (`super::silences`).
+    fn record_at(&self, alarm: &Alarm) -> io::Result<Option<(Instant, Option<Silence>)>> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&alarm.id) {
             return Ok(None);
+        }
+        let silence = self.silences.covering(&alarm.host, &alarm.log_type);
+        if let Some(s) = &silence {
+            storage::append_synced(
+                &self.silenced_path,
+                silences::silenced_line(&alarm.id, s).as_bytes(),
+            )?;
         }
         let line = format!(
             "{} {} {} {} {} {}\n",
@@ -328,7 +420,7 @@ impl AlarmLog {
         let stored = Instant::now();
         crate::failpoint::hit("alarms.after_append");
         seen.insert(&alarm.id, &alarm.time);
-        Ok(Some(stored))
+        Ok(Some((stored, silence)))
     }
 
     /// Serve one connection on the alarm port.
@@ -384,8 +476,8 @@ impl AlarmLog {
                     // After the ack, so a queue of commands (or a full one)
                     // does not hold up the agent; before the next alarm,
                     // so a full queue slows this connection down.
-                    if let Some(stored) = new {
-                        self.handled(&alarm, stored);
+                    if let Some((stored, silence)) = new {
+                        self.handled(&alarm, stored, silence);
                     }
                     if acked.is_err() {
                         return;
@@ -580,6 +672,42 @@ mod tests {
         .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(std::fs::read_to_string(&ran).unwrap(), "c1\n");
+    }
+
+    #[test]
+    fn a_silenced_alarm_stored_before_a_crash_runs_no_command_at_restart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("ran.txt");
+        let hook = dir.path().join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!("#!/bin/sh\necho \"$PIHEALTH_ID\" >> {}\n", ran.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let settings = CommandSettings::new(
+            Some(vec![hook.display().to_string()]),
+            Duration::from_secs(10),
+        );
+        let log = AlarmLog::open(dir.path(), settings.clone()).unwrap();
+        crate::master::silences::SilenceStore::new(dir.path())
+            .add("pi1", Some("cpu"), Duration::from_secs(3600), "testing")
+            .unwrap();
+        // Stored (silenced), then the master dies before handling either.
+        assert!(log.record(&alarm("s1")).unwrap());
+        let mut other = alarm("n1");
+        other.log_type = "disk".into();
+        assert!(log.record(&other).unwrap());
+        drop(log);
+        let _log = AlarmLog::open(dir.path(), settings).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(&ran).unwrap(), "n1\n");
+        let silenced =
+            crate::master::silences::read_silenced(&dir.path().join(".master/silenced.log"))
+                .unwrap();
+        assert!(silenced["s1"].starts_with("#1 until "));
+        assert_eq!(silenced.len(), 1);
     }
 
     #[test]

@@ -193,6 +193,33 @@ impl MasterFiles {
     pub fn alarm_commands_done(&self) -> PathBuf {
         self.dir.join(".alarm-commands.done")
     }
+
+    /// The silences in force (`crate::master::silences`), written by
+    /// `pihealth silence`, read by the master at each alarm.
+    pub fn silences(&self) -> PathBuf {
+        self.dir.join("silences.json")
+    }
+
+    /// Taken (flock) by `pihealth silence` for its read-modify-write.
+    pub fn silences_lock(&self) -> PathBuf {
+        self.dir.join(".silences.lock")
+    }
+
+    /// Which stored alarms a silence held back: `ALARM_ID SILENCE_ID
+    /// REASON` per line (`crate::master::silences`).
+    pub fn silenced(&self) -> PathBuf {
+        self.dir.join("silenced.log")
+    }
+
+    /// How far the Alertmanager at `url` has accepted `alarms.log`
+    /// (`crate::master::alertmanager`); named by a digest of the URL, so
+    /// reordering the list keeps each one's place.
+    pub fn alertmanager_cursor(&self, url: &str) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(url.as_bytes());
+        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!(".alertmanager-{short}.sent"))
+    }
 }
 
 #[cfg(test)]

@@ -340,6 +340,9 @@ pub struct Http {
     alarms: Mutex<AlarmFollower>,
     started_ms: i64,
     master_name: String,
+    silences: crate::master::silences::SilenceStore,
+    log_dir: std::path::PathBuf,
+    alertmanagers: Vec<String>,
 }
 
 impl Http {
@@ -350,6 +353,9 @@ impl Http {
             alarms: Mutex::new(AlarmFollower::new(&config.log_dir)),
             started_ms: now_ms(),
             master_name: crate::names::local_host_name(),
+            silences: crate::master::silences::SilenceStore::new(&config.log_dir),
+            log_dir: config.log_dir.clone(),
+            alertmanagers: config.alertmanagers.clone(),
         }
     }
 
@@ -413,13 +419,20 @@ impl Http {
             .iter()
             .map(|h| metrics::host_values(&self.reader, h))
             .collect();
-        metrics::render(&Snapshot {
+        let mut text = metrics::render(&Snapshot {
             agents: &agents,
             alarms: &alarms,
             pulls: &pulls,
             started_ms: self.started_ms,
             hosts,
-        })
+        });
+        let silences = self.silences.list().map_or(0, |l| l.len());
+        text.push_str(&crate::master::alertmanager::metrics(
+            &self.log_dir,
+            &self.alertmanagers,
+            silences,
+        ));
+        text
     }
 
     pub fn page(&self, hours: u32) -> String {
@@ -446,10 +459,15 @@ impl Http {
                 .map(|host| self.host_charts(host, &window))
                 .collect();
         }
+        let silences = self.silences.list().unwrap_or_else(|e| {
+            log::warn!("silences for the status page: {e}");
+            Vec::new()
+        });
         page::render(&Page {
             master: &self.master_name,
             agents: &agents,
             alarms: &alarms,
+            silences: &silences,
             now_ms: now,
             hours,
             window,

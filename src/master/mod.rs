@@ -6,7 +6,9 @@
 //!
 //! Threads: one accept thread per listening port (registration 8080,
 //! alarms 8081, HTTP 8082), one waiting room for connections that have not
-//! spoken yet (`net::WaitingRoom`) and the scheduler (`scheduler`), handing
+//! spoken yet (`net::WaitingRoom`), one forwarder per Alertmanager
+//! (`alertmanager`) and the scheduler (`scheduler`, which also raises the
+//! `host` alarms, `host_alarms`), handing
 //! work to three fixed `threadpool::ThreadPool`s: `inbound_workers` for the
 //! registration and alarm ports, `http_workers` for the status page, and
 //! `workers` for outbound pulls and probes. Separate pools, so that a flood
@@ -18,10 +20,12 @@
 pub mod alarm_command;
 pub mod alarm_summary;
 pub mod alarms;
+pub mod alertmanager;
 pub mod archive;
 pub mod events;
 pub mod exposition;
 pub mod files;
+pub mod host_alarms;
 pub mod http;
 pub mod metrics;
 pub mod oneshot;
@@ -30,6 +34,7 @@ pub mod pull;
 pub mod registry;
 pub mod samples;
 pub mod scheduler;
+pub mod silences;
 
 pub use oneshot::pull_once;
 
@@ -266,6 +271,23 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         )
         .map_err(|e| format!("alarms.log: {e}"))?,
     );
+    let targets = config
+        .alertmanager_targets(config_path)
+        .map_err(|e| e.to_string())?;
+    if !targets.is_empty() {
+        let wake = alertmanager::start(
+            &config.log_dir,
+            &targets,
+            &alertmanager::Settings {
+                resend: config.alertmanager_resend.0,
+                connect_timeout: config.connect_timeout.0,
+                io_timeout: config.io_timeout.0,
+            },
+            stop.clone(),
+        )
+        .map_err(|e| format!("alertmanagers: {e}"))?;
+        alarm_log.on_stored(wake);
+    }
     std::fs::create_dir_all(&config.backup_dir)
         .map_err(|e| format!("{}: {e}", config.backup_dir.display()))?;
     let (outbound, inbound, http_pool) = (
@@ -355,11 +377,18 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         config.http_workers
     );
     let ctx = pull_context(config, keys);
+    let host_alarms = host_alarms::HostAlarmRaiser::new(
+        alarm_log.clone(),
+        config.heartbeat_interval.0 * config.heartbeat_misses,
+        config.host_recovery_hold.0,
+    )
+    .map_err(|e| format!("alarms.log: {e}"))?;
     scheduler::Scheduler {
         config,
         registry: &registry,
         ctx: &ctx,
         pool: &outbound,
+        host_alarms: Some(&host_alarms),
     }
     .run(&stop);
 

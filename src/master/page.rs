@@ -13,6 +13,7 @@ use chrono::{DateTime, Local, TimeZone};
 use crate::master::alarm_summary::{time_of, AlarmSummary};
 use crate::master::registry::{AgentRecord, State};
 use crate::master::samples::Window;
+use crate::master::silences::Silence;
 
 /// Clock skew beyond this is flagged (as in `pihealth status`).
 const SKEW_LIMIT_MS: i64 = 30_000;
@@ -38,6 +39,8 @@ pub struct Page<'a> {
     pub master: &'a str,
     pub agents: &'a [AgentRecord],
     pub alarms: &'a AlarmSummary,
+    /// Silences not yet expired (`super::silences`).
+    pub silences: &'a [Silence],
     pub now_ms: i64,
     pub hours: u32,
     /// The window drawn: the last `hours`, or less when `zoomed`.
@@ -130,6 +133,7 @@ pub fn render(p: &Page) -> String {
     tiles(&mut out, p);
     fleet(&mut out, p);
     open_alarms(&mut out, p);
+    silences(&mut out, p);
     charts(&mut out, p);
     let _ = writeln!(
         out,
@@ -327,9 +331,15 @@ fn open_alarms(out: &mut String, p: &Page) {
             i64::MIN => esc(&a.since),
             t => ago_cell(p.now_ms, Some(t * 1000)),
         };
+        let silenced = p
+            .silences
+            .iter()
+            .find(|s| s.active(p.now_ms) && s.matches(&a.host, &a.log_type))
+            .map(|s| format!(" <span class=\"dim\">(silenced #{})</span>", s.id))
+            .unwrap_or_default();
         let _ = write!(
             out,
-            "<tr><td>{since}</td><td class=\"host\">{}</td><td>{}</td><td>{}</td><td class=\"msg\">{}</td></tr>",
+            "<tr><td>{since}</td><td class=\"host\">{}</td><td>{}</td><td>{}{silenced}</td><td class=\"msg\">{}</td></tr>",
             esc(&a.host),
             esc(&a.log_type),
             level_badge(&a.level),
@@ -345,6 +355,34 @@ fn open_alarms(out: &mut String, p: &Page) {
         );
     }
     out.push_str("</section>");
+}
+
+/// The silences in force: what they cover, until when and why. Their
+/// alarms are stored and shown, but run no command and are not forwarded.
+fn silences(out: &mut String, p: &Page) {
+    let active: Vec<&Silence> = p.silences.iter().filter(|s| s.active(p.now_ms)).collect();
+    if active.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section><h2>Silences <span class=\"sub\">{} in force · alarms stored, no command, not forwarded</span></h2>\
+         <div class=\"scroll\"><table><thead><tr><th>#</th><th>Host</th><th>Type</th><th>Until</th>\
+         <th>Reason</th></tr></thead><tbody>",
+        active.len()
+    );
+    for s in active {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"host\">{}</td><td>{}</td><td>{}</td><td class=\"msg\">{}</td></tr>",
+            s.id,
+            esc(&s.host),
+            esc(s.log_type.as_deref().unwrap_or("(all)")),
+            esc(&s.until_text()),
+            esc(&s.reason),
+        );
+    }
+    out.push_str("</tbody></table></div></section>");
 }
 
 fn charts(out: &mut String, p: &Page) {

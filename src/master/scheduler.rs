@@ -109,6 +109,8 @@ pub(crate) struct Scheduler<'a> {
     pub ctx: &'a PullContext,
     /// The outbound pool.
     pub pool: &'a ThreadPool,
+    /// Raises `host` alarms on down and up (`None`: no alarms, e.g. tests).
+    pub host_alarms: Option<&'a super::host_alarms::HostAlarmRaiser>,
 }
 
 impl Scheduler<'_> {
@@ -164,6 +166,9 @@ impl Scheduler<'_> {
                 }
             }
             self.registry.check_liveness(limit_ms);
+            if let Some(host_alarms) = self.host_alarms {
+                host_alarms.tick(&self.registry.snapshot());
+            }
             if last_flush.elapsed() >= Duration::from_secs(1) {
                 if last_written.elapsed() >= REGISTRY_REFRESH {
                     self.registry.mark_dirty();

@@ -1,6 +1,7 @@
 //! The one integration test binary: real masters and agents on loopback.
 mod alarm_bounds;
 mod alarm_faults;
+mod alertmanager;
 mod builtin;
 mod busybox;
 mod chaos;
@@ -13,6 +14,7 @@ mod cron;
 mod disk;
 mod exit_codes;
 mod flood;
+mod host_alarms;
 mod http;
 mod integrity;
 mod key_flood;
@@ -26,6 +28,7 @@ mod schema_readers;
 mod scripts;
 mod security;
 mod shared_dir;
+mod silences;
 mod soak;
 mod triggers;
 mod util;
