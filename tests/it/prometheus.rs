@@ -21,6 +21,7 @@ use std::time::Duration;
 use pihealth::master::exposition;
 use serde_json::Value;
 
+use crate::alertmanager::Alertmanager;
 use crate::util::*;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -270,12 +271,13 @@ fn fleet(
     agents: usize,
     prefix: &str,
     first_extra: &str,
+    master_extra: &str,
 ) -> (Proc, Vec<Proc>, Vec<String>) {
     let collectors: String = ["cpu", "mem", "disk"]
         .iter()
         .map(|t| format!("  - {{name: {t}, builtin: {t}, interval: 1s}}\n"))
         .collect();
-    let master = c.start("master", &c.master_config(agents, ""), "master");
+    let master = c.start("master", &c.master_config(agents, master_extra), "master");
     let mut procs = Vec::new();
     let mut names = Vec::new();
     for i in 0..agents {
@@ -349,7 +351,7 @@ fn prometheus_scrapes_the_master_and_promtool_finds_it_clean() {
     let c = Cluster::new(block);
     // pi1's disk is "full" at 2 %: a disk warning alarm, open.
     let low_disk = "thresholds: {disk_note: 1, disk_warning: 2}\n";
-    let (_master, mut agents, hosts) = fleet(&c, 2, "pi", low_disk);
+    let (_master, mut agents, hosts) = fleet(&c, 2, "pi", low_disk, "");
     let http = http_of(block);
     wait_for_values(http, &hosts);
 
@@ -496,10 +498,21 @@ fn one_prometheus_sees_every_host_of_two_masters() {
     let Some(prometheus) = installed(PROMETHEUS, "prometheus") else {
         return;
     };
-    // Two shards, each a master with its own agents and its own key.
+    // One Alertmanager for the whole fleet, started first.
     let (a, b) = (Cluster::new(182), Cluster::new(183));
-    let (_ma, _aa, hosts_a) = fleet(&a, 2, "a-pi", "");
-    let (_mb, _ab, hosts_b) = fleet(&b, 2, "b-pi", "");
+    let am_addr = "127.0.182.101:9093";
+    let am =
+        crate::alertmanager::available("prometheus::one_prometheus_sees_every_host_of_two_masters")
+            .then(|| Alertmanager::start(&a, am_addr, "am"));
+    let forward = match am {
+        Some(_) => format!(
+            "alertmanagers: [\"http://{am_addr}\"]\nalertmanager_resend: 2s\nhost_recovery_hold: 0s\n"
+        ),
+        None => String::new(),
+    };
+    // Two shards, each a master with its own agents and its own key.
+    let (_ma, mut agents_a, hosts_a) = fleet(&a, 2, "a-pi", "", &forward);
+    let (_mb, mut agents_b, hosts_b) = fleet(&b, 2, "b-pi", "", &forward);
     wait_for_values(http_of(182), &hosts_a);
     wait_for_values(http_of(183), &hosts_b);
     let addr: SocketAddr = "127.0.182.100:9090".parse().unwrap();
@@ -525,15 +538,36 @@ fn one_prometheus_sees_every_host_of_two_masters() {
             .is_some_and(|(_, v)| *v == 4.0)
     });
 
-    // ==== ALERTMANAGER: TO BE FILLED IN when branch alert-master lands ====
-    // The test has one Alertmanager receiving from both masters.
-    // Here: start the real Alertmanager (Debian package
-    // `prometheus-alertmanager`, /usr/bin/prometheus-alertmanager; `skipped`
-    // without it) on 127.0.182.101:9093 with a temp `--storage.path`; give
-    // both masters its address in their Alertmanager forwarding keys (the
-    // masters above would then be started with that extra master config);
-    // point this Prometheus at it too (`alerting:` in its config); kill -9
-    // one agent of each shard and see both hosts' `host` alarms (labels
-    // host, type, level) in its /api/v2/alerts, and resolved after a
-    // restart. Until then this test covers the Prometheus half only.
+    // One Alertmanager receives from both masters: an agent of each shard
+    // goes down, both host alerts arrive (labels host, type, level), and
+    // both resolve when the agents are back.
+    let Some(am) = am else {
+        return;
+    };
+    agents_a[0].kill9();
+    agents_b[0].kill9();
+    let down = vec![
+        (
+            "a-pi1".to_string(),
+            "host".to_string(),
+            "critical".to_string(),
+        ),
+        (
+            "b-pi1".to_string(),
+            "host".to_string(),
+            "critical".to_string(),
+        ),
+    ];
+    // Only host alerts: a loaded machine may also raise cpu warnings.
+    let host_alerts = || {
+        let mut all = am.alerts();
+        all.retain(|(_, t, _)| t == "host");
+        all
+    };
+    wait_for("both shards' host alerts in the one Alertmanager", || {
+        host_alerts() == down
+    });
+    agents_a[0].restart();
+    agents_b[0].restart();
+    wait_for("both resolved", || host_alerts().is_empty());
 }
