@@ -24,7 +24,10 @@ utmp=${PIHEALTH_UTMP:-/var/run/utmp}
 join() { awk 'NF { s = s (n++ ? "," : "") $1 } END { print n ? s : "-" }'; }
 
 [ -r "$etc_dir/passwd" ] && [ -r "$etc_dir/group" ] || die "cannot read $etc_dir/passwd or $etc_dir/group"
-pids=$(ls "$proc_dir") || die "cannot list $proc_dir"
+# The live pids, by a glob: `ls` fails (busybox's) when a process exits
+# while it lists.
+[ -d "$proc_dir" ] || die "cannot list $proc_dir"
+pids=$(for d in "$proc_dir"/[0-9]*; do echo "${d##*/}"; done)
 
 # utmp records: type (int16 at 0), pid (int32 at 4), line (32 bytes at 8),
 # user (32 at 44), host (256 at 76). A missing utmp: nobody logged in.
