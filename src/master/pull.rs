@@ -161,6 +161,11 @@ fn failed(e: impl std::fmt::Display) -> PullError {
 /// An I/O error in words an operator reads: a socket timeout shows up as
 /// "Resource temporarily unavailable" otherwise.
 fn describe(e: &io::Error) -> String {
+    if crate::protocol::is_wrong_key(e) {
+        // Says what a hang-up at the hello may mean (another key, a
+        // revoked or unknown host, or a peer still on protocol 1).
+        return e.to_string();
+    }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             format!("timed out waiting for the agent ({e})")

@@ -12,6 +12,7 @@ mod disk;
 mod exit_codes;
 mod flood;
 mod http;
+mod identity;
 mod integrity;
 mod key_flood;
 mod keys;

@@ -825,6 +825,23 @@ fn altered_replayed_or_malformed_frames_get_nothing() {
     other.stream.write_all(&ping0).expect("send");
     assert_closed_silently(&mut other.stream, "a frame from another connection", false);
 
+    // Reordered: the second frame sealed sent first.
+    let mut session = RawSession::open(control, &key, Purpose::Control);
+    let _first_sealed = session.seal(&Message::Ping);
+    let second = session.seal(&Message::Ping);
+    session.stream.write_all(&second).expect("send");
+    assert_closed_silently(&mut session.stream, "a reordered frame", false);
+
+    // Spliced: the front of one sealed frame joined to the back of another
+    // of the same length (each valid alone).
+    let mut session = RawSession::open(control, &key, Purpose::Control);
+    let a = session.seal(&Message::ListPending);
+    let b = session.seal(&Message::ListPending);
+    assert_eq!(a.len(), b.len());
+    let spliced = [&a[..a.len() / 2], &b[a.len() / 2..]].concat();
+    session.stream.write_all(&spliced).expect("send");
+    assert_closed_silently(&mut session.stream, "a spliced frame", false);
+
     // Altered: one bit of the ciphertext, or one bit of the tag.
     for (what, flip_at) in [("ciphertext", 4), ("tag", 4 + 1 + 1 + 5)] {
         let mut session = RawSession::open(control, &key, Purpose::Control);
