@@ -12,3 +12,4 @@ pub use auth::{Credentials, Key, KeyFile, Purpose};
 pub use conn::{is_wrong_key, Connection, Received};
 pub use key_memory::{KeyMemory, RefusalLog};
 pub use message::{AgentInfo, Alarm, Message, Offer, PieceKind, PieceRef};
+pub mod vectors;
