@@ -11,7 +11,10 @@
 //! - a protocol-1 peer is refused with a clear log line on our side, both
 //!   as server and as client.
 //!
-//! Address blocks: 150 (per-host keys), 151 (relay), 152 (protocol 1).
+//! - a revoked host is refused and not pulled; the others go on.
+//!
+//! Address blocks: 150 (per-host keys), 151 (relay), 152 (protocol 1),
+//! 153 (revocation).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -424,4 +427,39 @@ fn a_protocol_1_peer_is_refused_with_a_clear_log_line_on_our_side() {
     );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("protocol 1"), "{text}");
+}
+
+#[test]
+fn a_revoked_host_is_refused_and_not_pulled_while_others_go_on() {
+    let block = 153;
+    let c = Cluster::new(block);
+    let collectors = counter_collector(&c, "100ms");
+    let master = c.start(
+        "master",
+        &c.master_config(2, "revoked_hosts: [pi2]\n"),
+        "master",
+    );
+    let _pi1 = c.start("agent", &c.agent_config(0, &collectors, ""), "pi1");
+    let pi2 = c.start("agent", &c.agent_config(1, &collectors, ""), "pi2");
+    wait_for("pi1's counter archived", || {
+        c.archived("pi1", "counter").lines().count() >= 5
+    });
+    wait_for("the master to refuse pi2", || {
+        master.stderr().contains("host \"pi2\" is revoked")
+    });
+    wait_for("pi2 to be told", || pi2.stderr().contains("wrong key"));
+    // pi2's own key, straight at the alarm port: refused.
+    let fleet = Key::load(&c.path("pihealth.key")).unwrap();
+    let m = alarm("revoked0001", "pi2", "from a revoked host");
+    let to = addr(&master_ip(block), 8081);
+    assert!(ask(to, &fleet.for_host("pi2"), "pi2", Purpose::Alarm, &m).is_err());
+    assert!(
+        c.archived("pi2", "counter").is_empty(),
+        "a revoked host was pulled"
+    );
+    // pi1 goes on.
+    let before = c.archived("pi1", "counter").len();
+    wait_for("more of pi1 archived", || {
+        c.archived("pi1", "counter").len() > before
+    });
 }
