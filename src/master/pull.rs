@@ -8,6 +8,12 @@
 //! master derives that host's key, so only that agent can answer, and the
 //! pieces stored under its name came from it.
 //!
+//! Sharing one data connection among the pieces changes nothing on a
+//! crash: a piece cut off mid-way (either side killed, the connection
+//! lost) is not committed and not acknowledged, so the agent keeps it and
+//! offers it again at the next pull; the archive takes only the bytes
+//! beyond what it has.
+//!
 //! A failure fetching a piece of one type stops that type for this round
 //! (later pieces of it would land out of order) but not the other types.
 
