@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::auth::{self, Credentials, HelloError, Key, Purpose, Refusal};
+use super::auth::{self, Credentials, Key, Purpose, Refusal};
 use super::frame::{read_frame, read_frame_len, write_frame, MAX_FRAME, MAX_HANDSHAKE_FRAME};
 use super::message::Message;
 use crate::net::TimedStream;
@@ -300,7 +300,7 @@ impl<S: Read + Write> Connection<S> {
                 io::ErrorKind::PermissionDenied,
                 ClientWrongKey { host },
             )),
-            Err(Refusal::Hello(e @ HelloError::Version(_))) => Err(auth_error(e.to_string())),
+            // A version error says which versions, so both ends' logs do.
             Err(Refusal::Hello(e)) => Err(auth_error(e.to_string())),
             Err(Refusal::WrongPurpose(asked)) => Err(auth_error(format!(
                 "wrong port: {asked:?} hello on the {purpose:?} port"
