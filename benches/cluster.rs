@@ -201,7 +201,10 @@ impl Bench {
     /// The master's pull code, storing under `root/log` and `root/logbackup`.
     pub fn pull_context(&self, root: &Path, rotate_size: u64) -> PullContext {
         PullContext {
-            keys: vec![self.key.clone()],
+            credentials: pihealth::protocol::Credentials::Fleet {
+                keys: vec![self.key.clone()],
+                revoked: Vec::new(),
+            },
             key_memory: Default::default(),
             log_root: root.join("log"),
             backup_root: root.join("logbackup"),

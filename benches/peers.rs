@@ -633,7 +633,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("temp dir: {e}"))?;
     let ctx = match &args.key {
         Some(k) => Some(PullContext {
-            keys: vec![Key::load(k)?],
+            credentials: pihealth::protocol::Credentials::Fleet {
+                keys: vec![Key::load(k)?],
+                revoked: Vec::new(),
+            },
             key_memory: Default::default(),
             log_root: master.path().join("log"),
             backup_root: master.path().join("logbackup"),

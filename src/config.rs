@@ -262,6 +262,9 @@ pub struct MasterConfig {
     pub key_file: PathBuf,
     /// Older keys still accepted during a key change-over (see the README).
     pub previous_key_files: Vec<PathBuf>,
+    /// Hosts whose keys are no longer accepted, nor used to pull (a stolen
+    /// or retired host; see the README, "Revoking one host").
+    pub revoked_hosts: Vec<String>,
     /// Connections from one address still in their handshake; more are
     /// closed at once (see `net::AcceptLimits`).
     pub max_handshakes_per_address: usize,
@@ -303,6 +306,7 @@ impl Default for MasterConfig {
             rotate_size: ByteSize(8 << 20),
             key_file: PathBuf::from("config/pihealth.key"),
             previous_key_files: Vec::new(),
+            revoked_hosts: Vec::new(),
             max_handshakes_per_address: 8,
             alarm_command: None,
             alarm_command_timeout: HumanDuration(Duration::from_secs(30)),

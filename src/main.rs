@@ -124,13 +124,21 @@ enum Command {
         #[arg(long, requires = "list")]
         json: bool,
     },
-    /// Write a new random shared key file with mode 0600.
+    /// Write a new random fleet key file with mode 0600 (for the master);
+    /// with --host, write that host's own key, derived from the fleet key
+    /// (for that host's agent).
     Keygen {
         #[arg(default_value = "config/pihealth.key")]
         path: PathBuf,
         /// Replace an existing key file.
         #[arg(long)]
         force: bool,
+        /// Write the key of this host instead of a new fleet key.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// The fleet key to derive a host key from (with --host).
+        #[arg(long, value_name = "PATH", default_value = "config/pihealth.key")]
+        fleet_key: PathBuf,
     },
     /// A master and N agents on 127.0.0.x in a temporary directory.
     Demo {
@@ -208,7 +216,12 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
         }
         Command::Agent { config } => {
             let cfg = AgentConfig::load(&config).map_err(config_error)?;
-            check_keys(&cfg.key_file, &cfg.previous_key_files)?;
+            pihealth::protocol::Key::load_host_ring(
+                &cfg.key_file,
+                &cfg.previous_key_files,
+                &cfg.agent_name(),
+            )
+            .map_err(config_error)?;
             done(pihealth::agent::run(&cfg, &config, stop_on_signals()?))
         }
         Command::Pull { config, hosts } => {
@@ -298,10 +311,30 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keygen { path, force } => {
+        Command::Keygen {
+            path,
+            force,
+            host: None,
+            ..
+        } => {
             pihealth::cli::keygen(&path, force).map_err(failure)?;
             println!(
-                "wrote a new key to {} (mode 600); copy it to the master and every agent",
+                "wrote a new fleet key to {} (mode 600); keep it on the master, and give \
+                 each agent its own key (pihealth keygen --host NAME)",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen {
+            path,
+            force,
+            host: Some(name),
+            fleet_key,
+        } => {
+            pihealth::cli::keygen_host(&fleet_key, &name, &path, force).map_err(failure)?;
+            println!(
+                "wrote the key of host {name} to {} (mode 600); copy it to that host's agent \
+                 as its key_file",
                 path.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -1,25 +1,27 @@
-//! Both sides of the handshake against a peer that sends arbitrary bytes.
+//! Both sides of the protocol-2 handshake against a peer that sends
+//! arbitrary bytes (docs/PROTOCOL.md §4, §5).
 //!
 //! The first input byte picks the mode and the connection purpose; the rest
 //! is everything the peer sends.
 //!
-//! - server: `Connection::server` reads the bytes as a client's hello and
-//!   proof. It must fail (the bytes cannot hold a proof over our random
-//!   nonce), and before failing it may have sent nothing but one challenge
-//!   frame: a peer without the key learns a random nonce and nothing else.
-//! - client: `Connection::client` reads the bytes as the server's challenge
-//!   and proof. It may return (it checks the server lazily), but confirming
-//!   the server and every `recv` after that must fail.
+//! - server: `Connection::server` (an agent, `pi1`, holding two keys as in a
+//!   change-over) reads the bytes as a client's first frame. It must fail
+//!   (the bytes cannot hold a Noise message under a key they do not know),
+//!   and before failing it may have sent nothing, or its name to a name
+//!   query: a peer without the key learns nothing else.
+//! - client: `Connection::client` reads the bytes as the server's answer.
+//!   It must fail (the answer must be a Noise message under the host key and
+//!   our random ephemeral key), and a failed client sent only its hello.
 //! - session: an honest server completes the handshake with the right key
 //!   (so the target is not vacuous: that must succeed), then the bytes are
-//!   the frames that follow. None may be accepted: each needs a MAC under a
-//!   session key derived from the client's random nonce.
+//!   the transport frames that follow. None may be accepted: each needs a
+//!   tag under a session key derived from the client's random ephemeral key.
 #![no_main]
 
 use std::io::{self, Read, Write};
 
 use libfuzzer_sys::fuzz_target;
-use pihealth::protocol::auth::{self, Handshake, Key, Purpose};
+use pihealth::protocol::auth::{self, Credentials, Key, Purpose};
 use pihealth::protocol::frame::{read_frame, write_frame, MAX_HANDSHAKE_FRAME};
 use pihealth::protocol::Connection;
 
@@ -47,69 +49,30 @@ impl Write for Wire<'_, '_> {
     }
 }
 
-/// A server that follows the protocol with `key`, reacting to what the
-/// client wrote, then sends the fuzzer's bytes as post-handshake frames.
+/// A server that follows the protocol with `credentials`, answering the
+/// client's first frame, then sends the fuzzer's bytes as transport frames.
 struct HonestServer<'a> {
-    key: Key,
+    credentials: Credentials,
     purpose: Purpose,
-    client_nonce: [u8; 32],
     written: Vec<u8>,
     to_read: Vec<u8>,
-    stage: u8,
+    answered: bool,
     frames: &'a [u8],
 }
 
-const SERVER_NONCE: [u8; 32] = [0x5a; 32];
-
 impl HonestServer<'_> {
-    fn frame(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_frame(&mut out, &[body]).expect("writing to a Vec");
-        out
-    }
-
-    /// Everything the client wrote so far, as frames.
-    fn client_frames(&self) -> Vec<Vec<u8>> {
-        let mut r = &self.written[..];
-        let mut out = Vec::new();
-        while let Ok(f) = read_frame(&mut r, MAX_HANDSHAKE_FRAME) {
-            out.push(f);
-        }
-        out
-    }
-
-    /// Produce the next thing the server says, once the client has spoken.
     fn advance(&mut self) {
-        let frames = self.client_frames();
-        match self.stage {
-            0 => {
-                let (purpose, nonce) = auth::decode_hello(&frames[0]).expect("client hello");
-                assert_eq!(purpose, self.purpose);
-                self.client_nonce = nonce;
-                self.to_read = Self::frame(&auth::encode_challenge(&SERVER_NONCE));
-                self.stage = 1;
-            }
-            1 => {
-                let hs = self.handshake();
-                assert!(
-                    hs.check_client_proof(std::slice::from_ref(&self.key), &frames[1])
-                        .is_some(),
-                    "an honest client's proof checks"
-                );
-                self.to_read = Self::frame(&hs.server_proof(&self.key));
-                self.to_read.extend_from_slice(self.frames);
-                self.stage = 2;
-            }
-            _ => self.to_read.clear(),
+        if self.answered {
+            self.to_read.clear();
+            return;
         }
-    }
-
-    fn handshake(&self) -> Handshake {
-        Handshake {
-            purpose: self.purpose,
-            client_nonce: self.client_nonce,
-            server_nonce: SERVER_NONCE,
-        }
+        let first = read_frame(&mut &self.written[..], MAX_HANDSHAKE_FRAME).expect("a hello");
+        let (host, answer, _) = auth::server_accept(&first, self.purpose, &self.credentials, None)
+            .unwrap_or_else(|r| panic!("an honest client is refused: {r:?}"));
+        assert_eq!(host, "pi1");
+        write_frame(&mut self.to_read, &[&answer]).expect("writing to a Vec");
+        self.to_read.extend_from_slice(self.frames);
+        self.answered = true;
     }
 }
 
@@ -141,65 +104,56 @@ fn keys() -> [Key; 2] {
     [Key::from_bytes([7; 32]), Key::from_bytes([8; 32])]
 }
 
+fn agent() -> Credentials {
+    Credentials::Host {
+        name: "pi1".into(),
+        keys: keys().to_vec(),
+    }
+}
+
 fn server_side(purpose: Purpose, input: &[u8]) {
     let mut sent = Vec::new();
     let wire = Wire {
         input,
         written: &mut sent,
     };
-    let result = Connection::server(wire, &keys(), purpose);
+    let result = Connection::server(wire, &agent(), purpose);
     assert!(result.is_err(), "authenticated a client without the key");
     drop(result);
-    // Nothing but (at most) the challenge with our nonce went out.
+    // Nothing went out, or our name to a name query.
     if !sent.is_empty() {
         let body = read_frame(&mut &sent[..], MAX_HANDSHAKE_FRAME).expect("one frame");
-        auth::decode_challenge(&body).expect("a challenge");
-        assert_eq!(
-            sent.len(),
-            4 + body.len(),
-            "more than the challenge was sent"
-        );
+        let hello = auth::decode_hello(&body).expect("our name");
+        assert_eq!((hello.host.as_str(), hello.purpose), ("pi1", purpose));
+        assert!(hello.noise.is_empty());
+        assert_eq!(sent.len(), 4 + body.len(), "more than our name was sent");
     }
 }
 
-fn client_side(purpose: Purpose, input: &[u8], confirm_first: bool) {
+fn client_side(purpose: Purpose, input: &[u8]) {
     let mut sent = Vec::new();
     let wire = Wire {
         input,
         written: &mut sent,
     };
-    let Ok(mut conn) = Connection::client(wire, &keys()[0], purpose) else {
-        return;
-    };
-    if confirm_first {
-        assert!(
-            conn.confirm_server().is_err(),
-            "accepted a server without the key"
-        );
-    }
-    // A caller that ignores the failure and reads on must still get nothing.
-    for _ in 0..4 {
-        assert!(
-            conn.recv().is_err(),
-            "received from a server without the key"
-        );
-    }
+    let result = Connection::client(wire, &keys()[0], purpose, "pi1");
+    assert!(result.is_err(), "accepted a server without the key");
+    drop(result);
+    let body = read_frame(&mut &sent[..], MAX_HANDSHAKE_FRAME).expect("our hello");
+    assert_eq!(sent.len(), 4 + body.len(), "more than the hello was sent");
 }
 
 fn session(purpose: Purpose, frames: &[u8]) {
-    let key = keys()[1].clone();
     let server = HonestServer {
-        key: key.clone(),
+        credentials: agent(),
         purpose,
-        client_nonce: [0; 32],
         written: Vec::new(),
         to_read: Vec::new(),
-        stage: 0,
+        answered: false,
         frames,
     };
-    let mut conn = Connection::client(server, &key, purpose).expect("honest handshake");
-    conn.confirm_server()
-        .expect("an honest server proves the key");
+    let mut conn =
+        Connection::client(server, &keys()[1], purpose, "pi1").expect("honest handshake");
     for _ in 0..4 {
         match conn.recv() {
             Ok(m) => panic!("accepted an unauthenticated frame: {}", m.kind()),
@@ -221,11 +175,11 @@ fuzz_target!(|data: &[u8]| {
     };
     match control & 3 {
         0 => server_side(purpose, input),
-        1 => client_side(purpose, input, control & 0x10 != 0),
+        1 => client_side(purpose, input),
         2 => session(purpose, input),
         _ => {
             server_side(purpose, input);
-            client_side(purpose, input, true);
+            client_side(purpose, input);
         }
     }
 });

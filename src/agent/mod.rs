@@ -40,7 +40,8 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
         log::warn!("cannot raise the limit on open files: {e}");
     }
     let name = config.agent_name();
-    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
+    // The fleet key or this host's own: either gives this host's key.
+    let keys = Key::load_host_ring(&config.key_file, &config.previous_key_files, &name)?;
     let specs = config
         .collector_specs(config_path)
         .map_err(|e| e.to_string())?;

@@ -1,6 +1,11 @@
 //! The agent's two ports: control (8000: ping, list pending, acknowledge)
-//! and data (8001: one piece per short-lived connection, bound to a
-//! one-time token handed out on the control connection).
+//! and data (8001: one short-lived connection per pull, carrying its
+//! pieces one after another, each asked for with a one-time token handed
+//! out on the control connection).
+//!
+//! Both accept only a peer that proves this host's own key (protocol 2,
+//! `Credentials::Host`): another agent, holding only its own key, can
+//! neither list, fetch nor acknowledge anything here.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -12,7 +17,7 @@ use crate::agent::logstore::LogStore;
 use crate::net::TimedStream;
 use crate::protocol::auth::random_bytes;
 use crate::protocol::message::{AgentInfo, Message, Offer, PieceRef, MAX_CHUNK, TOKEN_LEN};
-use crate::protocol::{Connection, Key, Purpose};
+use crate::protocol::{Connection, Credentials, Key, Purpose};
 
 /// Most messages one control connection may exchange (a pull needs a few
 /// per round); past it the connection is closed.
@@ -31,7 +36,8 @@ struct Token {
 pub struct AgentServer {
     pub name: String,
     pub store: Arc<LogStore>,
-    pub keys: Vec<Key>,
+    /// This host's own keys, for this host only.
+    pub credentials: Credentials,
     pub data_port: u16,
     pub allowed_masters: Vec<IpAddr>,
     pub token_lifetime: Duration,
@@ -51,9 +57,12 @@ impl AgentServer {
         token_lifetime: Duration,
     ) -> AgentServer {
         AgentServer {
+            credentials: Credentials::Host {
+                name: name.clone(),
+                keys,
+            },
             name,
             store,
-            keys,
             data_port,
             allowed_masters,
             token_lifetime,
@@ -93,7 +102,7 @@ impl AgentServer {
         if !self.allowed(peer, "control") {
             return;
         }
-        let mut conn = match Connection::server(stream, &self.keys, Purpose::Control) {
+        let mut conn = match Connection::server(stream, &self.credentials, Purpose::Control) {
             Ok(c) => c,
             Err(e) => {
                 let what = format_args!("{}: control connection", self.name);
@@ -191,12 +200,14 @@ impl AgentServer {
         ))
     }
 
-    /// Serve one data connection: one token, one piece, then close.
+    /// Serve one data connection: pieces one after another, each for a
+    /// token, until the master says `Bye` or leaves. A failed piece ends
+    /// the connection (the stream may be mid-piece); the master dials anew.
     pub fn handle_data(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "data") {
             return;
         }
-        let mut conn = match Connection::server(stream, &self.keys, Purpose::Data) {
+        let mut conn = match Connection::server(stream, &self.credentials, Purpose::Data) {
             Ok(c) => c,
             Err(e) => {
                 let what = format_args!("{}: data connection", self.name);
@@ -206,15 +217,25 @@ impl AgentServer {
         };
         self.refusals
             .accepted(format_args!("{}: data connection", self.name), peer);
-        if let Err(e) = self.send_piece(&mut conn) {
-            log::warn!("{}: data connection from {peer}: {e}", self.name);
-            let _ = conn.send(&Message::Error(e.to_string()));
+        for _ in 0..MAX_TOKENS {
+            match self.send_piece(&mut conn) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+                Err(e) => {
+                    log::warn!("{}: data connection from {peer}: {e}", self.name);
+                    let _ = conn.send(&Message::Error(e.to_string()));
+                    return;
+                }
+            }
         }
     }
 
-    fn send_piece(&self, conn: &mut Connection<TimedStream>) -> io::Result<()> {
+    /// Send the piece of the next `Fetch`; false at `Bye`.
+    fn send_piece(&self, conn: &mut Connection<TimedStream>) -> io::Result<bool> {
         let token = match conn.recv()? {
             Message::Fetch { token } => token,
+            Message::Bye => return Ok(false),
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -265,7 +286,11 @@ impl AgentServer {
                 "piece shorter than offered",
             ));
         }
-        conn.send(&Message::End { len: sent })
+        conn.send(&Message::End { len: sent })?;
+        // The master stores the piece, and between rounds commits and
+        // acknowledges, before its next `Fetch`: as long as a token lives.
+        conn.stream_mut().set_io_timeout(self.token_lifetime)?;
+        Ok(true)
     }
 }
 

@@ -20,7 +20,8 @@ pub struct Uplink {
     pub name: String,
     pub master: SocketAddr,
     pub master_alarm: SocketAddr,
-    /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
+    /// This host's keys: `key_file` first, then `previous_key_files` (see
+    /// `Connection::dial`); the master knows them as `name`'s.
     pub keys: Vec<Key>,
     /// Which key the master answered to, tried first next time.
     pub key_memory: KeyMemory,
@@ -64,6 +65,7 @@ impl Uplink {
             addr,
             &self.keys,
             purpose,
+            &self.name,
             self.connect_timeout,
             self.io_timeout,
         )

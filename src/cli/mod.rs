@@ -13,13 +13,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::protocol::Key;
 
-/// Write a fresh key, readable by its owner only. Refuses to replace an
-/// existing key unless `force`.
+/// Write a fresh fleet key, readable by its owner only. Refuses to replace
+/// an existing key unless `force`.
 pub fn keygen(path: &Path, force: bool) -> Result<(), String> {
+    let key = Key::generate()?;
+    write_key_file(path, &format!("{}\n", key.to_hex()), force)
+}
+
+/// Write host `name`'s key, derived from the fleet key in `fleet_key`, to
+/// `path` (mode 600): the only key that host's agent needs.
+pub fn keygen_host(fleet_key: &Path, name: &str, path: &Path, force: bool) -> Result<(), String> {
+    crate::names::check_host_name(name).map_err(|why| format!("--host {name:?}: {why}"))?;
+    let fleet = Key::load(fleet_key)?;
+    write_key_file(path, &fleet.for_host(name).host_file_text(name), force)
+}
+
+fn write_key_file(path: &Path, text: &str, force: bool) -> Result<(), String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let key = Key::generate()?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).mode(0o600);
     if force {
@@ -37,7 +49,7 @@ pub fn keygen(path: &Path, force: bool) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| e.to_string())?;
-    writeln!(file, "{}", key.to_hex())
+    file.write_all(text.as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::level::Level;
 use crate::master::alarm_command::{CommandRunner, DoneRecord};
 use crate::master::silences::{self, Silence, SilenceCheck};
-use crate::protocol::{Alarm, Connection, Key, Message, Purpose};
+use crate::protocol::{Alarm, Connection, Credentials, Message, Purpose};
 use crate::storage;
 
 /// Most alarms one connection may deliver before it is closed.
@@ -424,8 +424,13 @@ impl AlarmLog {
     }
 
     /// Serve one connection on the alarm port.
-    pub fn handle(&self, stream: crate::net::TimedStream, peer: SocketAddr, keys: &[Key]) {
-        let mut conn = match Connection::server(stream, keys, Purpose::Alarm) {
+    pub fn handle(
+        &self,
+        stream: crate::net::TimedStream,
+        peer: SocketAddr,
+        credentials: &Credentials,
+    ) {
+        let mut conn = match Connection::server(stream, credentials, Purpose::Alarm) {
             Ok(c) => c,
             Err(e) => {
                 self.refusals
@@ -454,6 +459,18 @@ impl AlarmLog {
                     return;
                 }
             };
+            // A host raises its own alarms only: the connection proved
+            // `conn.host()`'s key, and no other.
+            if alarm.host != conn.host() {
+                let why = format!(
+                    "alarm for host {:?} on a connection authenticated as {:?}",
+                    alarm.host,
+                    conn.host()
+                );
+                log::warn!("alarm from {peer} refused: {why}");
+                let _ = conn.send(&Message::Error(why));
+                return;
+            }
             if let Err(why) = Self::validate(&alarm) {
                 log::warn!("alarm from {peer} refused: {why}");
                 let _ = conn.send(&Message::Error(why));

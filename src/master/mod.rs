@@ -49,7 +49,7 @@ use threadpool::ThreadPool;
 
 use crate::config::MasterConfig;
 use crate::net::{self, AcceptLimits, AcceptLoop};
-use crate::protocol::{Connection, Key, Message, Purpose, RefusalLog};
+use crate::protocol::{Connection, Credentials, Key, Message, Purpose, RefusalLog};
 use alarms::AlarmLog;
 use pull::PullContext;
 use registry::Registry;
@@ -60,9 +60,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// (each is one file descriptor for at most `io_timeout`).
 const MAX_WAITING_TO_SPEAK: usize = 4096;
 
+/// What the master authenticates with: any host's key, derived from the
+/// fleet keys, except revoked hosts'.
+pub(crate) fn fleet_credentials(config: &MasterConfig, keys: Vec<Key>) -> Credentials {
+    Credentials::Fleet {
+        keys,
+        revoked: config.revoked_hosts.clone(),
+    }
+}
+
 pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext {
     PullContext {
-        keys,
+        credentials: fleet_credentials(config, keys),
         log_root: config.log_dir.clone(),
         backup_root: config.backup_dir.clone(),
         rotate_size: config.rotate_size.0,
@@ -77,12 +86,12 @@ pub(crate) fn pull_context(config: &MasterConfig, keys: Vec<Key>) -> PullContext
 /// The whole exchange stays under the accept deadline: it is one message.
 fn handle_register(
     registry: &Registry,
-    keys: &[Key],
+    credentials: &Credentials,
     refusals: &RefusalLog,
     stream: net::TimedStream,
     peer: SocketAddr,
 ) {
-    let mut conn = match Connection::server(stream, keys, Purpose::Register) {
+    let mut conn = match Connection::server(stream, credentials, Purpose::Register) {
         Ok(c) => c,
         Err(e) => {
             refusals.refused(format_args!("registration connection"), peer, &e);
@@ -140,6 +149,15 @@ fn handle_register(
                 ))
             }
         };
+        if name != conn.host() {
+            // A host registers, heartbeats and moves only itself.
+            let why = format!(
+                "registration for host {name:?} on a connection authenticated as {:?}",
+                conn.host()
+            );
+            let _ = conn.send(&Message::Error(why.clone()));
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        }
         if let Err(why) = crate::names::check_host_name(&name) {
             let _ = conn.send(&Message::Error(format!("host name refused: {why}")));
             return Err(io::Error::new(
@@ -185,19 +203,25 @@ fn note_lost(
     else {
         return Ok(());
     };
-    let checked = crate::names::check_host_name(&name)
-        .map_err(|why| format!("host name refused: {why}"))
-        .and_then(|()| {
-            crate::names::check_type_name(&log_type)
-                .map_err(|why| format!("type name refused: {why}"))
-        })
-        .and_then(|()| {
-            [&first, &last]
-                .iter()
-                .all(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
-                .then_some(())
-                .ok_or_else(|| "times are not RFC 3339".to_string())
-        });
+    let checked = (if name == conn.host() {
+        crate::names::check_host_name(&name)
+    } else {
+        Err(format!(
+            "report for host {name:?} on a connection authenticated as {:?}",
+            conn.host()
+        ))
+    })
+    .map_err(|why| format!("host name refused: {why}"))
+    .and_then(|()| {
+        crate::names::check_type_name(&log_type).map_err(|why| format!("type name refused: {why}"))
+    })
+    .and_then(|()| {
+        [&first, &last]
+            .iter()
+            .all(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+            .then_some(())
+            .ok_or_else(|| "times are not RFC 3339".to_string())
+    });
     if let Err(why) = checked {
         let _ = conn.send(&Message::Error(why.clone()));
         return Err(io::Error::new(io::ErrorKind::InvalidData, why));
@@ -317,7 +341,8 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         allowed: Vec::new(),
     };
 
-    let (r, k) = (registry.clone(), keys.clone());
+    let credentials = Arc::new(fleet_credentials(config, keys.clone()));
+    let (r, k) = (registry.clone(), credentials.clone());
     let refusals = Arc::new(RefusalLog::default());
     let mut register = AcceptLoop::start_with(
         "registration",
@@ -327,7 +352,7 @@ pub fn run(config: &MasterConfig, config_path: &Path, stop: Arc<AtomicBool>) -> 
         Arc::new(move |stream, peer| handle_register(&r, &k, &refusals, stream, peer)),
     )
     .map_err(|e| e.to_string())?;
-    let (a, k) = (alarm_log.clone(), keys.clone());
+    let (a, k) = (alarm_log.clone(), credentials.clone());
     let mut alarm = AcceptLoop::start_with(
         "alarms",
         alarm_listener,

@@ -175,14 +175,11 @@ pub fn pull_once(
     ctx.progress = Some(progress.clone());
     let pool = ThreadPool::with_name("pull".into(), config.workers.min(targets.len()));
     let (tx, rx) = crossbeam_channel::unbounded();
-    for (control, configured, known) in targets.clone() {
+    for (control, _configured, known) in targets.clone() {
         let (ctx, tx) = (ctx.clone(), tx.clone());
         pool.execute(move || {
-            let _ = tx.send((
-                control,
-                known,
-                pull::pull_agent(&ctx, control, configured.as_deref()),
-            ));
+            let result = pull::pull_agent(&ctx, control, known.as_deref());
+            let _ = tx.send((control, known, result));
         });
     }
     drop(tx);

@@ -1,6 +1,18 @@
 //! One pull of one agent: list what is pending on the control connection,
-//! fetch each piece over its own short-lived data connection, store it,
-//! commit, and only then acknowledge.
+//! fetch the pieces one after another over one short-lived data
+//! connection (dialled at the first piece, closed at the end of the pull,
+//! dialled anew only after a piece failed mid-way), store them, commit,
+//! and only then acknowledge.
+//!
+//! Both connections authenticate as the agent's host (protocol 2): the
+//! master derives that host's key, so only that agent can answer, and the
+//! pieces stored under its name came from it.
+//!
+//! Sharing one data connection among the pieces changes nothing on a
+//! crash: a piece cut off mid-way (either side killed, the connection
+//! lost) is not committed and not acknowledged, so the agent keeps it and
+//! offers it again at the next pull; the archive takes only the bytes
+//! beyond what it has.
 //!
 //! A failure fetching a piece of one type stops that type for this round
 //! (later pieces of it would land out of order) but not the other types.
@@ -16,15 +28,16 @@ use std::time::{Duration, Instant};
 use crate::master::archive::{HostArchive, OpenError, Plan};
 use crate::net::TimedStream;
 use crate::protocol::message::{AgentInfo, Offer, PieceKind};
-use crate::protocol::{Connection, Key, KeyMemory, Message, Purpose, Received};
+use crate::protocol::{Connection, Credentials, KeyMemory, Message, Purpose, Received};
 
 /// Most `ListPending` rounds in one pull (each moves up to 256 pieces).
 const MAX_ROUNDS: usize = 64;
 
 #[derive(Clone)]
 pub struct PullContext {
-    /// `key_file` first, then `previous_key_files` (see `Connection::dial`).
-    pub keys: Vec<Key>,
+    /// The fleet keys (`key_file` first, then `previous_key_files`) and
+    /// the revoked hosts: each host's keys are derived from them.
+    pub credentials: Credentials,
     /// Which key each agent answered to, tried first next time (shared by
     /// the clones of a context, so by every pull and probe of a daemon).
     pub key_memory: Arc<KeyMemory>,
@@ -40,14 +53,47 @@ pub struct PullContext {
 impl PullContext {
     /// A connection whose handshake is done within `io_timeout` (see
     /// `Connection<TimedStream>` for every deadline a pull works under).
-    fn dial(&self, addr: SocketAddr, purpose: Purpose) -> io::Result<Connection<TimedStream>> {
+    fn dial(
+        &self,
+        addr: SocketAddr,
+        purpose: Purpose,
+        host: &str,
+    ) -> io::Result<Connection<TimedStream>> {
+        let keys = self
+            .credentials
+            .keys_for(host)
+            .map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
         self.key_memory.dial(
             addr,
-            &self.keys,
+            &keys,
             purpose,
+            host,
             self.connect_timeout,
             self.io_timeout,
         )
+    }
+
+    /// The control connection to the agent at `control`, authenticated as
+    /// `name`, or (unknown) as whatever name the agent gives. A name asked
+    /// but whose key does not open is forgotten, so the next try asks again.
+    fn dial_control(
+        &self,
+        control: SocketAddr,
+        name: Option<&str>,
+    ) -> io::Result<Connection<TimedStream>> {
+        match name {
+            Some(host) => self.dial(control, Purpose::Control, host),
+            None => {
+                let host =
+                    self.key_memory
+                        .name_of(control, self.connect_timeout, self.io_timeout)?;
+                let conn = self.dial(control, Purpose::Control, &host);
+                if conn.is_err() {
+                    self.key_memory.forget_name(control);
+                }
+                conn
+            }
+        }
     }
 }
 
@@ -121,6 +167,11 @@ fn failed(e: impl std::fmt::Display) -> PullError {
 /// An I/O error in words an operator reads: a socket timeout shows up as
 /// "Resource temporarily unavailable" otherwise.
 fn describe(e: &io::Error) -> String {
+    if crate::protocol::is_wrong_key(e) {
+        // Says what a hang-up at the hello may mean (another key, a
+        // revoked or unknown host, or a peer still on protocol 1).
+        return e.to_string();
+    }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             format!("timed out waiting for the agent ({e})")
@@ -135,9 +186,13 @@ fn io_failed(e: io::Error) -> PullError {
 }
 
 /// Ask an agent who it is (a liveness probe).
-pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i64)> {
+pub fn probe(
+    ctx: &PullContext,
+    control: SocketAddr,
+    name: Option<&str>,
+) -> io::Result<(AgentInfo, i64)> {
     let sent = chrono::Utc::now().timestamp_millis();
-    let mut conn = ctx.dial(control, Purpose::Control)?;
+    let mut conn = ctx.dial_control(control, name)?;
     let info = match conn.request(&Message::Ping, ctx.io_timeout)? {
         Message::Pong(info) => info,
         other => {
@@ -150,12 +205,16 @@ pub fn probe(ctx: &PullContext, control: SocketAddr) -> io::Result<(AgentInfo, i
     let _ = conn
         .allow(ctx.io_timeout)
         .and_then(|()| conn.send(&Message::Bye));
-    crate::names::check_host_name(&info.name).map_err(|why| {
-        io::Error::new(
+    if info.name != conn.host() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("agent sent an unusable host name {:?}: {why}", info.name),
-        )
-    })?;
+            format!(
+                "agent authenticated as {:?} calls itself {:?}",
+                conn.host(),
+                info.name
+            ),
+        ));
+    }
     Ok((info.clone(), skew(sent, info.time_ms)))
 }
 
@@ -166,15 +225,18 @@ fn skew(sent_ms: i64, agent_ms: i64) -> i64 {
 }
 
 /// Pull everything pending from the agent at `control`. `name` is the
-/// configured host name, if any; otherwise the agent's own name is used.
+/// host it should be (configured or registered), if known; otherwise the
+/// agent is asked its name, which its key must then prove.
 pub fn pull_agent(
     ctx: &PullContext,
     control: SocketAddr,
     name: Option<&str>,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
-    let mut conn = ctx.dial(control, Purpose::Control).map_err(io_failed)?;
+    let mut conn = ctx.dial_control(control, name).map_err(io_failed)?;
     let mut report = PullReport::default();
+    // One data connection for the whole pull (SPEC §2).
+    let mut data: Option<Connection<TimedStream>> = None;
     let mut archive: Option<HostArchive> = None;
     for _ in 0..MAX_ROUNDS {
         let sent = chrono::Utc::now().timestamp_millis();
@@ -186,17 +248,13 @@ pub fn pull_agent(
             other => return Err(failed(format!("expected Pending, got {}", other.kind()))),
         };
         report.skew_ms = skew(sent, info.time_ms);
-        let host = name.unwrap_or(&info.name).to_string();
-        crate::names::check_host_name(&host).map_err(|e| {
-            failed(format!(
-                "agent at {control} sent an unusable host name {host:?}: {e}"
-            ))
-        })?;
-        if name.is_some_and(|n| n != info.name) {
-            log::warn!(
-                "{host}: agent at {control} calls itself {:?}; archiving under the configured name",
+        // The host the connection proved; the agent cannot name another.
+        let host = conn.host().to_string();
+        if info.name != host {
+            return Err(failed(format!(
+                "agent at {control} authenticated as {host:?} calls itself {:?}",
                 info.name
-            );
+            )));
         }
         report.host = host.clone();
         report.info = Some(info.clone());
@@ -242,7 +300,9 @@ pub fn pull_agent(
                     report.already_had += 1;
                     acks.push(piece.clone());
                 }
-                Plan::Fetch { skip } => match fetch(ctx, control, data_addr, offer, skip, store) {
+                Plan::Fetch { skip } => match fetch(
+                    ctx, &mut data, &host, control, data_addr, offer, skip, store,
+                ) {
                     Ok(stored) => {
                         report.pieces += 1;
                         report.bytes += stored;
@@ -250,6 +310,9 @@ pub fn pull_agent(
                         acks.push(piece.clone());
                     }
                     Err(e) => {
+                        // The data connection may be mid-piece: a new one
+                        // for the next type.
+                        data = None;
                         let e = describe(&e);
                         log::warn!(
                             "{host}: {} {}..{} not fetched: {e}",
@@ -286,6 +349,11 @@ pub fn pull_agent(
             break;
         }
     }
+    if let Some(mut data) = data {
+        let _ = data
+            .allow(ctx.io_timeout)
+            .and_then(|()| data.send(&Message::Bye));
+    }
     let _ = conn
         .allow(ctx.io_timeout)
         .and_then(|()| conn.send(&Message::Bye));
@@ -302,20 +370,27 @@ pub fn pull_agent(
     }
 }
 
-/// Fetch one piece over its own data connection into the archive.
+/// Fetch one piece over the pull's data connection (dialled if there is
+/// none yet) into the archive.
+#[allow(clippy::too_many_arguments)]
 fn fetch(
     ctx: &PullContext,
+    data: &mut Option<Connection<TimedStream>>,
+    host: &str,
     control: SocketAddr,
     data_addr: SocketAddr,
     offer: &Offer,
     skip: u64,
     store: &mut HostArchive,
 ) -> io::Result<u64> {
-    let mut conn = ctx.dial(data_addr, Purpose::Data)?;
+    let conn = match data {
+        Some(conn) => conn,
+        None => data.insert(ctx.dial(data_addr, Purpose::Data, host)?),
+    };
     conn.allow(ctx.io_timeout)?;
     conn.send(&Message::Fetch { token: offer.token })?;
     let mut reader = ChunkReader {
-        conn: &mut conn,
+        conn,
         frame_timeout: ctx.io_timeout,
         frame: Vec::new(),
         chunk: 0..0,
@@ -324,10 +399,20 @@ fn fetch(
         done: false,
         progress: ctx.progress.as_deref().map(|p| (p, control)),
     };
-    match offer.piece.kind {
+    let stored = match offer.piece.kind {
         PieceKind::Current => store.store_current(&offer.piece, skip, &mut reader),
         PieceKind::Archive => store.store_archive(&offer.piece, skip, offer.size, &mut reader),
+    }?;
+    // Read on to the piece's `End` (checked there) even if the archive
+    // stopped short of it: the connection then stands at the next piece.
+    loop {
+        let n = reader.fill_buf()?.len();
+        if n == 0 {
+            break;
+        }
+        reader.consume(n);
     }
+    Ok(stored)
 }
 
 /// The bytes of a piece as they arrive in `Chunk` frames; ends at `End`,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
 use super::pull::{self, PullContext, PullError};
-use super::registry::{self, AgentRecord, Registry, State};
+use super::registry::{AgentRecord, Registry, State};
 use crate::config::MasterConfig;
 use crate::net;
 
@@ -192,16 +192,17 @@ impl Scheduler<'_> {
         }
         if now >= slot.next_probe && !slot.probing.swap(true, Ordering::SeqCst) {
             slot.next_probe = now + self.config.heartbeat_interval.0;
-            let (flag, registry, ctx, control, failures) = (
+            let (flag, registry, ctx, control, failures, name) = (
                 slot.probing.clone(),
                 self.registry.clone(),
                 self.ctx.clone(),
                 agent.control,
                 slot.failures.clone(),
+                agent.name.clone(),
             );
             self.pool.execute(move || {
                 let _clear = ClearOnDrop(flag);
-                match pull::probe(&ctx, control) {
+                match pull::probe(&ctx, control, name.as_deref()) {
                     Ok((info, skew)) => {
                         failures.note(true);
                         registry.contact(control, &info, skew, "probe");
@@ -229,18 +230,19 @@ impl Scheduler<'_> {
         let seen_before = agent.last_seen_ms.is_some();
         slot.next_probe = now + retry_delay(interval, slot.failures.count(), seen_before);
         let place = SuspectPlace(suspects.clone());
-        let (flag, registry, ctx, control, failures, label) = (
+        let (flag, registry, ctx, control, failures, label, name) = (
             slot.probing.clone(),
             self.registry.clone(),
             self.ctx.clone(),
             agent.control,
             slot.failures.clone(),
             agent.label(),
+            agent.name.clone(),
         );
         self.pool.execute(move || {
             let _clear = ClearOnDrop(flag);
             let _place = place;
-            match pull::probe(&ctx, control) {
+            match pull::probe(&ctx, control, name.as_deref()) {
                 Ok((info, skew)) => {
                     if failures.note(true) {
                         log::info!("{label}: {control} answers again");
@@ -267,11 +269,9 @@ impl Scheduler<'_> {
             agent.control,
             slot.failures.clone(),
         );
-        let configured = if agent.origin == registry::Origin::Static {
-            agent.name.clone()
-        } else {
-            None
-        };
+        // The host the pull authenticates as: configured, registered or
+        // learnt by a probe (otherwise asked, see `pull::pull_agent`).
+        let configured = agent.name.clone();
         let label = agent.label();
         self.pool.execute(move || {
             let _clear = ClearOnDrop(flag);

@@ -1,38 +1,52 @@
-//! The shared key, the mutual challenge–response, and per-frame MACs.
+//! Keys, identities and the protocol-2 handshake (docs/PROTOCOL.md).
 //!
-//! Handshake (every connection, every port), all frames plain until done:
+//! Every connection, every port, starts with one frame each way:
 //!
 //! ```text
-//! client → server  hello      "PH" version purpose nonce_c(32)
-//! server → client  challenge  version nonce_s(32)
-//! client → server  proof_c    HMAC(K, "pihealth/1 client" purpose nonce_c nonce_s)
-//! server → client  proof_s    HMAC(K, "pihealth/1 server" purpose nonce_c nonce_s)
+//! client → server  hello ‖ noise₁   hello = "PH" 2 purpose len host
+//! server → client  noise₂
 //! ```
 //!
-//! The server proves itself only after the client has, so a client without
-//! the key learns a random nonce and nothing else. The client, in turn,
-//! checks `proof_s` before it sends any request, so a server without the
-//! key (an impostor at the master's or an agent's address) learns our
-//! nonce and `proof_c` and nothing else. (Clients before issue 11 sent
-//! their first request right behind `proof_c` to save a round trip;
-//! servers still accept that order, so old clients keep working.) Both directions then
-//! derive their own session key from both nonces; every later frame is
-//! `payload || HMAC(session_key, seq || payload)` with an implicit sequence
-//! number per direction, so frames cannot be altered, replayed, reordered
-//! or moved to another connection. The purpose byte binds a session to the
-//! port it was made for.
+//! `noise₁`/`noise₂` are the two messages of
+//! `Noise_NNpsk0_25519_ChaChaPoly_SHA256` (through the `snow` crate), keyed
+//! with the *host key* of the host named in the hello and with the whole
+//! hello as prologue: the version, purpose and host name are bound into
+//! every key, and the two ephemeral public keys are the nonces. A fresh
+//! X25519 exchange per connection gives forward secrecy: a key stolen later
+//! does not open recorded traffic.
+//!
+//! A client without the host key cannot make a `noise₁` the server can
+//! open, and the server then hangs up without a byte: it learns nothing.
+//! A server without it cannot make a `noise₂` the client can open, and the
+//! client sends nothing more. Every later frame is a Noise transport
+//! message (ChaCha20-Poly1305 with an implicit counter per direction), so
+//! frames cannot be read, altered, replayed, reordered or moved to another
+//! connection.
+//!
+//! Identity: the fleet key stays on the master; each agent holds only its
+//! host key, `HKDF-SHA256(salt = "pihealth/2 host key", ikm = fleet key,
+//! info = host name)`. The master derives the key of whichever host a hello
+//! names, so a connection authenticates *as that host*; an agent accepts
+//! only hellos naming itself, so only a peer that knows its key (the
+//! master, or the agent itself) can pull it.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use zeroize::Zeroize;
 
-type HmacSha256 = Hmac<Sha256>;
-
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const NONCE_LEN: usize = 32;
-pub const MAC_LEN: usize = 32;
 const MAGIC: &[u8; 2] = b"PH";
+/// The Noise protocol name; also the Noise hash's starting point.
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+/// Each Noise handshake message: an ephemeral key and the tag of an empty
+/// payload.
+pub const NOISE_MSG_LEN: usize = 32 + 16;
+/// HKDF salt of host keys.
+const HOST_KEY_SALT: &[u8] = b"pihealth/2 host key";
+/// What starts a host key file (a fleet key file is bare hex).
+const HOST_KEY_TAG: &str = "pihealth-host-key";
 
 /// What a connection is for; each listening port accepts exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +69,35 @@ impl Purpose {
     }
 }
 
-/// The shared secret: 32 random bytes, stored as 64 hex digits.
+/// A secret: 32 random bytes (the fleet key) or derived from them (a host
+/// key), stored as 64 hex digits; wiped from memory when dropped.
 #[derive(Clone)]
 pub struct Key([u8; 32]);
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Key(..)")
     }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+/// A key file's content: the fleet key, or one host's key.
+#[derive(Debug)]
+pub enum KeyFile {
+    Fleet(Key),
+    Host { name: String, key: Key },
 }
 
 impl Key {
@@ -74,6 +109,10 @@ impl Key {
 
     pub fn from_bytes(bytes: [u8; 32]) -> Key {
         Key(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     pub fn to_hex(&self) -> String {
@@ -93,12 +132,106 @@ impl Key {
         Ok(Key(bytes))
     }
 
-    /// Load a key file, refusing one that others can read.
+    /// The key of host `name`, derived from this fleet key.
+    pub fn for_host(&self, name: &str) -> Key {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(HOST_KEY_SALT), &self.0);
+        let mut out = [0u8; 32];
+        hk.expand(name.as_bytes(), &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        Key(out)
+    }
+
+    /// The text of a host key file for `name` (see `KeyFile::parse`).
+    pub fn host_file_text(&self, name: &str) -> String {
+        format!("{HOST_KEY_TAG} {name} {}\n", self.to_hex())
+    }
+
+    /// Load a fleet key file (the master's), refusing one that others can
+    /// read or a host key file.
     pub fn load(path: &Path) -> Result<Key, String> {
+        match KeyFile::load(path)? {
+            KeyFile::Fleet(key) => Ok(key),
+            KeyFile::Host { name, .. } => Err(format!(
+                "{}: this is the host key of {name:?}; expected the fleet key (a master needs the key made by `pihealth keygen`)",
+                path.display()
+            )),
+        }
+    }
+
+    /// The fleet keys a master holds: `key_file` first (the one it proves
+    /// itself with), then `previous_key_files`, still accepted from peers
+    /// and tried as a fallback while a key change-over is under way.
+    pub fn load_ring(primary: &Path, previous: &[PathBuf]) -> Result<Vec<Key>, String> {
+        let mut keys = vec![Key::load(primary)?];
+        for path in previous {
+            let key = Key::load(path)?;
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The host keys of agent `name`: each file holds either that host's
+    /// key or the fleet key (from which the host key is derived, so a fleet
+    /// still on one shared key keeps working).
+    pub fn load_host_ring(
+        primary: &Path,
+        previous: &[PathBuf],
+        name: &str,
+    ) -> Result<Vec<Key>, String> {
+        let mut keys: Vec<Key> = Vec::new();
+        for path in std::iter::once(primary).chain(previous.iter().map(PathBuf::as_path)) {
+            let key = match KeyFile::load(path)? {
+                KeyFile::Fleet(fleet) => fleet.for_host(name),
+                KeyFile::Host { name: owner, key } if owner == name => key,
+                KeyFile::Host { name: owner, .. } => {
+                    return Err(format!(
+                        "{}: this is the host key of {owner:?}; expected the key of {name:?} \
+                         (pihealth keygen --host {name})",
+                        path.display()
+                    ))
+                }
+            };
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl KeyFile {
+    /// Parse a key file: 64 hex digits (the fleet key) or
+    /// `pihealth-host-key NAME HEX` (one host's key).
+    pub fn parse(text: &str) -> Result<KeyFile, String> {
+        let text = text.trim();
+        match text.strip_prefix(HOST_KEY_TAG) {
+            None => Key::from_hex(text).map(KeyFile::Fleet),
+            Some(rest) => {
+                let mut words = rest.split_whitespace();
+                let (Some(name), Some(hex), None) = (words.next(), words.next(), words.next())
+                else {
+                    return Err(format!("expected `{HOST_KEY_TAG} NAME HEX`"));
+                };
+                crate::names::check_host_name(name)?;
+                Ok(KeyFile::Host {
+                    name: name.to_string(),
+                    key: Key::from_hex(hex)?,
+                })
+            }
+        }
+    }
+
+    /// Load a key file, refusing one that others can read. The mode is
+    /// checked on the file opened, not on the path, so the file read is
+    /// the one checked.
+    pub fn load(path: &Path) -> Result<KeyFile, String> {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| format!("{}: cannot read the key file: {e}", path.display()))?;
-        let mode = meta.permissions().mode() & 0o777;
+        let cannot =
+            |e: std::io::Error| format!("{}: cannot read the key file: {e}", path.display());
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(
                 "{}: key file has mode {mode:o}; expected 600 (chmod 600 {})",
@@ -106,40 +239,48 @@ impl Key {
                 path.display()
             ));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read the key file: {e}", path.display()))?;
-        Key::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut text = String::new();
+        (&mut file)
+            .take(4096)
+            .read_to_string(&mut text)
+            .map_err(cannot)?;
+        let parsed = KeyFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()));
+        text.zeroize();
+        parsed
     }
+}
 
-    /// The keys a daemon holds: `key_file` first (the one it proves itself
-    /// with), then `previous_key_files`, still accepted from peers and tried
-    /// as a fallback while a key change-over is under way.
-    pub fn load_ring(primary: &Path, previous: &[std::path::PathBuf]) -> Result<Vec<Key>, String> {
-        let mut keys = vec![Key::load(primary)?];
-        for path in previous {
-            let key = Key::load(path)?;
-            if !keys.iter().any(|k| k.to_hex() == key.to_hex()) {
-                keys.push(key);
+/// The keys a server checks hellos against.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// The master: any host's key, derived from the fleet keys, except the
+    /// hosts revoked.
+    Fleet {
+        keys: Vec<Key>,
+        revoked: Vec<String>,
+    },
+    /// An agent: only its own keys (current first, then previous).
+    Host { name: String, keys: Vec<Key> },
+}
+
+impl Credentials {
+    /// The keys `host` may prove, or why it may not connect at all.
+    pub fn keys_for(&self, host: &str) -> Result<Vec<Key>, String> {
+        match self {
+            Credentials::Fleet { keys, revoked } => {
+                if revoked.iter().any(|r| r == host) {
+                    return Err(format!("host {host:?} is revoked (revoked_hosts)"));
+                }
+                crate::names::check_host_name(host)?;
+                Ok(keys.iter().map(|k| k.for_host(host)).collect())
+            }
+            Credentials::Host { name, keys } => {
+                if name != host {
+                    return Err(format!("hello for host {host:?}; this agent is {name:?}"));
+                }
+                Ok(keys.clone())
             }
         }
-        Ok(keys)
-    }
-
-    /// HMAC(K, label || purpose || nonce_c || nonce_s), ready to finalize or verify.
-    fn keyed(&self, label: &[u8], purpose: Purpose, nc: &[u8; 32], ns: &[u8; 32]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(label);
-        mac.update(&[purpose as u8]);
-        mac.update(nc);
-        mac.update(ns);
-        mac
-    }
-
-    fn mac(&self, label: &[u8], purpose: Purpose, nc: &[u8; 32], ns: &[u8; 32]) -> [u8; 32] {
-        self.keyed(label, purpose, nc, ns)
-            .finalize()
-            .into_bytes()
-            .into()
     }
 }
 
@@ -150,264 +291,311 @@ pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     Ok(out)
 }
 
-pub fn encode_hello(purpose: Purpose, nonce: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + NONCE_LEN);
+/// The hello: `"PH" VERSION purpose len host`.
+pub fn encode_hello(purpose: Purpose, host: &str) -> Vec<u8> {
+    let host = host.as_bytes();
+    let mut out = Vec::with_capacity(5 + host.len());
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.push(purpose as u8);
-    out.extend_from_slice(nonce);
+    out.push(u8::try_from(host.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(&host[..host.len().min(255)]);
     out
 }
 
-pub fn decode_hello(body: &[u8]) -> Result<(Purpose, [u8; 32]), String> {
-    if body.len() != 4 + NONCE_LEN || &body[..2] != MAGIC {
-        return Err("not a pihealth hello".into());
+/// Why a first frame is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HelloError {
+    /// Not a pihealth hello at all.
+    Garbage(String),
+    /// A pihealth hello of another protocol version.
+    Version(u8),
+}
+
+impl std::fmt::Display for HelloError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HelloError::Garbage(why) => f.write_str(why),
+            HelloError::Version(v) => write!(
+                f,
+                "peer speaks pihealth protocol {v}; this side speaks only protocol {VERSION} \
+                 (upgrade the peer: README, \"Upgrading to protocol 2\")"
+            ),
+        }
+    }
+}
+
+/// A parsed first frame: the hello, its bytes (the Noise prologue), and
+/// the Noise message after it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub purpose: Purpose,
+    pub host: String,
+    pub prologue: &'a [u8],
+    pub noise: &'a [u8],
+}
+
+pub fn decode_hello(body: &[u8]) -> Result<Hello<'_>, HelloError> {
+    let garbage = |why: &str| HelloError::Garbage(why.to_string());
+    if body.len() < 3 || &body[..2] != MAGIC {
+        return Err(garbage("not a pihealth hello"));
     }
     if body[2] != VERSION {
-        return Err(format!(
-            "protocol version {} not supported (want {VERSION})",
-            body[2]
-        ));
+        return Err(HelloError::Version(body[2]));
     }
-    let purpose = Purpose::from_byte(body[3]).ok_or("unknown connection purpose")?;
-    let mut nonce = [0u8; 32];
-    nonce.copy_from_slice(&body[4..]);
-    Ok((purpose, nonce))
+    if body.len() < 5 {
+        return Err(garbage("hello too short"));
+    }
+    let purpose =
+        Purpose::from_byte(body[3]).ok_or_else(|| garbage("unknown connection purpose"))?;
+    let end = 5 + usize::from(body[4]);
+    if body.len() < end {
+        return Err(garbage("hello shorter than its host name"));
+    }
+    let host = std::str::from_utf8(&body[5..end])
+        .map_err(|_| garbage("host name in hello is not UTF-8"))?
+        .to_string();
+    Ok(Hello {
+        purpose,
+        host,
+        prologue: &body[..end],
+        noise: &body[end..],
+    })
 }
 
-pub fn encode_challenge(nonce: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + NONCE_LEN);
-    out.push(VERSION);
-    out.extend_from_slice(nonce);
-    out
+fn noise_builder<'a>(psk: &'a Key, prologue: &'a [u8]) -> snow::Builder<'a> {
+    let params = NOISE_PARAMS.parse().expect("a valid Noise protocol name");
+    snow::Builder::new(params)
+        .psk(0, psk.as_bytes())
+        .prologue(prologue)
 }
 
-pub fn decode_challenge(body: &[u8]) -> Result<[u8; 32], String> {
-    if body.len() != 1 + NONCE_LEN || body[0] != VERSION {
-        return Err("not a pihealth challenge".into());
-    }
-    let mut nonce = [0u8; 32];
-    nonce.copy_from_slice(&body[1..]);
-    Ok(nonce)
+fn noise_error(e: snow::Error) -> String {
+    format!("noise: {e}")
 }
 
-/// The nonces and purpose of one handshake, and the proofs derived from them.
-pub struct Handshake {
-    pub purpose: Purpose,
-    pub client_nonce: [u8; 32],
-    pub server_nonce: [u8; 32],
+/// The client's first frame for `host`'s key, and the state that reads the
+/// answer. `ephemeral` fixes the ephemeral key (test vectors only).
+pub fn client_start(
+    purpose: Purpose,
+    host: &str,
+    key: &Key,
+    ephemeral: Option<&[u8; 32]>,
+) -> Result<(Vec<u8>, snow::HandshakeState), String> {
+    let hello = encode_hello(purpose, host);
+    let mut builder = noise_builder(key, &hello);
+    if let Some(e) = ephemeral {
+        builder = builder.fixed_ephemeral_key_for_testing_only(e);
+    }
+    let mut hs = builder.build_initiator().map_err(noise_error)?;
+    let mut first = hello.clone();
+    first.resize(hello.len() + NOISE_MSG_LEN, 0);
+    let n = hs
+        .write_message(&[], &mut first[hello.len()..])
+        .map_err(noise_error)?;
+    first.truncate(hello.len() + n);
+    Ok((first, hs))
 }
 
-impl Handshake {
-    pub fn client_proof(&self, key: &Key) -> [u8; 32] {
-        key.mac(
-            b"pihealth/1 client",
-            self.purpose,
-            &self.client_nonce,
-            &self.server_nonce,
-        )
-    }
-
-    pub fn server_proof(&self, key: &Key) -> [u8; 32] {
-        key.mac(
-            b"pihealth/1 server",
-            self.purpose,
-            &self.client_nonce,
-            &self.server_nonce,
-        )
-    }
-
-    /// Which of `keys` (current and, during a key change, previous) made
-    /// this client proof; compared in constant time.
-    pub fn check_client_proof<'k>(&self, keys: &'k [Key], proof: &[u8]) -> Option<&'k Key> {
-        keys.iter().find(|key| {
-            key.keyed(
-                b"pihealth/1 client",
-                self.purpose,
-                &self.client_nonce,
-                &self.server_nonce,
-            )
-            .verify_slice(proof)
-            .is_ok()
-        })
-    }
-
-    /// Whether the server proved `key`; compared in constant time.
-    pub fn check_server_proof(&self, key: &Key, proof: &[u8]) -> bool {
-        key.keyed(
-            b"pihealth/1 server",
-            self.purpose,
-            &self.client_nonce,
-            &self.server_nonce,
-        )
-        .verify_slice(proof)
-        .is_ok()
-    }
-
-    /// Session MAC states: (client→server, server→client).
-    pub fn session(&self, key: &Key) -> (FrameMac, FrameMac) {
-        let c2s = key.mac(
-            b"pihealth/1 c2s",
-            self.purpose,
-            &self.client_nonce,
-            &self.server_nonce,
-        );
-        let s2c = key.mac(
-            b"pihealth/1 s2c",
-            self.purpose,
-            &self.client_nonce,
-            &self.server_nonce,
-        );
-        (FrameMac::new(&c2s), FrameMac::new(&s2c))
-    }
+/// The client reads the server's answer: it opens only if the server holds
+/// the same host key.
+pub fn client_finish(
+    mut hs: snow::HandshakeState,
+    answer: &[u8],
+) -> Result<snow::TransportState, String> {
+    let mut payload = [0u8; 64];
+    hs.read_message(answer, &mut payload)
+        .map_err(|_| "the server failed to prove the key".to_string())?;
+    hs.into_transport_mode().map_err(noise_error)
 }
 
-/// MACs the frames of one direction of one connection, counting them.
-pub struct FrameMac {
-    keyed: HmacSha256,
-    seq: u64,
+/// Why a server refused a first frame.
+#[derive(Debug)]
+pub enum Refusal {
+    Hello(HelloError),
+    /// A hello for another port.
+    WrongPurpose(Purpose),
+    /// A host this server does not serve (revoked, or not this agent).
+    Host(String),
+    /// No key we hold for this host opens the Noise message.
+    WrongKey {
+        host: String,
+    },
 }
 
-impl FrameMac {
-    fn new(session_key: &[u8; 32]) -> FrameMac {
-        FrameMac {
-            keyed: HmacSha256::new_from_slice(session_key).expect("any key length"),
-            seq: 0,
+/// The server reads a first frame for `purpose`, tries each key the host
+/// may hold, and on success answers; `ephemeral` as in `client_start`.
+pub fn server_accept(
+    first: &[u8],
+    purpose: Purpose,
+    credentials: &Credentials,
+    ephemeral: Option<&[u8; 32]>,
+) -> Result<(String, Vec<u8>, snow::TransportState), Refusal> {
+    let hello = decode_hello(first).map_err(Refusal::Hello)?;
+    if hello.purpose != purpose {
+        return Err(Refusal::WrongPurpose(hello.purpose));
+    }
+    let keys = credentials.keys_for(&hello.host).map_err(Refusal::Host)?;
+    let mut payload = [0u8; 64];
+    for key in &keys {
+        let mut builder = noise_builder(key, hello.prologue);
+        if let Some(e) = ephemeral {
+            builder = builder.fixed_ephemeral_key_for_testing_only(e);
+        }
+        let Ok(mut hs) = builder.build_responder() else {
+            continue;
+        };
+        if hs.read_message(hello.noise, &mut payload).is_err() {
+            continue;
+        }
+        let mut answer = vec![0u8; NOISE_MSG_LEN];
+        let finished = hs.write_message(&[], &mut answer).and_then(|n| {
+            answer.truncate(n);
+            hs.into_transport_mode()
+        });
+        if let Ok(transport) = finished {
+            return Ok((hello.host, answer, transport));
         }
     }
-
-    /// The MAC to send after `payload` as the next frame.
-    pub fn seal(&mut self, payload: &[u8]) -> [u8; MAC_LEN] {
-        let mut mac = self.keyed.clone();
-        mac.update(&self.seq.to_be_bytes());
-        mac.update(payload);
-        self.seq += 1;
-        mac.finalize().into_bytes().into()
-    }
-
-    /// Like `seal` for a payload given in parts.
-    pub fn seal_parts(&mut self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
-        let mut mac = self.keyed.clone();
-        mac.update(&self.seq.to_be_bytes());
-        for part in parts {
-            mac.update(part);
-        }
-        self.seq += 1;
-        mac.finalize().into_bytes().into()
-    }
-
-    /// Check the next received frame (`payload || mac`) and return its payload.
-    pub fn open<'a>(&mut self, body: &'a [u8]) -> Result<&'a [u8], String> {
-        if body.len() < MAC_LEN {
-            return Err("frame too short for its MAC".into());
-        }
-        let (payload, tag) = body.split_at(body.len() - MAC_LEN);
-        let mut mac = self.keyed.clone();
-        mac.update(&self.seq.to_be_bytes());
-        mac.update(payload);
-        mac.verify_slice(tag).map_err(|_| {
-            format!(
-                "bad MAC on frame {} (altered, replayed or reordered)",
-                self.seq
-            )
-        })?;
-        self.seq += 1;
-        Ok(payload)
-    }
+    Err(Refusal::WrongKey { host: hello.host })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn handshake() -> Handshake {
-        Handshake {
-            purpose: Purpose::Control,
-            client_nonce: [1; 32],
-            server_nonce: [2; 32],
+    fn fleet() -> Credentials {
+        Credentials::Fleet {
+            keys: vec![Key::from_bytes([7; 32])],
+            revoked: vec!["gone".into()],
         }
     }
 
+    fn handshake(
+        client_key: &Key,
+        host: &str,
+        server: &Credentials,
+    ) -> Result<(snow::TransportState, snow::TransportState), String> {
+        let (first, hs) = client_start(Purpose::Control, host, client_key, None)?;
+        let (named, answer, server_side) =
+            server_accept(&first, Purpose::Control, server, None).map_err(|r| format!("{r:?}"))?;
+        assert_eq!(named, host);
+        Ok((client_finish(hs, &answer)?, server_side))
+    }
+
     #[test]
-    fn proofs_check_with_the_right_key_only() {
-        let (k1, k2) = (Key::from_bytes([7; 32]), Key::from_bytes([8; 32]));
-        let h = handshake();
-        let proof = h.client_proof(&k1);
-        assert!(h
-            .check_client_proof(std::slice::from_ref(&k1), &proof)
-            .is_some());
-        assert!(h
-            .check_client_proof(std::slice::from_ref(&k2), &proof)
-            .is_none());
-        // A key change: the server holds new and old keys.
-        assert!(h
-            .check_client_proof(&[k2.clone(), k1.clone()], &proof)
-            .is_some());
-        // Client and server proofs are not interchangeable (no reflection).
-        assert!(!h.check_server_proof(&k1, &proof));
-        assert!(h.check_server_proof(&k1, &h.server_proof(&k1)));
-        // Another purpose (port) gives another proof.
-        let other = Handshake {
-            purpose: Purpose::Data,
-            ..handshake()
+    fn a_host_key_authenticates_as_that_host_only() {
+        let fleet_key = Key::from_bytes([7; 32]);
+        let pi1 = fleet_key.for_host("pi1");
+        assert!(handshake(&pi1, "pi1", &fleet()).is_ok());
+        // pi1's key naming pi2: refused.
+        let err = handshake(&pi1, "pi2", &fleet()).unwrap_err();
+        assert!(err.contains("WrongKey"), "{err}");
+        // A revoked host: refused whatever it holds.
+        let err = handshake(&fleet_key.for_host("gone"), "gone", &fleet()).unwrap_err();
+        assert!(err.contains("revoked"), "{err}");
+        // An agent takes hellos for itself only, and only with its key.
+        let agent = Credentials::Host {
+            name: "pi1".into(),
+            keys: vec![pi1.clone()],
         };
-        assert!(other.check_client_proof(&[k1], &proof).is_none());
-    }
-
-    #[test]
-    fn frames_cannot_be_altered_replayed_or_reordered() {
-        let key = Key::from_bytes([9; 32]);
-        let (mut send, _) = handshake().session(&key);
-        let (mut recv, _) = handshake().session(&key);
-        let frames: Vec<Vec<u8>> = (0..3u8)
-            .map(|i| {
-                let mut f = vec![i; 5];
-                f.extend_from_slice(&send.seal(&[i; 5]));
-                f
-            })
-            .collect();
-        // Reordered: frame 1 before frame 0.
-        assert!(recv.open(&frames[1]).is_err());
-        assert_eq!(recv.open(&frames[0]).unwrap(), &[0; 5]);
-        // Replayed.
-        assert!(recv.open(&frames[0]).is_err());
-        // Altered.
-        let mut bad = frames[1].clone();
-        bad[0] ^= 1;
-        assert!(recv.open(&bad).is_err());
-        assert_eq!(recv.open(&frames[1]).unwrap(), &[1; 5]);
-        // Truncated below MAC length.
-        assert!(recv.open(&[0; 10]).is_err());
-        // Directions use different keys: a frame sent one way fails the other.
-        let (_, mut s2c) = handshake().session(&key);
-        assert!(s2c.open(&frames[2]).is_err());
-    }
-
-    #[test]
-    fn hello_and_challenge_parse_strictly() {
-        let hello = encode_hello(Purpose::Alarm, &[3; 32]);
-        assert_eq!(decode_hello(&hello).unwrap(), (Purpose::Alarm, [3; 32]));
-        assert!(decode_hello(b"GET / HTTP/1.1\r\n").is_err());
-        let mut wrong_version = hello.clone();
-        wrong_version[2] = 9;
-        assert!(decode_hello(&wrong_version)
+        assert!(handshake(&pi1, "pi1", &agent).is_ok());
+        let pi2 = fleet_key.for_host("pi2");
+        assert!(handshake(&pi2, "pi2", &agent).unwrap_err().contains("Host"));
+        assert!(handshake(&pi2, "pi1", &agent)
             .unwrap_err()
-            .contains("version"));
-        let mut wrong_purpose = hello;
-        wrong_purpose[3] = 77;
-        assert!(decode_hello(&wrong_purpose).is_err());
-        assert_eq!(
-            decode_challenge(&encode_challenge(&[5; 32])).unwrap(),
-            [5; 32]
-        );
-        assert!(decode_challenge(&[1, 2, 3]).is_err());
+            .contains("WrongKey"));
+        // The fleet key itself is not a host key.
+        assert!(handshake(&fleet_key, "pi1", &fleet()).is_err());
     }
 
     #[test]
-    fn key_hex_round_trip() {
+    fn a_server_without_the_key_is_refused_by_the_client() {
+        let key = Key::from_bytes([7; 32]).for_host("pi1");
+        let (first, hs) = client_start(Purpose::Data, "pi1", &key, None).unwrap();
+        let impostor = Credentials::Host {
+            name: "pi1".into(),
+            keys: vec![Key::from_bytes([1; 32])],
+        };
+        assert!(server_accept(&first, Purpose::Data, &impostor, None).is_err());
+        // An answer made for another handshake (a replay) does not open.
+        let (first2, _) = client_start(Purpose::Data, "pi1", &key, None).unwrap();
+        let honest = Credentials::Host {
+            name: "pi1".into(),
+            keys: vec![key],
+        };
+        let (_, answer2, _) = server_accept(&first2, Purpose::Data, &honest, None).unwrap();
+        assert!(client_finish(hs, &answer2).is_err());
+    }
+
+    #[test]
+    fn the_hello_is_bound_into_the_keys() {
+        let key = Key::from_bytes([7; 32]).for_host("pi1");
+        let agent = Credentials::Host {
+            name: "pi1".into(),
+            keys: vec![key.clone()],
+        };
+        let (first, _) = client_start(Purpose::Control, "pi1", &key, None).unwrap();
+        // The same Noise message behind another purpose byte: refused.
+        let mut other = first.clone();
+        other[3] = Purpose::Data as u8;
+        assert!(matches!(
+            server_accept(&other, Purpose::Data, &agent, None),
+            Err(Refusal::WrongKey { .. })
+        ));
+        assert!(matches!(
+            server_accept(&first, Purpose::Data, &agent, None),
+            Err(Refusal::WrongPurpose(Purpose::Control))
+        ));
+    }
+
+    #[test]
+    fn hello_parses_strictly() {
+        let hello = encode_hello(Purpose::Alarm, "pi7");
+        let parsed = decode_hello(&hello).unwrap();
+        assert_eq!(
+            (parsed.purpose, parsed.host.as_str()),
+            (Purpose::Alarm, "pi7")
+        );
+        assert!(parsed.noise.is_empty());
+        assert!(decode_hello(b"GET / HTTP/1.1\r\n").is_err());
+        assert!(decode_hello(b"P").is_err());
+        assert!(decode_hello(b"XH\x02\x01\x00").is_err());
+        assert!(decode_hello(b"PX\x02\x01\x00").is_err());
+        assert!(decode_hello(b"PH\x02\x01").is_err());
+        // Protocol 1's hello: a version error, said as such.
+        let mut v1 = b"PH\x01\x01".to_vec();
+        v1.extend_from_slice(&[0; 32]);
+        let err = decode_hello(&v1).unwrap_err();
+        assert_eq!(err, HelloError::Version(1));
+        assert!(err.to_string().contains("protocol 1"), "{err}");
+        let mut bad_purpose = encode_hello(Purpose::Alarm, "pi7");
+        bad_purpose[3] = 77;
+        assert!(decode_hello(&bad_purpose).is_err());
+        let mut short = encode_hello(Purpose::Alarm, "pi7");
+        short.pop();
+        assert!(decode_hello(&short).is_err());
+    }
+
+    #[test]
+    fn key_files_parse_and_round_trip() {
         let k = Key::generate().unwrap();
-        assert_eq!(Key::from_hex(&k.to_hex()).unwrap().0, k.0);
+        assert_eq!(Key::from_hex(&k.to_hex()).unwrap(), k);
         assert!(Key::from_hex("abc").is_err());
         assert!(Key::from_hex(&"zz".repeat(32)).is_err());
+        let host = k.for_host("pi1");
+        match KeyFile::parse(&host.host_file_text("pi1")).unwrap() {
+            KeyFile::Host { name, key } => assert_eq!((name.as_str(), key), ("pi1", host)),
+            other => panic!("{other:?}"),
+        }
+        assert!(KeyFile::parse("pihealth-host-key pi1").is_err());
+        assert!(KeyFile::parse(&format!("pihealth-host-key ../x {}", k.to_hex())).is_err());
+        assert!(matches!(
+            KeyFile::parse(&k.to_hex()).unwrap(),
+            KeyFile::Fleet(_)
+        ));
+        // Derivation depends on the name and the fleet key.
+        assert_ne!(k.for_host("pi1"), k.for_host("pi2"));
+        assert_ne!(k.for_host("pi1"), Key::generate().unwrap().for_host("pi1"));
     }
 }

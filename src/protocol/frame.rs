@@ -2,13 +2,13 @@
 //!
 //! This layer knows nothing of messages or keys; it only refuses lengths
 //! above the caller's maximum *before* allocating, so a hostile peer cannot
-//! make us reserve memory it never sends. TLS, later, wraps the stream
-//! under this layer; nothing above it changes.
+//! make us reserve memory it never sends. After the handshake each frame
+//! body is one Noise transport message (`conn`, docs/PROTOCOL.md §5).
 
 use std::io::{self, IoSlice, Read, Write};
 
-/// Largest frame body accepted after authentication (a 64 KiB data chunk
-/// plus message header and MAC fit easily).
+/// Largest message accepted after authentication, over all its fragments
+/// (`conn` reassembles a message from frames of at most 65,535 bytes).
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Largest frame accepted before authentication: handshake frames are tiny.
 pub const MAX_HANDSHAKE_FRAME: usize = 128;

@@ -17,6 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[cfg(test)]
+use super::auth::Credentials;
 use super::auth::{Key, Purpose};
 use super::conn::{is_wrong_key, Connection};
 use crate::net::TimedStream;
@@ -31,9 +33,43 @@ const MAX_PEERS: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct KeyMemory {
     accepted: Mutex<HashMap<IpAddr, usize>>,
+    /// The host name each agent known only by address gave (see
+    /// `Connection::ask_name`), so it is asked once, not on every dial.
+    names: Mutex<HashMap<SocketAddr, String>>,
 }
 
 impl KeyMemory {
+    /// The host name of the agent at `addr`: remembered, or asked.
+    pub fn name_of(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<String> {
+        if let Some(name) = self
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+        {
+            return Ok(name.clone());
+        }
+        let name = Connection::ask_name(addr, connect_timeout, io_timeout)?;
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.len() >= MAX_PEERS {
+            names.clear();
+        }
+        names.insert(addr, name.clone());
+        Ok(name)
+    }
+
+    /// Forget the name `addr` gave (its key did not open: another agent
+    /// may answer there now).
+    pub fn forget_name(&self, addr: SocketAddr) {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.remove(&addr);
+    }
+
     /// The index of the key `ip` accepted last; 0 (the primary key) when
     /// unknown.
     pub fn preferred(&self, ip: IpAddr) -> usize {
@@ -56,12 +92,20 @@ impl KeyMemory {
         addr: SocketAddr,
         keys: &[Key],
         purpose: Purpose,
+        host: &str,
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> io::Result<Connection<TimedStream>> {
         let first = self.preferred(addr.ip());
-        let (conn, used) =
-            Connection::dial_from(addr, keys, first, purpose, connect_timeout, io_timeout)?;
+        let (conn, used) = Connection::dial_from(
+            addr,
+            keys,
+            first,
+            purpose,
+            host,
+            connect_timeout,
+            io_timeout,
+        )?;
         if used != first {
             log::info!("{addr} now answers to key {} of {}", used + 1, keys.len());
             self.remember(addr.ip(), used);
@@ -103,6 +147,12 @@ impl RefusalLog {
     /// control connection" (formatted only when a line is logged: this is
     /// on every connection's path). Returns whether it warned.
     pub fn refused(&self, what: fmt::Arguments, peer: SocketAddr, e: &io::Error) -> bool {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<super::conn::NameGiven>())
+        {
+            log::debug!("{what} from {peer}: {e}");
+            return false;
+        }
         if !is_wrong_key(e) {
             log::warn!("{what} from {peer} refused: {e}");
             return true;
@@ -195,7 +245,11 @@ mod tests {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let stream = TimedStream::new(stream, Duration::from_secs(5), None);
-                match Connection::server(stream, &keys, Purpose::Control) {
+                let credentials = Credentials::Host {
+                    name: "pi1".into(),
+                    keys: keys.clone(),
+                };
+                match Connection::server(stream, &credentials, Purpose::Control) {
                     Ok(mut conn) => {
                         if let Ok(super::super::Message::Ping) = conn.recv() {
                             let _ = conn.send(&super::super::Message::Bye);
@@ -215,6 +269,7 @@ mod tests {
             addr,
             keys,
             Purpose::Control,
+            "pi1",
             Duration::from_secs(2),
             Duration::from_secs(2),
         )?;
@@ -254,7 +309,7 @@ mod tests {
         let other: SocketAddr = "10.0.0.8:40000".parse().unwrap();
         let wrong = io::Error::new(
             io::ErrorKind::PermissionDenied,
-            super::super::conn::ClientWrongKey,
+            super::super::conn::ClientWrongKey { host: "pi1".into() },
         );
         let what = || format_args!("test connection");
         assert!(log.refused(what(), peer, &wrong));

@@ -12,8 +12,9 @@ pub const MAX_NAME: usize = 128;
 pub const MAX_TEXT: usize = 4096;
 /// Most offers in one `Pending` answer; more follow in the next round.
 pub const MAX_OFFERS: usize = 256;
-/// Largest data chunk on a data connection.
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// Largest data chunk on a data connection: with its 5-byte header it fits
+/// one Noise frame (`conn::MAX_FRAGMENT`).
+pub const MAX_CHUNK: usize = 64 * 1024 - 64;
 pub const TOKEN_LEN: usize = 16;
 
 /// Where a piece of log lives on the agent.

@@ -93,8 +93,9 @@ fn a_burst_of_1000_alarms_runs_every_command_on_a_bounded_runner() {
     {
         let mut conn = Connection::dial(
             alarm_addr,
-            std::slice::from_ref(&key),
+            &[key.for_host("quiet")],
             Purpose::Alarm,
+            "quiet",
             Duration::from_secs(5),
             Duration::from_secs(30),
         )
@@ -143,10 +144,12 @@ fn a_burst_of_1000_alarms_runs_every_command_on_a_bounded_runner() {
         .map(|h| {
             let key = key.clone();
             thread::spawn(move || {
+                let host = format!("host{h}");
                 let mut conn = Connection::dial(
                     alarm_addr,
-                    &[key],
+                    &[key.for_host(&host)],
                     Purpose::Alarm,
+                    &host,
                     Duration::from_secs(5),
                     Duration::from_secs(30),
                 )

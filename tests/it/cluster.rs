@@ -477,14 +477,14 @@ fn trickling_clients_cannot_starve_a_real_pull() {
         !agent_counter_values(&c, 0).is_empty()
     });
 
-    // Three tricklers, each sending a well-formed hello and proof (wrong
-    // key) one byte every 200 ms: 76 bytes, 15 s per connection if nothing
+    // Three tricklers, each sending a well-formed hello and Noise message (wrong
+    // key) one byte every 200 ms: 61 bytes, 12 s per connection if nothing
     // cuts them off.
     let mut bytes = Vec::new();
-    let hello =
-        pihealth::protocol::auth::encode_hello(pihealth::protocol::Purpose::Control, &[1; 32]);
+    let mut hello =
+        pihealth::protocol::auth::encode_hello(pihealth::protocol::Purpose::Control, "pi-x");
+    hello.extend_from_slice(&[1; pihealth::protocol::auth::NOISE_MSG_LEN]);
     pihealth::protocol::frame::write_frame(&mut bytes, &[&hello]).unwrap();
-    pihealth::protocol::frame::write_frame(&mut bytes, &[&[0u8; 32]]).unwrap();
     let tricklers: Vec<_> = (0..3)
         .map(|_| {
             let bytes = bytes.clone();

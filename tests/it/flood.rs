@@ -55,8 +55,9 @@ fn trickle_bytes(port: u16) -> Vec<u8> {
         _ => return b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n".to_vec(),
     };
     let mut bytes = Vec::new();
-    write_frame(&mut bytes, &[&encode_hello(purpose, &[7; 32])]).unwrap();
-    write_frame(&mut bytes, &[&[0u8; 32]]).unwrap();
+    let mut hello = encode_hello(purpose, "pi-x");
+    hello.extend_from_slice(&[7; pihealth::protocol::auth::NOISE_MSG_LEN]);
+    write_frame(&mut bytes, &[&hello]).unwrap();
     bytes
 }
 
@@ -244,16 +245,18 @@ fn heartbeat_delay(c: &Cluster, name: &str, control: &str, source: Option<&str>)
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let answer = Connection::client(stream, &key, Purpose::Register).and_then(|mut conn| {
-        conn.send(&Message::Heartbeat {
-            name: name.into(),
-            control_ip: control.ip().to_string(),
-            control_port: control.port(),
-            time_ms: chrono::Utc::now().timestamp_millis(),
-            backlog: 0,
-        })?;
-        conn.recv()
-    });
+    let answer = Connection::client(stream, &key.for_host(name), Purpose::Register, name).and_then(
+        |mut conn| {
+            conn.send(&Message::Heartbeat {
+                name: name.into(),
+                control_ip: control.ip().to_string(),
+                control_port: control.port(),
+                time_ms: chrono::Utc::now().timestamp_millis(),
+                backlog: 0,
+            })?;
+            conn.recv()
+        },
+    );
     match answer {
         Ok(Message::Welcome { .. }) => started.elapsed(),
         other => panic!(

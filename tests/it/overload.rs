@@ -75,10 +75,10 @@ fn tricklers(
     stop: Arc<AtomicBool>,
 ) -> Vec<thread::JoinHandle<()>> {
     let mut bytes = Vec::new();
-    let hello =
-        pihealth::protocol::auth::encode_hello(pihealth::protocol::Purpose::Control, &[7; 32]);
+    let mut hello =
+        pihealth::protocol::auth::encode_hello(pihealth::protocol::Purpose::Control, "pi-x");
+    hello.extend_from_slice(&[7; pihealth::protocol::auth::NOISE_MSG_LEN]);
     pihealth::protocol::frame::write_frame(&mut bytes, &[&hello]).unwrap();
-    pihealth::protocol::frame::write_frame(&mut bytes, &[&[0u8; 32]]).unwrap();
     (0..count)
         .map(|_| {
             let (bytes, stop) = (bytes.clone(), stop.clone());
