@@ -8,8 +8,13 @@
 # this machine, and nothing else:
 #   - a private network namespace in which this machine also answers at
 #     10.0.0.1, the master's address in the README;
-#   - `ssh PI CMD` runs CMD here and `scp FILES PI:DIR` copies here: every
-#     Pi of the loop is this machine;
+#   - each Pi of the README's loop is a network namespace of its own
+#     (10.0.N.2, a route to 10.0.0.1) with its own host name (a UTS
+#     namespace) and its own /etc/pihealth, /var/lib/pihealth and /tmp
+#     (bind mounts); the rest (the installed package, the pihealth user)
+#     is this machine's, as if `apt install` had run on the Pi too.
+#     `ssh PI CMD` runs CMD on that Pi; `scp FILES PI:/tmp/` copies into
+#     its /tmp;
 #   - `systemctl enable --now UNIT` starts the unit's ExecStart as the unit
 #     would (its User, WorkingDirectory, UMask and Environment), once;
 #   - `sudo` runs its command (the test is root); `sudoedit` leaves the
@@ -18,9 +23,9 @@
 #   - the cross-compiling block is skipped (no arm toolchain here): the
 #     package built for this machine is also named as the Pis' one
 #     (pihealth_*_arm64.deb) once the master is installed.
-# Then it checks that the agent registered, a pull landed and `pihealth
-# status` shows the host up, stops both daemons with SIGTERM (exit 0) and
-# purges the package.
+# Then it checks that every Pi holds its own key (not the fleet key), that
+# a pull of each landed and `pihealth status` shows each up, stops every
+# daemon with SIGTERM and purges the package.
 #
 # Run as root on a Debian machine with cargo-deb (.ci/run installs it).
 # Prints SKIPPED and exits 0 (1 with CI=true) when it cannot run: not root, no dpkg or
@@ -52,7 +57,8 @@ fi
 ip link set lo up
 ip addr add 10.0.0.1/32 dev lo
 
-work=$(mktemp -d)
+# Not under /tmp: each Pi has a /tmp of its own.
+work=$(mktemp -d /var/tmp/pihealth-readme.XXXXXX)
 shims=$work/bin
 home=$work/operator
 mkdir -p "$shims" "$home" "$work/units"
@@ -63,6 +69,9 @@ cleanup() {
         [[ -e $pidfile ]] && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
     done
     sleep 1
+    for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
+        ip netns delete "$ns" 2>/dev/null || true
+    done
     if ((status != 0)); then
         for log in "$work"/units/*.log; do
             [[ -e $log ]] || continue
@@ -89,22 +98,29 @@ echo "(sudoedit $*: left as shipped, agents register themselves)"
 EOF
 cat >"$shims/ssh" <<'EOF'
 #!/bin/sh
-# ssh HOST CMD...: every Pi is this machine.
+# ssh PI CMD...: CMD on Pi PI, in its namespaces, with its directories.
+pi=$1
 shift
-exec sh -c "$*"
+exec ip netns exec "$pi" unshare --mount --uts --propagation private sh -c '
+    hostname "$1" &&
+    mount --bind "$2/etc" /etc/pihealth &&
+    mount --bind "$2/var" /var/lib/pihealth &&
+    mount --bind "$2/tmp" /tmp &&
+    shift 2 && exec sh -c "$*"' ssh "$pi" "$PIS/$pi" "$@"
 EOF
 cat >"$shims/scp" <<'EOF'
 #!/bin/sh
-# scp FILES... HOST:DIR: copies here.
+# scp FILES... PI:/tmp/: into that Pi's /tmp.
 last=$(eval echo "\${$#}")
-dir=${last#*:}
+pi=${last%%:*}
 n=$#
 i=1
 for f in "$@"; do
-    [ "$i" -lt "$n" ] && cp "$f" "$dir"
+    [ "$i" -lt "$n" ] && cp "$f" "$PIS/$pi/tmp/"
     i=$((i + 1))
 done
 EOF
+export PIS=$work/pis
 cat >"$shims/systemctl" <<EOF
 #!/bin/bash
 # systemctl enable --now UNIT: start the unit as systemd would, once.
@@ -112,7 +128,7 @@ set -euo pipefail
 [[ \$# -eq 3 && \$1 == enable && \$2 == --now ]] || { echo "systemctl shim: \$*" >&2; exit 1; }
 unit=\${3%.service}
 file=/lib/systemd/system/\$unit.service
-pidfile=$work/units/\$unit.pid
+pidfile=$work/units/\$(hostname)-\$unit.pid
 if [[ -e \$pidfile ]] && kill -0 "\$(cat "\$pidfile")" 2>/dev/null; then
     exit 0
 fi
@@ -122,7 +138,7 @@ umask_value=\$(key UMask); environment=\$(key Environment)
 mkdir -p "\$dir"
 # shellcheck disable=SC2046 # ExecStart is words without quoting
 (cd "\$dir" && umask "\$umask_value" && exec setsid setpriv --reuid="\$user" --regid="\$group" \
-    --init-groups env \$environment \$(key ExecStart)) >"$work/units/\$unit.log" 2>&1 </dev/null &
+    --init-groups env \$environment \$(key ExecStart)) >"$work/units/\$(hostname)-\$unit.log" 2>&1 </dev/null &
 echo \$! >"\$pidfile"
 EOF
 chmod +x "$shims"/*
@@ -163,41 +179,69 @@ step "block 3: the master, in the operator's directory holding only the package"
 (cd "$home" && bash -euo pipefail "$work/block-3.sh" </dev/null)
 [[ -e /etc/pihealth/pihealth.key ]] || { echo "no key after the master block" >&2; exit 1; }
 
-step "block 4: the agents (every Pi is this machine)"
+step "block 4: the agents, each Pi a namespace of its own"
+pis=$(sed -n 's/^for pi in \(.*\); do$/\1/p' "$work/block-4.sh")
+[[ -n $pis ]] || { echo "no 'for pi in ...; do' loop in block 4" >&2; exit 1; }
+n=0
+for pi in $pis; do
+    n=$((n + 1))
+    ip netns add "$pi"
+    ip link add "v-$pi" type veth peer name eth0 netns "$pi"
+    ip link set "v-$pi" up
+    ip route add "10.0.$n.2/32" dev "v-$pi"
+    ip -n "$pi" link set lo up
+    ip -n "$pi" link set eth0 up
+    ip -n "$pi" addr add "10.0.$n.2/32" dev eth0
+    ip -n "$pi" route add 10.0.0.1/32 dev eth0
+    mkdir -p "$PIS/$pi"/{etc,var,tmp}
+    chmod 1777 "$PIS/$pi/tmp"
+    # What the package's postinst makes on a Pi.
+    for d in etc:/etc/pihealth var:/var/lib/pihealth; do
+        chown --reference="${d#*:}" "$PIS/$pi/${d%%:*}"
+        chmod --reference="${d#*:}" "$PIS/$pi/${d%%:*}"
+    done
+done
 # The Pis' package: the one built here, under the name the loop copies.
 arm_name=$(basename "$deb" | sed 's/_[^_]*\.deb$/_arm64.deb/')
 [[ -e $home/$arm_name ]] || mv "$home/$(basename "$deb")" "$home/$arm_name"
 (cd "$home" && bash -euo pipefail "$work/block-4.sh" </dev/null)
-
-step "the fleet works"
-host=$(hostname)
-landed=/var/lib/pihealth/log/$host/cpu.log
-for _ in $(seq 1 180); do
-    [[ -s $landed ]] && break
-    sleep 0.5
+for pi in $pis; do
+    [[ -s $PIS/$pi/etc/pihealth.key ]] || { echo "$pi has no key" >&2; exit 1; }
+    if cmp -s "$PIS/$pi/etc/pihealth.key" /etc/pihealth/pihealth.key; then
+        echo "$pi holds the fleet key, not its own" >&2
+        exit 1
+    fi
 done
-[[ -s $landed ]] || { echo "no pull landed in $landed within 90 s" >&2; exit 1; }
-echo "pulled: $(wc -l <"$landed") cpu line(s) into $landed"
-grep -q "registered" /var/lib/pihealth/log/.master/events.log || {
-    echo "the agent did not register (events.log):" >&2
-    cat /var/lib/pihealth/log/.master/events.log >&2
-    exit 1
-}
+
+step "the fleet works: every Pi pulled and up"
+for pi in $pis; do
+    landed=/var/lib/pihealth/log/$pi/cpu.log
+    for _ in $(seq 1 180); do
+        [[ -s $landed ]] && break
+        sleep 0.5
+    done
+    [[ -s $landed ]] || { echo "no pull landed in $landed within 90 s" >&2; exit 1; }
+    echo "pulled: $(wc -l <"$landed") cpu line(s) into $landed"
+done
 # The registry reaches disk within a second or so of a change.
+all_up() {
+    local pi
+    for pi in $pis; do
+        grep -qE "^$pi +[^ ]+ +up" <<<"$status" || return 1
+    done
+}
 for _ in $(seq 1 40); do
     status=$(cd /var/lib/pihealth && pihealth status -c /etc/pihealth/master.yaml)
-    grep -qE "^$host +[^ ]+ +up" <<<"$status" && break
+    all_up && break
     sleep 0.5
 done
 echo "$status"
-grep -qE "^$host +[^ ]+ +up" <<<"$status" || {
-    echo "pihealth status does not show $host up" >&2
-    exit 1
-}
+all_up || { echo "pihealth status does not show every Pi up" >&2; exit 1; }
 
-step "stop (SIGTERM, as systemd does): both exit 0"
-for unit in pihealth-master pihealth-agent; do
-    pid=$(cat "$work/units/$unit.pid")
+step "stop (SIGTERM, as systemd does): every daemon stops, none logged an error"
+for pidfile in "$work"/units/*.pid; do
+    unit=$(basename "$pidfile" .pid)
+    pid=$(cat "$pidfile")
     kill -TERM "$pid"
     for _ in $(seq 1 60); do
         kill -0 "$pid" 2>/dev/null || break
@@ -207,7 +251,7 @@ for unit in pihealth-master pihealth-agent; do
         echo "$unit did not stop within 15 s" >&2
         exit 1
     fi
-    rm "$work/units/$unit.pid"
+    rm "$pidfile"
     if grep -qE "panicked| ERROR " "$work/units/$unit.log"; then
         echo "$unit logged an error:" >&2
         grep -E "panicked| ERROR " "$work/units/$unit.log" >&2
