@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use pihealth::config::{AgentConfig, MasterConfig};
+use pihealth::config::MasterConfig;
 use pihealth::level::Level;
 
 type Time = chrono::DateTime<chrono::FixedOffset>;
@@ -214,16 +214,7 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
             check_keys(&cfg.key_file, &cfg.previous_key_files)?;
             done(pihealth::master::run(&cfg, &config, stop_on_signals()?))
         }
-        Command::Agent { config } => {
-            let cfg = AgentConfig::load(&config).map_err(config_error)?;
-            pihealth::protocol::Key::load_host_ring(
-                &cfg.key_file,
-                &cfg.previous_key_files,
-                &cfg.agent_name(),
-            )
-            .map_err(config_error)?;
-            done(pihealth::agent::run(&cfg, &config, stop_on_signals()?))
-        }
+        Command::Agent { config } => Ok(pihealth::agent::daemon::main("pihealth", &config)),
         Command::Pull { config, hosts } => {
             let cfg = master_config(&config)?;
             check_keys(&cfg.key_file, &cfg.previous_key_files)?;

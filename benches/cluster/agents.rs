@@ -14,6 +14,12 @@ use std::time::Duration;
 use super::procs::{self, Proc};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pihealth");
+/// The agent as its unit runs it: the lean binary.
+pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_pihealth-agent");
+/// How an agent is started: the lean binary (as the unit does), or the
+/// full tool's `pihealth agent` (the same daemon in a bigger binary).
+pub const LEAN_AGENT: &[&str] = &[AGENT_BIN];
+pub const FULL_AGENT: &[&str] = &[BIN, "agent"];
 
 /// The masters' address (daemons on different ports per phase).
 pub const MASTER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 50, 1);
@@ -76,12 +82,18 @@ impl AgentSpec<'_> {
 
     /// Write the config and start the process, without waiting for it.
     pub fn spawn(&self) -> Result<Proc, String> {
+        self.spawn_as(LEAN_AGENT)
+    }
+
+    /// `spawn` with the program (and its first arguments) given.
+    pub fn spawn_as(&self, program: &[&str]) -> Result<Proc, String> {
         fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let config = self.dir.join("agent.yaml");
         fs::write(&config, self.yaml()).map_err(|e| format!("{}: {e}", config.display()))?;
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(program[0]);
         command
-            .args(["agent", "-c", "agent.yaml"])
+            .args(&program[1..])
+            .args(["-c", "agent.yaml"])
             .current_dir(&self.dir)
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
@@ -92,7 +104,12 @@ impl AgentSpec<'_> {
 
     /// Start the agent and wait until its control port listens.
     pub fn start(&self) -> Result<Proc, String> {
-        let mut agent = self.spawn()?;
+        self.start_as(LEAN_AGENT)
+    }
+
+    /// `start` with the program given (see `spawn_as`).
+    pub fn start_as(&self, program: &[&str]) -> Result<Proc, String> {
+        let mut agent = self.spawn_as(program)?;
         wait_agent(&mut agent, self.ip, Duration::from_secs(30))?;
         Ok(agent)
     }

@@ -7,6 +7,7 @@
 pub mod alarms;
 pub mod builtin;
 pub mod collector;
+pub mod daemon;
 pub mod logstore;
 pub mod lost;
 pub mod server;
