@@ -382,7 +382,10 @@ impl LogStore {
             log.file = Some(file);
         }
         let file = log.file.as_mut().expect("opened above");
-        if let Err(e) = file.write_all(record).and_then(|_| file.sync_data()) {
+        if let Err(e) = file
+            .write_all(record)
+            .and_then(|_| storage::fdatasync(file))
+        {
             // Leave no partial record behind (disk full, I/O error).
             let _ = file.set_len(log.len);
             return Err(e);
@@ -833,7 +836,7 @@ fn drop_prefix(path: &Path, cut: u64) -> io::Result<()> {
     let tmp = storage::temp_path(path);
     let mut out = File::create(&tmp)?;
     io::copy(&mut source, &mut out)?;
-    out.sync_all()?;
+    storage::fsync(&out)?;
     fs::rename(&tmp, path)?;
     storage::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -884,7 +887,7 @@ pub fn write_gzip_atomic(
         crate::failpoint::hit("logstore.mid_gzip");
     }
     let file = encoder.finish()?;
-    file.sync_all()?;
+    storage::fsync(&file)?;
     let size = file.metadata()?.len();
     fs::rename(&tmp, path)?;
     storage::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
