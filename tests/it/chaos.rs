@@ -30,7 +30,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-const MASTER_FAILPOINTS: &str = "pull.after_store=0.02,pull.after_commit=0.02,archive.mid_seal=0.05,\
+const MASTER_FAILPOINTS: &str =
+    "pull.after_store=0.02,pull.after_commit=0.02,archive.mid_seal=0.05,\
      archive.mid_replay=0.05,archive.mid_checkpoint=0.05";
 const AGENT_FAILPOINTS: &str =
     "server.mid_send=0.01,logstore.mid_gzip=0.05,logstore.mid_rotate=0.05,logstore.mid_release=0.02";
