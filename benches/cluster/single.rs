@@ -113,7 +113,7 @@ fn latency_run(b: &Bench, name: &str, last: u8, root: &Path) -> Result<Latency, 
     })
 }
 
-/// The agent's flushes during `COUNTED_PULLS` pulls, from `strace -f -y`
+/// The agent's flushes during `COUNTED_PULLS` pulls, from `strace -y`
 /// attached to it (None without strace or ptrace): per pull, those not on
 /// a `log/TYPE.log` (a collector's append), and those on one.
 fn count_agent_syncs(
@@ -293,7 +293,7 @@ pub fn pull_latency(b: &Bench, report: &mut Report) -> Result<(), String> {
          emptied by a pull, from 64 KiB, makes its next append fsync the directory and the state \
          first) and the noise of 120 script starts a second. fsyncs: the master's from its own \
          counter over the timed pulls (checkpoints included: one every ~100 pulls, when the host \
-         journal compacts), the agent's from `strace -f -y` over {COUNTED_PULLS} more pulls."
+         journal compacts), the agent's from `strace -y` on each of its threads over {COUNTED_PULLS} more pulls."
     ));
     Ok(())
 }
