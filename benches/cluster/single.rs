@@ -123,20 +123,27 @@ fn count_agent_syncs(
     control: SocketAddr,
 ) -> Result<Option<(f64, f64)>, String> {
     let out = b.dir.join(format!("strace-{pid}.txt"));
-    let Ok(mut strace) = std::process::Command::new("strace")
+    // Every thread by its id, not `-f`: following the collectors' forks
+    // (20 a second here) stalled strace and the agent with it.
+    let threads: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut command = std::process::Command::new("strace");
+    command
         .args([
-            "-f",
             "-qq",
             "-y",
             "-e",
             "trace=fsync,fdatasync,syncfs,sync_file_range",
         ])
         .arg("-o")
-        .arg(&out)
-        .args(["-p", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    else {
+        .arg(&out);
+    for t in &threads {
+        command.args(["-p", t]);
+    }
+    let Ok(mut strace) = command.stderr(std::process::Stdio::null()).spawn() else {
         return Ok(None);
     };
     // strace attaches to every thread before it starts reporting.
