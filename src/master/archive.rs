@@ -3,8 +3,10 @@
 //!
 //! For each type the master keeps (in `log/HOST/.pihealth-state`, a journal
 //! of snapshots: `crate::journal`) the agent stream's `epoch` and
-//! `committed` offset: every byte below it is stored and fsynced. A piece is stored only beyond `committed`, so a
-//! piece sent twice (lost ack, agent restart) is stored once.
+//! `committed` offset: every byte below it is stored and durable (fsynced
+//! in its file, or held in the journal: below). A piece is stored only
+//! beyond `committed`, so a piece sent twice (lost ack, agent restart) is
+//! stored once.
 //!
 //! Crash safety, step by step (acks go out only after `commit`):
 //! - current piece, small (the usual delta: at most [`WAL_PIECE_MAX`]
@@ -22,9 +24,10 @@
 //!   the checkpoint. It is needed when the machine rebooted since the
 //!   pieces were written (the boot id in the state differs: the page cache,
 //!   which held the writes, may be gone) or when `TYPE.log` is shorter than
-//!   the state says (the process died between the journal's fdatasync and
-//!   the write, or a write was cut). After a crash of the process alone the
-//!   kernel still holds every write made, so nothing needs replaying.
+//!   the state says (a write lost on its way to the disk, or the file
+//!   changed by hand). The write into `TYPE.log` comes before the commit,
+//!   so after a crash of the process alone the kernel still holds every
+//!   committed byte, and nothing needs replaying.
 //!   Checkpoint (before the journal compacts, so no record still needed is
 //!   dropped): fdatasync every log with unsynced bytes, then the record
 //!   with no `unsynced_from`. A failed checkpoint fsync leaves the records
@@ -51,6 +54,20 @@
 //!
 //! One writer per host: `log/HOST/.lock` is held with `flock` for as long
 //! as this value lives, by the daemon or by `pihealth pull` alike.
+//!
+//! Why the write-ahead pieces live in each host's journal rather than in
+//! one master-wide log with group commit across the hosts of a cycle: the
+//! unit of locking and of recovery is the host (`pihealth pull` and the
+//! daemon may pull different hosts at once, from two processes), and a
+//! shared log would need its own cross-process locking and would tie every
+//! host's recovery to one file all of them write. Per host, a cycle of N
+//! agents costs N fdatasyncs (7 N before: one per piece and the state),
+//! independent of each other; the `workers` pulls in flight issue theirs
+//! concurrently, and the file system's journal commits often serve several
+//! at once (ext4 batches concurrent fsyncs into one commit), which is the
+//! group commit without a shared file. A pull's acknowledgement waits only
+//! for its own host's record, whether its pieces came over one data
+//! connection or several.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
