@@ -120,7 +120,7 @@ impl Journal {
     }
 
     /// Bytes in the file now.
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.len
     }
 

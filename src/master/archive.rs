@@ -942,7 +942,7 @@ impl HostArchive {
 
     #[cfg(test)]
     fn journal_len(&self) -> u64 {
-        self.journal.len()
+        self.journal.bytes()
     }
 }
 
