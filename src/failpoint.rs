@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Every point a test may name; an unknown name in the variable is an error.
-pub const POINTS: [&str; 10] = [
+pub const POINTS: [&str; 12] = [
     "pull.after_store",
     "pull.after_commit",
     "archive.mid_seal",
+    "archive.mid_checkpoint",
+    "archive.mid_replay",
     "logstore.mid_gzip",
     "logstore.mid_rotate",
     "logstore.mid_release",

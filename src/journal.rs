@@ -16,11 +16,22 @@
 //!   is not (a record torn by a crash or power loss can only be the last:
 //!   an fdatasync makes every earlier byte durable too). `open` cuts such a
 //!   tail off, so the next record follows an intact one;
-//! - past [`COMPACT_AT`] bytes the file is replaced atomically by one with
-//!   the latest record only (temp file, fsync, rename, directory fsync).
+//! - past the journal's compaction size ([`COMPACT_AT`] unless set with
+//!   [`Journal::set_compact_at`]) the file is replaced atomically by one
+//!   with the latest record only (temp file, fsync, rename, directory
+//!   fsync). A caller whose records must outlive the next one (the master's
+//!   write-ahead pieces, `crate::master::archive`) asks [`Journal::would_compact`]
+//!   first.
+//!
+//! Reading the latest state reads the file from its end: a record is one
+//! line (compact JSON escapes every newline), so the last line, if its
+//! checksum holds, is the latest intact record, and nothing before it
+//! needs reading. Only a torn or damaged tail (after a crash) makes the
+//! reader scan the file from the start. The master opens a host's journal
+//! at every pull, so its cost does not grow with the journal.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -29,53 +40,49 @@ use sha2::{Digest, Sha256};
 
 use crate::storage;
 
-/// Size past which the journal is rewritten with its latest record only.
+/// Default size past which the journal is rewritten with its latest record only.
 pub const COMPACT_AT: u64 = 64 * 1024;
 /// Hex digits of the checksum kept per record.
 const SUM_LEN: usize = 16;
+/// First read from the end of the file when looking for the last record.
+const TAIL_READ: u64 = 8 * 1024;
 
 pub struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
+    compact_at: u64,
 }
 
 impl Journal {
     /// Open (or create) the journal at `path` and return its latest intact
     /// state, if any. A torn tail is cut off.
     pub fn open<T: DeserializeOwned>(path: &Path) -> io::Result<(Journal, Option<T>)> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(storage::with_path(e, path)),
-        };
-        let (latest, intact) = last_record(&bytes);
-        let value = match latest {
-            Some(json) => Some(serde_json::from_slice(json).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?),
-            None => None,
-        };
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|e| storage::with_path(e, path))?;
-        if intact < bytes.len() {
+        let (latest, intact, total) =
+            latest_record(&file).map_err(|e| storage::with_path(e, path))?;
+        let value = match latest {
+            Some(json) => Some(parse(&json, path)?),
+            None => None,
+        };
+        if intact < total {
             log::warn!(
                 "{}: cutting a torn record of {} bytes",
                 path.display(),
-                bytes.len() - intact
+                total - intact
             );
-            file.set_len(intact as u64)?;
+            file.set_len(intact)?;
         }
         let journal = Journal {
             path: path.to_path_buf(),
             file,
-            len: intact as u64,
+            len: intact,
+            compact_at: COMPACT_AT,
         };
         Ok((journal, value))
     }
@@ -83,19 +90,49 @@ impl Journal {
     /// The latest intact state of the journal at `path`, without opening
     /// it for writing.
     pub fn read<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
-        match fs::read(path) {
-            Ok(bytes) => match last_record(&bytes).0 {
-                Some(json) => serde_json::from_slice(json).map(Some).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                }),
-                None => Ok(None),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(storage::with_path(e, path)),
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(storage::with_path(e, path)),
+        };
+        match latest_record(&file)
+            .map_err(|e| storage::with_path(e, path))?
+            .0
+        {
+            Some(json) => parse(&json, path).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// Every intact record of the journal at `path`, oldest first (for a
+    /// replay after a crash; the file is read whole).
+    pub fn read_all<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(storage::with_path(e, path)),
+        };
+        let mut out = Vec::new();
+        for json in intact_records(&bytes).0 {
+            out.push(parse(json, path)?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes in the file now.
+    pub fn bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Compact past `bytes` instead of [`COMPACT_AT`].
+    pub fn set_compact_at(&mut self, bytes: u64) {
+        self.compact_at = bytes;
+    }
+
+    /// Whether writing `value` now would compact the journal, dropping
+    /// every record before it.
+    pub fn would_compact<T: Serialize>(&self, value: &T) -> io::Result<bool> {
+        Ok(self.len + encode(value)?.len() as u64 > self.compact_at)
     }
 
     /// Record `value` as the new state; with `durable`, it survives power
@@ -103,12 +140,12 @@ impl Journal {
     /// last state written before.
     pub fn write<T: Serialize>(&mut self, value: &T, durable: bool) -> io::Result<()> {
         let record = encode(value)?;
-        if self.len + record.len() as u64 > COMPACT_AT {
+        if self.len + record.len() as u64 > self.compact_at {
             return self.compact(&record);
         }
         let result = self.file.write_all(&record).and_then(|()| {
             if durable {
-                self.file.sync_data()
+                storage::fdatasync(&self.file)
             } else {
                 Ok(())
             }
@@ -130,12 +167,75 @@ impl Journal {
     fn compact(&mut self, record: &[u8]) -> io::Result<()> {
         storage::write_atomic(&self.path, record, true)?;
         self.file = OpenOptions::new()
+            .read(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| storage::with_path(e, &self.path))?;
         self.len = record.len() as u64;
         Ok(())
     }
+}
+
+fn parse<T: DeserializeOwned>(json: &[u8], path: &Path) -> io::Result<T> {
+    serde_json::from_slice(json).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// The JSON of the latest intact record of `file`, the length of the
+/// intact prefix and the file's length. Reads from the end (module doc);
+/// scans the whole file only when the last line is not an intact record.
+fn latest_record(file: &File) -> io::Result<(Option<Vec<u8>>, u64, u64)> {
+    let total = file.metadata()?.len();
+    if total == 0 {
+        return Ok((None, 0, 0));
+    }
+    let mut want = TAIL_READ.min(total);
+    loop {
+        let tail = read_at(file, total - want, want)?;
+        if tail.last() != Some(&b'\n') {
+            break;
+        }
+        let body = &tail[..tail.len() - 1];
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(nl) => {
+                if let Some(json) = check_line(&body[nl + 1..]) {
+                    return Ok((Some(json.to_vec()), total, total));
+                }
+                break;
+            }
+            // The whole file is one line.
+            None if want == total => {
+                if let Some(json) = check_line(body) {
+                    return Ok((Some(json.to_vec()), total, total));
+                }
+                break;
+            }
+            None => want = (want * 4).min(total),
+        }
+    }
+    // A torn or damaged tail: find the last intact record from the start.
+    let bytes = read_at(file, 0, total)?;
+    let (records, intact) = intact_records(&bytes);
+    Ok((records.last().map(|j| j.to_vec()), intact as u64, total))
+}
+
+fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The JSON of one line (without its newline) if its checksum holds.
+fn check_line(line: &[u8]) -> Option<&[u8]> {
+    let tab = line.iter().rposition(|&b| b == b'\t')?;
+    let (json, sum) = (&line[..tab], &line[tab + 1..]);
+    (sum == checksum(json).as_bytes()).then_some(json)
 }
 
 /// `value` as one journal line.
@@ -156,24 +256,25 @@ fn checksum(json: &[u8]) -> String {
         .collect()
 }
 
-/// The JSON of the last intact record, and the length of the intact
-/// prefix (where the first bad or incomplete record starts).
-fn last_record(bytes: &[u8]) -> (Option<&[u8]>, usize) {
-    let mut latest = None;
+/// The JSON of every intact record, oldest first, and the length of the
+/// intact prefix: up to the end of the last intact record. A damaged line
+/// between intact ones (a page lost by a power loss while later ones were
+/// written back) is passed over: every line is one whole snapshot written
+/// by us (agent data in a record is escaped JSON, never a raw newline), so
+/// any intact line is a state that was really written, and the last one
+/// is the newest.
+fn intact_records(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let mut records = Vec::new();
     let mut at = 0;
+    let mut intact = 0;
     while let Some(end) = bytes[at..].iter().position(|&b| b == b'\n') {
-        let line = &bytes[at..at + end];
-        let Some(tab) = line.iter().rposition(|&b| b == b'\t') else {
-            break;
-        };
-        let (json, sum) = (&line[..tab], &line[tab + 1..]);
-        if sum != checksum(json).as_bytes() {
-            break;
+        if let Some(json) = check_line(&bytes[at..at + end]) {
+            records.push(json);
+            intact = at + end + 1;
         }
-        latest = Some(json);
         at += end + 1;
     }
-    (latest, at)
+    (records, intact)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,10 +41,48 @@ pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// fsync and fdatasync calls made through [`fdatasync`], [`fsync`] and
+/// [`sync_dir`] since the process started: the storage paths of agent and
+/// master count their flushes here, so a bench or a test can say exactly
+/// how many a pull costs.
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The same, made by this thread (tests running side by side).
+    static THREAD_SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many flushes this process has asked of the disk so far (see `SYNCS`).
+pub fn syncs() -> u64 {
+    SYNCS.load(Ordering::Relaxed)
+}
+
+/// How many of them this thread made.
+pub fn thread_syncs() -> u64 {
+    THREAD_SYNCS.with(|n| n.get())
+}
+
+fn count_sync() {
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+    THREAD_SYNCS.with(|n| n.set(n.get() + 1));
+}
+
+/// `fdatasync(2)`, counted.
+pub fn fdatasync(file: &File) -> io::Result<()> {
+    count_sync();
+    file.sync_data()
+}
+
+/// `fsync(2)`, counted.
+pub fn fsync(file: &File) -> io::Result<()> {
+    count_sync();
+    file.sync_all()
+}
+
 /// Make renames and creations in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
+        .and_then(|d| fsync(&d))
         .map_err(|e| with_path(e, dir))
 }
 
@@ -72,7 +111,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
     let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
     file.write_all(bytes)?;
     if durable {
-        file.sync_all()?;
+        fsync(&file)?;
     }
     fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
     if durable {
@@ -90,7 +129,7 @@ pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .open(path)
         .map_err(|e| with_path(e, path))?;
     file.write_all(bytes)?;
-    file.sync_data()
+    fdatasync(&file)
 }
 
 /// Cut a line-oriented file back to its last newline: a line torn by a
@@ -111,7 +150,7 @@ pub fn cut_torn_line(path: &Path) -> io::Result<()> {
             text.len() - keep
         );
         file.set_len(keep as u64)?;
-        file.sync_data()?;
+        fdatasync(&file)?;
     }
     Ok(())
 }

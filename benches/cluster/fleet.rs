@@ -374,6 +374,9 @@ struct Measured {
     fleet_rss: u64,
     /// Agents and master on disk.
     disk: Cycles,
+    /// fsync + fdatasync calls of one more (untimed) cycle on disk, under
+    /// `strace -f -c`; None without strace.
+    disk_syncs: Option<u64>,
     daemon: Option<(u64, Duration)>,
     /// Agents on disk, master on tmpfs.
     master_tmpfs: Option<Cycles>,
@@ -404,6 +407,12 @@ fn measure(b: &Bench, n: usize) -> Result<Measured, String> {
     let disk = run_cycles(&master, &fleet, b, interval)?;
     // After a too slow cycle, nothing more: the machine cannot carry it.
     let more = !disk.warm_only;
+    let disk_syncs = if more {
+        thread::sleep(interval);
+        count_cycle_syncs(&master)
+    } else {
+        None
+    };
     let daemon = if more && !b.settings.skips("daemon") {
         Some(daemon_rss(&master, n)?)
     } else {
@@ -439,10 +448,46 @@ fn measure(b: &Bench, n: usize) -> Result<Measured, String> {
         load_before,
         fleet_rss,
         disk,
+        disk_syncs,
         daemon,
         master_tmpfs,
         all_tmpfs,
     })
+}
+
+/// The flushes of one `pihealth pull` cycle in `master_dir`, counted by
+/// `strace -f -c` (slowed by it, so not timed).
+fn count_cycle_syncs(master_dir: &Path) -> Option<u64> {
+    let out = master_dir.join("strace-cycle.txt");
+    let status = Command::new("strace")
+        .args([
+            "-f",
+            "-c",
+            "-e",
+            "trace=fsync,fdatasync,syncfs,sync_file_range",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .arg(BIN)
+        .args(["pull", "-c", "master.yaml"])
+        .current_dir(master_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    // Killed by a signal: no summary to read.
+    status.code()?;
+    // `% time seconds usecs/call calls errors syscall` rows; sum the calls.
+    let text = fs::read_to_string(&out).ok()?;
+    let calls = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with("sync") || l.contains("sync_file_range"))
+        .filter(|l| !l.contains("total"))
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum();
+    Some(calls)
 }
 
 /// Everything for one fleet size; rows go into `report`.
@@ -536,6 +581,18 @@ fn cycle_rows(b: &Bench, m: &Measured, report: &mut Report) {
             conns / wall.max(1e-9)
         ),
     ));
+    if let Some(syncs) = m.disk_syncs {
+        report.row(
+            Row::new(
+                format!("N = {n}: master fsyncs per cycle (fsync + fdatasync, strace -f -c)"),
+                format!("{syncs} ({:.2} per agent)", syncs as f64 / n as f64),
+            )
+            .baseline(format!(
+                "before issue 18: {} (6 pieces + the state per agent)",
+                7 * n
+            )),
+        );
+    }
     report.row(cpu_row(n, "agents and master on disk", cycles));
     if let Some(c) = &m.all_tmpfs {
         report.row(cpu_row(n, "agents and master on tmpfs", c));

@@ -26,13 +26,20 @@
 //!   if still there, and `base` moves on. Nothing is lost or doubled.
 //! - release (`release_all`, once per acknowledgement): an acknowledged
 //!   archive is deleted; an acknowledged current range moves `acked`
-//!   (state renamed into place, not fsynced: if that is lost, the range is
-//!   offered again and the master, which stores only what lies beyond its
-//!   own committed offset, acknowledges it again without storing it
-//!   twice). Logs acknowledged to their end are replaced by empty ones:
-//!   the state is fsynced first, and the renames and the new `base`s are
-//!   made durable before the next append (one directory fsync and one
-//!   state write for all emptied logs).
+//!   (state appended to the journal, not fsynced: if that is lost, the
+//!   range is offered again and the master, which stores only what lies
+//!   beyond its own committed offset, acknowledges it again without
+//!   storing it twice). So a pull of small deltas costs the agent no
+//!   fsync at all. A log acknowledged to its end stays as it is while it
+//!   is smaller than [`EMPTY_AT`]: its acknowledged bytes are never
+//!   offered again (offers start at `acked`), and emptying it costs three
+//!   flushes (below), which at every pull were most of the agent's disk
+//!   work. So `log/TYPE.log` may hold up to `EMPTY_AT` bytes the master
+//!   already stored (and rotation by size drops them: only the
+//!   unacknowledged tail is archived). A larger fully acknowledged log is
+//!   replaced by an empty one: the state is fsynced first, and the renames
+//!   and the new `base`s are made durable before the next append (one
+//!   directory fsync and one state write for all emptied logs).
 //! - `max_backlog`: when unpulled bytes exceed it, the oldest archives are
 //!   deleted; each loss is first written (fsynced) into the type's own log,
 //!   then the archive is unlinked, and the losses are returned so the
@@ -57,6 +64,9 @@ use crate::storage::{self, archive_name, ArchiveHeader};
 
 /// The state of every type, in `log/.pihealth/` (module doc).
 const STATE_FILE: &str = "logstore.state";
+/// A log acknowledged to its end is emptied on release only from this size
+/// (module doc: smaller, its release costs no fsync).
+pub const EMPTY_AT: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 struct TypeState {
@@ -141,6 +151,8 @@ pub struct LogStore {
     state: Mutex<Journal>,
     rotate_size: u64,
     max_backlog: u64,
+    /// `EMPTY_AT`, or what a test set.
+    empty_at: u64,
     types: Mutex<Types>,
     /// False after a failed state write: the state on disk is behind, and
     /// no archive may be deleted until it is written durably (recovery
@@ -232,6 +244,7 @@ impl LogStore {
             state: Mutex::new(journal),
             rotate_size,
             max_backlog,
+            empty_at: EMPTY_AT,
             types: Mutex::new(BTreeMap::new()),
             state_saved: AtomicBool::new(true),
         };
@@ -382,7 +395,10 @@ impl LogStore {
             log.file = Some(file);
         }
         let file = log.file.as_mut().expect("opened above");
-        if let Err(e) = file.write_all(record).and_then(|_| file.sync_data()) {
+        if let Err(e) = file
+            .write_all(record)
+            .and_then(|_| storage::fdatasync(file))
+        {
             // Leave no partial record behind (disk full, I/O error).
             let _ = file.set_len(log.len);
             return Err(e);
@@ -629,11 +645,13 @@ impl LogStore {
     /// them go, with as few fsyncs as order allows.
     ///
     /// An acknowledged archive is deleted. An acknowledged current range
-    /// moves `acked`; the state is renamed into place but not fsynced (if
-    /// that is lost, the range is offered again and the master, which
+    /// moves `acked`; the state is appended to the journal but not fsynced
+    /// (if that is lost, the range is offered again and the master, which
     /// stores only beyond its own committed offset, acknowledges it again
-    /// without storing it twice). A log acknowledged to its end is replaced
-    /// by an empty one, so `log/` holds only unpulled data. For those:
+    /// without storing it twice): a pull of small deltas costs no fsync
+    /// here. A log acknowledged to its end and at least [`EMPTY_AT`] long
+    /// is replaced by an empty one (a smaller one is kept: module doc). For
+    /// those:
     ///
     /// 1. the state with the new `acked`s is made durable (one write for
     ///    all types);
@@ -646,9 +664,9 @@ impl LogStore {
     /// A crash after 1 finds the old log fully acknowledged; after 2, an
     /// empty log with `acked` beyond it, and recovery moves `base` there.
     /// Nothing is appended before 3, so new bytes can never be taken for
-    /// old ones, even after a power loss. A pull that empties six logs
-    /// thus costs one fdatasync here (the state journal) and two before
-    /// the next append (the directory, the state), where one state file per
+    /// old ones, even after a power loss. A pull that empties logs thus
+    /// costs one fdatasync here (the state journal) and two before the
+    /// next append (the directory, the state), where one state file per
     /// type replaced atomically cost about 25.
     pub fn release_all(&self, pieces: &[PieceRef]) -> io::Result<()> {
         let mut types = self.lock();
@@ -683,7 +701,7 @@ impl LogStore {
                     {
                         let log = types.get_mut(name).expect("found above");
                         log.state.acked = piece.end;
-                        if log.state.acked == log.end() {
+                        if log.state.acked == log.end() && log.len >= self.empty_at {
                             if !emptying.iter().any(|n| n == name) {
                                 emptying.push(name.to_string());
                             }
@@ -725,6 +743,12 @@ impl LogStore {
             log.state.base = log.state.acked;
         }
         Ok(())
+    }
+
+    /// Empty fully acknowledged logs from `bytes` on instead of
+    /// [`EMPTY_AT`] (tests: 0 empties every one, as before issue 18).
+    pub fn set_empty_at(&mut self, bytes: u64) {
+        self.empty_at = bytes;
     }
 
     /// Bytes not yet pulled, over all types.
@@ -833,7 +857,7 @@ fn drop_prefix(path: &Path, cut: u64) -> io::Result<()> {
     let tmp = storage::temp_path(path);
     let mut out = File::create(&tmp)?;
     io::copy(&mut source, &mut out)?;
-    out.sync_all()?;
+    storage::fsync(&out)?;
     fs::rename(&tmp, path)?;
     storage::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -884,7 +908,7 @@ pub fn write_gzip_atomic(
         crate::failpoint::hit("logstore.mid_gzip");
     }
     let file = encoder.finish()?;
-    file.sync_all()?;
+    storage::fsync(&file)?;
     let size = file.metadata()?.len();
     fs::rename(&tmp, path)?;
     storage::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
@@ -973,8 +997,10 @@ mod tests {
         drain(&store, &mut have, &mut got);
         assert_eq!(got, expected);
         assert_eq!(store.backlog(), 0);
-        // Only unpulled data stays on the agent.
-        assert_eq!(fs::metadata(f.log.join("cpu.log")).unwrap().len(), 0);
+        // Only unpulled data stays on the agent, and a small current log
+        // already pulled (kept below `EMPTY_AT`, never offered again).
+        assert!(fs::metadata(f.log.join("cpu.log")).unwrap().len() < EMPTY_AT);
+        assert!(store.pending().0.is_empty());
         assert_eq!(fs::read_dir(&f.backup).unwrap().count(), 0);
         assert!(
             store.open_piece(&first.piece).is_err(),
@@ -1146,22 +1172,54 @@ mod tests {
     fn an_emptied_log_keeps_its_old_base_on_disk_until_the_next_append() {
         let f = fixture();
         let store = open(&f, 1 << 20, 1 << 20);
-        store.append("cpu", b"a normal\n").unwrap();
+        let big = [b"a".repeat(EMPTY_AT as usize), b" normal\n".to_vec()].concat();
+        let n = big.len() as u64;
+        store.append("cpu", &big).unwrap();
         let (mut have, mut got) = (0, Vec::new());
         drain(&store, &mut have, &mut got);
         // Emptied, the rename not yet durable: the file says old base, new
         // acked, which recovery reads right whether or not the rename
         // survives a power loss.
         let s = saved_state(&f, "cpu");
-        assert_eq!((s.base, s.acked), (0, 9));
+        assert_eq!((s.base, s.acked), (0, n));
         assert_eq!(fs::metadata(f.log.join("cpu.log")).unwrap().len(), 0);
         store.append("cpu", b"b normal\n").unwrap();
         let s = saved_state(&f, "cpu");
-        assert_eq!((s.base, s.acked), (9, 9));
+        assert_eq!((s.base, s.acked), (n, n));
         drop(store);
         let store = open(&f, 1 << 20, 1 << 20);
         drain(&store, &mut have, &mut got);
-        assert_eq!(got, b"a normal\nb normal\n");
+        assert_eq!(got, [big, b"b normal\n".to_vec()].concat());
+    }
+
+    /// Issue 18: releasing a pull of six small deltas flushes nothing; the
+    /// logs keep their acknowledged bytes (never offered again, across a
+    /// restart too) until they pass `EMPTY_AT`.
+    #[test]
+    fn a_pull_of_small_deltas_is_released_without_an_fsync() {
+        let f = fixture();
+        let types = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
+        let (mut have, mut got) = (0, Vec::new());
+        for round in 0..50 {
+            let store = open(&f, 1 << 20, 1 << 20);
+            for t in types {
+                store
+                    .append(t, format!("{t} {round} normal\n").as_bytes())
+                    .unwrap();
+            }
+            let (pending, _) = store.pending();
+            assert_eq!(pending.len(), 6, "round {round}: only the new lines");
+            let pieces: Vec<PieceRef> = pending.iter().map(|p| p.piece.clone()).collect();
+            let before = storage::thread_syncs();
+            store.release_all(&pieces).unwrap();
+            assert_eq!(storage::thread_syncs(), before, "round {round}");
+            assert!(store.pending().0.is_empty());
+        }
+        let store = open(&f, 1 << 20, 1 << 20);
+        assert!(store.pending().0.is_empty(), "released bytes came back");
+        store.append("cpu", b"last normal\n").unwrap();
+        drain(&store, &mut have, &mut got);
+        assert_eq!(got, b"last normal\n");
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
         Err(e) => return Err(storage::with_path(e, path)),
     };
     file.write_all(line)?;
-    file.sync_data()
+    crate::storage::fdatasync(&file)
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //!   between storing and committing, between committing and acknowledging,
 //!   in the middle of a master-side seal, in the middle of an agent's gzip
 //!   and rotation, between an agent's state write and its log emptying, and
-//!   in the middle of sending a piece.
+//!   in the middle of sending a piece, and in the middle of the master's
+//!   replay of its write-ahead pieces (every other master life replays as
+//!   after a power loss, `PIHEALTH_ASSUME_REBOOT`) and of its checkpoint.
 //! - On top, rounds of `kill -9` of the agent or of the master, with a
 //!   one-shot `pihealth pull` while the master is down.
 //!
@@ -29,7 +31,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 const MASTER_FAILPOINTS: &str =
-    "pull.after_store=0.02,pull.after_commit=0.02,archive.mid_seal=0.05";
+    "pull.after_store=0.02,pull.after_commit=0.02,archive.mid_seal=0.05,\
+     archive.mid_replay=0.05,archive.mid_checkpoint=0.05";
 const AGENT_FAILPOINTS: &str =
     "server.mid_send=0.01,logstore.mid_gzip=0.05,logstore.mid_rotate=0.05,logstore.mid_release=0.02";
 
@@ -98,6 +101,10 @@ fn chaos_network_faults_and_crashes_lose_and_duplicate_nothing() {
                 "PIHEALTH_FAILPOINT_SEED".into(),
                 (seed * 1000 + n).to_string(),
             ),
+            // Every other life of the master opens each host as after a
+            // power loss: the pieces the journal holds are written again
+            // into the logs (issue 18), which must double nothing.
+            ("PIHEALTH_ASSUME_REBOOT".into(), (n % 2).to_string()),
         ];
     };
     arm(&mut master, MASTER_FAILPOINTS, 0);
