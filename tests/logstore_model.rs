@@ -280,7 +280,7 @@ impl Harness {
         let mut store = LogStore::open(&self.log, &self.backup, self.rotate, self.cap, &configured)
             .expect("the store opens after any crash");
         // Where a fully acknowledged log is emptied (issue 18): on every
-        // release, from a few lines on, or (the default) never at these
+        // release (the default), from a few lines on, or never at these
         // sizes; picked by the rotation size so every case keeps its seed.
         store.set_empty_at(match self.rotate {
             1024 => 0,

@@ -29,17 +29,15 @@
 //!   (state appended to the journal, not fsynced: if that is lost, the
 //!   range is offered again and the master, which stores only what lies
 //!   beyond its own committed offset, acknowledges it again without
-//!   storing it twice). So a pull of small deltas costs the agent no
-//!   fsync at all. A log acknowledged to its end stays as it is while it
-//!   is smaller than [`EMPTY_AT`]: its acknowledged bytes are never
-//!   offered again (offers start at `acked`), and emptying it costs three
-//!   flushes (below), which at every pull were most of the agent's disk
-//!   work. So `log/TYPE.log` may hold up to `EMPTY_AT` bytes the master
-//!   already stored (and rotation by size drops them: only the
-//!   unacknowledged tail is archived). A larger fully acknowledged log is
-//!   replaced by an empty one: the state is fsynced first, and the renames
-//!   and the new `base`s are made durable before the next append (one
-//!   directory fsync and one state write for all emptied logs).
+//!   storing it twice). A log acknowledged to its end is replaced by an
+//!   empty one, so `log/` holds only what the master has not stored
+//!   (SPEC §6): the state is fsynced first, and the renames and the new
+//!   `base`s are made durable before the next append (one directory fsync
+//!   and one state write for all emptied logs). `set_empty_at` can defer
+//!   the emptying of small logs (their acknowledged bytes are then never
+//!   offered again: offers start at `acked`), which makes a pull of small
+//!   deltas cost the agent no fsync at all; it is off, because SPEC §6
+//!   says `log/` holds only unstored data (see [`EMPTY_AT`]).
 //! - `max_backlog`: when unpulled bytes exceed it, the oldest archives are
 //!   deleted; each loss is first written (fsynced) into the type's own log,
 //!   then the archive is unlinked, and the losses are returned so the
@@ -64,8 +62,11 @@ use crate::storage::{self, archive_name, ArchiveHeader};
 
 /// The state of every type, in `log/.pihealth/` (module doc).
 const STATE_FILE: &str = "logstore.state";
-/// A log acknowledged to its end is emptied on release only from this size
-/// (module doc: smaller, its release costs no fsync).
+/// With emptying deferred (`set_empty_at`), the size from which a log
+/// acknowledged to its end is emptied (module doc: smaller, its release
+/// costs no fsync). Not the default: SPEC §6 keeps `log/` to unstored
+/// data; a one-flush emptying (the state record naming the emptied
+/// content, checked at recovery) is what would allow both.
 pub const EMPTY_AT: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -151,7 +152,8 @@ pub struct LogStore {
     state: Mutex<Journal>,
     rotate_size: u64,
     max_backlog: u64,
-    /// `EMPTY_AT`, or what a test set.
+    /// 0 (every fully acknowledged log is emptied), or what
+    /// `set_empty_at` set.
     empty_at: u64,
     types: Mutex<Types>,
     /// False after a failed state write: the state on disk is behind, and
@@ -244,7 +246,7 @@ impl LogStore {
             state: Mutex::new(journal),
             rotate_size,
             max_backlog,
-            empty_at: EMPTY_AT,
+            empty_at: 0,
             types: Mutex::new(BTreeMap::new()),
             state_saved: AtomicBool::new(true),
         };
@@ -745,8 +747,8 @@ impl LogStore {
         Ok(())
     }
 
-    /// Empty fully acknowledged logs from `bytes` on instead of
-    /// [`EMPTY_AT`] (tests: 0 empties every one, as before issue 18).
+    /// Empty fully acknowledged logs only from `bytes` on (0, the default,
+    /// empties every one; see [`EMPTY_AT`]).
     pub fn set_empty_at(&mut self, bytes: u64) {
         self.empty_at = bytes;
     }
@@ -997,9 +999,8 @@ mod tests {
         drain(&store, &mut have, &mut got);
         assert_eq!(got, expected);
         assert_eq!(store.backlog(), 0);
-        // Only unpulled data stays on the agent, and a small current log
-        // already pulled (kept below `EMPTY_AT`, never offered again).
-        assert!(fs::metadata(f.log.join("cpu.log")).unwrap().len() < EMPTY_AT);
+        // Only unpulled data stays on the agent.
+        assert_eq!(fs::metadata(f.log.join("cpu.log")).unwrap().len(), 0);
         assert!(store.pending().0.is_empty());
         assert_eq!(fs::read_dir(&f.backup).unwrap().count(), 0);
         assert!(
@@ -1192,16 +1193,18 @@ mod tests {
         assert_eq!(got, [big, b"b normal\n".to_vec()].concat());
     }
 
-    /// Issue 18: releasing a pull of six small deltas flushes nothing; the
-    /// logs keep their acknowledged bytes (never offered again, across a
-    /// restart too) until they pass `EMPTY_AT`.
+    /// Issue 18, with emptying deferred: releasing a pull of six small
+    /// deltas flushes nothing; the logs keep their acknowledged bytes
+    /// (never offered again, across a restart too) until they pass
+    /// `EMPTY_AT`.
     #[test]
     fn a_pull_of_small_deltas_is_released_without_an_fsync() {
         let f = fixture();
         let types = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
         let (mut have, mut got) = (0, Vec::new());
         for round in 0..50 {
-            let store = open(&f, 1 << 20, 1 << 20);
+            let mut store = open(&f, 1 << 20, 1 << 20);
+            store.set_empty_at(EMPTY_AT);
             for t in types {
                 store
                     .append(t, format!("{t} {round} normal\n").as_bytes())

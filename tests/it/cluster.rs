@@ -99,24 +99,13 @@ fn three_agents_deliver_every_type_and_keep_only_unpulled_data() {
             assert!(agrees, "{line:?}");
         }
     }
-    // Pulled lines leave the agent, by the time its log reaches 64 KiB
-    // (issue 18: emptying a log costs three flushes, so a small one keeps
-    // its acknowledged lines, never offered again): its state has the
-    // whole cpu log acknowledged, and the log stays small.
-    wait_for("pi1's cpu log acknowledged to its end", || {
-        let log_len = fs::metadata(c.path("agents/pi1/log/cpu.log")).map_or(0, |m| m.len());
-        let state = pihealth::journal::Journal::read::<serde_json::Value>(
-            &c.path("agents/pi1/log/.pihealth/logstore.state"),
-        )
-        .ok()
-        .flatten();
-        state.is_some_and(|s| {
-            let cpu = &s["cpu"];
-            let (base, acked) = (cpu["base"].as_u64(), cpu["acked"].as_u64());
-            log_len > 0
-                && log_len < pihealth::agent::logstore::EMPTY_AT
-                && base.zip(acked).is_some_and(|(b, a)| a >= b + log_len)
-        })
+    // Pulled lines leave the agent: its cpu log no longer holds the first
+    // line the master stored (SPEC §6: log/ holds only unstored data).
+    let first = c.archived("pi1", "cpu").lines().next().unwrap().to_string();
+    wait_for("pulled cpu line to leave pi1", || {
+        !fs::read_to_string(c.path("agents/pi1/log/cpu.log"))
+            .unwrap_or_default()
+            .contains(&first)
     });
 
     wait_for("status to show all three up", || {
