@@ -13,9 +13,9 @@ default:
 run-master:
     cargo run --release -- master -c config/master.yaml
 
-# Run the agent daemon with config/agent.yaml.
+# Run the agent daemon with config/agent.yaml (the lean binary the unit runs).
 run-agent:
-    cargo run --release -- agent -c config/agent.yaml
+    cargo run --release --bin pihealth-agent -- -c config/agent.yaml
 
 # A master and 3 agents on 127.0.0.x in a temporary directory (extra args, e.g. --agents 5 --seconds 20).
 demo *args:

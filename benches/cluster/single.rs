@@ -312,8 +312,16 @@ pub fn pull_latency(b: &Bench, report: &mut Report) -> Result<(), String> {
 pub fn idle_rss(b: &Bench, report: &mut Report) -> Result<(), String> {
     let script = line_script(b)?;
     for (program, what, target) in [
-        (agents::LEAN_AGENT, "agent idle RSS, all processes (pihealth-agent)", Some("≤ 4 MiB")),
-        (agents::FULL_AGENT, "the same as `pihealth agent` (full binary)", None),
+        (
+            agents::LEAN_AGENT,
+            "agent idle RSS, all processes (pihealth-agent)",
+            Some("≤ 4 MiB"),
+        ),
+        (
+            agents::FULL_AGENT,
+            "the same as `pihealth agent` (full binary)",
+            None,
+        ),
     ] {
         let idle = AgentSpec {
             name: "idle".into(),

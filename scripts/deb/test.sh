@@ -69,7 +69,7 @@ fi
 step "install"
 dpkg -i "$deb"
 getent passwd pihealth >/dev/null || { echo "no pihealth user" >&2; exit 1; }
-for f in /usr/bin/pihealth /etc/pihealth/master.yaml /etc/pihealth/agent.yaml \
+for f in /usr/bin/pihealth /usr/bin/pihealth-agent /etc/pihealth/master.yaml /etc/pihealth/agent.yaml \
     /usr/share/pihealth/scripts/cpu.sh /lib/systemd/system/pihealth-master.service \
     /lib/systemd/system/pihealth-agent.service; do
     [[ -e $f ]] || { echo "missing: $f" >&2; exit 1; }
@@ -143,7 +143,7 @@ agent_pid=""
 
 step "purge"
 dpkg --purge pihealth
-for f in /usr/bin/pihealth /etc/pihealth /var/lib/pihealth /lib/systemd/system/pihealth-master.service \
+for f in /usr/bin/pihealth /usr/bin/pihealth-agent /etc/pihealth /var/lib/pihealth /lib/systemd/system/pihealth-master.service \
     /usr/share/pihealth; do
     [[ ! -e $f ]] || { echo "left after purge: $f" >&2; exit 1; }
 done

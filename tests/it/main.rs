@@ -20,6 +20,7 @@ mod identity;
 mod integrity;
 mod key_flood;
 mod keys;
+mod lean_agent;
 mod logs;
 mod operator;
 mod overload;
