@@ -13,3 +13,4 @@ pub mod perfdata;
 pub mod protocol;
 pub mod schema;
 pub mod storage;
+pub mod web;

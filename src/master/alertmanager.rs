@@ -635,7 +635,7 @@ pub fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
 /// The alerting families of `/metrics`: silences in force, and per
 /// Alertmanager what it has not accepted yet (alert on it staying above 0).
 pub fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
-    use super::exposition::{Exposition, Kind};
+    use crate::web::exposition::{Exposition, Kind};
     let mut e = Exposition::new();
     e.family(
         "pihealth_silences_active",

@@ -18,21 +18,15 @@
 //! hold at most half of the inbound pool (`net::UntrustedLane`) and are
 //! capped per address across all ports (`net::PeerBook`).
 pub mod alarm_command;
-pub mod alarm_summary;
 pub mod alarms;
 pub mod alertmanager;
 pub mod archive;
 pub mod events;
-pub mod exposition;
 pub mod files;
 pub mod host_alarms;
-pub mod http;
-pub mod metrics;
 pub mod oneshot;
-pub mod page;
 pub mod pull;
 pub mod registry;
-pub mod samples;
 pub mod scheduler;
 pub mod silences;
 
@@ -50,6 +44,7 @@ use threadpool::ThreadPool;
 use crate::config::MasterConfig;
 use crate::net::{self, AcceptLimits, AcceptLoop};
 use crate::protocol::{Connection, Credentials, Key, Message, Purpose, RefusalLog};
+use crate::web::http;
 use alarms::AlarmLog;
 use pull::PullContext;
 use registry::Registry;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pihealth::master::exposition;
+use pihealth::web::exposition;
 use serde_json::Value;
 
 use crate::alertmanager::Alertmanager;

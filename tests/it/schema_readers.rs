@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pihealth::master::exposition::{self, Sample};
+use pihealth::web::exposition::{self, Sample};
 
 use crate::util::*;
 

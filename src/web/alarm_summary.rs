@@ -100,7 +100,7 @@ pub struct AlarmFollower {
 impl AlarmFollower {
     pub fn new(log_dir: &Path) -> AlarmFollower {
         AlarmFollower {
-            path: super::files::MasterFiles::find(log_dir).alarms(),
+            path: crate::master::files::MasterFiles::find(log_dir).alarms(),
             summary: AlarmSummary::default(),
             offset: 0,
             inode: None,

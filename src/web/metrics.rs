@@ -15,10 +15,10 @@
 
 use crate::level::Level;
 use crate::logline::LogLine;
-use crate::master::alarm_summary::AlarmSummary;
-use crate::master::exposition::{Exposition, Kind};
 use crate::master::registry::{AgentRecord, PullStats, State, PULL_BUCKETS};
-use crate::master::samples::ArchiveReader;
+use crate::web::alarm_summary::AlarmSummary;
+use crate::web::exposition::{Exposition, Kind};
+use crate::web::samples::ArchiveReader;
 use crate::{perfdata, schema};
 
 /// Everything one scrape reports, gathered before writing (the format
@@ -370,8 +370,8 @@ fn value_families(e: &mut Exposition, hosts: &[HostValues]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::exposition::parse;
     use crate::master::registry::Origin;
+    use crate::web::exposition::parse;
 
     fn agent(name: Option<&str>, addr: &str, state: State) -> AgentRecord {
         let json = serde_json::json!({

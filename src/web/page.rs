@@ -10,10 +10,10 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Local, TimeZone};
 
-use crate::master::alarm_summary::{time_of, AlarmSummary};
 use crate::master::registry::{AgentRecord, State};
-use crate::master::samples::Window;
 use crate::master::silences::Silence;
+use crate::web::alarm_summary::{time_of, AlarmSummary};
+use crate::web::samples::Window;
 
 /// Clock skew beyond this is flagged (as in `pihealth status`).
 const SKEW_LIMIT_MS: i64 = 30_000;
@@ -39,7 +39,7 @@ pub struct Page<'a> {
     pub master: &'a str,
     pub agents: &'a [AgentRecord],
     pub alarms: &'a AlarmSummary,
-    /// Silences not yet expired (`super::silences`).
+    /// Silences not yet expired (`crate::master::silences`).
     pub silences: &'a [Silence],
     pub now_ms: i64,
     pub hours: u32,
@@ -578,7 +578,7 @@ pub fn chart(c: &Chart, w: &Window) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::samples::{points, Buckets};
+    use crate::web::samples::{points, Buckets};
 
     #[test]
     fn escaping() {

@@ -19,13 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::MasterConfig;
-use crate::master::alarm_summary::{AlarmFollower, AlarmSummary};
-use crate::master::exposition;
-use crate::master::metrics::{self, Snapshot};
-use crate::master::page::{self, Chart, HostCharts, Page};
 use crate::master::registry::{now_ms, AgentRecord, Registry};
-use crate::master::samples::{points, ArchiveReader, Window};
 use crate::net::TimedStream;
+use crate::web::alarm_summary::{AlarmFollower, AlarmSummary};
+use crate::web::exposition;
+use crate::web::metrics::{self, Snapshot};
+use crate::web::page::{self, Chart, HostCharts, Page};
+use crate::web::samples::{points, ArchiveReader, Window};
 
 /// Longest request line plus headers.
 pub const MAX_HEAD: usize = 8 * 1024;

@@ -1,0 +1,13 @@
+//! The master's web surface: the status page and `/metrics` on `http_listen`.
+//!
+//! It reads what the master keeps (the registry, the alarms, the archives)
+//! and changes nothing: `http` serves the port on its own fixed pool,
+//! `page` renders the status page, `metrics` and `exposition` the
+//! Prometheus text format, `samples` reads recent values from the
+//! archives, `alarm_summary` folds `alarms.log` into open problems.
+pub mod alarm_summary;
+pub mod exposition;
+pub mod http;
+pub mod metrics;
+pub mod page;
+pub mod samples;
