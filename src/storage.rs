@@ -2,10 +2,12 @@
 //! files, directory fsync, temp-file naming, and the archive header.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use flate2::write::GzEncoder;
+use flate2::{Compression, GzBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -278,6 +280,37 @@ impl ArchiveHeader {
     }
 }
 
+/// Gzip `source` into `path` (via a hidden temp file, fsynced, renamed),
+/// with the stream range in the header comment. Returns the compressed size.
+pub fn write_gzip_atomic(
+    path: &Path,
+    header: &ArchiveHeader,
+    source: &mut dyn Read,
+) -> io::Result<u64> {
+    let tmp = temp_path(path);
+    let file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+    let mut encoder: GzEncoder<File> = GzBuilder::new()
+        .comment(header.comment())
+        .write(file, Compression::default());
+    let mut reader = BufReader::with_capacity(64 * 1024, source);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        encoder.write_all(chunk)?;
+        let n = chunk.len();
+        reader.consume(n);
+        crate::failpoint::hit("logstore.mid_gzip");
+    }
+    let file = encoder.finish()?;
+    fsync(&file)?;
+    let size = file.metadata()?.len();
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +325,7 @@ mod tests {
             start: 10,
             end: 25,
         };
-        crate::agent::logstore::write_gzip_atomic(&path, &h, &mut &b"hello normal\n"[..]).unwrap();
+        write_gzip_atomic(&path, &h, &mut &b"hello normal\n"[..]).unwrap();
         assert_eq!(ArchiveHeader::read(&path).unwrap(), h);
         // And it is plain gzip.
         let mut text = String::new();

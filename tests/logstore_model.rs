@@ -704,7 +704,7 @@ impl Harness {
                         start,
                         end,
                     };
-                    logstore::write_gzip_atomic(&path, &header, &mut &tail[..]).expect("archive");
+                    storage::write_gzip_atomic(&path, &header, &mut &tail[..]).expect("archive");
                 }
                 if matches!(step, RotationStep::Replaced) {
                     fs::write(&log_path, b"").expect("empty log");

@@ -47,18 +47,16 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use flate2::write::GzEncoder;
-use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::Journal;
 use crate::protocol::message::{PieceKind, PieceRef, MAX_OFFERS};
-use crate::storage::{self, archive_name, ArchiveHeader};
+use crate::storage::{self, archive_name, write_gzip_atomic, ArchiveHeader};
 
 /// The state of every type, in `log/.pihealth/` (module doc).
 const STATE_FILE: &str = "logstore.state";
@@ -884,37 +882,6 @@ fn archive_time(path: &Path, log_type: &str) -> Option<chrono::DateTime<chrono::
     path.file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| storage::archive_time(n, log_type))
-}
-
-/// Gzip `source` into `path` (via a hidden temp file, fsynced, renamed),
-/// with the stream range in the header comment. Returns the compressed size.
-pub fn write_gzip_atomic(
-    path: &Path,
-    header: &ArchiveHeader,
-    source: &mut dyn Read,
-) -> io::Result<u64> {
-    let tmp = storage::temp_path(path);
-    let file = File::create(&tmp).map_err(|e| storage::with_path(e, &tmp))?;
-    let mut encoder: GzEncoder<File> = GzBuilder::new()
-        .comment(header.comment())
-        .write(file, Compression::default());
-    let mut reader = BufReader::with_capacity(64 * 1024, source);
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        encoder.write_all(chunk)?;
-        let n = chunk.len();
-        reader.consume(n);
-        crate::failpoint::hit("logstore.mid_gzip");
-    }
-    let file = encoder.finish()?;
-    storage::fsync(&file)?;
-    let size = file.metadata()?.len();
-    fs::rename(&tmp, path)?;
-    storage::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    Ok(size)
 }
 
 #[cfg(test)]

@@ -79,9 +79,9 @@ use serde::{Deserialize, Serialize};
 
 use super::events::EventLog;
 use super::files::MasterFiles;
-use crate::agent::logstore::write_gzip_atomic;
 use crate::journal::Journal;
 use crate::protocol::message::PieceRef;
+use crate::storage::write_gzip_atomic;
 use crate::storage::{self, archive_name, ArchiveHeader};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
