@@ -85,35 +85,7 @@ static RUN_NUMBER: AtomicU64 = AtomicU64::new(0);
 /// (a process stuck in uninterruptible I/O cannot die until that I/O ends).
 const REAP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How a collector's output becomes a level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Our scripts: every line ends in one or more level words.
-    Lines,
-    /// Nagios / Monitoring Plugins: the exit code is the level, the first
-    /// line of stdout is the text.
-    Nagios,
-}
-
-/// One configured collector, as the scheduler needs it.
-#[derive(Debug, Clone)]
-pub struct CollectorSpec {
-    /// The log type, e.g. `cpu`; already validated as `[A-Za-z0-9_-]+`, so it
-    /// is safe as a file name.
-    pub name: String,
-    /// Program and arguments, already split (see [`split_command`]); never
-    /// run through a shell. Empty for a built-in.
-    pub argv: Vec<String>,
-    /// A check built into the agent, run instead of a program (`argv` is
-    /// then empty); see `agent::builtin`.
-    pub builtin: Option<crate::agent::builtin::Builtin>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub mode: Mode,
-    /// When its levels raise alarms (`for:` / `recover_for:`).
-    pub trigger: crate::agent::trigger::Trigger,
-}
+pub use crate::config::{split_command, CollectorSpec, Mode};
 
 /// What one run produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,23 +121,6 @@ impl Outcome {
             out.push('\n');
         }
         out
-    }
-}
-
-/// Split a command string like
-/// `/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6"` into argv with
-/// shell-like quoting, but never through a shell: no globbing, no variables,
-/// no redirection. As in sh, a word starting with `#` begins a comment.
-pub fn split_command(command: &str) -> Result<Vec<String>, String> {
-    if command.contains('\0') {
-        return Err("command contains a NUL byte".to_string());
-    }
-    match shlex::split(command) {
-        None => Err(format!(
-            "unbalanced quotes or trailing backslash in command `{command}`"
-        )),
-        Some(argv) if argv.is_empty() => Err("empty command".to_string()),
-        Some(argv) => Ok(argv),
     }
 }
 

@@ -695,6 +695,14 @@ impl HostArchive {
         data: &mut dyn BufRead,
     ) -> io::Result<u64> {
         self.begin_piece(piece)?;
+        let ts = self.type_state(piece);
+        if ts.local_len > 0 && piece.start + skip != ts.local_start + ts.local_len {
+            // A gap in the stream (the agent dropped data under its
+            // max_backlog): a log's bytes must stay contiguous in stream
+            // offsets, since replay places write-ahead pieces by them and
+            // a seal's header names the log's range. So seal it first.
+            self.seal(&piece.log_type)?;
+        }
         let log_path = self.log_path(&piece.log_type);
         let local_len = self.type_state(piece).local_len;
         let expected = piece.end - piece.start;
@@ -1367,6 +1375,48 @@ mod tests {
             fs::metadata(log.join("pi1/cpu.log")).unwrap().len(),
             3 + big.len() as u64
         );
+    }
+
+    /// Review finding: pieces after a gap were replayed by stream offset
+    /// into a log whose bytes were not contiguous in stream offsets, so a
+    /// reboot (even a clean one) cut acknowledged lines. Now a gap seals
+    /// the log first; the replay after another boot changes nothing.
+    #[test]
+    fn a_gap_then_a_reboot_keeps_every_stored_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let l1 = b"line one normal\n";
+        let p1 = piece(PieceKind::Current, 0, l1.len() as u64);
+        assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
+        a.store_current(&p1, 0, &mut &l1[..]).unwrap();
+        a.commit().unwrap();
+        // The agent dropped [16, 5000) under max_backlog.
+        let l2 = b"line two after gap normal\n";
+        let p2 = piece(PieceKind::Current, 5000, 5000 + l2.len() as u64);
+        assert_eq!(a.plan(&p2), Plan::Fetch { skip: 0 });
+        a.store_current(&p2, 0, &mut &l2[..]).unwrap();
+        a.commit().unwrap();
+        let before = read_all(&log, &backup, "pi1", "cpu").unwrap();
+        assert_eq!(before, [&l1[..], &l2[..]].concat());
+        // A clean reboot: only the boot id changes.
+        a.state.boot = Some("another boot".into());
+        a.journal.write(&a.state, true).unwrap();
+        drop(a);
+        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        assert!(
+            !a.events.iter().any(|e| e.contains("lost")),
+            "{:?}",
+            a.events
+        );
+        drop(a);
+        assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), before);
+        // The sealed archive's header names exactly its bytes.
+        for entry in fs::read_dir(backup.join("pi1")).unwrap() {
+            let path = entry.unwrap().path();
+            let h = storage::ArchiveHeader::read(&path).unwrap();
+            assert_eq!((h.start, h.end), (0, l1.len() as u64), "{}", path.display());
+        }
     }
 
     /// The `events.log` lines of a test master.
