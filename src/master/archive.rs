@@ -219,6 +219,11 @@ const BEFORE_FIRST_PULL: &str = " before the first pull";
 
 /// The host's state journal, in `log/HOST/`.
 const STATE_FILE: &str = ".pihealth-state";
+/// Left by a checkpoint whose fsync failed: the logs' unsynced bytes must
+/// be written again from the journal before anything compacts it. Linux
+/// reports a write-back error to one fsync only, so a later fsync of the
+/// same pages may succeed although they never reached the disk.
+const REWRITE_MARK: &str = ".pihealth-rewrite";
 /// The state file of versions before 2026-11-22 (one JSON document,
 /// replaced atomically on every commit): read once, then removed.
 const LEGACY_STATE_FILE: &str = ".pihealth-state.json";
@@ -436,6 +441,9 @@ impl HostArchive {
     /// Whether some log's unsynced bytes may be missing from `TYPE.log`
     /// (module doc: another boot, or a log shorter than the state).
     fn replay_needed(&self) -> io::Result<bool> {
+        if self.log_dir.join(REWRITE_MARK).exists() {
+            return Ok(true);
+        }
         let unsynced: Vec<(&String, &TypeState)> = self
             .state
             .types
@@ -531,6 +539,11 @@ impl HostArchive {
             }
         }
         storage::sync_dir(&self.log_dir)?;
+        // Every unsynced byte was written again and fsynced.
+        match fs::remove_file(self.log_dir.join(REWRITE_MARK)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         self.dirty = true;
         Ok(())
     }
@@ -547,9 +560,16 @@ impl HostArchive {
             .collect();
         for name in &names {
             let path = self.log_path(name);
-            File::open(&path)
-                .and_then(|f| storage::fdatasync(&f))
-                .map_err(|e| storage::with_path(e, &path))?;
+            let synced = File::open(&path).and_then(|f| storage::fdatasync(&f));
+            if let Err(e) = synced {
+                // Nothing compacts now; the next open writes the pieces
+                // again (`REWRITE_MARK`). Best effort: the disk is failing.
+                let mark = self.log_dir.join(REWRITE_MARK);
+                let _ = File::create(&mark)
+                    .and_then(|f| storage::fsync(&f))
+                    .and_then(|()| storage::sync_dir(&self.log_dir));
+                return Err(storage::with_path(e, &path));
+            }
             crate::failpoint::hit("archive.mid_checkpoint");
         }
         for name in &names {
@@ -1417,6 +1437,32 @@ mod tests {
             let h = storage::ArchiveHeader::read(&path).unwrap();
             assert_eq!((h.start, h.end), (0, l1.len() as u64), "{}", path.display());
         }
+    }
+
+    /// Review finding: a checkpoint whose fsync fails leaves a mark, and
+    /// the next open writes the unsynced pieces again from the journal
+    /// (a later fsync of the same pages could succeed without them ever
+    /// reaching the disk), then clears the mark.
+    #[test]
+    fn a_failed_checkpoint_makes_the_next_open_rewrite_the_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let mut expected = BTreeMap::new();
+        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        six_pieces(&mut a, 0, &mut expected);
+        a.commit().unwrap();
+        // A checkpoint that cannot fsync a log (here: it is gone).
+        fs::remove_file(log.join("pi1/cpu.log")).unwrap();
+        assert!(a.checkpoint().is_err());
+        assert!(log.join("pi1").join(REWRITE_MARK).exists());
+        drop(a);
+        // The bytes the disk may have lost while the page cache kept them:
+        // same boot, same length, so only the mark tells.
+        fs::write(log.join("pi1/mem.log"), vec![0u8; expected["mem"].len()]).unwrap();
+        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        drop(a);
+        assert!(!log.join("pi1").join(REWRITE_MARK).exists());
+        assert_archive(&log, &backup, &expected);
     }
 
     /// The `events.log` lines of a test master.
