@@ -471,6 +471,26 @@ impl AlarmLog {
                 let _ = conn.send(&Message::Error(why));
                 return;
             }
+            if alarm.log_type == crate::master::host_alarms::HOST_TYPE {
+                // The master's own type: no agent may raise or clear a
+                // host down/up alarm (it would run alarm_command, resolve
+                // the Alertmanager alert, and be read back at the next
+                // start). Acknowledged, so an old agent with a collector
+                // of that name does not retry it forever; not stored.
+                log::warn!(
+                    "alarm from {peer} ({}) dropped: type `host` is the master's own",
+                    alarm.host
+                );
+                if conn
+                    .send(&Message::AlarmAck {
+                        id: alarm.id.clone(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             if let Err(why) = Self::validate(&alarm) {
                 log::warn!("alarm from {peer} refused: {why}");
                 let _ = conn.send(&Message::Error(why));

@@ -199,6 +199,19 @@ fn an_agent_holding_its_own_key_cannot_speak_for_another() {
     )
     .is_err());
 
+    // Not even for itself may a host key raise or clear a `host` alarm
+    // (the master's own down/up type): acknowledged, so a spool moves on,
+    // but not stored.
+    let mut forged_host = alarm("forgedhost1", "pi1", "forged host normal");
+    if let Message::Alarm(a) = &mut forged_host {
+        a.log_type = "host".into();
+        a.level = "normal".into();
+    }
+    match ask(alarm_port, &stolen, "pi1", Purpose::Alarm, &forged_host) {
+        Ok(Message::AlarmAck { id }) => assert_eq!(id, "forgedhost1"),
+        other => panic!("a forged host alarm: {other:?}"),
+    }
+
     // The same requests for pi1 itself go through: the refusals above are
     // about the host, not the key.
     match ask(
