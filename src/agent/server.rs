@@ -110,8 +110,6 @@ impl AgentServer {
                 return;
             }
         };
-        self.refusals
-            .accepted(format_args!("{}: control connection", self.name), peer);
         let id = {
             let mut n = self
                 .next_connection
@@ -120,7 +118,7 @@ impl AgentServer {
             *n += 1;
             *n
         };
-        if let Err(e) = self.control_session(&mut conn, id) {
+        if let Err(e) = self.control_session(&mut conn, id, peer) {
             if e.kind() != io::ErrorKind::UnexpectedEof {
                 log::warn!("{}: control connection from {peer}: {e}", self.name);
             }
@@ -128,13 +126,26 @@ impl AgentServer {
         self.tokens().retain(|_, t| t.connection != id);
     }
 
-    fn control_session(&self, conn: &mut Connection<TimedStream>, id: u64) -> io::Result<()> {
-        // Authenticated. Between its messages the master fetches pieces over
-        // data connections, so the session may idle as long as its tokens live.
-        conn.stream().set_deadline(None)?;
-        conn.stream_mut().set_io_timeout(self.token_lifetime)?;
-        for _ in 0..MAX_CONTROL_MESSAGES {
-            match conn.recv()? {
+    fn control_session(
+        &self,
+        conn: &mut Connection<TimedStream>,
+        id: u64,
+        peer: SocketAddr,
+    ) -> io::Result<()> {
+        for i in 0..MAX_CONTROL_MESSAGES {
+            let message = conn.recv()?;
+            if i == 0 {
+                // Proved only now: a recorded first handshake message can
+                // be replayed, but no frame after it decrypts without the
+                // key. Between its messages the master fetches pieces over
+                // data connections, so the session may idle as long as its
+                // tokens live.
+                self.refusals
+                    .accepted(format_args!("{}: control connection", self.name), peer);
+                conn.stream().set_deadline(None)?;
+                conn.stream_mut().set_io_timeout(self.token_lifetime)?;
+            }
+            match message {
                 Message::Ping => conn.send(&Message::Pong(self.info()))?,
                 Message::ListPending => {
                     let (pending, more) = self.store.pending();

@@ -93,16 +93,14 @@ fn handle_register(
             return;
         }
     };
-    refusals.accepted(format_args!("registration connection"), peer);
-    // Proved the key: its address is trusted past the handshake cap (many
-    // agents behind one NAT heartbeat from one address). The exchange is
-    // one message, still bounded by the I/O timeout.
-    if let Err(e) = conn.stream().set_deadline(None) {
-        log::debug!("registration connection from {peer}: {e}");
-        return;
-    }
     let result: io::Result<()> = (|| {
         let message = conn.recv()?;
+        // Proved the key only now (a recorded first handshake message can
+        // be replayed; no frame after it decrypts without the key): the
+        // address is trusted past the handshake cap (many agents behind
+        // one NAT heartbeat from one address).
+        refusals.accepted(format_args!("registration connection"), peer);
+        conn.stream().set_deadline(None)?;
         if let Message::Lost { .. } = message {
             return note_lost(registry, &mut conn, message);
         }

@@ -476,3 +476,68 @@ fn a_revoked_host_is_refused_and_not_pulled_while_others_go_on() {
         c.archived("pi1", "counter").len() > before
     });
 }
+
+/// Review finding: NNpsk0's first message can be replayed, so completing
+/// the handshake proves nothing yet. A replayed first frame must not make
+/// the address trusted nor lift the handshake deadline: a replayer that
+/// then trickles a frame is cut at the deadline (`io_timeout`, 5 s here),
+/// on the master's alarm and registration ports and the agent's control
+/// port alike. Before the fix the trickle held a worker indefinitely.
+#[test]
+fn a_replayed_first_frame_is_not_a_proof() {
+    let block = 154;
+    let c = Cluster::new(block);
+    let master = c.start("master", &c.master_config(1, ""), "master");
+    let _agent = c.start(
+        "agent",
+        &c.agent_config(0, &counter_collector(&c, "200ms"), ""),
+        "pi1",
+    );
+    wait_for("pi1's values on the master", || {
+        !c.archived("pi1", "counter").is_empty()
+    });
+    let key = Key::load(&c.path("pihealth.key")).unwrap().for_host("pi1");
+    let (mip, aip) = (master_ip(block), agent_ip(block, 0));
+    for (to, purpose) in [
+        (addr(&mip, 8081), Purpose::Alarm),
+        (addr(&mip, 8080), Purpose::Register),
+        (addr(&aip, 8000), Purpose::Control),
+    ] {
+        // What an eavesdropper recorded: a real client's first frame.
+        let (first, _) = auth::client_start(purpose, "pi1", &key, None).unwrap();
+        let mut replay = connect(to);
+        write_frame(&mut replay, &[&first]).unwrap();
+        // The server answers (it cannot tell); then a frame of 200 bytes
+        // trickles in, one byte a second.
+        let started = std::time::Instant::now();
+        replay.write_all(&200u32.to_be_bytes()).unwrap();
+        replay
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut closed = false;
+        while started.elapsed() < Duration::from_secs(20) {
+            if replay.write_all(&[0]).is_err() {
+                closed = true;
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match replay.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+            thread::sleep(Duration::from_millis(900));
+        }
+        assert!(
+            closed,
+            "{purpose:?}: a replayed handshake kept its connection for 20 s"
+        );
+    }
+    drop(master);
+}
