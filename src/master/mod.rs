@@ -164,7 +164,11 @@ fn handle_register(
         if first {
             log::info!("{name}: registration from {control}");
         }
-        registry.heartbeat(&name, control, time_ms, backlog, data_port);
+        if let Err(why) = registry.heartbeat(&name, control, peer.ip(), time_ms, backlog, data_port)
+        {
+            let _ = conn.send(&Message::Error(why.clone()));
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+        }
         conn.send(&Message::Welcome {
             time_ms: registry::now_ms(),
         })

@@ -19,7 +19,7 @@
 //! heartbeat.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -355,24 +355,57 @@ impl Registry {
         self.mark_dirty();
     }
 
-    /// A registration or heartbeat arrived from `peer` (authenticated).
+    /// A registration or heartbeat from host `name` (the connection proved
+    /// its key), coming from `peer_ip` and saying it listens on `control`.
+    ///
+    /// An address is the agent's own word, so it claims another host's
+    /// address, or names an entry listed by address only, only when it
+    /// really connects from that address: otherwise one host's key could
+    /// take over another host's entry (its pulls would then fail, or be
+    /// credited to the wrong host). Refused claims are an error to answer.
     pub fn heartbeat(
         &self,
         name: &str,
         control: SocketAddr,
+        peer_ip: IpAddr,
         agent_time_ms: i64,
         backlog: Option<u64>,
         data_port: Option<u16>,
-    ) {
+    ) -> Result<(), String> {
         let mut agents = self.lock();
-        // A name is the agent's identity; an address only for unnamed entries.
+        let from_there = peer_ip == control.ip();
+        if let Some(other) = agents
+            .iter()
+            .find(|a| a.control == control && a.name.as_deref() != Some(name))
+        {
+            if !from_there && other.name.is_none() {
+                // Listed by address only: a probe or pull there names it
+                // (that proves the key at that address); until then a
+                // heartbeat from elsewhere is answered but not recorded.
+                log::debug!(
+                    "{name} says it listens on {control}, listed by address only: \
+                     not recorded until a probe there names it"
+                );
+                return Ok(());
+            }
+            if !from_there {
+                let why = format!(
+                    "{name} says it listens on {control}, {}'s address, from {peer_ip}: refused",
+                    other.label()
+                );
+                self.event(&why);
+                return Err(why);
+            }
+        }
+        // A name is the agent's identity; an address only for unnamed
+        // entries, and only from that address.
         let index = agents
             .iter()
             .position(|a| a.name.as_deref() == Some(name))
             .or_else(|| {
                 agents
                     .iter()
-                    .position(|a| a.control == control && a.name.is_none())
+                    .position(|a| from_there && a.control == control && a.name.is_none())
             });
         let index = match index {
             Some(i) => i,
@@ -413,6 +446,7 @@ impl Registry {
         a.clock_skew_ms = Some(agent_time_ms.saturating_sub(now_ms()));
         a.last_heartbeat_ms = Some(now_ms());
         self.seen(a, "heartbeat");
+        Ok(())
     }
 
     /// A probe or pull of the agent at `control` succeeded.
@@ -593,7 +627,8 @@ mod tests {
         let r = Registry::open(dir.path(), &statics, 8001).unwrap();
         // It registers from the address it knows before the first pull.
         let inside: SocketAddr = "10.0.0.7:8000".parse().unwrap();
-        r.heartbeat("pi7", inside, now_ms(), Some(0), Some(8001));
+        r.heartbeat("pi7", inside, inside.ip(), now_ms(), Some(0), Some(8001))
+            .unwrap();
         assert_eq!(r.snapshot().len(), 2, "not yet known to be one agent");
         // The first pull at the configured address learns the name.
         r.contact(configured, &info("pi7"), 0, "pull");
@@ -607,7 +642,8 @@ mod tests {
             "the twin's heartbeat is kept"
         );
         // Later heartbeats from inside find it by name.
-        r.heartbeat("pi7", inside, now_ms(), Some(0), Some(8001));
+        r.heartbeat("pi7", inside, inside.ip(), now_ms(), Some(0), Some(8001))
+            .unwrap();
         assert_eq!(r.snapshot().len(), 1);
         assert_eq!(r.snapshot()[0].control, configured);
         let events = std::fs::read_to_string(dir.path().join(".master/events.log")).unwrap();
@@ -670,7 +706,8 @@ mod tests {
                 durable: 1
             }
         );
-        r.heartbeat("pi1", pi1, now_ms(), Some(0), Some(8001));
+        r.heartbeat("pi1", pi1, pi1.ip(), now_ms(), Some(0), Some(8001))
+            .unwrap();
         r.flush().unwrap();
         assert_eq!(
             r.write_counts(),
@@ -680,7 +717,8 @@ mod tests {
             }
         );
         for _ in 0..10 {
-            r.heartbeat("pi1", pi1, now_ms(), Some(5), Some(8001));
+            r.heartbeat("pi1", pi1, pi1.ip(), now_ms(), Some(5), Some(8001))
+                .unwrap();
             r.contact(pi1, &info("pi1"), 0, "pull");
             r.flush().unwrap();
         }
@@ -695,13 +733,9 @@ mod tests {
         r.flush().unwrap();
         assert_eq!(r.write_counts().writes, 12);
         // A move is durable again.
-        r.heartbeat(
-            "pi1",
-            "192.0.2.9:8000".parse().unwrap(),
-            now_ms(),
-            None,
-            None,
-        );
+        let moved: SocketAddr = "192.0.2.9:8000".parse().unwrap();
+        r.heartbeat("pi1", moved, moved.ip(), now_ms(), None, None)
+            .unwrap();
         r.flush().unwrap();
         assert_eq!(
             r.write_counts(),
@@ -729,5 +763,40 @@ mod tests {
         let r = Registry::open(dir.path(), &statics, 8001).unwrap();
         assert_eq!(r.snapshot().len(), 1);
         assert!(files.dir().join("registry.json.bad").exists());
+    }
+
+    /// Review finding: a host key claimed another host's address. Now an
+    /// address held by another host, or an entry listed by address only,
+    /// is taken only by a host that connects from that address.
+    #[test]
+    fn a_host_cannot_take_another_hosts_address_from_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let x: SocketAddr = "10.0.0.12:8000".parse().unwrap();
+        let elsewhere: std::net::IpAddr = "10.0.0.11".parse().unwrap();
+        let statics = [StaticAgent {
+            name: None,
+            control: x,
+        }];
+        let r = Registry::open(dir.path(), &statics, 8001).unwrap();
+        // pi1, from its own address, can neither name the entry listed
+        // for X nor add one of its own there (answered, not recorded).
+        r.heartbeat("pi1", x, elsewhere, now_ms(), None, None)
+            .unwrap();
+        assert_eq!(
+            names_and_addresses(&r),
+            [(None, x.to_string(), Origin::Static)]
+        );
+        // pi2 at X does.
+        r.heartbeat("pi2", x, x.ip(), now_ms(), None, None).unwrap();
+        assert!(names_and_addresses(&r).contains(&(
+            Some("pi2".into()),
+            x.to_string(),
+            Origin::Static
+        )));
+        // And pi1 cannot move onto pi2's address from elsewhere.
+        let e = r
+            .heartbeat("pi1", x, elsewhere, now_ms(), None, None)
+            .unwrap_err();
+        assert!(e.contains("pi2"), "{e}");
     }
 }
