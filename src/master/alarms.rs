@@ -653,18 +653,24 @@ mod tests {
         assert_eq!(lines[0].message, "load high second line");
     }
 
-    #[test]
-    fn alarm_command_runs_once_even_across_a_crash() {
+    /// A command that appends the alarm id it runs for to `ran.txt`.
+    fn recording_hook(dir: &Path) -> (PathBuf, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let ran = dir.path().join("ran.txt");
-        let hook = dir.path().join("hook.sh");
+        let ran = dir.join("ran.txt");
+        let hook = dir.join("hook.sh");
         std::fs::write(
             &hook,
             format!("#!/bin/sh\necho \"$PIHEALTH_ID\" >> {}\n", ran.display()),
         )
         .unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (hook, ran)
+    }
+
+    #[test]
+    fn alarm_command_runs_once_even_across_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, ran) = recording_hook(dir.path());
         let command = Some(vec![hook.display().to_string()]);
         let log = AlarmLog::open(
             dir.path(),
@@ -717,16 +723,8 @@ mod tests {
 
     #[test]
     fn a_silenced_alarm_stored_before_a_crash_runs_no_command_at_restart() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let ran = dir.path().join("ran.txt");
-        let hook = dir.path().join("hook.sh");
-        std::fs::write(
-            &hook,
-            format!("#!/bin/sh\necho \"$PIHEALTH_ID\" >> {}\n", ran.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (hook, ran) = recording_hook(dir.path());
         let settings = CommandSettings::new(
             Some(vec![hook.display().to_string()]),
             Duration::from_secs(10),
