@@ -311,6 +311,31 @@ pub fn write_gzip_atomic(
     Ok(size)
 }
 
+// A log directory shared by a master and an agent on one host: both
+// daemons must know which names are the master's, so the agent never takes
+// them (issue 12). Here rather than in either daemon, which may not
+// import from the other.
+
+/// The master's own directory inside `log_dir`.
+pub const MASTER_OWN_DIR: &str = ".master";
+/// Legacy files that prove an old master used this `log/`; `alarms.log`
+/// or `events.log` alone may be an agent's collector named `alarms`.
+pub const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
+
+/// Whether a master older than this layout keeps its files in `log_dir`
+/// (not moved yet): an agent sharing the directory must then leave
+/// `alarms.log` and `events.log` alone even if an earlier agent version,
+/// which took any `NAME.log`, recorded them as its own (issue 12).
+pub fn legacy_master_in(log_dir: &Path) -> bool {
+    !log_dir.join(MASTER_OWN_DIR).is_dir()
+        && LEGACY_EVIDENCE
+            .iter()
+            .any(|name| log_dir.join(name).is_file())
+}
+
+/// The log types an earlier agent may have taken from a master beside it.
+pub const LEGACY_MASTER_LOGS: [&str; 2] = ["alarms", "events"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,13 +216,13 @@ impl LogStore {
         let mut names: Vec<String> = configured.to_vec();
         names.extend(archives.keys().cloned());
         names.extend(saved.keys().cloned());
-        if crate::master::files::legacy_master_in(log_dir) {
+        if storage::legacy_master_in(log_dir) {
             // An agent before this version may have put the master's
             // `alarms.log`/`events.log` into its state; until the master
             // moves them to `log/.master/`, they stay the master's. Their
             // state entries go with the next save.
             names.retain(|n| {
-                let masters = crate::master::files::LEGACY_MASTER_LOGS.contains(&n.as_str())
+                let masters = storage::LEGACY_MASTER_LOGS.contains(&n.as_str())
                     && !configured.contains(n)
                     && !archives.contains_key(n);
                 if masters {

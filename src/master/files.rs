@@ -17,10 +17,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::storage;
+use crate::storage::{self, LEGACY_EVIDENCE, MASTER_OWN_DIR as OWN_DIR};
+pub use crate::storage::{legacy_master_in, LEGACY_MASTER_LOGS};
 
-/// The master's own directory inside `log_dir`.
-pub const OWN_DIR: &str = ".master";
 /// Where `prepare` gathers the old files before one rename makes the move
 /// visible. Not `.tmp`: an agent sharing `log/` removes its own `.*.tmp`
 /// leftovers there, and this directory must survive a crash.
@@ -34,23 +33,6 @@ const LEGACY_FILES: [&str; 4] = [
     ".alarm-commands.done",
     "registry.json",
 ];
-/// Legacy files that prove an old master used this `log/`; `alarms.log`
-/// or `events.log` alone may be an agent's collector named `alarms`.
-const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
-
-/// Whether a master older than this layout keeps its files in `log_dir`
-/// (not moved yet): an agent sharing the directory must then leave
-/// `alarms.log` and `events.log` alone even if an earlier agent version,
-/// which took any `NAME.log`, recorded them as its own (issue 12).
-pub fn legacy_master_in(log_dir: &Path) -> bool {
-    !log_dir.join(OWN_DIR).is_dir()
-        && LEGACY_EVIDENCE
-            .iter()
-            .any(|name| log_dir.join(name).is_file())
-}
-
-/// The log types an earlier agent may have taken from a master beside it.
-pub const LEGACY_MASTER_LOGS: [&str; 2] = ["alarms", "events"];
 
 /// The paths of the master's own files.
 #[derive(Debug, Clone)]
