@@ -13,4 +13,5 @@ pub mod perfdata;
 pub mod protocol;
 pub mod schema;
 pub mod storage;
+pub mod sync;
 pub mod web;

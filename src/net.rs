@@ -273,10 +273,7 @@ struct Dispatch {
 
 impl Dispatch {
     fn refuse(&self, peer: SocketAddr, why: &str) {
-        self.refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .note(peer, why);
+        crate::sync::lock(&self.refusals).note(peer, why);
     }
 
     fn send(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: AddressSlot) {

@@ -211,7 +211,7 @@ fn pull_pass(
     let agent_ticks =
         |fleet: &[procs::Proc]| -> u64 { fleet.iter().map(|p| procs::cpu_ticks(p.pid())).sum() };
     let (agents_before, master_before) = (agent_ticks(&fleet), procs::own_ticks());
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = crossbeam::channel::unbounded();
     let t = Instant::now();
     for spec in specs {
         let (ctx, tx, control) = (ctx.clone(), tx.clone(), agents::control_addr(spec.ip));

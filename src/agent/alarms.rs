@@ -52,7 +52,7 @@ impl AlarmSpool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Alarm>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.queue)
     }
 
     /// Keep an alarm durably until acknowledged.

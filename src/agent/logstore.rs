@@ -274,7 +274,7 @@ impl LogStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Types> {
         // A panic while holding the lock leaves state that is still
         // consistent on disk; keep serving rather than poison every caller.
-        self.types.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.types)
     }
 
     fn log_path(&self, log_type: &str) -> PathBuf {
@@ -475,11 +475,7 @@ impl LogStore {
             .iter()
             .map(|(name, log)| (name.as_str(), log.saved_state()))
             .collect();
-        let result = self
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(&states, durable);
+        let result = crate::sync::lock(&self.state).write(&states, durable);
         // Only a durable write makes up for an earlier failed one.
         let saved = result.is_ok() && (durable || self.state_saved.load(Ordering::Relaxed));
         self.state_saved.store(saved, Ordering::Relaxed);

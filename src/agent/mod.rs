@@ -128,7 +128,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
     )
     .map_err(|e| e.to_string())?;
 
-    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let (wake_tx, wake_rx) = crossbeam::channel::bounded::<()>(1);
     let lost_reports: Arc<Mutex<Vec<LostOutput>>> = Arc::default();
     let uplink = Uplink {
         name: name.clone(),
@@ -269,10 +269,7 @@ pub fn run(config: &AgentConfig, config_path: &Path, stop: Arc<AtomicBool>) -> R
                             lost_alarms.push(alarm);
                         }
                     }
-                    lost_reports
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(lost);
+                    crate::sync::lock(&lost_reports).push(lost);
                 }
             }
             let record = outcome.render();

@@ -94,7 +94,7 @@ impl AgentServer {
     }
 
     fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; TOKEN_LEN], Token>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.tokens)
     }
 
     /// Serve one control connection until the master says `Bye` or leaves.
@@ -111,10 +111,7 @@ impl AgentServer {
             }
         };
         let id = {
-            let mut n = self
-                .next_connection
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut n = crate::sync::lock(&self.next_connection);
             *n += 1;
             *n
         };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam::channel::Receiver;
 
 use crate::agent::alarms::AlarmSpool;
 use crate::agent::logstore::LogStore;
@@ -109,13 +109,7 @@ impl Uplink {
     /// first; each report leaves the queue once the master answers it.
     fn report_lost(&self) -> io::Result<()> {
         loop {
-            let Some(lost) = self
-                .lost
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .first()
-                .cloned()
-            else {
+            let Some(lost) = crate::sync::lock(&self.lost).first().cloned() else {
                 return Ok(());
             };
             let mut conn = self.connect(self.master, Purpose::Register)?;
@@ -129,10 +123,7 @@ impl Uplink {
             })?;
             match conn.recv_ok()? {
                 Message::Welcome { .. } => {
-                    self.lost
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .retain(|l| *l != lost);
+                    crate::sync::lock(&self.lost).retain(|l| *l != lost);
                 }
                 other => {
                     return Err(io::Error::new(

@@ -35,7 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam::channel::Sender;
 
 use crate::protocol::Alarm;
 
@@ -69,7 +69,7 @@ impl DoneRecord {
     /// Replace the whole record by `text` (atomically, synced) and go on
     /// appending to the new file.
     pub fn replace(&self, text: &str) -> io::Result<()> {
-        let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
+        let mut file = crate::sync::write(&self.file);
         crate::storage::write_atomic(&self.path, text.as_bytes(), true)?;
         *file = std::fs::OpenOptions::new()
             .append(true)
@@ -84,7 +84,7 @@ impl DoneRecord {
     /// survives the master being killed; after the fdatasync, a power
     /// loss too).
     pub fn mark(&self, id: &str) -> Instant {
-        let file = self.file.read().unwrap_or_else(|p| p.into_inner());
+        let file = crate::sync::read(&self.file);
         let written = (&*file).write_all(format!("{id}\n").as_bytes());
         let at = Instant::now();
         if let Err(e) = written.and_then(|()| file.sync_data()) {
@@ -115,7 +115,7 @@ impl QueueRoom {
     /// Take a place, waiting up to `limit` (`None`: as long as it takes).
     fn take(&self, limit: Option<Duration>) -> bool {
         let deadline = limit.map(|l| Instant::now() + l);
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = crate::sync::lock(&self.waiting);
         while *waiting >= self.capacity {
             let wait = match deadline {
                 Some(d) => {
@@ -138,7 +138,7 @@ impl QueueRoom {
     }
 
     fn give_back(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = crate::sync::lock(&self.waiting);
         *waiting = waiting.saturating_sub(1);
         self.freed.notify_one();
     }
@@ -183,7 +183,7 @@ impl CommandRunner {
         let mut lanes = Vec::with_capacity(workers);
         for i in 0..workers {
             // Unbounded channels: `QueueRoom` bounds them together.
-            let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+            let (tx, rx) = crossbeam::channel::unbounded::<Job>();
             let shared = shared.clone();
             thread::Builder::new()
                 .name(format!("alarm-command-{i}"))
@@ -248,7 +248,7 @@ impl CommandRunner {
         let mut waits = Vec::new();
         for alarm in alarms {
             self.shared.queue.take(None);
-            let (tx, rx) = crossbeam_channel::bounded(1);
+            let (tx, rx) = crossbeam::channel::bounded(1);
             let job = Job {
                 alarm,
                 stored: Instant::now(),

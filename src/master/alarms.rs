@@ -294,10 +294,7 @@ impl AlarmLog {
 
     /// Call `f` after each new alarm is stored.
     pub fn on_stored(&self, f: Box<dyn Fn() + Send>) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(f);
+        crate::sync::lock(&self.listeners).push(f);
     }
 
     /// Hand a newly stored alarm (durable since `stored`) to
@@ -305,12 +302,7 @@ impl AlarmLog {
     /// started, so a crash before that runs it at the next start (once).
     /// A silenced alarm runs nothing and is noted done.
     fn handled(&self, alarm: &Alarm, stored: Instant, silence: Option<Silence>) {
-        for f in self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for f in crate::sync::lock(&self.listeners).iter() {
             f();
         }
         match (&self.runner, silence) {
@@ -396,7 +388,7 @@ impl AlarmLog {
     /// the silence that holds it back, if any. Whether it was silenced is
     /// durable before the alarm is (`super::silences`).
     fn record_at(&self, alarm: &Alarm) -> io::Result<Option<(Instant, Option<Silence>)>> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::sync::lock(&self.seen);
         if seen.contains(&alarm.id) {
             return Ok(None);
         }

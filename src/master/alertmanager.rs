@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam::channel::{Receiver, Sender};
 use serde_json::json;
 
 use super::alarms::AlarmLine;
@@ -612,8 +612,8 @@ impl Forwarder {
             match wake.recv_timeout(wait) {
                 // New alarms: try now unless backing off.
                 Ok(()) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
         }
     }
@@ -668,7 +668,7 @@ pub fn start(
 ) -> io::Result<Box<dyn Fn() + Send>> {
     let mut wakers: Vec<Sender<()>> = Vec::new();
     for target in targets {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = crossbeam::channel::bounded(1);
         let forwarder = Forwarder::open(log_dir, target.clone(), settings.clone())?;
         let stop = stop.clone();
         std::thread::Builder::new()

@@ -131,7 +131,7 @@ impl HostAlarmRaiser {
     /// One look at the agents (every scheduler tick).
     pub fn tick(&self, agents: &[AgentRecord]) {
         let now = Instant::now();
-        let mut machine = self.machine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut machine = crate::sync::lock(&self.machine);
         for agent in agents {
             // A record without a name was never up (it learns its name on
             // first contact), so it has nothing to alarm about.

@@ -174,7 +174,7 @@ pub fn pull_once(
     let mut ctx = super::pull_context(config, keys);
     ctx.progress = Some(progress.clone());
     let pool = ThreadPool::with_name("pull".into(), config.workers.min(targets.len()));
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = crossbeam::channel::unbounded();
     for (control, _configured, known) in targets.clone() {
         let (ctx, tx) = (ctx.clone(), tx.clone());
         pool.execute(move || {
@@ -196,11 +196,11 @@ pub fn pull_once(
     loop {
         let (control, known, result) = match rx.recv_timeout(REDRAW) {
             Ok(finished) => finished,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                 display.tick(&mut std::io::stderr().lock());
                 continue;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
         };
         progress.finished(control);
         display.clear(&mut std::io::stderr().lock());

@@ -115,7 +115,7 @@ pub struct AgentProgress {
 
 impl Progress {
     pub(crate) fn update(&self, control: SocketAddr, change: impl FnOnce(&mut AgentProgress)) {
-        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let mut agents = crate::sync::lock(&self.agents);
         change(agents.entry(control).or_default());
     }
 
@@ -124,7 +124,7 @@ impl Progress {
     }
 
     pub fn snapshot(&self) -> Vec<(SocketAddr, AgentProgress)> {
-        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let agents = crate::sync::lock(&self.agents);
         agents.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 }

@@ -316,7 +316,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AgentRecord>> {
-        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.agents)
     }
 
     /// Have the next `flush` write the file (also used to keep its
@@ -525,10 +525,7 @@ impl Registry {
         result: Result<u64, String>,
         elapsed: Duration,
     ) {
-        self.pulls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(result.is_ok(), elapsed);
+        crate::sync::lock(&self.pulls).record(result.is_ok(), elapsed);
         let mut agents = self.lock();
         if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
             let now = now_ms();
@@ -547,7 +544,7 @@ impl Registry {
     }
 
     pub fn pull_stats(&self) -> PullStats {
-        self.pulls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.pulls).clone()
     }
 
     /// Mark agents `down` whose last sign of life is older than `limit_ms`.
@@ -572,10 +569,7 @@ impl Registry {
             agents: self.snapshot(),
         };
         let now = identity(&file.agents);
-        let mut durable_identity = self
-            .durable_identity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut durable_identity = crate::sync::lock(&self.durable_identity);
         let durable = durable_identity.as_ref() != Some(&now);
         storage::write_json_atomic(&self.path, &file, durable)
             .inspect_err(|_| self.mark_dirty())?;

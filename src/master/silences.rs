@@ -255,7 +255,7 @@ impl SilenceCheck {
     /// The silence covering (host, type) now, if any. A silence file that
     /// cannot be read silences nothing (logged): alarms reach people.
     pub fn covering(&self, host: &str, log_type: &str) -> Option<Silence> {
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = crate::sync::lock(&self.cached);
         let stamp = std::fs::metadata(&self.path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
             (

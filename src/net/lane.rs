@@ -120,7 +120,7 @@ impl UntrustedLane {
     }
 
     fn lock(&self) -> MutexGuard<'_, LaneState> {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.0.state)
     }
 
     /// Run the entrant on the pool now or when the lane has room; `false`
@@ -253,8 +253,8 @@ mod tests {
     fn the_lane_holds_part_of_the_pool_and_queues_the_rest_in_order() {
         let pool = ThreadPool::new(4);
         let lane = UntrustedLane::new(pool.clone(), 2, 3);
-        let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
-        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam::channel::unbounded::<usize>();
+        let (release_tx, release) = crossbeam::channel::unbounded::<()>();
         for i in 0..5 {
             let (started_tx, release) = (started_tx.clone(), release.clone());
             // The place is held until the ticket goes (here: the run ends).
@@ -273,7 +273,7 @@ mod tests {
             .collect();
         assert!(started.recv_timeout(Duration::from_millis(100)).is_err());
         // A trusted connection goes straight to a free worker meanwhile.
-        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let (done_tx, done) = crossbeam::channel::bounded(1);
         pool.execute(move || done_tx.send(()).unwrap());
         done.recv_timeout(Duration::from_secs(5)).unwrap();
         // Each finished job lets the next waiting one in, oldest first.
@@ -296,8 +296,8 @@ mod tests {
     fn a_peer_that_proves_the_key_gives_its_lane_place_back_at_once() {
         let pool = ThreadPool::new(3);
         let lane = UntrustedLane::new(pool.clone(), 1, 4);
-        let (started_tx, started) = crossbeam_channel::unbounded::<usize>();
-        let (release_tx, release) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam::channel::unbounded::<usize>();
+        let (release_tx, release) = crossbeam::channel::unbounded::<()>();
         for i in 0..2 {
             let (started_tx, release) = (started_tx.clone(), release.clone());
             assert!(lane.submit(entrant(
@@ -332,7 +332,7 @@ mod tests {
     fn a_clean_newcomer_takes_the_place_of_the_oldest_suspect_at_once() {
         let pool = ThreadPool::new(4);
         let lane = UntrustedLane::new(pool.clone(), 2, 8);
-        let (ended_tx, ended) = crossbeam_channel::unbounded::<usize>();
+        let (ended_tx, ended) = crossbeam::channel::unbounded::<usize>();
         let mut clients = Vec::new();
         // Two suspects hold both places, blocked reading a silent peer
         // (as a trickler does), and two more wait.
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(lane.in_pool(), 2);
         // A clean first contact: the oldest suspect is cut off, and the
         // newcomer runs before any waiting suspect.
-        let (ran_tx, ran) = crossbeam_channel::bounded(1);
+        let (ran_tx, ran) = crossbeam::channel::bounded(1);
         let started = Instant::now();
         assert!(lane.submit(entrant(
             Box::new(move |_ticket| ran_tx.send(()).unwrap()),

@@ -82,7 +82,7 @@ pub struct PeerBook(Arc<Mutex<Peers>>);
 
 impl PeerBook {
     fn lock(&self) -> MutexGuard<'_, Peers> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     /// Whether `ip` proved the key within `TRUSTED_FOR`.

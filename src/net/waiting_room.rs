@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam::channel::{Receiver, Sender, TryRecvError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// When a parked connection has said enough to deserve a worker.
@@ -87,7 +87,7 @@ impl std::fmt::Debug for WaitingRoom {
 impl WaitingRoom {
     /// Start the room's thread; at most `max_guests` connections wait at once.
     pub fn start(label: &str, max_guests: usize) -> io::Result<WaitingRoom> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam::channel::unbounded();
         let (bell, ear) = UnixStream::pair()?;
         bell.set_nonblocking(true)?;
         ear.set_nonblocking(true)?;
@@ -123,12 +123,7 @@ impl WaitingRoom {
 
     fn ring(&self) {
         // A full bell already has a byte waiting: the room wakes anyway.
-        let _ = self
-            .0
-            .bell
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(&[1]);
+        let _ = crate::sync::lock(&self.0.bell).write(&[1]);
     }
 
     /// Close every parked connection and end the thread.
@@ -319,7 +314,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam::channel::unbounded();
         room.park(Guest {
             stream: server,
             peer,

@@ -46,16 +46,11 @@ impl KeyMemory {
         connect_timeout: Duration,
         io_timeout: Duration,
     ) -> io::Result<String> {
-        if let Some(name) = self
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&addr)
-        {
+        if let Some(name) = crate::sync::lock(&self.names).get(&addr) {
             return Ok(name.clone());
         }
         let name = Connection::ask_name(addr, connect_timeout, io_timeout)?;
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = crate::sync::lock(&self.names);
         if names.len() >= MAX_PEERS {
             names.clear();
         }
@@ -66,19 +61,19 @@ impl KeyMemory {
     /// Forget the name `addr` gave (its key did not open: another agent
     /// may answer there now).
     pub fn forget_name(&self, addr: SocketAddr) {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = crate::sync::lock(&self.names);
         names.remove(&addr);
     }
 
     /// The index of the key `ip` accepted last; 0 (the primary key) when
     /// unknown.
     pub fn preferred(&self, ip: IpAddr) -> usize {
-        let map = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::sync::lock(&self.accepted);
         map.get(&ip).copied().unwrap_or(0)
     }
 
     fn remember(&self, ip: IpAddr, index: usize) {
-        let mut map = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.accepted);
         if map.len() >= MAX_PEERS && !map.contains_key(&ip) {
             map.clear();
         }
@@ -158,17 +153,14 @@ impl RefusalLog {
             return true;
         }
         let ip = peer.ip();
-        let mut map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.refused);
         if !map.contains_key(&ip) && map.len() >= MAX_PEERS {
             // A flood from many addresses: bounded memory, quiet log.
             log::debug!("{what} from {peer} refused: {e}");
             return false;
         }
         let warned_lately = {
-            let recent = self
-                .recently_warned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let recent = crate::sync::lock(&self.recently_warned);
             recent.get(&ip).is_some_and(|t| t.elapsed() < REWARN_EVERY)
         };
         let now = Instant::now();
@@ -184,10 +176,7 @@ impl RefusalLog {
         };
         if warn {
             entry.last_warned = now;
-            let mut recent = self
-                .recently_warned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut recent = crate::sync::lock(&self.recently_warned);
             if recent.len() >= MAX_PEERS {
                 recent.clear();
             }
@@ -203,7 +192,7 @@ impl RefusalLog {
 
     /// `peer` proved a key: a later refusal is a change.
     pub fn accepted(&self, what: fmt::Arguments, peer: SocketAddr) {
-        let mut map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.refused);
         if map.is_empty() {
             return;
         }
@@ -223,7 +212,7 @@ impl RefusalLog {
 
     /// Whether `ip` is being refused now (for tests).
     pub fn is_refused(&self, ip: IpAddr) -> bool {
-        let map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::sync::lock(&self.refused);
         map.contains_key(&ip)
     }
 }

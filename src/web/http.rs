@@ -403,7 +403,7 @@ impl Http {
     }
 
     fn alarm_summary(&self) -> AlarmSummary {
-        let mut follower = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut follower = crate::sync::lock(&self.alarms);
         if let Err(e) = follower.refresh() {
             // Keep showing what was read before rather than "no alarms".
             log::warn!("http: cannot read alarms.log: {e}");

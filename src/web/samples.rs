@@ -174,7 +174,7 @@ impl ArchiveReader {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.cache)
     }
 
     fn current(&self, host: &str, log_type: &str) -> io::Result<(PathBuf, u64)> {

@@ -260,7 +260,7 @@ impl MountTable {
         if ctx.roots.proc != Path::new("/proc") {
             return Ok(df_mounts(parse_mountinfo(&read(&path)?), ctx.fs.as_ref()));
         }
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = crate::sync::lock(&self.cached);
         if let Some((file, mounts)) = cached.as_ref() {
             if !changed(file) {
                 return Ok(mounts.clone());

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset};
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam::channel::{Receiver, Sender, TryRecvError};
 
 use crate::agent::collector::Outcome;
 use crate::level::Level;
@@ -273,7 +273,7 @@ impl Context {
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
         // A panic while holding it left plain data behind: still usable.
-        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.recent)
     }
 
     fn remember_disk(&self, total: disk::DiskTotal) {
@@ -543,7 +543,7 @@ impl Executor {
 
     /// Start one run of `kind` for collector `name`; never blocks.
     pub fn start(&mut self, name: &str, kind: Builtin, timeout: Duration) -> Run {
-        let (reply, replies) = crossbeam_channel::bounded(1);
+        let (reply, replies) = crossbeam::channel::bounded(1);
         let job = Job {
             name: name.to_string(),
             kind,
@@ -585,7 +585,7 @@ impl Executor {
             self.worker = None;
         }
         if self.worker.is_none() {
-            let (jobs, inbox) = crossbeam_channel::unbounded::<Job>();
+            let (jobs, inbox) = crossbeam::channel::unbounded::<Job>();
             let context = self.context.clone();
             std::thread::Builder::new()
                 .name("builtin-checks".into())
