@@ -11,6 +11,7 @@ pub mod names;
 pub mod net;
 pub mod perfdata;
 pub mod protocol;
+pub mod random;
 pub mod schema;
 pub mod storage;
 pub mod sync;

@@ -325,7 +325,7 @@ impl AlarmMonitor {
             }
             message.truncate(cut);
         }
-        let id: String = crate::protocol::auth::random_bytes::<16>()?
+        let id: String = crate::random::random_bytes::<16>()?
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

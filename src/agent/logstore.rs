@@ -810,9 +810,7 @@ fn read_legacy_states(state_dir: &Path) -> io::Result<(States, Vec<PathBuf>)> {
 }
 
 fn new_epoch() -> io::Result<u64> {
-    Ok(u64::from_be_bytes(
-        crate::protocol::auth::random_bytes::<8>()?,
-    ))
+    Ok(u64::from_be_bytes(crate::random::random_bytes::<8>()?))
 }
 
 fn file_len(path: &Path) -> io::Result<u64> {

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::agent::logstore::LogStore;
 use crate::net::TimedStream;
-use crate::protocol::auth::random_bytes;
 use crate::protocol::message::{AgentInfo, Message, Offer, PieceRef, MAX_CHUNK, TOKEN_LEN};
 use crate::protocol::{Connection, Credentials, Key, Purpose};
+use crate::random::random_bytes;
 
 /// Most messages one control connection may exchange (a pull needs a few
 /// per round); past it the connection is closed.

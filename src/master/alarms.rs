@@ -355,7 +355,7 @@ impl AlarmLog {
         level: Level,
         message: String,
     ) -> io::Result<Alarm> {
-        let id: String = crate::protocol::auth::random_bytes::<16>()?
+        let id: String = crate::random::random_bytes::<16>()?
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

@@ -284,13 +284,6 @@ impl Credentials {
     }
 }
 
-/// Fresh random bytes for nonces and tokens.
-pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    let mut out = [0u8; N];
-    getrandom::getrandom(&mut out).map_err(std::io::Error::other)?;
-    Ok(out)
-}
-
 /// The hello: `"PH" VERSION purpose len host`.
 pub fn encode_hello(purpose: Purpose, host: &str) -> Vec<u8> {
     let host = host.as_bytes();

@@ -406,7 +406,7 @@ fn a_protocol_1_peer_is_refused_with_a_clear_log_line_on_our_side() {
         });
         let mut stream = connect(to);
         let mut v1 = vec![b'P', b'H', 1, purpose as u8];
-        v1.extend_from_slice(&auth::random_bytes::<32>().unwrap());
+        v1.extend_from_slice(&pihealth::random::random_bytes::<32>().unwrap());
         write_frame(&mut stream, &[&v1]).unwrap();
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);

@@ -313,7 +313,7 @@ impl MasterAndAgent {
 fn noise(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
-        out.extend_from_slice(&auth::random_bytes::<1024>().expect("randomness"));
+        out.extend_from_slice(&pihealth::random::random_bytes::<1024>().expect("randomness"));
     }
     out.truncate(len);
     out
@@ -363,7 +363,9 @@ fn wrong_key_learns_nothing_beyond_a_nonce() {
         let what = format!("raw wrong-key handshake on {purpose:?} {to}");
         let mut stream = connect(to);
         let mut first = auth::encode_hello(purpose, "pi1");
-        first.extend_from_slice(&auth::random_bytes::<{ auth::NOISE_MSG_LEN }>().expect("rand"));
+        first.extend_from_slice(
+            &pihealth::random::random_bytes::<{ auth::NOISE_MSG_LEN }>().expect("rand"),
+        );
         write_frame(&mut stream, &[&first]).expect("send hello");
         // The server read all we sent, so it closes cleanly: no answer.
         assert_closed_silently(&mut stream, &what, false);
@@ -713,7 +715,7 @@ fn data_tokens_are_one_time_and_bound() {
     let offer = counter_offer(offers).expect("the counter piece");
     assert_eq!(offer.piece.start, 0, "nothing acknowledged yet");
 
-    let made_up = auth::random_bytes::<TOKEN_LEN>().expect("randomness");
+    let made_up = pihealth::random::random_bytes::<TOKEN_LEN>().expect("randomness");
     match fetch(&key, &ip, made_up) {
         Fetched::Refused(_) => {}
         Fetched::Piece(d) => panic!("a made-up token fetched {} bytes", d.len()),
