@@ -23,11 +23,7 @@ fn busybox() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.is_file());
     if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "busybox is missing in CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: busybox is not installed");
+        skipped("busybox is not installed (.ci/run installs it)");
     }
     found
 }

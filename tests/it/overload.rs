@@ -21,11 +21,17 @@ use crate::util::*;
 /// Upper bound on any attack thread's life, whatever happens to the test.
 const ATTACK_LIMIT: Duration = Duration::from_secs(90);
 
+/// A connection to `target` from the local address `source`; `None` when the
+/// target refuses or does not answer within 2 s.
 pub fn connect_from(source: &str, target: &str) -> Option<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
     let source: SocketAddr = format!("{source}:0").parse().ok()?;
     let target: SocketAddr = target.parse().ok()?;
-    socket.bind(&source.into()).ok()?;
+    // Every 127/8 address is local: a failed bind is a broken test, not a
+    // refused attack, and must not let the attack silently do nothing.
+    socket
+        .bind(&source.into())
+        .unwrap_or_else(|e| panic!("an attacker cannot bind {source}: {e}"));
     socket
         .connect_timeout(&target.into(), Duration::from_secs(2))
         .ok()?;
