@@ -6,12 +6,11 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use flate2::bufread::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-use crate::protocol::message::PieceRef;
 
 /// Attach the path to an I/O error so logs say which file failed.
 pub fn with_path(e: io::Error, path: &Path) -> io::Error {
@@ -227,56 +226,28 @@ impl ArchiveHeader {
         })
     }
 
-    pub fn matches(&self, piece: &PieceRef) -> bool {
-        self.log_type == piece.log_type
-            && self.epoch == piece.epoch
-            && self.start == piece.start
-            && self.end == piece.end
-    }
-
-    /// Read the header comment of a gzip file (RFC 1952 §2.3).
+    /// Read the header comment of a gzip file (RFC 1952 §2.3). flate2
+    /// parses the header (magic, method, reserved flags, the header CRC if
+    /// present, fields bounded at 64 KiB) without inflating anything.
     pub fn read(path: &Path) -> io::Result<ArchiveHeader> {
-        let mut r = BufReader::new(File::open(path)?);
         let bad = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not a pihealth archive: {why}"),
             )
         };
-        let mut fixed = [0u8; 10];
-        r.read_exact(&mut fixed)?;
-        if fixed[0] != 0x1f || fixed[1] != 0x8b || fixed[2] != 8 {
-            return Err(bad("not gzip"));
-        }
-        let flags = fixed[3];
-        if flags & 0x04 != 0 {
-            let mut xlen = [0u8; 2];
-            r.read_exact(&mut xlen)?;
-            io::copy(
-                &mut (&mut r).take(u16::from_le_bytes(xlen) as u64),
-                &mut io::sink(),
-            )?;
-        }
-        let read_cstr = |r: &mut BufReader<File>| -> io::Result<Vec<u8>> {
-            let mut out = Vec::new();
-            let mut byte = [0u8; 1];
-            loop {
-                r.read_exact(&mut byte)?;
-                if byte[0] == 0 || out.len() > 1024 {
-                    return Ok(out);
-                }
-                out.push(byte[0]);
-            }
+        let mut gz = GzDecoder::new(BufReader::new(File::open(path)?));
+        let Some(header) = gz.header() else {
+            // The parse error is kept for the first read: a file cut short
+            // inside its header says so, anything else is not gzip.
+            return Err(match gz.read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => e,
+                _ => bad("not gzip"),
+            });
         };
-        if flags & 0x08 != 0 {
-            read_cstr(&mut r)?;
-        }
-        if flags & 0x10 == 0 {
-            return Err(bad("no header comment"));
-        }
-        let comment = read_cstr(&mut r)?;
-        let text = String::from_utf8(comment).map_err(|_| bad("comment not text"))?;
-        ArchiveHeader::parse_comment(&text).ok_or_else(|| bad("comment not understood"))
+        let comment = header.comment().ok_or_else(|| bad("no header comment"))?;
+        let text = std::str::from_utf8(comment).map_err(|_| bad("comment not text"))?;
+        ArchiveHeader::parse_comment(text).ok_or_else(|| bad("comment not understood"))
     }
 }
 
@@ -360,6 +331,54 @@ mod tests {
         assert_eq!(text, "hello normal\n");
         assert!(ArchiveHeader::parse_comment("pihealth type=a epoch=1 start=5 end=1").is_none());
         assert!(ArchiveHeader::parse_comment("other").is_none());
+    }
+
+    #[test]
+    fn headers_that_are_not_a_pihealth_archive_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            ArchiveHeader::read(&path).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused("text", b"hello, not gzip at all\n"),
+            "not a pihealth archive: not gzip"
+        );
+        let mut plain = GzBuilder::new().write(Vec::new(), Compression::default());
+        plain.write_all(b"x\n").unwrap();
+        let plain = plain.finish().unwrap();
+        assert_eq!(
+            refused("plain", &plain),
+            "not a pihealth archive: no header comment"
+        );
+        let mut other = GzBuilder::new()
+            .comment("made by gzip")
+            .write(Vec::new(), Compression::default());
+        other.write_all(b"x\n").unwrap();
+        assert_eq!(
+            refused("other", &other.finish().unwrap()),
+            "not a pihealth archive: comment not understood"
+        );
+        // Cut inside the header's comment: an I/O error, not a header.
+        let mut cut = GzBuilder::new()
+            .comment("pihealth type=cpu epoch=1 start=0 end=2")
+            .write(Vec::new(), Compression::default());
+        cut.write_all(b"x\n").unwrap();
+        let cut = cut.finish().unwrap();
+        let path = dir.path().join("cut");
+        fs::write(&path, &cut[..20]).unwrap();
+        assert_eq!(
+            ArchiveHeader::read(&path).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        // Reserved flag bits set: RFC 1952 says refuse.
+        let mut reserved = plain.clone();
+        reserved[3] |= 0x20;
+        assert_eq!(
+            refused("reserved", &reserved),
+            "not a pihealth archive: not gzip"
+        );
     }
 
     #[test]

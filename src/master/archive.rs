@@ -1034,7 +1034,7 @@ fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
 fn check_archive_exact(path: &Path, file: &File, piece: &PieceRef) -> io::Result<()> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let header = ArchiveHeader::read(path).map_err(|e| bad(format!("archive refused: {e}")))?;
-    if !header.matches(piece) {
+    if !piece.matches_header(&header) {
         return Err(bad(format!(
             "archive refused: its header says {} epoch {} {}..{}, offered as {} epoch {} {}..{}",
             header.log_type,

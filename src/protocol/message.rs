@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::storage::ArchiveHeader;
+
 /// Longest name (host, log type, archive file) accepted on the wire.
 pub const MAX_NAME: usize = 128;
 /// Longest free text (alarm message, error) accepted on the wire.
@@ -39,6 +41,17 @@ pub struct PieceRef {
     pub epoch: u64,
     pub start: u64,
     pub end: u64,
+}
+
+impl PieceRef {
+    /// Whether an archive with `header` holds exactly this piece (the
+    /// archive format is `storage`'s; the protocol only names ranges).
+    pub fn matches_header(&self, header: &ArchiveHeader) -> bool {
+        self.log_type == header.log_type
+            && self.epoch == header.epoch
+            && self.start == header.start
+            && self.end == header.end
+    }
 }
 
 /// A piece offered for fetching over a data connection.
