@@ -26,8 +26,8 @@ pub const TAG_LEN: usize = 16;
 /// last-fragment byte.
 pub const MAX_FRAGMENT: usize = MAX_NOISE_MSG - TAG_LEN - 1;
 
-fn auth_error(message: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, message.into())
+fn auth_error(why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why)
 }
 
 pub struct Connection<S: Read + Write> {
