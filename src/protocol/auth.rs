@@ -364,25 +364,17 @@ pub fn encode_hello(purpose: Purpose, host: &str) -> Vec<u8> {
 }
 
 /// Why a first frame is refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HelloError {
     /// Not a pihealth hello at all.
+    #[error("{0}")]
     Garbage(String),
     /// A pihealth hello of another protocol version.
+    #[error(
+        "peer speaks pihealth protocol {0}; this side speaks only protocol {VERSION} \
+         (upgrade the peer: README, \"Upgrading to protocol 2\")"
+    )]
     Version(u8),
-}
-
-impl std::fmt::Display for HelloError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HelloError::Garbage(why) => f.write_str(why),
-            HelloError::Version(v) => write!(
-                f,
-                "peer speaks pihealth protocol {v}; this side speaks only protocol {VERSION} \
-                 (upgrade the peer: README, \"Upgrading to protocol 2\")"
-            ),
-        }
-    }
 }
 
 /// A parsed first frame: the hello, its bytes (the Noise prologue), and

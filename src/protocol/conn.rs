@@ -179,35 +179,17 @@ fn handshake_error(addr: SocketAddr, e: io::Error) -> io::Error {
 /// (it says nothing, so a client without the key learns nothing). Kept as
 /// the error's payload so callers can tell it from a network fault
 /// (`is_wrong_key`); the kind stays the I/O kind, which `dial` goes by.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("wrong key: {0}")]
 pub struct WrongKey(pub String);
-
-impl std::fmt::Display for WrongKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "wrong key: {}", self.0)
-    }
-}
-
-impl std::error::Error for WrongKey {}
 
 /// The server's side of the same: the client's hello opens with none of
 /// the keys its host may hold.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed: wrong key for host {host:?}")]
 pub struct ClientWrongKey {
     pub host: String,
 }
-
-impl std::fmt::Display for ClientWrongKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "authentication failed: wrong key for host {:?}",
-            self.host
-        )
-    }
-}
-
-impl std::error::Error for ClientWrongKey {}
 
 /// Whether `e` is a refusal for a wrong key, on either side (see
 /// `WrongKey`, `ClientWrongKey`).
@@ -231,16 +213,9 @@ fn refused_key(e: &io::Error) -> bool {
 
 /// A hello that named no host, answered with our name (see `ask_name`):
 /// not a refusal worth a warning.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("asked for our host name, answered")]
 pub struct NameGiven;
-
-impl std::fmt::Display for NameGiven {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("asked for our host name, answered")
-    }
-}
-
-impl std::error::Error for NameGiven {}
 
 /// Read buffer per connection. Small on purpose: most connections carry a
 /// handful of small messages, and a buffer of 128 KiB or more is an mmap
@@ -301,7 +276,7 @@ impl<S: Read + Write> Connection<S> {
                 ClientWrongKey { host },
             )),
             // A version error says which versions, so both ends' logs do.
-            Err(Refusal::Hello(e)) => Err(auth_error(e.to_string())),
+            Err(Refusal::Hello(e)) => Err(auth_error(e)),
             Err(Refusal::WrongPurpose(asked)) => Err(auth_error(format!(
                 "wrong port: {asked:?} hello on the {purpose:?} port"
             ))),

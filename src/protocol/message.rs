@@ -4,8 +4,6 @@
 //! network is checked before use, and so the decoder is a pure function
 //! that tests and fuzzers can call on any byte slice.
 
-use std::fmt;
-
 use crate::storage::ArchiveHeader;
 
 /// Longest name (host, log type, archive file) accepted on the wire.
@@ -152,16 +150,9 @@ pub enum Message {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
 pub struct DecodeError(pub String);
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed message: {}", self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 impl From<DecodeError> for std::io::Error {
     fn from(e: DecodeError) -> std::io::Error {
