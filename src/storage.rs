@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Attach the path to an I/O error so logs say which file failed.
-pub fn with_path(e: io::Error, path: &Path) -> io::Error {
+pub(crate) fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
@@ -26,7 +26,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Remove leftovers of writes interrupted by a crash.
-pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
+pub(crate) fn remove_temp_files(dir: &Path) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -59,7 +59,8 @@ pub fn syncs() -> u64 {
 }
 
 /// How many of them this thread made.
-pub fn thread_syncs() -> u64 {
+#[cfg(test)]
+pub(crate) fn thread_syncs() -> u64 {
     THREAD_SYNCS.with(|n| n.get())
 }
 
@@ -81,13 +82,13 @@ pub fn fsync(file: &File) -> io::Result<()> {
 }
 
 /// Make renames and creations in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
         .and_then(|d| fsync(&d))
         .map_err(|e| with_path(e, dir))
 }
 
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             io::Error::new(
@@ -102,12 +103,12 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 
 /// Replace `path` atomically: readers see the old or the new file, never a
 /// mix. With `durable`, the new content survives power loss once this returns.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     write_atomic(path, &bytes, durable)
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = temp_path(path);
     let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
     file.write_all(bytes)?;
@@ -123,7 +124,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
 
 /// Append `bytes` to `path` (created if missing) and fsync before returning:
 /// for records that are acknowledged to someone right after.
-pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -135,7 +136,7 @@ pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Cut a line-oriented file back to its last newline: a line torn by a
 /// crash mid-append must not swallow the next line appended after it.
-pub fn cut_torn_line(path: &Path) -> io::Result<()> {
+pub(crate) fn cut_torn_line(path: &Path) -> io::Result<()> {
     let mut file = match fs::OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -156,7 +157,7 @@ pub fn cut_torn_line(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
@@ -205,7 +206,7 @@ impl ArchiveHeader {
         )
     }
 
-    pub fn parse_comment(text: &str) -> Option<ArchiveHeader> {
+    pub(crate) fn parse_comment(text: &str) -> Option<ArchiveHeader> {
         let mut fields = text.strip_prefix("pihealth ")?.split(' ');
         let mut get = |key: &str| {
             fields
@@ -288,10 +289,10 @@ pub fn write_gzip_atomic(
 // import from the other.
 
 /// The master's own directory inside `log_dir`.
-pub const MASTER_OWN_DIR: &str = ".master";
+pub(crate) const MASTER_OWN_DIR: &str = ".master";
 /// Legacy files that prove an old master used this `log/`; `alarms.log`
 /// or `events.log` alone may be an agent's collector named `alarms`.
-pub const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
+pub(crate) const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
 
 /// Whether a master older than this layout keeps its files in `log_dir`
 /// (not moved yet): an agent sharing the directory must then leave

@@ -75,7 +75,7 @@ impl Drop for LaneTicket {
 }
 
 #[derive(Clone)]
-pub struct UntrustedLane(Arc<Lane>);
+pub(crate) struct UntrustedLane(Arc<Lane>);
 
 struct Lane {
     pool: ThreadPool,

@@ -35,11 +35,10 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroize;
 
-pub const VERSION: u8 = 2;
-pub const NONCE_LEN: usize = 32;
+pub(crate) const VERSION: u8 = 2;
 const MAGIC: &[u8; 2] = b"PH";
 /// The Noise protocol name; also the Noise hash's starting point.
-pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+pub(crate) const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
 /// Each Noise handshake message: an ephemeral key and the tag of an empty
 /// payload.
 pub const NOISE_MSG_LEN: usize = 32 + 16;
@@ -146,7 +145,7 @@ pub enum KeyFile {
 }
 
 impl Key {
-    pub fn generate() -> Result<Key, KeyError> {
+    pub(crate) fn generate() -> Result<Key, KeyError> {
         crate::random::random_bytes()
             .map(Key)
             .map_err(KeyError::NoRandomness)
@@ -160,11 +159,11 @@ impl Key {
         &self.0
     }
 
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub fn from_hex(text: &str) -> Result<Key, KeyError> {
+    pub(crate) fn from_hex(text: &str) -> Result<Key, KeyError> {
         let text = text.trim();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KeyError::NotHex);
@@ -187,7 +186,7 @@ impl Key {
     }
 
     /// The text of a host key file for `name` (see `KeyFile::parse`).
-    pub fn host_file_text(&self, name: &str) -> String {
+    pub(crate) fn host_file_text(&self, name: &str) -> String {
         format!("{HOST_KEY_TAG} {name} {}\n", self.to_hex())
     }
 
@@ -220,7 +219,7 @@ impl Key {
     /// The host keys of agent `name`: each file holds either that host's
     /// key or the fleet key (from which the host key is derived, so a fleet
     /// still on one shared key keeps working).
-    pub fn load_host_ring(
+    pub(crate) fn load_host_ring(
         primary: &Path,
         previous: &[PathBuf],
         name: &str,
@@ -328,7 +327,7 @@ pub enum Credentials {
 
 impl Credentials {
     /// The keys `host` may prove, or why it may not connect at all.
-    pub fn keys_for(&self, host: &str) -> Result<Vec<Key>, HostRefused> {
+    pub(crate) fn keys_for(&self, host: &str) -> Result<Vec<Key>, HostRefused> {
         match self {
             Credentials::Fleet { keys, revoked } => {
                 if revoked.iter().any(|r| r == host) {

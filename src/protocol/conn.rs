@@ -19,12 +19,12 @@ use super::message::Message;
 use crate::net::TimedStream;
 
 /// Largest Noise message (ciphertext) of one frame.
-pub const MAX_NOISE_MSG: usize = 65_535;
+pub(crate) const MAX_NOISE_MSG: usize = 65_535;
 /// Poly1305 tag of every Noise message.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// Largest message fragment per frame: room for the tag and the
 /// last-fragment byte.
-pub const MAX_FRAGMENT: usize = MAX_NOISE_MSG - TAG_LEN - 1;
+pub(crate) const MAX_FRAGMENT: usize = MAX_NOISE_MSG - TAG_LEN - 1;
 
 fn auth_error(why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, why)
@@ -79,7 +79,7 @@ impl Connection<TimedStream> {
     /// `dial`, trying `keys[first]` first (the key this peer answered to
     /// last time, see `KeyMemory`), then the others in order; also says
     /// which key the server accepted.
-    pub fn dial_from(
+    pub(crate) fn dial_from(
         addr: SocketAddr,
         keys: &[Key],
         first: usize,
@@ -117,7 +117,7 @@ impl Connection<TimedStream> {
     /// its address: a hello naming no host, answered (unauthenticated)
     /// with the agent's name. The name only chooses the key to dial with;
     /// the connection that follows proves it.
-    pub fn ask_name(
+    pub(crate) fn ask_name(
         addr: SocketAddr,
         connect_timeout: Duration,
         io_timeout: Duration,
@@ -181,19 +181,19 @@ fn handshake_error(addr: SocketAddr, e: io::Error) -> io::Error {
 /// (`is_wrong_key`); the kind stays the I/O kind, which `dial` goes by.
 #[derive(Debug, thiserror::Error)]
 #[error("wrong key: {0}")]
-pub struct WrongKey(pub String);
+pub(crate) struct WrongKey(pub String);
 
 /// The server's side of the same: the client's hello opens with none of
 /// the keys its host may hold.
 #[derive(Debug, thiserror::Error)]
 #[error("authentication failed: wrong key for host {host:?}")]
-pub struct ClientWrongKey {
+pub(crate) struct ClientWrongKey {
     pub host: String,
 }
 
 /// Whether `e` is a refusal for a wrong key, on either side (see
 /// `WrongKey`, `ClientWrongKey`).
-pub fn is_wrong_key(e: &io::Error) -> bool {
+pub(crate) fn is_wrong_key(e: &io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.is::<WrongKey>() || inner.is::<ClientWrongKey>())
 }
@@ -305,7 +305,7 @@ impl<S: Read + Write> Connection<S> {
     }
 
     /// Send a data chunk without building a `Message` for it.
-    pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         let header = Message::chunk_header(data.len());
         self.send_parts(&[&header, data])
     }
@@ -407,7 +407,7 @@ impl<S: Read + Write> Connection<S> {
     /// is left in `frame` (`Received::Chunk` gives where) instead of being
     /// copied into a new `Vec`. `frame` is reused from call to call, so a
     /// stream of chunks costs no allocation; it only grows.
-    pub fn recv_into(&mut self, frame: &mut Vec<u8>) -> io::Result<Received> {
+    pub(crate) fn recv_into(&mut self, frame: &mut Vec<u8>) -> io::Result<Received> {
         let len = self.read_message(frame)?;
         let payload = &frame[..len];
         match Message::chunk_data(payload) {
@@ -437,14 +437,14 @@ impl<S: Read + Write> Connection<S> {
         self.reader.get_ref()
     }
 
-    pub fn stream_mut(&mut self) -> &mut S {
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
         self.reader.get_mut()
     }
 }
 
 /// What `Connection::recv_into` received.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     /// A `Chunk`: its data is `frame[range]`.
     Chunk(std::ops::Range<usize>),
     /// Any other message (a peer's `Error` is returned as an error).

@@ -7,14 +7,14 @@
 use crate::storage::ArchiveHeader;
 
 /// Longest name (host, log type, archive file) accepted on the wire.
-pub const MAX_NAME: usize = 128;
+pub(crate) const MAX_NAME: usize = 128;
 /// Longest free text (alarm message, error) accepted on the wire.
-pub const MAX_TEXT: usize = 4096;
+pub(crate) const MAX_TEXT: usize = 4096;
 /// Most offers in one `Pending` answer; more follow in the next round.
-pub const MAX_OFFERS: usize = 256;
+pub(crate) const MAX_OFFERS: usize = 256;
 /// Largest data chunk on a data connection: with its 5-byte header it fits
 /// one Noise frame (`conn::MAX_FRAGMENT`).
-pub const MAX_CHUNK: usize = 64 * 1024 - 64;
+pub(crate) const MAX_CHUNK: usize = 64 * 1024 - 64;
 pub const TOKEN_LEN: usize = 16;
 
 /// Where a piece of log lives on the agent.
@@ -44,7 +44,7 @@ pub struct PieceRef {
 impl PieceRef {
     /// Whether an archive with `header` holds exactly this piece (the
     /// archive format is `storage`'s; the protocol only names ranges).
-    pub fn matches_header(&self, header: &ArchiveHeader) -> bool {
+    pub(crate) fn matches_header(&self, header: &ArchiveHeader) -> bool {
         self.log_type == header.log_type
             && self.epoch == header.epoch
             && self.start == header.start
