@@ -103,7 +103,11 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T
 
 /// Replace `path` atomically: readers see the old or the new file, never a
 /// mix. With `durable`, the new content survives power loss once this returns.
-pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+pub(crate) fn write_json_atomic<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durable: bool,
+) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     write_atomic(path, &bytes, durable)
 }
@@ -120,6 +124,17 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     }
     Ok(())
+}
+
+/// Empty `path` durably by renaming a new empty file over it, never by
+/// truncating: a reader that still has the old file open (a data
+/// connection sending it) keeps reading the old, unchanging bytes. The
+/// empty file and the rename are on disk when this returns.
+pub(crate) fn replace_with_empty(path: &Path) -> io::Result<()> {
+    let tmp = temp_path(path);
+    fsync(&File::create(&tmp)?)?;
+    fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Append `bytes` to `path` (created if missing) and fsync before returning:
@@ -380,6 +395,23 @@ mod tests {
             refused("reserved", &reserved),
             "not a pihealth archive: not gzip"
         );
+    }
+
+    #[test]
+    fn replace_with_empty_leaves_an_open_reader_the_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpu.log");
+        fs::write(&path, b"old lines\n").unwrap();
+        let mut reader = File::open(&path).unwrap();
+        let before = thread_syncs();
+        replace_with_empty(&path).unwrap();
+        // The empty file, then the directory.
+        assert_eq!(thread_syncs() - before, 2);
+        assert_eq!(fs::read(&path).unwrap(), b"");
+        let mut old = String::new();
+        reader.read_to_string(&mut old).unwrap();
+        assert_eq!(old, "old lines\n");
+        assert!(!temp_path(&path).exists());
     }
 
     #[test]

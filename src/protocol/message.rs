@@ -15,6 +15,10 @@ pub(crate) const MAX_OFFERS: usize = 256;
 /// Largest data chunk on a data connection: with its 5-byte header it fits
 /// one Noise frame (`conn::MAX_FRAGMENT`).
 pub(crate) const MAX_CHUNK: usize = 64 * 1024 - 64;
+/// An agent whose clock (`AgentInfo::time_ms`, `Register`, `Heartbeat`)
+/// is further than this from the master's is flagged as skewed, on the
+/// status page and by `pihealth status` alike.
+pub(crate) const SKEW_LIMIT_MS: i64 = 30_000;
 pub const TOKEN_LEN: usize = 16;
 
 /// Where a piece of log lives on the agent.
