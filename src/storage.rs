@@ -361,27 +361,23 @@ mod tests {
             refused("text", b"hello, not gzip at all\n"),
             "not a pihealth archive: not gzip"
         );
-        let mut plain = GzBuilder::new().write(Vec::new(), Compression::default());
-        plain.write_all(b"x\n").unwrap();
-        let plain = plain.finish().unwrap();
+        let gzip = |comment: Option<&str>| {
+            let builder = comment.map_or(GzBuilder::new(), |c| GzBuilder::new().comment(c));
+            let mut encoder = builder.write(Vec::new(), Compression::default());
+            encoder.write_all(b"x\n").unwrap();
+            encoder.finish().unwrap()
+        };
+        let plain = gzip(None);
         assert_eq!(
             refused("plain", &plain),
             "not a pihealth archive: no header comment"
         );
-        let mut other = GzBuilder::new()
-            .comment("made by gzip")
-            .write(Vec::new(), Compression::default());
-        other.write_all(b"x\n").unwrap();
         assert_eq!(
-            refused("other", &other.finish().unwrap()),
+            refused("other", &gzip(Some("made by gzip"))),
             "not a pihealth archive: comment not understood"
         );
         // Cut inside the header's comment: an I/O error, not a header.
-        let mut cut = GzBuilder::new()
-            .comment("pihealth type=cpu epoch=1 start=0 end=2")
-            .write(Vec::new(), Compression::default());
-        cut.write_all(b"x\n").unwrap();
-        let cut = cut.finish().unwrap();
+        let cut = gzip(Some("pihealth type=cpu epoch=1 start=0 end=2"));
         let path = dir.path().join("cut");
         fs::write(&path, &cut[..20]).unwrap();
         assert_eq!(

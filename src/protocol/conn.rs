@@ -780,39 +780,28 @@ pub(crate) mod tests {
     fn dial_falls_back_to_a_previous_key_the_server_still_has() {
         let (old, new) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
         let t = Duration::from_secs(5);
+        let ping = |addr| {
+            Connection::dial(
+                addr,
+                &[new.clone(), old.clone()],
+                Purpose::Control,
+                "pi1",
+                t,
+                t,
+            )
+            .and_then(|mut c| c.send(&Message::Ping).and_then(|_| c.recv()))
+        };
         // Server still on the old key: the new one is refused, the old works.
         let (addr, server) = key_server(vec![old.clone()], 2);
-        let mut conn = Connection::dial(
-            addr,
-            &[new.clone(), old.clone()],
-            Purpose::Control,
-            "pi1",
-            t,
-            t,
-        )
-        .unwrap();
-        conn.send(&Message::Ping).unwrap();
-        assert_eq!(conn.recv().unwrap(), Message::Bye);
+        assert_eq!(ping(addr).unwrap(), Message::Bye);
         assert_eq!(server.join().unwrap(), 1);
         // Server already on the new key: the first try succeeds.
         let (addr, server) = key_server(vec![new.clone()], 1);
-        let mut conn = Connection::dial(
-            addr,
-            &[new.clone(), old.clone()],
-            Purpose::Control,
-            "pi1",
-            t,
-            t,
-        )
-        .unwrap();
-        conn.send(&Message::Ping).unwrap();
-        assert_eq!(conn.recv().unwrap(), Message::Bye);
+        assert_eq!(ping(addr).unwrap(), Message::Bye);
         assert_eq!(server.join().unwrap(), 1);
         // A server with neither key: refused in the end.
         let (addr, server) = key_server(vec![Key::from_bytes([3; 32])], 2);
-        let result = Connection::dial(addr, &[new, old], Purpose::Control, "pi1", t, t)
-            .and_then(|mut c| c.send(&Message::Ping).and_then(|_| c.recv()));
-        assert!(result.is_err());
+        assert!(ping(addr).is_err());
         assert_eq!(server.join().unwrap(), 0);
     }
 }
