@@ -62,8 +62,7 @@ pub struct TimedStream {
     io_timeout: Duration,
     deadline: Cell<Option<Instant>>,
     /// The socket's read and write timeouts as last set, so that a call
-    /// whose timeout does not change costs no `setsockopt` (two per read
-    /// and write showed in the agent's profile of a pull).
+    /// whose timeout does not change costs no `setsockopt` system call.
     read_timeout: Cell<Duration>,
     write_timeout: Cell<Duration>,
     /// The peer address's handshake slot, held until the peer has proved
@@ -566,7 +565,7 @@ mod tests {
         let mut buf = String::new();
         c.read_to_string(&mut buf).unwrap();
         assert_eq!(buf, "hi");
-        // A panicking handler does not end the loop.
+        // `stop` returns once the accept thread has ended; the pool drains.
         l.stop();
         assert!(drain_pool(&pool, Duration::from_secs(5)));
     }

@@ -1,5 +1,16 @@
 //! File-system building blocks shared by agent and master: atomic state
-//! files, directory fsync, temp-file naming, and the archive header.
+//! files, counted fsyncs, directory syncs, temp-file naming, emptying by
+//! rename, and the archive format both sides share (names, the gzip header
+//! comment that carries a stream range, `write_gzip_atomic`).
+//!
+//! It knows nothing of hosts, pulls or the wire: the protocol compares its
+//! pieces with an `ArchiveHeader` (`PieceRef::matches_header`), not the
+//! reverse.
+//!
+//! Crash safety: every replacing write goes to a hidden `.NAME.tmp`, is
+//! fsynced, renamed over the target and the directory fsynced, so a crash
+//! leaves the old file or the new one, and at worst a temp file that
+//! `remove_temp_files` clears at the next start.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};

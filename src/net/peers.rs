@@ -7,9 +7,9 @@
 //! are still in their handshake, and whether one of its connections lately
 //! ended without proving the key. An address with more than one connection
 //! in its handshake, or a recent failure, is a suspect: the untrusted lane
-//! lets clean addresses go first (see `super::lane`). Both are counted across all of a daemon's
-//! ports, so an address cannot hold the cap on each port at once (eight on
-//! the registration port plus eight on the alarm port was more than the
+//! lets clean addresses go first (see `super::lane`). Both are counted
+//! across all of a daemon's ports, so an address cannot hold the cap on
+//! each port at once (the caps of two ports together could outnumber the
 //! master's pool). IPv6 addresses count by their /64: one host is given a
 //! whole /64 and can pick a new address in it for every connection.
 

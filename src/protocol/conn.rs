@@ -219,8 +219,8 @@ pub struct NameGiven;
 
 /// Read buffer per connection. Small on purpose: most connections carry a
 /// handful of small messages, and a buffer of 128 KiB or more is an mmap
-/// and munmap per connection in glibc (its mmap threshold), which showed
-/// in the agent's profile. Big frames bypass it (`read_body`).
+/// and munmap per connection in glibc (its mmap threshold). Big frames
+/// bypass it (`read_body`).
 const READ_BUFFER: usize = 16 * 1024;
 
 impl<S: Read + Write> Connection<S> {
