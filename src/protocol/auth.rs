@@ -624,13 +624,77 @@ mod tests {
         v1.extend_from_slice(&[0; 32]);
         let err = decode_hello(&v1).unwrap_err();
         assert_eq!(err, HelloError::Version(1));
-        assert!(err.to_string().contains("protocol 1"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "peer speaks pihealth protocol 1; this side speaks only protocol 2 \
+             (upgrade the peer: README, \"Upgrading to protocol 2\")"
+        );
         let mut bad_purpose = encode_hello(Purpose::Alarm, "pi7");
         bad_purpose[3] = 77;
         assert!(decode_hello(&bad_purpose).is_err());
         let mut short = encode_hello(Purpose::Alarm, "pi7");
         short.pop();
         assert!(decode_hello(&short).is_err());
+    }
+
+    #[test]
+    fn key_file_errors_name_the_file_and_what_was_expected() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let fleet = Key::from_bytes([7; 32]);
+        let open = write("open.key", &fleet.to_hex(), 0o644);
+        assert_eq!(
+            Key::load(&open).unwrap_err().to_string(),
+            format!(
+                "{0}: key file has mode 644; expected 600 (chmod 600 {0})",
+                open.display()
+            )
+        );
+        let host = write(
+            "pi1.key",
+            &fleet.for_host("pi1").host_file_text("pi1"),
+            0o600,
+        );
+        assert_eq!(
+            Key::load(&host).unwrap_err().to_string(),
+            format!(
+                "{}: this is the host key of \"pi1\"; expected the fleet key (a master \
+                 needs the key made by `pihealth keygen`)",
+                host.display()
+            )
+        );
+        assert_eq!(
+            Key::load_host_ring(&host, &[], "pi2")
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{}: this is the host key of \"pi1\"; expected the key of \"pi2\" \
+                 (pihealth keygen --host pi2)",
+                host.display()
+            )
+        );
+        let junk = write("junk.key", "not a key\n", 0o600);
+        assert_eq!(
+            Key::load(&junk).unwrap_err().to_string(),
+            format!(
+                "{}: expected 64 hex digits (made by `pihealth keygen`)",
+                junk.display()
+            )
+        );
+        let missing = dir.path().join("missing.key");
+        assert!(Key::load(&missing)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&format!(
+                "{}: cannot read the key file: ",
+                missing.display()
+            )));
     }
 
     #[test]
