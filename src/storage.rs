@@ -128,13 +128,20 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
     let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
     file.write_all(bytes)?;
     if durable {
-        fsync(&file)?;
+        install_durably(&file, &tmp, path)
+    } else {
+        fs::rename(&tmp, path).map_err(|e| with_path(e, path))
     }
-    fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
-    if durable {
-        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    }
-    Ok(())
+}
+
+/// The durable end of every replacing write: the temp file's bytes, then
+/// its rename over `path`, then the directory entry. A crash before the
+/// rename leaves the old file (and a temp file `remove_temp_files` clears);
+/// after it, the new one.
+fn install_durably(file: &File, tmp: &Path, path: &Path) -> io::Result<()> {
+    fsync(file)?;
+    fs::rename(tmp, path).map_err(|e| with_path(e, path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Empty `path` durably by renaming a new empty file over it, never by
@@ -143,9 +150,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
 /// empty file and the rename are on disk when this returns.
 pub(crate) fn replace_with_empty(path: &Path) -> io::Result<()> {
     let tmp = temp_path(path);
-    fsync(&File::create(&tmp)?)?;
-    fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    install_durably(&File::create(&tmp)?, &tmp, path)
 }
 
 /// Append `bytes` to `path` (created if missing) and fsync before returning:
@@ -302,11 +307,8 @@ pub fn write_gzip_atomic(
         crate::failpoint::hit("logstore.mid_gzip");
     }
     let file = encoder.finish()?;
-    fsync(&file)?;
-    let size = file.metadata()?.len();
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    Ok(size)
+    install_durably(&file, &tmp, path)?;
+    Ok(file.metadata()?.len())
 }
 
 // A log directory shared by a master and an agent on one host: both
