@@ -11,9 +11,9 @@ mod lane;
 mod peers;
 mod waiting_room;
 
-pub use lane::UntrustedLane;
-pub use peers::{address_key, PeerBook};
-pub use waiting_room::{Readiness, WaitingRoom};
+pub(crate) use lane::UntrustedLane;
+pub(crate) use peers::PeerBook;
+pub(crate) use waiting_room::{Readiness, WaitingRoom};
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
@@ -62,8 +62,7 @@ pub struct TimedStream {
     io_timeout: Duration,
     deadline: Cell<Option<Instant>>,
     /// The socket's read and write timeouts as last set, so that a call
-    /// whose timeout does not change costs no `setsockopt` (two per read
-    /// and write showed in the agent's profile of a pull).
+    /// whose timeout does not change costs no `setsockopt` system call.
     read_timeout: Cell<Duration>,
     write_timeout: Cell<Duration>,
     /// The peer address's handshake slot, held until the peer has proved
@@ -86,14 +85,14 @@ impl TimedStream {
 
     /// Change the per-read/write timeout (e.g. for a session that may idle
     /// while its peer works elsewhere).
-    pub fn set_io_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_io_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.io_timeout = timeout;
         self.set_timeouts(timeout, timeout)
     }
 
     /// `None` means the peer has proved the key: the handshake deadline and
     /// the address's handshake slot are released.
-    pub fn set_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.deadline.set(deadline);
         if deadline.is_none() {
             if let Some(slot) = self.slot.take() {
@@ -119,7 +118,7 @@ impl TimedStream {
 
     /// Half-close: tell the peer no more bytes come (for a lingering close,
     /// so unread request bytes do not turn our FIN into a reset).
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         self.stream.shutdown(std::net::Shutdown::Write)
     }
 
@@ -187,7 +186,7 @@ pub fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
 /// What handles one accepted connection, on a pool thread. The stream comes
 /// with a deadline one `io_timeout` after a worker took it, for the handshake;
 /// the handler lifts it once the peer has proved the key.
-pub type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(TimedStream, SocketAddr) + Send + Sync>;
 
 /// Logs refused connections without letting a flood flood the log: the
 /// first refusal at once, then at most one summary line per second.
@@ -226,7 +225,7 @@ impl Refusals {
 
 /// What an accept loop lets in, and how long it waits.
 #[derive(Debug, Clone)]
-pub struct AcceptLimits {
+pub(crate) struct AcceptLimits {
     /// Per read/write, and for the whole handshake.
     pub io_timeout: Duration,
     /// Connections waiting for a worker beyond this are closed at once.
@@ -253,7 +252,7 @@ pub struct AcceptLimits {
 }
 
 /// A running accept loop; `stop` ends it.
-pub struct AcceptLoop {
+pub(crate) struct AcceptLoop {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -334,7 +333,8 @@ impl AcceptLoop {
     /// Accept on `listener`, handing connections to `pool`. When more than
     /// `max_queued` connections already wait for a worker, new ones are
     /// closed at once, so a flood cannot build an unbounded queue.
-    pub fn start(
+    #[cfg(test)]
+    fn start(
         name: &str,
         listener: TcpListener,
         pool: ThreadPool,
@@ -355,7 +355,7 @@ impl AcceptLoop {
     }
 
     /// Accept on `listener` within `limits`, handing connections to `pool`.
-    pub fn start_with(
+    pub(crate) fn start_with(
         name: &str,
         listener: TcpListener,
         pool: ThreadPool,
@@ -507,7 +507,7 @@ impl Drop for AcceptLoop {
 /// default soft limit (1024) would let a flood make `accept` fail for real
 /// peers long before the per-address caps and the waiting room's bound do
 /// their job. Returns the limit now in force.
-pub fn raise_open_files_limit() -> io::Result<u64> {
+pub(crate) fn raise_open_files_limit() -> io::Result<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard {
@@ -518,7 +518,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 
 /// Wait until the pool has no running or queued jobs, at most `limit`.
 /// Returns whether it drained.
-pub fn drain_pool(pool: &ThreadPool, limit: Duration) -> bool {
+pub(crate) fn drain_pool(pool: &ThreadPool, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while pool.active_count() + pool.queued_count() > 0 {
         if Instant::now() >= deadline {
@@ -530,7 +530,7 @@ pub fn drain_pool(pool: &ThreadPool, limit: Duration) -> bool {
 }
 
 /// Sleep up to `d`, waking early when `stop` is set.
-pub fn sleep_unless(stop: &AtomicBool, d: Duration) {
+pub(crate) fn sleep_unless(stop: &AtomicBool, d: Duration) {
     let deadline = Instant::now() + d;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
@@ -565,7 +565,7 @@ mod tests {
         let mut buf = String::new();
         c.read_to_string(&mut buf).unwrap();
         assert_eq!(buf, "hi");
-        // A panicking handler does not end the loop.
+        // `stop` returns once the accept thread has ended; the pool drains.
         l.stop();
         assert!(drain_pool(&pool, Duration::from_secs(5)));
     }

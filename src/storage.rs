@@ -1,20 +1,30 @@
 //! File-system building blocks shared by agent and master: atomic state
-//! files, directory fsync, temp-file naming, and the archive header.
+//! files, counted fsyncs, directory syncs, temp-file naming, emptying by
+//! rename, and the archive format both sides share (names, the gzip header
+//! comment that carries a stream range, `write_gzip_atomic`).
+//!
+//! It knows nothing of hosts, pulls or the wire: the protocol compares its
+//! pieces with an `ArchiveHeader` (`PieceRef::matches_header`), not the
+//! reverse.
+//!
+//! Crash safety: every replacing write goes to a hidden `.NAME.tmp`, is
+//! fsynced, renamed over the target and the directory fsynced, so a crash
+//! leaves the old file or the new one, and at worst a temp file that
+//! `remove_temp_files` clears at the next start.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use flate2::bufread::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::protocol::message::PieceRef;
-
 /// Attach the path to an I/O error so logs say which file failed.
-pub fn with_path(e: io::Error, path: &Path) -> io::Error {
+pub(crate) fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
@@ -27,7 +37,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Remove leftovers of writes interrupted by a crash.
-pub fn remove_temp_files(dir: &Path) -> io::Result<()> {
+pub(crate) fn remove_temp_files(dir: &Path) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -60,7 +70,8 @@ pub fn syncs() -> u64 {
 }
 
 /// How many of them this thread made.
-pub fn thread_syncs() -> u64 {
+#[cfg(test)]
+pub(crate) fn thread_syncs() -> u64 {
     THREAD_SYNCS.with(|n| n.get())
 }
 
@@ -82,13 +93,13 @@ pub fn fsync(file: &File) -> io::Result<()> {
 }
 
 /// Make renames and creations in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
         .and_then(|d| fsync(&d))
         .map_err(|e| with_path(e, dir))
 }
 
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             io::Error::new(
@@ -103,28 +114,48 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 
 /// Replace `path` atomically: readers see the old or the new file, never a
 /// mix. With `durable`, the new content survives power loss once this returns.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+pub(crate) fn write_json_atomic<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durable: bool,
+) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     write_atomic(path, &bytes, durable)
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = temp_path(path);
     let mut file = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
     file.write_all(bytes)?;
     if durable {
-        fsync(&file)?;
+        install_durably(&file, &tmp, path)
+    } else {
+        fs::rename(&tmp, path).map_err(|e| with_path(e, path))
     }
-    fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
-    if durable {
-        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    }
-    Ok(())
+}
+
+/// The durable end of every replacing write: the temp file's bytes, then
+/// its rename over `path`, then the directory entry. A crash before the
+/// rename leaves the old file (and a temp file `remove_temp_files` clears);
+/// after it, the new one.
+fn install_durably(file: &File, tmp: &Path, path: &Path) -> io::Result<()> {
+    fsync(file)?;
+    fs::rename(tmp, path).map_err(|e| with_path(e, path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Empty `path` durably by renaming a new empty file over it, never by
+/// truncating: a reader that still has the old file open (a data
+/// connection sending it) keeps reading the old, unchanging bytes. The
+/// empty file and the rename are on disk when this returns.
+pub(crate) fn replace_with_empty(path: &Path) -> io::Result<()> {
+    let tmp = temp_path(path);
+    install_durably(&File::create(&tmp)?, &tmp, path)
 }
 
 /// Append `bytes` to `path` (created if missing) and fsync before returning:
 /// for records that are acknowledged to someone right after.
-pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -136,7 +167,7 @@ pub fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Cut a line-oriented file back to its last newline: a line torn by a
 /// crash mid-append must not swallow the next line appended after it.
-pub fn cut_torn_line(path: &Path) -> io::Result<()> {
+pub(crate) fn cut_torn_line(path: &Path) -> io::Result<()> {
     let mut file = match fs::OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -157,7 +188,7 @@ pub fn cut_torn_line(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
@@ -206,7 +237,7 @@ impl ArchiveHeader {
         )
     }
 
-    pub fn parse_comment(text: &str) -> Option<ArchiveHeader> {
+    pub(crate) fn parse_comment(text: &str) -> Option<ArchiveHeader> {
         let mut fields = text.strip_prefix("pihealth ")?.split(' ');
         let mut get = |key: &str| {
             fields
@@ -227,56 +258,28 @@ impl ArchiveHeader {
         })
     }
 
-    pub fn matches(&self, piece: &PieceRef) -> bool {
-        self.log_type == piece.log_type
-            && self.epoch == piece.epoch
-            && self.start == piece.start
-            && self.end == piece.end
-    }
-
-    /// Read the header comment of a gzip file (RFC 1952 §2.3).
+    /// Read the header comment of a gzip file (RFC 1952 §2.3). flate2
+    /// parses the header (magic, method, reserved flags, the header CRC if
+    /// present, fields bounded at 64 KiB) without inflating anything.
     pub fn read(path: &Path) -> io::Result<ArchiveHeader> {
-        let mut r = BufReader::new(File::open(path)?);
         let bad = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not a pihealth archive: {why}"),
             )
         };
-        let mut fixed = [0u8; 10];
-        r.read_exact(&mut fixed)?;
-        if fixed[0] != 0x1f || fixed[1] != 0x8b || fixed[2] != 8 {
-            return Err(bad("not gzip"));
-        }
-        let flags = fixed[3];
-        if flags & 0x04 != 0 {
-            let mut xlen = [0u8; 2];
-            r.read_exact(&mut xlen)?;
-            io::copy(
-                &mut (&mut r).take(u16::from_le_bytes(xlen) as u64),
-                &mut io::sink(),
-            )?;
-        }
-        let read_cstr = |r: &mut BufReader<File>| -> io::Result<Vec<u8>> {
-            let mut out = Vec::new();
-            let mut byte = [0u8; 1];
-            loop {
-                r.read_exact(&mut byte)?;
-                if byte[0] == 0 || out.len() > 1024 {
-                    return Ok(out);
-                }
-                out.push(byte[0]);
-            }
+        let mut gz = GzDecoder::new(BufReader::new(File::open(path)?));
+        let Some(header) = gz.header() else {
+            // The parse error is kept for the first read: a file cut short
+            // inside its header says so, anything else is not gzip.
+            return Err(match gz.read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => e,
+                _ => bad("not gzip"),
+            });
         };
-        if flags & 0x08 != 0 {
-            read_cstr(&mut r)?;
-        }
-        if flags & 0x10 == 0 {
-            return Err(bad("no header comment"));
-        }
-        let comment = read_cstr(&mut r)?;
-        let text = String::from_utf8(comment).map_err(|_| bad("comment not text"))?;
-        ArchiveHeader::parse_comment(&text).ok_or_else(|| bad("comment not understood"))
+        let comment = header.comment().ok_or_else(|| bad("no header comment"))?;
+        let text = std::str::from_utf8(comment).map_err(|_| bad("comment not text"))?;
+        ArchiveHeader::parse_comment(text).ok_or_else(|| bad("comment not understood"))
     }
 }
 
@@ -304,11 +307,8 @@ pub fn write_gzip_atomic(
         crate::failpoint::hit("logstore.mid_gzip");
     }
     let file = encoder.finish()?;
-    fsync(&file)?;
-    let size = file.metadata()?.len();
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    Ok(size)
+    install_durably(&file, &tmp, path)?;
+    Ok(file.metadata()?.len())
 }
 
 // A log directory shared by a master and an agent on one host: both
@@ -317,10 +317,10 @@ pub fn write_gzip_atomic(
 // import from the other.
 
 /// The master's own directory inside `log_dir`.
-pub const MASTER_OWN_DIR: &str = ".master";
+pub(crate) const MASTER_OWN_DIR: &str = ".master";
 /// Legacy files that prove an old master used this `log/`; `alarms.log`
 /// or `events.log` alone may be an agent's collector named `alarms`.
-pub const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
+pub(crate) const LEGACY_EVIDENCE: [&str; 2] = [".alarm-commands.done", "registry.json"];
 
 /// Whether a master older than this layout keeps its files in `log_dir`
 /// (not moved yet): an agent sharing the directory must then leave
@@ -360,6 +360,67 @@ mod tests {
         assert_eq!(text, "hello normal\n");
         assert!(ArchiveHeader::parse_comment("pihealth type=a epoch=1 start=5 end=1").is_none());
         assert!(ArchiveHeader::parse_comment("other").is_none());
+    }
+
+    #[test]
+    fn headers_that_are_not_a_pihealth_archive_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            ArchiveHeader::read(&path).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused("text", b"hello, not gzip at all\n"),
+            "not a pihealth archive: not gzip"
+        );
+        let gzip = |comment: Option<&str>| {
+            let builder = comment.map_or(GzBuilder::new(), |c| GzBuilder::new().comment(c));
+            let mut encoder = builder.write(Vec::new(), Compression::default());
+            encoder.write_all(b"x\n").unwrap();
+            encoder.finish().unwrap()
+        };
+        let plain = gzip(None);
+        assert_eq!(
+            refused("plain", &plain),
+            "not a pihealth archive: no header comment"
+        );
+        assert_eq!(
+            refused("other", &gzip(Some("made by gzip"))),
+            "not a pihealth archive: comment not understood"
+        );
+        // Cut inside the header's comment: an I/O error, not a header.
+        let cut = gzip(Some("pihealth type=cpu epoch=1 start=0 end=2"));
+        let path = dir.path().join("cut");
+        fs::write(&path, &cut[..20]).unwrap();
+        assert_eq!(
+            ArchiveHeader::read(&path).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        // Reserved flag bits set: RFC 1952 says refuse.
+        let mut reserved = plain.clone();
+        reserved[3] |= 0x20;
+        assert_eq!(
+            refused("reserved", &reserved),
+            "not a pihealth archive: not gzip"
+        );
+    }
+
+    #[test]
+    fn replace_with_empty_leaves_an_open_reader_the_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpu.log");
+        fs::write(&path, b"old lines\n").unwrap();
+        let mut reader = File::open(&path).unwrap();
+        let before = thread_syncs();
+        replace_with_empty(&path).unwrap();
+        // The empty file, then the directory.
+        assert_eq!(thread_syncs() - before, 2);
+        assert_eq!(fs::read(&path).unwrap(), b"");
+        let mut old = String::new();
+        reader.read_to_string(&mut old).unwrap();
+        assert_eq!(old, "old lines\n");
+        assert!(!temp_path(&path).exists());
     }
 
     #[test]

@@ -608,7 +608,7 @@ impl LogStore {
                 let a = log
                     .archives
                     .iter()
-                    .find(|a| a.header.matches(piece))
+                    .find(|a| piece.matches_header(&a.header))
                     .ok_or_else(gone)?;
                 Ok(PieceReader {
                     file: File::open(&a.path)?,
@@ -676,7 +676,11 @@ impl LogStore {
             let name = piece.log_type.as_str();
             match piece.kind {
                 PieceKind::Archive => {
-                    if let Some(i) = log.archives.iter().position(|a| a.header.matches(piece)) {
+                    if let Some(i) = log
+                        .archives
+                        .iter()
+                        .position(|a| piece.matches_header(&a.header))
+                    {
                         let removed = self.ensure_state_saved(&types).and_then(|()| {
                             let log = types.get_mut(name).expect("found above");
                             let archive = log.archives.remove(i);

@@ -7,9 +7,8 @@ use std::path::Path;
 
 use crate::master::alarms::{problems, read_alarms};
 use crate::master::registry::{now_ms, AgentRecord, Registry};
+use crate::protocol::message::SKEW_LIMIT_MS;
 
-/// Clock skew beyond this is flagged.
-const SKEW_LIMIT_MS: i64 = 30_000;
 /// The running master rewrites the state at least this often while agents
 /// heartbeat; older means it is probably stopped.
 const STALE_AFTER_MS: i64 = 30_000;

@@ -401,7 +401,7 @@ impl HostArchive {
             match ts.pending.take() {
                 Some(Intent::Seal { archive }) => {
                     if backup_dir.join(&archive).exists() {
-                        replace_with_empty(&log_path)?;
+                        storage::replace_with_empty(&log_path)?;
                         ts.local_len = 0;
                         ts.last_archive = archive;
                     }
@@ -932,7 +932,7 @@ impl HostArchive {
             &mut File::open(&log_path)?.take(local_len),
         )?;
         crate::failpoint::hit("archive.mid_seal");
-        replace_with_empty(&log_path)?;
+        storage::replace_with_empty(&log_path)?;
         let ts = self.state.types.get_mut(log_type).expect("checked");
         ts.pending = None;
         ts.local_len = 0;
@@ -1034,7 +1034,7 @@ fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
 fn check_archive_exact(path: &Path, file: &File, piece: &PieceRef) -> io::Result<()> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let header = ArchiveHeader::read(path).map_err(|e| bad(format!("archive refused: {e}")))?;
-    if !header.matches(piece) {
+    if !piece.matches_header(&header) {
         return Err(bad(format!(
             "archive refused: its header says {} epoch {} {}..{}, offered as {} epoch {} {}..{}",
             header.log_type,
@@ -1107,13 +1107,6 @@ fn carried(got: u64, expected: u64) -> io::Error {
 fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(bytes, offset)
-}
-
-fn replace_with_empty(path: &Path) -> io::Result<()> {
-    let tmp = storage::temp_path(path);
-    storage::fsync(&File::create(&tmp)?)?;
-    fs::rename(&tmp, path)?;
-    storage::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Read a host's whole archive of one type, oldest first (for tests and

@@ -75,7 +75,7 @@ impl Drop for LaneTicket {
 }
 
 #[derive(Clone)]
-pub struct UntrustedLane(Arc<Lane>);
+pub(crate) struct UntrustedLane(Arc<Lane>);
 
 struct Lane {
     pool: ThreadPool,
@@ -249,23 +249,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_lane_holds_part_of_the_pool_and_queues_the_rest_in_order() {
-        let pool = ThreadPool::new(4);
-        let lane = UntrustedLane::new(pool.clone(), 2, 3);
+    /// Submit `n` clean jobs that say their number when they start, then
+    /// wait for a release each. With `proves`, a job drops its ticket first
+    /// (the peer proved the key: what `AddressSlot::proved` does); else it
+    /// holds its place until its run ends.
+    fn blocking_jobs(
+        lane: &UntrustedLane,
+        n: usize,
+        proves: bool,
+    ) -> (
+        crossbeam::channel::Receiver<usize>,
+        crossbeam::channel::Sender<()>,
+    ) {
         let (started_tx, started) = crossbeam::channel::unbounded::<usize>();
         let (release_tx, release) = crossbeam::channel::unbounded::<()>();
-        for i in 0..5 {
+        for i in 0..n {
             let (started_tx, release) = (started_tx.clone(), release.clone());
-            // The place is held until the ticket goes (here: the run ends).
             assert!(lane.submit(entrant(
-                Box::new(move |_ticket| {
+                Box::new(move |ticket| {
+                    if proves {
+                        drop(ticket);
+                    }
                     started_tx.send(i).unwrap();
-                    release.recv().unwrap();
+                    release.recv().unwrap(); // its session goes on
                 }),
                 false
             )));
         }
+        (started, release_tx)
+    }
+
+    #[test]
+    fn the_lane_holds_part_of_the_pool_and_queues_the_rest_in_order() {
+        let pool = ThreadPool::new(4);
+        let lane = UntrustedLane::new(pool.clone(), 2, 3);
+        let (started, release_tx) = blocking_jobs(&lane, 5, false);
         // Full: 2 on workers, 3 waiting.
         assert!(!lane.submit(entrant(Box::new(|_| {}), false)));
         let first: Vec<usize> = (0..2)
@@ -296,19 +314,7 @@ mod tests {
     fn a_peer_that_proves_the_key_gives_its_lane_place_back_at_once() {
         let pool = ThreadPool::new(3);
         let lane = UntrustedLane::new(pool.clone(), 1, 4);
-        let (started_tx, started) = crossbeam::channel::unbounded::<usize>();
-        let (release_tx, release) = crossbeam::channel::unbounded::<()>();
-        for i in 0..2 {
-            let (started_tx, release) = (started_tx.clone(), release.clone());
-            assert!(lane.submit(entrant(
-                Box::new(move |ticket| {
-                    drop(ticket); // proved the key: what `AddressSlot::proved` does
-                    started_tx.send(i).unwrap();
-                    release.recv().unwrap(); // its session goes on
-                }),
-                false
-            )));
-        }
+        let (started, release_tx) = blocking_jobs(&lane, 2, true);
         // Both run at once although the lane has one place: a first-contact
         // master's control session does not keep its data connection out.
         for _ in 0..2 {

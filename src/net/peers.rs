@@ -7,9 +7,9 @@
 //! are still in their handshake, and whether one of its connections lately
 //! ended without proving the key. An address with more than one connection
 //! in its handshake, or a recent failure, is a suspect: the untrusted lane
-//! lets clean addresses go first (see `super::lane`). Both are counted across all of a daemon's
-//! ports, so an address cannot hold the cap on each port at once (eight on
-//! the registration port plus eight on the alarm port was more than the
+//! lets clean addresses go first (see `super::lane`). Both are counted
+//! across all of a daemon's ports, so an address cannot hold the cap on
+//! each port at once (the caps of two ports together could outnumber the
 //! master's pool). IPv6 addresses count by their /64: one host is given a
 //! whole /64 and can pick a new address in it for every connection.
 
@@ -32,7 +32,7 @@ const MAX_SUSPECTS: usize = 16384;
 
 /// The unit the caps count by: an IPv4 address (`::ffff:a.b.c.d` on a
 /// dual-stack listener is a.b.c.d), or an IPv6 /64.
-pub fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
@@ -78,7 +78,7 @@ fn remember(map: &mut HashMap<IpAddr, Instant>, key: IpAddr, max: usize) {
 /// One per daemon; clones share it (every accept loop of the daemon gets
 /// a clone).
 #[derive(Clone, Default, Debug)]
-pub struct PeerBook(Arc<Mutex<Peers>>);
+pub(crate) struct PeerBook(Arc<Mutex<Peers>>);
 
 impl PeerBook {
     fn lock(&self) -> MutexGuard<'_, Peers> {
@@ -105,7 +105,7 @@ impl PeerBook {
     /// opens one at a time: a registration, a master's first control
     /// connection), or one of its connections lately ended without proving
     /// the key.
-    pub fn suspects(&self, ip: IpAddr) -> bool {
+    pub(crate) fn suspects(&self, ip: IpAddr) -> bool {
         self.lock().suspects(address_key(ip))
     }
 
@@ -135,8 +135,9 @@ impl PeerBook {
         })
     }
 
-    /// Unfinished handshakes of `ip`'s address, on all ports (for tests).
-    pub fn open_handshakes(&self, ip: IpAddr) -> usize {
+    /// Unfinished handshakes of `ip`'s address, on all ports.
+    #[cfg(test)]
+    pub(crate) fn open_handshakes(&self, ip: IpAddr) -> usize {
         self.lock().open.get(&address_key(ip)).copied().unwrap_or(0)
     }
 }

@@ -31,7 +31,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// When a parked connection has said enough to deserve a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// Any byte (the key protocol: the handshake's deadline and the
     /// untrusted lane take it from there).
     AnyBytes,
@@ -43,7 +43,7 @@ pub enum Readiness {
 
 /// Longest HTTP request head looked for; a longer one is handed over as
 /// it is, for the handler to refuse.
-pub const HTTP_HEAD_MAX: usize = 8192;
+pub(crate) const HTTP_HEAD_MAX: usize = 8192;
 /// How often a connection that has sent part of an HTTP head is looked at
 /// again (its socket stays readable, so `poll` cannot wait on it).
 const PARTIAL_RECHECK: Duration = Duration::from_millis(20);
@@ -52,10 +52,10 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Run on the room's thread once a guest is ready: give the connection to
 /// its pool (dropping it closes the connection and frees its slot).
-pub type Admit = Box<dyn FnOnce(TcpStream) + Send>;
+pub(crate) type Admit = Box<dyn FnOnce(TcpStream) + Send>;
 
 /// A parked connection.
-pub struct Guest {
+pub(crate) struct Guest {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub ready: Readiness,
@@ -66,7 +66,7 @@ pub struct Guest {
 
 /// The handle the accept loops share; one room (one thread) per daemon.
 #[derive(Clone)]
-pub struct WaitingRoom(Arc<Shared>);
+pub(crate) struct WaitingRoom(Arc<Shared>);
 
 struct Shared {
     guests: Sender<Guest>,
@@ -112,7 +112,7 @@ impl WaitingRoom {
     }
 
     /// Park `guest` until it has spoken (or its time is up).
-    pub fn park(&self, guest: Guest) {
+    pub(crate) fn park(&self, guest: Guest) {
         if guest.stream.set_nonblocking(true).is_err() {
             return;
         }

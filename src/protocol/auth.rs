@@ -35,11 +35,10 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroize;
 
-pub const VERSION: u8 = 2;
-pub const NONCE_LEN: usize = 32;
+pub(crate) const VERSION: u8 = 2;
 const MAGIC: &[u8; 2] = b"PH";
 /// The Noise protocol name; also the Noise hash's starting point.
-pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+pub(crate) const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
 /// Each Noise handshake message: an ephemeral key and the tag of an empty
 /// payload.
 pub const NOISE_MSG_LEN: usize = 32 + 16;
@@ -93,6 +92,51 @@ impl PartialEq for Key {
     }
 }
 
+/// Why a key could not be made, read or taken; the text is what the
+/// daemons and `pihealth keygen` print before exiting.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no randomness: {0}")]
+    NoRandomness(#[source] std::io::Error),
+    #[error("expected 64 hex digits (made by `pihealth keygen`)")]
+    NotHex,
+    #[error("expected `{HOST_KEY_TAG} NAME HEX`")]
+    NotHostKeyLine,
+    /// The host name of a host key file is not an allowed host name.
+    #[error("{0}")]
+    HostName(String),
+    #[error("{}: cannot read the key file: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: key file has mode {mode:o}; expected 600 (chmod 600 {})", .path.display(), .path.display())]
+    Exposed { path: PathBuf, mode: u32 },
+    /// The file's text is not a key (`source` says why).
+    #[error("{}: {source}", .path.display())]
+    Content {
+        path: PathBuf,
+        #[source]
+        source: Box<KeyError>,
+    },
+    #[error("{}: this is the host key of {owner:?}; expected the fleet key (a master needs the key made by `pihealth keygen`)", .path.display())]
+    NotFleetKey { path: PathBuf, owner: String },
+    #[error("{}: this is the host key of {owner:?}; expected the key of {name:?} (pihealth keygen --host {name})", .path.display())]
+    OtherHostsKey {
+        path: PathBuf,
+        owner: String,
+        name: String,
+    },
+}
+
+/// For callers whose own errors are still text.
+impl From<KeyError> for String {
+    fn from(e: KeyError) -> String {
+        e.to_string()
+    }
+}
+
 /// A key file's content: the fleet key, or one host's key.
 #[derive(Debug)]
 pub enum KeyFile {
@@ -101,10 +145,10 @@ pub enum KeyFile {
 }
 
 impl Key {
-    pub fn generate() -> Result<Key, String> {
-        let mut bytes = [0u8; 32];
-        getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
-        Ok(Key(bytes))
+    pub(crate) fn generate() -> Result<Key, KeyError> {
+        crate::random::random_bytes()
+            .map(Key)
+            .map_err(KeyError::NoRandomness)
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Key {
@@ -115,19 +159,19 @@ impl Key {
         &self.0
     }
 
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub fn from_hex(text: &str) -> Result<Key, String> {
+    pub(crate) fn from_hex(text: &str) -> Result<Key, KeyError> {
         let text = text.trim();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("expected 64 hex digits (made by `pihealth keygen`)".into());
+            return Err(KeyError::NotHex);
         }
         let mut bytes = [0u8; 32];
         for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-                .map_err(|_| "expected 64 hex digits".to_string())?;
+            *byte =
+                u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| KeyError::NotHex)?;
         }
         Ok(Key(bytes))
     }
@@ -142,26 +186,26 @@ impl Key {
     }
 
     /// The text of a host key file for `name` (see `KeyFile::parse`).
-    pub fn host_file_text(&self, name: &str) -> String {
+    pub(crate) fn host_file_text(&self, name: &str) -> String {
         format!("{HOST_KEY_TAG} {name} {}\n", self.to_hex())
     }
 
     /// Load a fleet key file (the master's), refusing one that others can
     /// read or a host key file.
-    pub fn load(path: &Path) -> Result<Key, String> {
+    pub fn load(path: &Path) -> Result<Key, KeyError> {
         match KeyFile::load(path)? {
             KeyFile::Fleet(key) => Ok(key),
-            KeyFile::Host { name, .. } => Err(format!(
-                "{}: this is the host key of {name:?}; expected the fleet key (a master needs the key made by `pihealth keygen`)",
-                path.display()
-            )),
+            KeyFile::Host { name, .. } => Err(KeyError::NotFleetKey {
+                path: path.to_path_buf(),
+                owner: name,
+            }),
         }
     }
 
     /// The fleet keys a master holds: `key_file` first (the one it proves
     /// itself with), then `previous_key_files`, still accepted from peers
     /// and tried as a fallback while a key change-over is under way.
-    pub fn load_ring(primary: &Path, previous: &[PathBuf]) -> Result<Vec<Key>, String> {
+    pub fn load_ring(primary: &Path, previous: &[PathBuf]) -> Result<Vec<Key>, KeyError> {
         let mut keys = vec![Key::load(primary)?];
         for path in previous {
             let key = Key::load(path)?;
@@ -175,22 +219,22 @@ impl Key {
     /// The host keys of agent `name`: each file holds either that host's
     /// key or the fleet key (from which the host key is derived, so a fleet
     /// still on one shared key keeps working).
-    pub fn load_host_ring(
+    pub(crate) fn load_host_ring(
         primary: &Path,
         previous: &[PathBuf],
         name: &str,
-    ) -> Result<Vec<Key>, String> {
+    ) -> Result<Vec<Key>, KeyError> {
         let mut keys: Vec<Key> = Vec::new();
         for path in std::iter::once(primary).chain(previous.iter().map(PathBuf::as_path)) {
             let key = match KeyFile::load(path)? {
                 KeyFile::Fleet(fleet) => fleet.for_host(name),
                 KeyFile::Host { name: owner, key } if owner == name => key,
                 KeyFile::Host { name: owner, .. } => {
-                    return Err(format!(
-                        "{}: this is the host key of {owner:?}; expected the key of {name:?} \
-                         (pihealth keygen --host {name})",
-                        path.display()
-                    ))
+                    return Err(KeyError::OtherHostsKey {
+                        path: path.to_path_buf(),
+                        owner,
+                        name: name.to_string(),
+                    })
                 }
             };
             if !keys.contains(&key) {
@@ -204,7 +248,7 @@ impl Key {
 impl KeyFile {
     /// Parse a key file: 64 hex digits (the fleet key) or
     /// `pihealth-host-key NAME HEX` (one host's key).
-    pub fn parse(text: &str) -> Result<KeyFile, String> {
+    pub fn parse(text: &str) -> Result<KeyFile, KeyError> {
         let text = text.trim();
         match text.strip_prefix(HOST_KEY_TAG) {
             None => Key::from_hex(text).map(KeyFile::Fleet),
@@ -212,9 +256,10 @@ impl KeyFile {
                 let mut words = rest.split_whitespace();
                 let (Some(name), Some(hex), None) = (words.next(), words.next(), words.next())
                 else {
-                    return Err(format!("expected `{HOST_KEY_TAG} NAME HEX`"));
+                    return Err(KeyError::NotHostKeyLine);
                 };
-                crate::names::check_host_name(name)?;
+                crate::names::check_host_name(name)
+                    .map_err(|why| KeyError::HostName(why.to_string()))?;
                 Ok(KeyFile::Host {
                     name: name.to_string(),
                     key: Key::from_hex(hex)?,
@@ -226,28 +271,45 @@ impl KeyFile {
     /// Load a key file, refusing one that others can read. The mode is
     /// checked on the file opened, not on the path, so the file read is
     /// the one checked.
-    pub fn load(path: &Path) -> Result<KeyFile, String> {
+    pub fn load(path: &Path) -> Result<KeyFile, KeyError> {
         use std::os::unix::fs::PermissionsExt;
-        let cannot =
-            |e: std::io::Error| format!("{}: cannot read the key file: {e}", path.display());
+        let cannot = |source| KeyError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut file = std::fs::File::open(path).map_err(cannot)?;
         let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "{}: key file has mode {mode:o}; expected 600 (chmod 600 {})",
-                path.display(),
-                path.display()
-            ));
+            return Err(KeyError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         let mut text = String::new();
         (&mut file)
             .take(4096)
             .read_to_string(&mut text)
             .map_err(cannot)?;
-        let parsed = KeyFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()));
+        let parsed = KeyFile::parse(&text).map_err(|e| KeyError::Content {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        });
         text.zeroize();
         parsed
     }
+}
+
+/// Why a server does not serve the host a hello names, whatever key it
+/// proves.
+#[derive(Debug, thiserror::Error)]
+pub enum HostRefused {
+    #[error("host {0:?} is revoked (revoked_hosts)")]
+    Revoked(String),
+    /// Not an allowed host name.
+    #[error("{0}")]
+    BadName(String),
+    #[error("hello for host {host:?}; this agent is {name:?}")]
+    NotThisAgent { host: String, name: String },
 }
 
 /// The keys a server checks hellos against.
@@ -265,18 +327,22 @@ pub enum Credentials {
 
 impl Credentials {
     /// The keys `host` may prove, or why it may not connect at all.
-    pub fn keys_for(&self, host: &str) -> Result<Vec<Key>, String> {
+    pub(crate) fn keys_for(&self, host: &str) -> Result<Vec<Key>, HostRefused> {
         match self {
             Credentials::Fleet { keys, revoked } => {
                 if revoked.iter().any(|r| r == host) {
-                    return Err(format!("host {host:?} is revoked (revoked_hosts)"));
+                    return Err(HostRefused::Revoked(host.to_string()));
                 }
-                crate::names::check_host_name(host)?;
+                crate::names::check_host_name(host)
+                    .map_err(|why| HostRefused::BadName(why.to_string()))?;
                 Ok(keys.iter().map(|k| k.for_host(host)).collect())
             }
             Credentials::Host { name, keys } => {
                 if name != host {
-                    return Err(format!("hello for host {host:?}; this agent is {name:?}"));
+                    return Err(HostRefused::NotThisAgent {
+                        host: host.to_string(),
+                        name: name.clone(),
+                    });
                 }
                 Ok(keys.clone())
             }
@@ -297,25 +363,17 @@ pub fn encode_hello(purpose: Purpose, host: &str) -> Vec<u8> {
 }
 
 /// Why a first frame is refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HelloError {
     /// Not a pihealth hello at all.
+    #[error("{0}")]
     Garbage(String),
     /// A pihealth hello of another protocol version.
+    #[error(
+        "peer speaks pihealth protocol {0}; this side speaks only protocol {VERSION} \
+         (upgrade the peer: README, \"Upgrading to protocol 2\")"
+    )]
     Version(u8),
-}
-
-impl std::fmt::Display for HelloError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HelloError::Garbage(why) => f.write_str(why),
-            HelloError::Version(v) => write!(
-                f,
-                "peer speaks pihealth protocol {v}; this side speaks only protocol {VERSION} \
-                 (upgrade the peer: README, \"Upgrading to protocol 2\")"
-            ),
-        }
-    }
 }
 
 /// A parsed first frame: the hello, its bytes (the Noise prologue), and
@@ -363,8 +421,13 @@ fn noise_builder<'a>(psk: &'a Key, prologue: &'a [u8]) -> snow::Builder<'a> {
         .prologue(prologue)
 }
 
-fn noise_error(e: snow::Error) -> String {
-    format!("noise: {e}")
+/// Why the client's side of a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("noise: {0}")]
+    Noise(#[from] snow::Error),
+    #[error("the server failed to prove the key")]
+    ServerUnproved,
 }
 
 /// The client's first frame for `host`'s key, and the state that reads the
@@ -374,18 +437,16 @@ pub fn client_start(
     host: &str,
     key: &Key,
     ephemeral: Option<&[u8; 32]>,
-) -> Result<(Vec<u8>, snow::HandshakeState), String> {
+) -> Result<(Vec<u8>, snow::HandshakeState), HandshakeError> {
     let hello = encode_hello(purpose, host);
     let mut builder = noise_builder(key, &hello);
     if let Some(e) = ephemeral {
         builder = builder.fixed_ephemeral_key_for_testing_only(e);
     }
-    let mut hs = builder.build_initiator().map_err(noise_error)?;
+    let mut hs = builder.build_initiator()?;
     let mut first = hello.clone();
     first.resize(hello.len() + NOISE_MSG_LEN, 0);
-    let n = hs
-        .write_message(&[], &mut first[hello.len()..])
-        .map_err(noise_error)?;
+    let n = hs.write_message(&[], &mut first[hello.len()..])?;
     first.truncate(hello.len() + n);
     Ok((first, hs))
 }
@@ -395,11 +456,11 @@ pub fn client_start(
 pub fn client_finish(
     mut hs: snow::HandshakeState,
     answer: &[u8],
-) -> Result<snow::TransportState, String> {
+) -> Result<snow::TransportState, HandshakeError> {
     let mut payload = [0u8; 64];
     hs.read_message(answer, &mut payload)
-        .map_err(|_| "the server failed to prove the key".to_string())?;
-    hs.into_transport_mode().map_err(noise_error)
+        .map_err(|_| HandshakeError::ServerUnproved)?;
+    Ok(hs.into_transport_mode()?)
 }
 
 /// Why a server refused a first frame.
@@ -409,7 +470,7 @@ pub enum Refusal {
     /// A hello for another port.
     WrongPurpose(Purpose),
     /// A host this server does not serve (revoked, or not this agent).
-    Host(String),
+    Host(HostRefused),
     /// No key we hold for this host opens the Noise message.
     WrongKey {
         host: String,
@@ -469,11 +530,13 @@ mod tests {
         host: &str,
         server: &Credentials,
     ) -> Result<(snow::TransportState, snow::TransportState), String> {
-        let (first, hs) = client_start(Purpose::Control, host, client_key, None)?;
+        let (first, hs) =
+            client_start(Purpose::Control, host, client_key, None).map_err(|e| e.to_string())?;
         let (named, answer, server_side) =
             server_accept(&first, Purpose::Control, server, None).map_err(|r| format!("{r:?}"))?;
         assert_eq!(named, host);
-        Ok((client_finish(hs, &answer)?, server_side))
+        let client_side = client_finish(hs, &answer).map_err(|e| e.to_string())?;
+        Ok((client_side, server_side))
     }
 
     #[test]
@@ -486,7 +549,7 @@ mod tests {
         assert!(err.contains("WrongKey"), "{err}");
         // A revoked host: refused whatever it holds.
         let err = handshake(&fleet_key.for_host("gone"), "gone", &fleet()).unwrap_err();
-        assert!(err.contains("revoked"), "{err}");
+        assert!(err.contains(r#"Host(Revoked("gone"))"#), "{err}");
         // An agent takes hellos for itself only, and only with its key.
         let agent = Credentials::Host {
             name: "pi1".into(),
@@ -561,13 +624,77 @@ mod tests {
         v1.extend_from_slice(&[0; 32]);
         let err = decode_hello(&v1).unwrap_err();
         assert_eq!(err, HelloError::Version(1));
-        assert!(err.to_string().contains("protocol 1"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "peer speaks pihealth protocol 1; this side speaks only protocol 2 \
+             (upgrade the peer: README, \"Upgrading to protocol 2\")"
+        );
         let mut bad_purpose = encode_hello(Purpose::Alarm, "pi7");
         bad_purpose[3] = 77;
         assert!(decode_hello(&bad_purpose).is_err());
         let mut short = encode_hello(Purpose::Alarm, "pi7");
         short.pop();
         assert!(decode_hello(&short).is_err());
+    }
+
+    #[test]
+    fn key_file_errors_name_the_file_and_what_was_expected() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let fleet = Key::from_bytes([7; 32]);
+        let open = write("open.key", &fleet.to_hex(), 0o644);
+        assert_eq!(
+            Key::load(&open).unwrap_err().to_string(),
+            format!(
+                "{0}: key file has mode 644; expected 600 (chmod 600 {0})",
+                open.display()
+            )
+        );
+        let host = write(
+            "pi1.key",
+            &fleet.for_host("pi1").host_file_text("pi1"),
+            0o600,
+        );
+        assert_eq!(
+            Key::load(&host).unwrap_err().to_string(),
+            format!(
+                "{}: this is the host key of \"pi1\"; expected the fleet key (a master \
+                 needs the key made by `pihealth keygen`)",
+                host.display()
+            )
+        );
+        assert_eq!(
+            Key::load_host_ring(&host, &[], "pi2")
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{}: this is the host key of \"pi1\"; expected the key of \"pi2\" \
+                 (pihealth keygen --host pi2)",
+                host.display()
+            )
+        );
+        let junk = write("junk.key", "not a key\n", 0o600);
+        assert_eq!(
+            Key::load(&junk).unwrap_err().to_string(),
+            format!(
+                "{}: expected 64 hex digits (made by `pihealth keygen`)",
+                junk.display()
+            )
+        );
+        let missing = dir.path().join("missing.key");
+        assert!(Key::load(&missing)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&format!(
+                "{}: cannot read the key file: ",
+                missing.display()
+            )));
     }
 
     #[test]

@@ -19,15 +19,15 @@ use super::message::Message;
 use crate::net::TimedStream;
 
 /// Largest Noise message (ciphertext) of one frame.
-pub const MAX_NOISE_MSG: usize = 65_535;
+pub(crate) const MAX_NOISE_MSG: usize = 65_535;
 /// Poly1305 tag of every Noise message.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// Largest message fragment per frame: room for the tag and the
 /// last-fragment byte.
-pub const MAX_FRAGMENT: usize = MAX_NOISE_MSG - TAG_LEN - 1;
+pub(crate) const MAX_FRAGMENT: usize = MAX_NOISE_MSG - TAG_LEN - 1;
 
-fn auth_error(message: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, message.into())
+fn auth_error(why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why)
 }
 
 pub struct Connection<S: Read + Write> {
@@ -79,7 +79,7 @@ impl Connection<TimedStream> {
     /// `dial`, trying `keys[first]` first (the key this peer answered to
     /// last time, see `KeyMemory`), then the others in order; also says
     /// which key the server accepted.
-    pub fn dial_from(
+    pub(crate) fn dial_from(
         addr: SocketAddr,
         keys: &[Key],
         first: usize,
@@ -117,7 +117,7 @@ impl Connection<TimedStream> {
     /// its address: a hello naming no host, answered (unauthenticated)
     /// with the agent's name. The name only chooses the key to dial with;
     /// the connection that follows proves it.
-    pub fn ask_name(
+    pub(crate) fn ask_name(
         addr: SocketAddr,
         connect_timeout: Duration,
         io_timeout: Duration,
@@ -179,39 +179,21 @@ fn handshake_error(addr: SocketAddr, e: io::Error) -> io::Error {
 /// (it says nothing, so a client without the key learns nothing). Kept as
 /// the error's payload so callers can tell it from a network fault
 /// (`is_wrong_key`); the kind stays the I/O kind, which `dial` goes by.
-#[derive(Debug)]
-pub struct WrongKey(pub String);
-
-impl std::fmt::Display for WrongKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "wrong key: {}", self.0)
-    }
-}
-
-impl std::error::Error for WrongKey {}
+#[derive(Debug, thiserror::Error)]
+#[error("wrong key: {0}")]
+pub(crate) struct WrongKey(pub String);
 
 /// The server's side of the same: the client's hello opens with none of
 /// the keys its host may hold.
-#[derive(Debug)]
-pub struct ClientWrongKey {
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed: wrong key for host {host:?}")]
+pub(crate) struct ClientWrongKey {
     pub host: String,
 }
 
-impl std::fmt::Display for ClientWrongKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "authentication failed: wrong key for host {:?}",
-            self.host
-        )
-    }
-}
-
-impl std::error::Error for ClientWrongKey {}
-
 /// Whether `e` is a refusal for a wrong key, on either side (see
 /// `WrongKey`, `ClientWrongKey`).
-pub fn is_wrong_key(e: &io::Error) -> bool {
+pub(crate) fn is_wrong_key(e: &io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.is::<WrongKey>() || inner.is::<ClientWrongKey>())
 }
@@ -231,21 +213,14 @@ fn refused_key(e: &io::Error) -> bool {
 
 /// A hello that named no host, answered with our name (see `ask_name`):
 /// not a refusal worth a warning.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("asked for our host name, answered")]
 pub struct NameGiven;
-
-impl std::fmt::Display for NameGiven {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("asked for our host name, answered")
-    }
-}
-
-impl std::error::Error for NameGiven {}
 
 /// Read buffer per connection. Small on purpose: most connections carry a
 /// handful of small messages, and a buffer of 128 KiB or more is an mmap
-/// and munmap per connection in glibc (its mmap threshold), which showed
-/// in the agent's profile. Big frames bypass it (`read_body`).
+/// and munmap per connection in glibc (its mmap threshold). Big frames
+/// bypass it (`read_body`).
 const READ_BUFFER: usize = 16 * 1024;
 
 impl<S: Read + Write> Connection<S> {
@@ -301,7 +276,7 @@ impl<S: Read + Write> Connection<S> {
                 ClientWrongKey { host },
             )),
             // A version error says which versions, so both ends' logs do.
-            Err(Refusal::Hello(e)) => Err(auth_error(e.to_string())),
+            Err(Refusal::Hello(e)) => Err(auth_error(e)),
             Err(Refusal::WrongPurpose(asked)) => Err(auth_error(format!(
                 "wrong port: {asked:?} hello on the {purpose:?} port"
             ))),
@@ -330,7 +305,7 @@ impl<S: Read + Write> Connection<S> {
     }
 
     /// Send a data chunk without building a `Message` for it.
-    pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         let header = Message::chunk_header(data.len());
         self.send_parts(&[&header, data])
     }
@@ -432,7 +407,7 @@ impl<S: Read + Write> Connection<S> {
     /// is left in `frame` (`Received::Chunk` gives where) instead of being
     /// copied into a new `Vec`. `frame` is reused from call to call, so a
     /// stream of chunks costs no allocation; it only grows.
-    pub fn recv_into(&mut self, frame: &mut Vec<u8>) -> io::Result<Received> {
+    pub(crate) fn recv_into(&mut self, frame: &mut Vec<u8>) -> io::Result<Received> {
         let len = self.read_message(frame)?;
         let payload = &frame[..len];
         match Message::chunk_data(payload) {
@@ -462,14 +437,14 @@ impl<S: Read + Write> Connection<S> {
         self.reader.get_ref()
     }
 
-    pub fn stream_mut(&mut self) -> &mut S {
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
         self.reader.get_mut()
     }
 }
 
 /// What `Connection::recv_into` received.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     /// A `Chunk`: its data is `frame[range]`.
     Chunk(std::ops::Range<usize>),
     /// Any other message (a peer's `Error` is returned as an error).
@@ -805,39 +780,28 @@ pub(crate) mod tests {
     fn dial_falls_back_to_a_previous_key_the_server_still_has() {
         let (old, new) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
         let t = Duration::from_secs(5);
+        let ping = |addr| {
+            Connection::dial(
+                addr,
+                &[new.clone(), old.clone()],
+                Purpose::Control,
+                "pi1",
+                t,
+                t,
+            )
+            .and_then(|mut c| c.send(&Message::Ping).and_then(|_| c.recv()))
+        };
         // Server still on the old key: the new one is refused, the old works.
         let (addr, server) = key_server(vec![old.clone()], 2);
-        let mut conn = Connection::dial(
-            addr,
-            &[new.clone(), old.clone()],
-            Purpose::Control,
-            "pi1",
-            t,
-            t,
-        )
-        .unwrap();
-        conn.send(&Message::Ping).unwrap();
-        assert_eq!(conn.recv().unwrap(), Message::Bye);
+        assert_eq!(ping(addr).unwrap(), Message::Bye);
         assert_eq!(server.join().unwrap(), 1);
         // Server already on the new key: the first try succeeds.
         let (addr, server) = key_server(vec![new.clone()], 1);
-        let mut conn = Connection::dial(
-            addr,
-            &[new.clone(), old.clone()],
-            Purpose::Control,
-            "pi1",
-            t,
-            t,
-        )
-        .unwrap();
-        conn.send(&Message::Ping).unwrap();
-        assert_eq!(conn.recv().unwrap(), Message::Bye);
+        assert_eq!(ping(addr).unwrap(), Message::Bye);
         assert_eq!(server.join().unwrap(), 1);
         // A server with neither key: refused in the end.
         let (addr, server) = key_server(vec![Key::from_bytes([3; 32])], 2);
-        let result = Connection::dial(addr, &[new, old], Purpose::Control, "pi1", t, t)
-            .and_then(|mut c| c.send(&Message::Ping).and_then(|_| c.recv()));
-        assert!(result.is_err());
+        assert!(ping(addr).is_err());
         assert_eq!(server.join().unwrap(), 0);
     }
 }

@@ -5,7 +5,7 @@
 //! make us reserve memory it never sends. After the handshake each frame
 //! body is one Noise transport message (`conn`, docs/PROTOCOL.md §5).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 
 /// Largest message accepted after authentication, over all its fragments
 /// (`conn` reassembles a message from frames of at most 65,535 bytes).
@@ -23,7 +23,7 @@ pub fn read_frame(reader: &mut dyn Read, max: usize) -> io::Result<Vec<u8>> {
 }
 
 /// Read one frame's length, refusing it above `max`.
-pub fn read_frame_len(reader: &mut dyn Read, max: usize) -> io::Result<usize> {
+pub(crate) fn read_frame_len(reader: &mut dyn Read, max: usize) -> io::Result<usize> {
     let mut header = [0u8; 4];
     reader.read_exact(&mut header)?;
     let len = u32::from_be_bytes(header) as usize;
@@ -49,41 +49,6 @@ pub fn write_frame(writer: &mut dyn Write, parts: &[&[u8]]) -> io::Result<()> {
     writer.write_all(&buf)
 }
 
-/// Like `write_frame`, but hands the parts to the writer as they are
-/// (`writev` on a socket) instead of copying them into one buffer first:
-/// for large parts such as a data chunk. One system call when the writer
-/// supports vectored writes and the socket takes it all, as it usually does.
-pub fn write_frame_vectored(writer: &mut dyn Write, parts: &[&[u8]]) -> io::Result<()> {
-    const MOST_PARTS: usize = 4;
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let len = u32::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    if parts.len() > MOST_PARTS {
-        return write_frame(writer, parts);
-    }
-    let header = len.to_be_bytes();
-    let mut slices = [IoSlice::new(&[]); MOST_PARTS + 1];
-    slices[0] = IoSlice::new(&header);
-    for (slot, part) in slices[1..].iter_mut().zip(parts) {
-        *slot = IoSlice::new(part);
-    }
-    let mut left = &mut slices[..parts.len() + 1];
-    while !left.is_empty() {
-        match writer.write_vectored(left) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "failed to write whole frame",
-                ))
-            }
-            Ok(n) => IoSlice::advance_slices(&mut left, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,43 +65,6 @@ mod tests {
             read_frame(&mut r, 16).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
-    }
-
-    /// A writer that takes at most `most` bytes per call and no vectors:
-    /// every partial write must be continued where it stopped.
-    struct Trickle {
-        out: Vec<u8>,
-        most: usize,
-    }
-
-    impl Write for Trickle {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.most);
-            self.out.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn vectored_frames_match_copied_ones_through_partial_writes() {
-        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let parts: [&[u8]; 3] = [b"head", &data, b"mac-mac-mac"];
-        let mut copied = Vec::new();
-        write_frame(&mut copied, &parts).unwrap();
-        for most in [1, 3, 7, 100, 4096] {
-            let mut t = Trickle {
-                out: Vec::new(),
-                most,
-            };
-            write_frame_vectored(&mut t, &parts).unwrap();
-            assert_eq!(t.out, copied, "at most {most} bytes per write");
-        }
-        let mut vectored = Vec::new();
-        write_frame_vectored(&mut vectored, &[]).unwrap();
-        assert_eq!(vectored, 0u32.to_be_bytes());
     }
 
     #[test]

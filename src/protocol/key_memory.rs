@@ -1,8 +1,8 @@
 //! Quiet key change-overs (issue 16): during a change-over a daemon holds
 //! several keys and its peers move one by one. Without memory, every probe,
-//! pull and heartbeat first tried the key the peer no longer (or not yet)
-//! holds, and the peer logged `authentication failed: wrong key` each time
-//! (12,000 lines a day per agent at the defaults).
+//! pull and heartbeat would first try the key the peer no longer (or not
+//! yet) holds, and the peer would log `authentication failed: wrong key`
+//! each time.
 //!
 //! - `KeyMemory`: the dialling side remembers which key each peer address
 //!   answered to and tries it first, so a working peer sees no refusal.

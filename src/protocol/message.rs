@@ -4,17 +4,21 @@
 //! network is checked before use, and so the decoder is a pure function
 //! that tests and fuzzers can call on any byte slice.
 
-use std::fmt;
+use crate::storage::ArchiveHeader;
 
 /// Longest name (host, log type, archive file) accepted on the wire.
-pub const MAX_NAME: usize = 128;
+pub(crate) const MAX_NAME: usize = 128;
 /// Longest free text (alarm message, error) accepted on the wire.
-pub const MAX_TEXT: usize = 4096;
+pub(crate) const MAX_TEXT: usize = 4096;
 /// Most offers in one `Pending` answer; more follow in the next round.
-pub const MAX_OFFERS: usize = 256;
+pub(crate) const MAX_OFFERS: usize = 256;
 /// Largest data chunk on a data connection: with its 5-byte header it fits
 /// one Noise frame (`conn::MAX_FRAGMENT`).
-pub const MAX_CHUNK: usize = 64 * 1024 - 64;
+pub(crate) const MAX_CHUNK: usize = 64 * 1024 - 64;
+/// An agent whose clock (`AgentInfo::time_ms`, `Register`, `Heartbeat`)
+/// is further than this from the master's is flagged as skewed, on the
+/// status page and by `pihealth status` alike.
+pub(crate) const SKEW_LIMIT_MS: i64 = 30_000;
 pub const TOKEN_LEN: usize = 16;
 
 /// Where a piece of log lives on the agent.
@@ -39,6 +43,17 @@ pub struct PieceRef {
     pub epoch: u64,
     pub start: u64,
     pub end: u64,
+}
+
+impl PieceRef {
+    /// Whether an archive with `header` holds exactly this piece (the
+    /// archive format is `storage`'s; the protocol only names ranges).
+    pub(crate) fn matches_header(&self, header: &ArchiveHeader) -> bool {
+        self.log_type == header.log_type
+            && self.epoch == header.epoch
+            && self.start == header.start
+            && self.end == header.end
+    }
 }
 
 /// A piece offered for fetching over a data connection.
@@ -139,16 +154,9 @@ pub enum Message {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
 pub struct DecodeError(pub String);
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed message: {}", self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 impl From<DecodeError> for std::io::Error {
     fn from(e: DecodeError) -> std::io::Error {
@@ -197,6 +205,11 @@ impl Encoder {
     }
     fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
+    }
+    fn strs<const N: usize>(&mut self, fields: [&String; N]) {
+        for field in fields {
+            self.str(field);
+        }
     }
     fn info(&mut self, i: &AgentInfo) {
         self.str(&i.name);
@@ -288,6 +301,88 @@ impl<'a> Decoder<'a> {
             end,
         })
     }
+    /// A control, data or error message after its tag `t`.
+    fn exchange_body(&mut self, t: u8) -> Result<Message, DecodeError> {
+        Ok(match t {
+            tag::PING => Message::Ping,
+            tag::PONG => Message::Pong(self.info()?),
+            tag::LIST_PENDING => Message::ListPending,
+            tag::PENDING => {
+                let info = self.info()?;
+                let more = self.u8()? != 0;
+                let n = self.count(MAX_OFFERS)?;
+                let mut offers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let piece = self.piece()?;
+                    let size = self.u64()?;
+                    let token = self.token()?;
+                    offers.push(Offer { piece, size, token });
+                }
+                Message::Pending { info, offers, more }
+            }
+            tag::ACK => {
+                let n = self.count(MAX_OFFERS)?;
+                let mut pieces = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pieces.push(self.piece()?);
+                }
+                Message::Ack(pieces)
+            }
+            tag::ACK_OK => Message::AckOk,
+            tag::BYE => Message::Bye,
+            tag::FETCH => Message::Fetch {
+                token: self.token()?,
+            },
+            tag::CHUNK => Message::Chunk(self.bytes(MAX_CHUNK)?.to_vec()),
+            tag::END => Message::End { len: self.u64()? },
+            tag::ERROR => Message::Error(self.str(MAX_TEXT)?),
+            t => return Err(DecodeError(format!("unknown message tag {t}"))),
+        })
+    }
+
+    /// A message to the master's registration or alarm port, or the
+    /// master's answer, after its tag `t`.
+    fn uplink_body(&mut self, t: u8) -> Result<Message, DecodeError> {
+        Ok(match t {
+            tag::REGISTER => Message::Register {
+                name: self.str(MAX_NAME)?,
+                control_ip: self.str(MAX_NAME)?,
+                control_port: self.u16()?,
+                data_port: self.u16()?,
+                time_ms: self.i64()?,
+            },
+            tag::HEARTBEAT => Message::Heartbeat {
+                name: self.str(MAX_NAME)?,
+                control_ip: self.str(MAX_NAME)?,
+                control_port: self.u16()?,
+                time_ms: self.i64()?,
+                backlog: self.u64()?,
+            },
+            tag::WELCOME => Message::Welcome {
+                time_ms: self.i64()?,
+            },
+            tag::ALARM => Message::Alarm(Alarm {
+                id: self.str(MAX_NAME)?,
+                host: self.str(MAX_NAME)?,
+                log_type: self.str(MAX_NAME)?,
+                level: self.str(MAX_NAME)?,
+                message: self.str(MAX_TEXT)?,
+                time: self.str(MAX_NAME)?,
+            }),
+            tag::ALARM_ACK => Message::AlarmAck {
+                id: self.str(MAX_NAME)?,
+            },
+            tag::LOST => Message::Lost {
+                name: self.str(MAX_NAME)?,
+                log_type: self.str(MAX_NAME)?,
+                runs: self.u64()?,
+                bytes: self.u64()?,
+                first: self.str(MAX_NAME)?,
+                last: self.str(MAX_NAME)?,
+            },
+            t => return Err(DecodeError(format!("unknown message tag {t}"))),
+        })
+    }
     fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
         let n = self.u16()? as usize;
         if n > max {
@@ -300,15 +395,57 @@ impl<'a> Decoder<'a> {
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder(Vec::with_capacity(64));
+        e.u8(self.tag());
+        // Every variant named, so a new one must choose its side.
         match self {
-            Message::Ping => e.u8(tag::PING),
-            Message::Pong(info) => {
-                e.u8(tag::PONG);
-                e.info(info);
-            }
-            Message::ListPending => e.u8(tag::LIST_PENDING),
+            Message::Register { .. }
+            | Message::Heartbeat { .. }
+            | Message::Welcome { .. }
+            | Message::Alarm(_)
+            | Message::AlarmAck { .. }
+            | Message::Lost { .. } => self.encode_uplink_body(&mut e),
+            Message::Ping
+            | Message::Pong(_)
+            | Message::ListPending
+            | Message::Pending { .. }
+            | Message::Ack(_)
+            | Message::AckOk
+            | Message::Bye
+            | Message::Fetch { .. }
+            | Message::Chunk(_)
+            | Message::End { .. }
+            | Message::Error(_) => self.encode_exchange_body(&mut e),
+        }
+        e.0
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            Message::Ping => tag::PING,
+            Message::Pong(_) => tag::PONG,
+            Message::ListPending => tag::LIST_PENDING,
+            Message::Pending { .. } => tag::PENDING,
+            Message::Ack(_) => tag::ACK,
+            Message::AckOk => tag::ACK_OK,
+            Message::Bye => tag::BYE,
+            Message::Fetch { .. } => tag::FETCH,
+            Message::Chunk(_) => tag::CHUNK,
+            Message::End { .. } => tag::END,
+            Message::Register { .. } => tag::REGISTER,
+            Message::Heartbeat { .. } => tag::HEARTBEAT,
+            Message::Welcome { .. } => tag::WELCOME,
+            Message::Alarm(_) => tag::ALARM,
+            Message::AlarmAck { .. } => tag::ALARM_ACK,
+            Message::Error(_) => tag::ERROR,
+            Message::Lost { .. } => tag::LOST,
+        }
+    }
+
+    /// The fields after the tag of a control, data or error message.
+    fn encode_exchange_body(&self, e: &mut Encoder) {
+        match self {
+            Message::Pong(info) => e.info(info),
             Message::Pending { info, offers, more } => {
-                e.u8(tag::PENDING);
                 e.info(info);
                 e.u8(*more as u8);
                 e.u16(offers.len() as u16);
@@ -319,26 +456,25 @@ impl Message {
                 }
             }
             Message::Ack(pieces) => {
-                e.u8(tag::ACK);
                 e.u16(pieces.len() as u16);
                 for p in pieces {
                     e.piece(p);
                 }
             }
-            Message::AckOk => e.u8(tag::ACK_OK),
-            Message::Bye => e.u8(tag::BYE),
-            Message::Fetch { token } => {
-                e.u8(tag::FETCH);
-                e.0.extend_from_slice(token);
-            }
-            Message::Chunk(data) => {
-                e.u8(tag::CHUNK);
-                e.bytes(data);
-            }
-            Message::End { len } => {
-                e.u8(tag::END);
-                e.u64(*len);
-            }
+            Message::Fetch { token } => e.0.extend_from_slice(token),
+            Message::Chunk(data) => e.bytes(data),
+            Message::End { len } => e.u64(*len),
+            Message::Error(text) => e.str(text),
+            // No fields (`Ping`, `ListPending`, `AckOk`, `Bye`), or not
+            // an exchange message.
+            _ => {}
+        }
+    }
+
+    /// The fields after the tag of a message to the master's registration
+    /// and alarm ports, or of the master's answer.
+    fn encode_uplink_body(&self, e: &mut Encoder) {
+        match self {
             Message::Register {
                 name,
                 control_ip,
@@ -346,9 +482,7 @@ impl Message {
                 data_port,
                 time_ms,
             } => {
-                e.u8(tag::REGISTER);
-                e.str(name);
-                e.str(control_ip);
+                e.strs([name, control_ip]);
                 e.u16(*control_port);
                 e.u16(*data_port);
                 e.i64(*time_ms);
@@ -360,31 +494,16 @@ impl Message {
                 time_ms,
                 backlog,
             } => {
-                e.u8(tag::HEARTBEAT);
-                e.str(name);
-                e.str(control_ip);
+                e.strs([name, control_ip]);
                 e.u16(*control_port);
                 e.i64(*time_ms);
                 e.u64(*backlog);
             }
-            Message::Welcome { time_ms } => {
-                e.u8(tag::WELCOME);
-                e.i64(*time_ms);
-            }
+            Message::Welcome { time_ms } => e.i64(*time_ms),
             Message::Alarm(a) => {
-                e.u8(tag::ALARM);
-                for field in [&a.id, &a.host, &a.log_type, &a.level, &a.message, &a.time] {
-                    e.str(field);
-                }
+                e.strs([&a.id, &a.host, &a.log_type, &a.level, &a.message, &a.time])
             }
-            Message::AlarmAck { id } => {
-                e.u8(tag::ALARM_ACK);
-                e.str(id);
-            }
-            Message::Error(text) => {
-                e.u8(tag::ERROR);
-                e.str(text);
-            }
+            Message::AlarmAck { id } => e.str(id),
             Message::Lost {
                 name,
                 log_type,
@@ -393,16 +512,13 @@ impl Message {
                 first,
                 last,
             } => {
-                e.u8(tag::LOST);
-                e.str(name);
-                e.str(log_type);
+                e.strs([name, log_type]);
                 e.u64(*runs);
                 e.u64(*bytes);
-                e.str(first);
-                e.str(last);
+                e.strs([first, last]);
             }
+            _ => {}
         }
-        e.0
     }
 
     /// The encoding of `Chunk(data)` up to `data`, for zero-copy sends.
@@ -431,71 +547,8 @@ impl Message {
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         let mut d = Decoder(bytes);
         let msg = match d.u8()? {
-            tag::PING => Message::Ping,
-            tag::PONG => Message::Pong(d.info()?),
-            tag::LIST_PENDING => Message::ListPending,
-            tag::PENDING => {
-                let info = d.info()?;
-                let more = d.u8()? != 0;
-                let n = d.count(MAX_OFFERS)?;
-                let mut offers = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let piece = d.piece()?;
-                    let size = d.u64()?;
-                    let token = d.token()?;
-                    offers.push(Offer { piece, size, token });
-                }
-                Message::Pending { info, offers, more }
-            }
-            tag::ACK => {
-                let n = d.count(MAX_OFFERS)?;
-                let mut pieces = Vec::with_capacity(n);
-                for _ in 0..n {
-                    pieces.push(d.piece()?);
-                }
-                Message::Ack(pieces)
-            }
-            tag::ACK_OK => Message::AckOk,
-            tag::BYE => Message::Bye,
-            tag::FETCH => Message::Fetch { token: d.token()? },
-            tag::CHUNK => Message::Chunk(d.bytes(MAX_CHUNK)?.to_vec()),
-            tag::END => Message::End { len: d.u64()? },
-            tag::REGISTER => Message::Register {
-                name: d.str(MAX_NAME)?,
-                control_ip: d.str(MAX_NAME)?,
-                control_port: d.u16()?,
-                data_port: d.u16()?,
-                time_ms: d.i64()?,
-            },
-            tag::HEARTBEAT => Message::Heartbeat {
-                name: d.str(MAX_NAME)?,
-                control_ip: d.str(MAX_NAME)?,
-                control_port: d.u16()?,
-                time_ms: d.i64()?,
-                backlog: d.u64()?,
-            },
-            tag::WELCOME => Message::Welcome { time_ms: d.i64()? },
-            tag::ALARM => Message::Alarm(Alarm {
-                id: d.str(MAX_NAME)?,
-                host: d.str(MAX_NAME)?,
-                log_type: d.str(MAX_NAME)?,
-                level: d.str(MAX_NAME)?,
-                message: d.str(MAX_TEXT)?,
-                time: d.str(MAX_NAME)?,
-            }),
-            tag::ALARM_ACK => Message::AlarmAck {
-                id: d.str(MAX_NAME)?,
-            },
-            tag::ERROR => Message::Error(d.str(MAX_TEXT)?),
-            tag::LOST => Message::Lost {
-                name: d.str(MAX_NAME)?,
-                log_type: d.str(MAX_NAME)?,
-                runs: d.u64()?,
-                bytes: d.u64()?,
-                first: d.str(MAX_NAME)?,
-                last: d.str(MAX_NAME)?,
-            },
-            t => return Err(DecodeError(format!("unknown message tag {t}"))),
+            t @ (tag::REGISTER..=tag::ALARM_ACK | tag::LOST) => d.uplink_body(t)?,
+            t => d.exchange_body(t)?,
         };
         if !d.0.is_empty() {
             return Err(DecodeError(format!("{} trailing bytes", d.0.len())));

@@ -9,7 +9,8 @@ pub mod key_memory;
 pub mod message;
 
 pub use auth::{Credentials, Key, KeyFile, Purpose};
-pub use conn::{is_wrong_key, Connection, Received};
+pub use conn::Connection;
+pub(crate) use conn::{is_wrong_key, Received};
 pub use key_memory::{KeyMemory, RefusalLog};
 pub use message::{AgentInfo, Alarm, Message, Offer, PieceKind, PieceRef};
 pub mod vectors;

@@ -12,11 +12,10 @@ use chrono::{DateTime, Local, TimeZone};
 
 use crate::master::registry::{AgentRecord, State};
 use crate::master::silences::Silence;
+use crate::protocol::message::SKEW_LIMIT_MS;
 use crate::web::alarm_summary::{time_of, AlarmSummary};
 use crate::web::samples::Window;
 
-/// Clock skew beyond this is flagged (as in `pihealth status`).
-const SKEW_LIMIT_MS: i64 = 30_000;
 /// Open alarms listed on the page; the rest are counted.
 const ALARMS_SHOWN: usize = 10;
 /// The chart windows offered as links.
