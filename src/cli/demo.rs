@@ -261,6 +261,7 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    // Held until the end: dropping it deletes the directory.
     let temp;
     let dir: PathBuf = match keep {
         Some(d) => {
@@ -276,6 +277,33 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         }
     };
     println!("demo directory: {}", dir.display());
+    write_files(&dir, agents)?;
+    let mut children = start(&dir, agents)?;
+    let log_root = dir.join("master/log");
+    let watch = Watch {
+        dir: &dir,
+        log_root: &log_root,
+        agents,
+        stop: &stop,
+        started: Instant::now(),
+        total: (seconds > 0).then(|| Duration::from_secs(seconds)),
+    };
+    watch.registration(&mut children)?;
+    watch.live(&mut children)?;
+    println!("\nstopping the master and the agents…");
+    // Stop everything cleanly (SIGTERM) before reading the final state.
+    drop(children);
+    summary(
+        &dir,
+        &log_root,
+        &dir.join("master/logbackup"),
+        agents,
+        keep.is_some(),
+    )
+}
+
+/// The key, the standard scripts and the master's config.
+fn write_files(dir: &Path, agents: usize) -> Result<(), String> {
     let key = dir.join("pihealth.key");
     if !key.exists() {
         super::keygen(&key, false)?;
@@ -286,11 +314,15 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         write(&path, text)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     }
-    write(&dir.join("master.yaml"), &master_yaml(agents))?;
+    write(&dir.join("master.yaml"), &master_yaml(agents))
+}
+
+/// Start the master, then each agent with its config.
+fn start(dir: &Path, agents: usize) -> Result<Children, String> {
     let mut children = Children(Vec::new());
     children.0.push((
         "master".into(),
-        spawn(&dir, "master", Path::new("master.yaml"), "master.log")?,
+        spawn(dir, "master", Path::new("master.yaml"), "master.log")?,
     ));
     println!(
         "started the master on 127.0.0.1:{MASTER_PORT} (alarms :{})",
@@ -300,7 +332,7 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         let config = format!("agent-pi{}.yaml", i + 1);
         write(&dir.join(&config), &agent_yaml(i))?;
         let child = spawn(
-            &dir,
+            dir,
             "agent",
             Path::new(&config),
             &format!("agent-pi{}.log", i + 1),
@@ -316,49 +348,71 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
     println!(
         "pi1 has its disk thresholds lowered to 1% (note) and 2% (warning), so an alarm shows up"
     );
-    let log_root = dir.join("master/log");
-    let backup_root = dir.join("master/logbackup");
-    let started = Instant::now();
-    let total = (seconds > 0).then(|| Duration::from_secs(seconds));
-    let mut screen = Screen {
-        terminal: std::io::stdout().is_terminal(),
-        last_plain: None,
-    };
-    // Registration: one progress line until every agent is up.
-    let mut shown = usize::MAX;
-    while !stop.load(Ordering::SeqCst) && started.elapsed() < STARTUP {
-        check_children(&mut children, &dir)?;
-        let up = up_count(&log_root);
-        if up != shown {
-            println!("{up}/{agents} agents up");
-            shown = up;
+    Ok(children)
+}
+
+/// The running demo, as the person watching it sees it.
+struct Watch<'a> {
+    dir: &'a Path,
+    log_root: &'a Path,
+    agents: usize,
+    stop: &'a AtomicBool,
+    started: Instant,
+    total: Option<Duration>,
+}
+
+impl Watch<'_> {
+    /// One progress line each time the count changes, until every agent
+    /// is up or `STARTUP` has passed.
+    fn registration(&self, children: &mut Children) -> Result<(), String> {
+        let mut shown = usize::MAX;
+        while !self.stop.load(Ordering::SeqCst) && self.started.elapsed() < STARTUP {
+            check_children(children, self.dir)?;
+            let up = up_count(self.log_root);
+            if up != shown {
+                println!("{up}/{} agents up", self.agents);
+                shown = up;
+            }
+            if up == self.agents {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        if up == agents {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
     }
-    let mut last_draw: Option<Instant> = None;
-    while !stop.load(Ordering::SeqCst) && total.is_none_or(|t| started.elapsed() < t) {
-        check_children(&mut children, &dir)?;
-        if last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
-            let line = format!(
-                "{:>4}s: {}/{agents} agents up",
-                started.elapsed().as_secs(),
-                up_count(&log_root)
-            );
-            screen.show(
-                &dashboard(&dir, &log_root, agents, started.elapsed(), total),
-                &line,
-            );
-            last_draw = Some(Instant::now());
+
+    /// The dashboard until the time is up or Ctrl-C.
+    fn live(&self, children: &mut Children) -> Result<(), String> {
+        let mut screen = Screen {
+            terminal: std::io::stdout().is_terminal(),
+            last_plain: None,
+        };
+        let mut last_draw: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst)
+            && self.total.is_none_or(|t| self.started.elapsed() < t)
+        {
+            check_children(children, self.dir)?;
+            if last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
+                let line = format!(
+                    "{:>4}s: {}/{} agents up",
+                    self.started.elapsed().as_secs(),
+                    up_count(self.log_root),
+                    self.agents
+                );
+                let view = dashboard(
+                    self.dir,
+                    self.log_root,
+                    self.agents,
+                    self.started.elapsed(),
+                    self.total,
+                );
+                screen.show(&view, &line);
+                last_draw = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
     }
-    println!("\nstopping the master and the agents…");
-    // Stop everything cleanly (SIGTERM) before reading the final state.
-    drop(children);
-    summary(&dir, &log_root, &backup_root, agents, keep.is_some())
 }
 
 /// The final report: the fleet, a few lines per host and type, the alarms.

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flate2::read::MultiGzDecoder;
@@ -101,10 +101,9 @@ fn list_names(dir: &Path, strip: fn(&str) -> Option<String>) -> Vec<String> {
     names
 }
 
-pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
-    crate::names::check_host_name(&q.host).map_err(|e| format!("host {:?}: {e}", q.host))?;
-    crate::names::check_type_name(&q.log_type)
-        .map_err(|e| format!("type {:?}: {e}", q.log_type))?;
+/// Refuse an unknown host or type with the names there are, so a typo is
+/// told apart from an empty log. Returns the archives and the current log.
+fn sources(config: &MasterConfig, q: &Query) -> Result<(Vec<PathBuf>, PathBuf), String> {
     let host_dir = config.log_dir.join(&q.host);
     if !host_dir.is_dir() {
         let hosts: Vec<String> = list_names(&config.log_dir, |n| {
@@ -141,70 +140,121 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
             types.join(", ")
         ));
     }
+    Ok((archives, current))
+}
+
+fn io_error(e: io::Error) -> String {
+    e.to_string()
+}
+
+pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
+    crate::names::check_host_name(&q.host).map_err(|e| format!("host {:?}: {e}", q.host))?;
+    crate::names::check_type_name(&q.log_type)
+        .map_err(|e| format!("type {:?}: {e}", q.log_type))?;
+    let (archives, current) = sources(config, q)?;
     let filter = Filter {
         since: q.since,
         until: q.until,
         min_level: q.min_level,
         json: q.json.then_some((q.host.as_str(), q.log_type.as_str())),
     };
-    let mut out = io::BufWriter::new(super::stdout());
-    let io = |e: io::Error| e.to_string();
-    for path in &archives {
-        let file = File::open(path).map_err(io)?;
-        emit(
-            &mut BufReader::new(MultiGzDecoder::new(file)),
-            &filter,
-            &mut out,
-        )
-        .map_err(io)?;
-    }
-    let mut shown = committed_len(&config.log_dir, &q.host, &q.log_type);
-    if let Ok(file) = File::open(&current) {
-        emit(&mut BufReader::new(file.take(shown)), &filter, &mut out).map_err(io)?;
-    }
-    out.flush().map_err(io)?;
+    let mut reader = Reader {
+        config,
+        q,
+        filter,
+        current,
+        out: io::BufWriter::new(super::stdout()),
+        known: archives,
+        shown: 0,
+    };
+    reader.print_all()?;
     if !q.follow {
         return Ok(());
     }
-    // Follow: print newly committed bytes; when the master seals the log
-    // into an archive, finish that archive from where we were, print any
-    // archive that arrived after it, and start over on the new log.
-    let mut known: Vec<_> = archives;
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let now_archives =
-            archive_files(&config.backup_dir, &q.host, &q.log_type).map_err(|e| e.to_string())?;
+        reader.print_new()?;
+    }
+}
+
+/// One `logs` command's position in the stream: the archives already
+/// printed and how much of the current log.
+struct Reader<'a> {
+    config: &'a MasterConfig,
+    q: &'a Query,
+    filter: Filter<'a>,
+    current: PathBuf,
+    out: io::BufWriter<super::Stdout>,
+    known: Vec<PathBuf>,
+    /// Bytes of the current log printed.
+    shown: u64,
+}
+
+impl Reader<'_> {
+    fn committed(&self) -> u64 {
+        committed_len(&self.config.log_dir, &self.q.host, &self.q.log_type)
+    }
+
+    fn print_all(&mut self) -> Result<(), String> {
+        for path in &self.known {
+            let file = File::open(path).map_err(io_error)?;
+            emit(
+                &mut BufReader::new(MultiGzDecoder::new(file)),
+                &self.filter,
+                &mut self.out,
+            )
+            .map_err(io_error)?;
+        }
+        self.shown = self.committed();
+        if let Ok(file) = File::open(&self.current) {
+            emit(
+                &mut BufReader::new(file.take(self.shown)),
+                &self.filter,
+                &mut self.out,
+            )
+            .map_err(io_error)?;
+        }
+        self.out.flush().map_err(io_error)
+    }
+
+    /// Print newly committed bytes; when the master has sealed the log
+    /// into an archive, finish that archive from where we were, print any
+    /// archive that arrived after it, and start over on the new log.
+    fn print_new(&mut self) -> Result<(), String> {
+        let now_archives = archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type)
+            .map_err(|e| e.to_string())?;
         let fresh: Vec<_> = now_archives
             .iter()
-            .filter(|p| !known.contains(p))
+            .filter(|p| !self.known.contains(p))
             .cloned()
             .collect();
-        let committed = committed_len(&config.log_dir, &q.host, &q.log_type);
+        let committed = self.committed();
         if !fresh.is_empty() {
             for (i, path) in fresh.iter().enumerate() {
-                let file = File::open(path).map_err(io)?;
+                let file = File::open(path).map_err(io_error)?;
                 let mut reader = BufReader::new(MultiGzDecoder::new(file));
                 if i == 0 {
                     // The first new archive is the log we were following.
-                    io::copy(&mut (&mut reader).take(shown), &mut io::sink()).map_err(io)?;
+                    io::copy(&mut (&mut reader).take(self.shown), &mut io::sink())
+                        .map_err(io_error)?;
                 }
-                emit(&mut reader, &filter, &mut out).map_err(io)?;
+                emit(&mut reader, &self.filter, &mut self.out).map_err(io_error)?;
             }
-            shown = 0;
-            known = now_archives;
+            self.shown = 0;
+            self.known = now_archives;
         }
-        if committed > shown {
-            if let Ok(mut file) = File::open(&current) {
-                file.seek(SeekFrom::Start(shown)).map_err(io)?;
+        if committed > self.shown {
+            if let Ok(mut file) = File::open(&self.current) {
+                file.seek(SeekFrom::Start(self.shown)).map_err(io_error)?;
                 emit(
-                    &mut BufReader::new(file.take(committed - shown)),
-                    &filter,
-                    &mut out,
+                    &mut BufReader::new(file.take(committed - self.shown)),
+                    &self.filter,
+                    &mut self.out,
                 )
-                .map_err(io)?;
-                shown = committed;
+                .map_err(io_error)?;
+                self.shown = committed;
             }
         }
-        out.flush().map_err(io)?;
+        self.out.flush().map_err(io_error)
     }
 }

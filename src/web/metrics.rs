@@ -185,34 +185,34 @@ fn per_agent(
     }
 }
 
-fn agent_families(e: &mut Exposition, agents: &[AgentRecord], alarms: &AlarmSummary) {
-    per_agent(
-        e,
-        agents,
+/// A per-agent family: name, kind, help and the value of one agent.
+type AgentFamily = (
+    &'static str,
+    Kind,
+    &'static str,
+    fn(&AgentRecord) -> Option<f64>,
+);
+
+const AGENT_FAMILIES: [AgentFamily; 8] = [
+    (
         "pihealth_agent_up",
         Kind::Gauge,
         "1 if the agent answered within heartbeat_interval x heartbeat_misses, else 0.",
         |a| Some(if a.state == State::Up { 1.0 } else { 0.0 }),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_heartbeat_timestamp_seconds",
         Kind::Gauge,
         "When the agent's last heartbeat arrived (master clock).",
         |a| a.last_heartbeat_ms.map(secs),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_pull_success_timestamp_seconds",
         Kind::Gauge,
         "When the last successful pull of the agent ended (master clock).",
         |a| a.last_pull_ok_ms.map(secs),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_pull_ok",
         Kind::Gauge,
         "1 if the last pull of the agent succeeded, 0 if it failed.",
@@ -225,39 +225,37 @@ fn agent_families(e: &mut Exposition, agents: &[AgentRecord], alarms: &AlarmSumm
                 }
             })
         },
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_pull_duration_seconds",
         Kind::Gauge,
         "How long the last pull of the agent took, successful or not.",
         |a| a.last_pull_duration_ms.map(|ms| ms as f64 / 1000.0),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_pulled_bytes_total",
         Kind::Counter,
         "Log bytes pulled from the agent and stored (uncompressed).",
         |a| Some(a.bytes_pulled as f64),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_backlog_bytes",
         Kind::Gauge,
         "Log bytes waiting on the agent to be pulled, as it last said.",
         |a| Some(a.backlog as f64),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_clock_skew_seconds",
         Kind::Gauge,
         "Agent clock minus master clock at the last exchange.",
         |a| a.clock_skew_ms.map(secs),
-    );
+    ),
+];
+
+fn agent_families(e: &mut Exposition, agents: &[AgentRecord], alarms: &AlarmSummary) {
+    for (name, kind, help, value) in AGENT_FAMILIES {
+        per_agent(e, agents, name, kind, help, value);
+    }
     per_agent(
         e,
         agents,
