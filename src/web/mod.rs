@@ -1,8 +1,10 @@
 //! The master's web surface: the status page and `/metrics` on `http_listen`.
 //!
 //! It reads what the master keeps (the registry, the alarms, the archives)
-//! and changes nothing: `http` serves the port on its own fixed pool,
-//! `page` renders the status page, `metrics` and `exposition` the
+//! and changes nothing, in three layers: `http` is the transport (the
+//! request head read and parsed, the response written, one request per
+//! connection on its own fixed pool), `routes` what each path answers,
+//! `views` assembles the answers. Beneath them `page` renders the status page, `metrics` and `exposition` the
 //! Prometheus text format, `samples` reads recent values from the
 //! archives, `alarm_summary` folds `alarms.log` into open problems.
 pub mod alarm_summary;
@@ -10,4 +12,6 @@ pub mod exposition;
 pub mod http;
 pub mod metrics;
 pub mod page;
+pub mod routes;
 pub mod samples;
+pub mod views;
