@@ -369,7 +369,7 @@ fn value_families(e: &mut Exposition, hosts: &[HostValues]) {
 mod tests {
     use super::*;
     use crate::master::registry::Origin;
-    use crate::web::exposition::parse;
+    use crate::web::prom_text::parse;
 
     fn agent(name: Option<&str>, addr: &str, state: State) -> AgentRecord {
         let json = serde_json::json!({

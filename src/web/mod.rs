@@ -12,6 +12,11 @@ pub mod exposition;
 pub mod http;
 pub mod metrics;
 pub mod page;
+/// The strict exposition reader of the integration tests, for the unit
+/// tests too.
+#[cfg(test)]
+#[path = "../../tests/it/prom_text.rs"]
+pub(crate) mod prom_text;
 pub mod routes;
 pub mod samples;
 pub mod views;

@@ -24,6 +24,7 @@ mod lean_agent;
 mod logs;
 mod operator;
 mod overload;
+mod prom_text;
 mod prometheus;
 mod proxy;
 mod schema_readers;
