@@ -3,6 +3,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod failpoint;
+mod human;
 pub mod journal;
 pub mod level;
 pub mod logline;

@@ -15,17 +15,10 @@ const SKEW_LIMIT_MS: i64 = 30_000;
 const STALE_AFTER_MS: i64 = 30_000;
 
 fn ago(ms: Option<i64>) -> String {
-    match ms {
-        None => "-".into(),
-        Some(t) => {
-            let secs = ((now_ms() - t) / 1000).max(0);
-            match secs {
-                0..=119 => format!("{secs}s ago"),
-                120..=7199 => format!("{}m ago", secs / 60),
-                _ => format!("{}h ago", secs / 3600),
-            }
-        }
-    }
+    ms.map_or_else(
+        || "-".into(),
+        |t| crate::human::ago((now_ms() - t) / 1000, false),
+    )
 }
 
 /// Open problems per host (see `master::alarms::problems`).

@@ -132,16 +132,12 @@ pub fn format_value(v: f64) -> String {
 }
 
 pub fn escape_label_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    super::escape_chars(v, |c| match c {
+        '\\' => Some("\\\\"),
+        '"' => Some("\\\""),
+        '\n' => Some("\\n"),
+        _ => None,
+    })
 }
 
 fn escape_help(v: &str) -> String {

@@ -20,3 +20,16 @@ pub(crate) mod prom_text;
 pub mod routes;
 pub mod samples;
 pub mod views;
+
+/// `text` with each character `replace` names replaced: the escaping of
+/// HTML and of Prometheus label values.
+fn escape_chars(text: &str, replace: impl Fn(char) -> Option<&'static str>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match replace(c) {
+            Some(r) => out.push_str(r),
+            None => out.push(c),
+        }
+    }
+    out
+}

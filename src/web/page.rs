@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Local, TimeZone};
 
+use crate::master::oneshot::human_bytes;
 use crate::master::registry::{AgentRecord, State};
 use crate::master::silences::Silence;
 use crate::web::alarm_summary::{time_of, AlarmSummary};
@@ -52,19 +53,15 @@ pub struct Page<'a> {
 
 /// HTML-escape text for element content and quoted attribute values.
 pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+    super::escape_chars(text, |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&#39;"),
+        c if c.is_control() => Some(" "),
+        _ => None,
+    })
 }
 
 fn local(secs: i64) -> Option<DateTime<Local>> {
@@ -78,13 +75,7 @@ fn full_time(ms: i64) -> String {
 }
 
 fn ago(now_ms: i64, ms: i64) -> String {
-    let secs = ((now_ms - ms) / 1000).max(0);
-    match secs {
-        0..=119 => format!("{secs}s ago"),
-        120..=7199 => format!("{}m ago", secs / 60),
-        7200..=172_799 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
+    crate::human::ago((now_ms - ms) / 1000, true)
 }
 
 /// "12s ago" with the exact time on hover; "–" when unknown.
@@ -92,21 +83,6 @@ fn ago_cell(now_ms: i64, ms: Option<i64>) -> String {
     match ms {
         None => "<span class=\"dim\">–</span>".into(),
         Some(t) => format!("<span title=\"{}\">{}</span>", full_time(t), ago(now_ms, t)),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -302,9 +278,9 @@ fn fleet(out: &mut String, p: &Page) {
             ago_cell(p.now_ms, a.state_since_ms),
             ago_cell(p.now_ms, a.last_heartbeat_ms),
             a.bytes_pulled,
-            bytes(a.bytes_pulled),
+            human_bytes(a.bytes_pulled),
             a.backlog,
-            bytes(a.backlog),
+            human_bytes(a.backlog),
             if open > 0 { " some" } else { "" },
         );
     }
