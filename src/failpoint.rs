@@ -40,22 +40,33 @@ struct Plan {
 static ARMED: AtomicBool = AtomicBool::new(false);
 static PLAN: OnceLock<Plan> = OnceLock::new();
 
+/// What is wrong with `PIHEALTH_FAILPOINTS`.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("`{0}`: expected name=probability")]
+    NotAPair(String),
+    #[error("`{0}`: no such failpoint (known: {known})", known = POINTS.join(", "))]
+    Unknown(String),
+    #[error("`{0}`: expected a probability from 0 to 1")]
+    Probability(String),
+}
+
 /// Parse `name=probability,…`.
-fn parse(text: &str) -> Result<Vec<(&'static str, f64)>, String> {
+fn parse(text: &str) -> Result<Vec<(&'static str, f64)>, PlanError> {
     let mut points = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, p) = item
             .split_once('=')
-            .ok_or_else(|| format!("`{item}`: expected name=probability"))?;
+            .ok_or_else(|| PlanError::NotAPair(item.to_string()))?;
         let point = POINTS
             .iter()
             .find(|&&known| known == name)
-            .ok_or_else(|| format!("`{name}`: no such failpoint (known: {})", POINTS.join(", ")))?;
+            .ok_or_else(|| PlanError::Unknown(name.to_string()))?;
         let p: f64 = p
             .parse()
             .ok()
             .filter(|p| (0.0..=1.0).contains(p))
-            .ok_or_else(|| format!("`{item}`: expected a probability from 0 to 1"))?;
+            .ok_or_else(|| PlanError::Probability(item.to_string()))?;
         points.push((*point, p));
     }
     Ok(points)
@@ -137,7 +148,10 @@ mod tests {
             parse("pull.after_commit=0.5, logstore.mid_rotate=1").unwrap(),
             vec![("pull.after_commit", 0.5), ("logstore.mid_rotate", 1.0)]
         );
-        assert!(parse("nope=0.1").unwrap_err().contains("no such failpoint"));
+        assert_eq!(
+            parse("nope=0.1").unwrap_err().to_string(),
+            format!("`nope`: no such failpoint (known: {})", POINTS.join(", "))
+        );
         assert!(parse("pull.after_commit=2").is_err());
         assert!(parse("pull.after_commit").is_err());
         assert!(parse("").unwrap().is_empty());
