@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use pihealth::cli::silence::{self, Action};
+use pihealth::cli::silence::{self, Action, SilenceError};
 use pihealth::config::MasterConfig;
 use pihealth::level::Level;
 
@@ -112,7 +112,7 @@ fn check_keys(key_file: &Path, previous: &[PathBuf]) -> Result<(), ExitCode> {
 
 /// Success, or exit 1 with the error; a reader that closed our standard
 /// output (`| head`) is no failure: exit 0 without a word.
-fn done(result: Result<(), String>) -> Result<ExitCode, ExitCode> {
+fn done(result: Result<(), impl std::fmt::Display>) -> Result<ExitCode, ExitCode> {
     result.map(|()| ExitCode::SUCCESS).map_err(|e| {
         if pihealth::cli::pipe_closed() {
             ExitCode::SUCCESS
@@ -123,7 +123,7 @@ fn done(result: Result<(), String>) -> Result<ExitCode, ExitCode> {
 }
 
 /// `Ok(false)` from a command means "ran, but something failed": exit 1.
-fn verdict(result: Result<bool, String>) -> Result<ExitCode, ExitCode> {
+fn verdict(result: Result<bool, impl std::fmt::Display>) -> Result<ExitCode, ExitCode> {
     match result {
         Ok(true) => Ok(ExitCode::SUCCESS),
         Ok(false) => Ok(ExitCode::from(1)),
@@ -262,12 +262,9 @@ impl SilenceArgs {
         silence::check(&action).map_err(config_error)?;
         let cfg = master_config(&config)?;
         // An unknown id is bad input too: exit 2.
-        silence::run(&cfg.log_dir, &action, &mut pihealth::cli::stdout()).map_err(|e| {
-            if matches!(action, Action::Remove { .. }) && e.starts_with("no silence") {
-                config_error(e)
-            } else {
-                failure(e)
-            }
+        silence::run(&cfg.log_dir, &action, &mut pihealth::cli::stdout()).map_err(|e| match e {
+            SilenceError::Unknown(_) => config_error(e),
+            _ => failure(e),
         })?;
         Ok(ExitCode::SUCCESS)
     }

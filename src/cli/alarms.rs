@@ -69,23 +69,19 @@ fn problem_line(p: &Problem, silences: &[Silence]) -> String {
     )
 }
 
-fn io_error(e: io::Error) -> String {
-    e.to_string()
+/// Everything `alarms` does can fail only reading the files or writing
+/// the answer: an `io::Error` says which (a JSON encoding error too, by
+/// its message).
+fn json_error(e: serde_json::Error) -> io::Error {
+    io::Error::other(e)
 }
 
-fn json_error(e: serde_json::Error) -> String {
-    e.to_string()
-}
-
-pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
+pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> io::Result<()> {
     let files = crate::master::files::MasterFiles::find(log_dir);
     let path = files.alarms();
-    let alarms = read_alarms(&path).map_err(|e| e.to_string())?;
-    let silenced =
-        crate::master::silences::read_silenced(&files.silenced()).map_err(|e| e.to_string())?;
-    let silences = SilenceStore::new(log_dir)
-        .list()
-        .map_err(|e| e.to_string())?;
+    let alarms = read_alarms(&path)?;
+    let silenced = crate::master::silences::read_silenced(&files.silenced())?;
+    let silences = SilenceStore::new(log_dir).list()?;
     // Say so rather than print a blank line: an empty answer should not
     // look like a broken command. (JSON output stays empty: a program
     // reading it expects objects or nothing.)
@@ -94,8 +90,7 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
             out,
             "no alarms recorded yet ({} is empty or does not exist)",
             path.display()
-        )
-        .map_err(io_error);
+        );
     }
     // Problems are judged on the whole history (a problem may have begun
     // before --since), then filtered like the alarms.
@@ -115,14 +110,14 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
         .into_iter()
         .filter(|p| after(&p.since, q.since))
         .collect();
-    writeln!(out, "\nopen problems: {}", open.len()).map_err(io_error)?;
+    writeln!(out, "\nopen problems: {}", open.len())?;
     for p in &open {
-        writeln!(out, "{}", problem_line(p, &silences)).map_err(io_error)?;
+        writeln!(out, "{}", problem_line(p, &silences))?;
     }
     if !recovered.is_empty() {
-        writeln!(out, "recovered: {}", recovered.len()).map_err(io_error)?;
+        writeln!(out, "recovered: {}", recovered.len())?;
         for p in &recovered {
-            writeln!(out, "{}", problem_line(p, &silences)).map_err(io_error)?;
+            writeln!(out, "{}", problem_line(p, &silences))?;
         }
     }
     Ok(())
@@ -134,17 +129,16 @@ fn print_open(
     open: &[&Problem],
     silences: &[Silence],
     out: &mut dyn Write,
-) -> Result<(), String> {
+) -> io::Result<()> {
     if open.is_empty() && !q.json {
-        return writeln!(out, "no open problems").map_err(io_error);
+        return writeln!(out, "no open problems");
     }
     for p in open {
         if q.json {
             writeln!(out, "{}", serde_json::to_string(p).map_err(json_error)?)
         } else {
             writeln!(out, "{}", problem_line(p, silences).trim_start())
-        }
-        .map_err(io_error)?;
+        }?;
     }
     Ok(())
 }
@@ -156,7 +150,7 @@ fn print_alarms(
     alarms: &[AlarmLine],
     silenced: &HashMap<String, String>,
     out: &mut dyn Write,
-) -> Result<(), String> {
+) -> io::Result<()> {
     let shown = alarms
         .iter()
         .filter(|a| after(&a.time, q.since) && q.wants_host(&a.host) && q.wants_level(&a.level));
@@ -179,11 +173,10 @@ fn print_alarms(
                 a.level,
                 label_message(&a.log_type, &a.message, None)
             )
-        }
-        .map_err(io_error)?;
+        }?;
     }
     if count == 0 && !q.json {
-        writeln!(out, "no alarms match ({} recorded in all)", alarms.len()).map_err(io_error)?;
+        writeln!(out, "no alarms match ({} recorded in all)", alarms.len())?;
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 //! by editing an agent's config.
 
 use std::fs;
+
+use anyhow::{anyhow, bail};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -66,13 +68,13 @@ impl Drop for Children {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let log = fs::File::create(dir.join(log_name)).map_err(|e| e.to_string())?;
+fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let log = fs::File::create(dir.join(log_name))?;
     Command::new(exe)
         .arg(role)
         .arg("-c")
@@ -89,7 +91,7 @@ fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> Result<Child,
         // which then stops its children in order.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start the {role}: {e}"))
+        .map_err(|e| anyhow!("cannot start the {role}: {e}"))
 }
 
 fn master_yaml(agents: usize) -> String {
@@ -234,7 +236,7 @@ fn up_count(log_root: &Path) -> usize {
 }
 
 /// A child that exited on its own (not stopped by us) ends the demo.
-fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
+fn check_children(children: &mut Children, dir: &Path) -> anyhow::Result<()> {
     for (name, child) in &mut children.0 {
         if let Ok(Some(status)) = child.try_wait() {
             let log = if name == "master" {
@@ -242,7 +244,7 @@ fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
             } else {
                 format!("agent-{name}.log")
             };
-            return Err(format!(
+            return Err(anyhow!(
                 "{name} exited early ({status}); see {}",
                 dir.join(log).display()
             ));
@@ -253,26 +255,25 @@ fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
 
 /// Run the demo for `seconds` (0: until Ctrl-C); true if every agent came
 /// up and every type has lines on the master.
-pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, String> {
+pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> anyhow::Result<bool> {
     if agents == 0 || agents > 250 {
-        return Err("--agents must be from 1 to 250 (127.0.0.2 to 127.0.0.251)".into());
+        bail!("--agents must be from 1 to 250 (127.0.0.2 to 127.0.0.251)");
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+        .map_err(|e| anyhow!("cannot handle Ctrl-C: {e}"))?;
     // Held until the end: dropping it deletes the directory.
     let temp;
     let dir: PathBuf = match keep {
         Some(d) => {
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            fs::canonicalize(d).map_err(|e| format!("{}: {e}", d.display()))?
+            fs::create_dir_all(d).map_err(|e| anyhow!("{}: {e}", d.display()))?;
+            fs::canonicalize(d).map_err(|e| anyhow!("{}: {e}", d.display()))?
         }
         None => {
             temp = tempfile::Builder::new()
                 .prefix("pihealth-demo-")
-                .tempdir()
-                .map_err(|e| e.to_string())?;
+                .tempdir()?;
             temp.path().to_path_buf()
         }
     };
@@ -303,22 +304,22 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
 }
 
 /// The key, the standard scripts and the master's config.
-fn write_files(dir: &Path, agents: usize) -> Result<(), String> {
+fn write_files(dir: &Path, agents: usize) -> anyhow::Result<()> {
     let key = dir.join("pihealth.key");
     if !key.exists() {
         super::keygen(&key, false)?;
     }
-    fs::create_dir_all(dir.join("scripts")).map_err(|e| e.to_string())?;
+    fs::create_dir_all(dir.join("scripts"))?;
     for (name, text) in SCRIPTS {
         let path = dir.join("scripts").join(name);
         write(&path, text)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
     }
     write(&dir.join("master.yaml"), &master_yaml(agents))
 }
 
 /// Start the master, then each agent with its config.
-fn start(dir: &Path, agents: usize) -> Result<Children, String> {
+fn start(dir: &Path, agents: usize) -> anyhow::Result<Children> {
     let mut children = Children(Vec::new());
     children.0.push((
         "master".into(),
@@ -364,7 +365,7 @@ struct Watch<'a> {
 impl Watch<'_> {
     /// One progress line each time the count changes, until every agent
     /// is up or `STARTUP` has passed.
-    fn registration(&self, children: &mut Children) -> Result<(), String> {
+    fn registration(&self, children: &mut Children) -> anyhow::Result<()> {
         let mut shown = usize::MAX;
         while !self.stop.load(Ordering::SeqCst) && self.started.elapsed() < STARTUP {
             check_children(children, self.dir)?;
@@ -382,7 +383,7 @@ impl Watch<'_> {
     }
 
     /// The dashboard until the time is up or Ctrl-C.
-    fn live(&self, children: &mut Children) -> Result<(), String> {
+    fn live(&self, children: &mut Children) -> anyhow::Result<()> {
         let mut screen = Screen {
             terminal: std::io::stdout().is_terminal(),
             last_plain: None,
@@ -422,10 +423,10 @@ fn summary(
     backup_root: &Path,
     agents: usize,
     kept: bool,
-) -> Result<bool, String> {
+) -> anyhow::Result<bool> {
     println!();
     super::status::print(log_root, false, &mut std::io::stdout())?;
-    let (_, records) = Registry::read_snapshot(log_root).map_err(|e| e.to_string())?;
+    let (_, records) = Registry::read_snapshot(log_root)?;
     let mut ok = records.len() == agents;
     for r in &records {
         let host = r.label();

@@ -15,6 +15,7 @@ use crate::config::MasterConfig;
 use crate::level::Level;
 use crate::logline::LogLine;
 use crate::master::archive::archive_files;
+use crate::names::{check_host_name, check_type_name, NameError};
 
 pub struct Query {
     pub host: String,
@@ -101,28 +102,47 @@ fn list_names(dir: &Path, strip: fn(&str) -> Option<String>) -> Vec<String> {
     names
 }
 
+/// Why `logs` printed nothing more.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("host {host:?}: {why}")]
+    HostName { host: String, why: NameError },
+    #[error("type {log_type:?}: {why}")]
+    TypeName { log_type: String, why: NameError },
+    #[error("no host {host:?} under {}; hosts: {}", dir.display(), hosts.join(", "))]
+    NoHost {
+        host: String,
+        dir: PathBuf,
+        hosts: Vec<String>,
+    },
+    #[error("host {host} has no {log_type:?} log; types: {}", types.join(", "))]
+    NoType {
+        host: String,
+        log_type: String,
+        types: Vec<String>,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Refuse an unknown host or type with the names there are, so a typo is
 /// told apart from an empty log. Returns the archives and the current log.
-fn sources(config: &MasterConfig, q: &Query) -> Result<(Vec<PathBuf>, PathBuf), String> {
+fn sources(config: &MasterConfig, q: &Query) -> Result<(Vec<PathBuf>, PathBuf), LogsError> {
     let host_dir = config.log_dir.join(&q.host);
     if !host_dir.is_dir() {
         let hosts: Vec<String> = list_names(&config.log_dir, |n| {
-            crate::names::check_host_name(n)
-                .is_ok()
-                .then(|| n.to_string())
+            check_host_name(n).is_ok().then(|| n.to_string())
         })
         .into_iter()
         .filter(|n| config.log_dir.join(n).is_dir())
         .collect();
-        return Err(format!(
-            "no host {:?} under {}; hosts: {}",
-            q.host,
-            config.log_dir.display(),
-            hosts.join(", ")
-        ));
+        return Err(LogsError::NoHost {
+            host: q.host.clone(),
+            dir: config.log_dir.clone(),
+            hosts,
+        });
     }
-    let archives =
-        archive_files(&config.backup_dir, &q.host, &q.log_type).map_err(|e| e.to_string())?;
+    let archives = archive_files(&config.backup_dir, &q.host, &q.log_type)?;
     let current = host_dir.join(format!("{}.log", q.log_type));
     if archives.is_empty() && !current.exists() {
         let mut types = list_names(&host_dir, |n| n.strip_suffix(".log").map(str::to_string));
@@ -133,24 +153,24 @@ fn sources(config: &MasterConfig, q: &Query) -> Result<(Vec<PathBuf>, PathBuf), 
         }));
         types.sort();
         types.dedup();
-        return Err(format!(
-            "host {} has no {:?} log; types: {}",
-            q.host,
-            q.log_type,
-            types.join(", ")
-        ));
+        return Err(LogsError::NoType {
+            host: q.host.clone(),
+            log_type: q.log_type.clone(),
+            types,
+        });
     }
     Ok((archives, current))
 }
 
-fn io_error(e: io::Error) -> String {
-    e.to_string()
-}
-
-pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
-    crate::names::check_host_name(&q.host).map_err(|e| format!("host {:?}: {e}", q.host))?;
-    crate::names::check_type_name(&q.log_type)
-        .map_err(|e| format!("type {:?}: {e}", q.log_type))?;
+pub fn run(config: &MasterConfig, q: &Query) -> Result<(), LogsError> {
+    check_host_name(&q.host).map_err(|why| LogsError::HostName {
+        host: q.host.clone(),
+        why,
+    })?;
+    check_type_name(&q.log_type).map_err(|why| LogsError::TypeName {
+        log_type: q.log_type.clone(),
+        why,
+    })?;
     let (archives, current) = sources(config, q)?;
     let filter = Filter {
         since: q.since,
@@ -195,15 +215,14 @@ impl Reader<'_> {
         committed_len(&self.config.log_dir, &self.q.host, &self.q.log_type)
     }
 
-    fn print_all(&mut self) -> Result<(), String> {
+    fn print_all(&mut self) -> io::Result<()> {
         for path in &self.known {
-            let file = File::open(path).map_err(io_error)?;
+            let file = File::open(path)?;
             emit(
                 &mut BufReader::new(MultiGzDecoder::new(file)),
                 &self.filter,
                 &mut self.out,
-            )
-            .map_err(io_error)?;
+            )?;
         }
         self.shown = self.committed();
         if let Ok(file) = File::open(&self.current) {
@@ -211,18 +230,16 @@ impl Reader<'_> {
                 &mut BufReader::new(file.take(self.shown)),
                 &self.filter,
                 &mut self.out,
-            )
-            .map_err(io_error)?;
+            )?;
         }
-        self.out.flush().map_err(io_error)
+        self.out.flush()
     }
 
     /// Print newly committed bytes; when the master has sealed the log
     /// into an archive, finish that archive from where we were, print any
     /// archive that arrived after it, and start over on the new log.
-    fn print_new(&mut self) -> Result<(), String> {
-        let now_archives = archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type)
-            .map_err(|e| e.to_string())?;
+    fn print_new(&mut self) -> io::Result<()> {
+        let now_archives = archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type)?;
         let fresh: Vec<_> = now_archives
             .iter()
             .filter(|p| !self.known.contains(p))
@@ -231,30 +248,28 @@ impl Reader<'_> {
         let committed = self.committed();
         if !fresh.is_empty() {
             for (i, path) in fresh.iter().enumerate() {
-                let file = File::open(path).map_err(io_error)?;
+                let file = File::open(path)?;
                 let mut reader = BufReader::new(MultiGzDecoder::new(file));
                 if i == 0 {
                     // The first new archive is the log we were following.
-                    io::copy(&mut (&mut reader).take(self.shown), &mut io::sink())
-                        .map_err(io_error)?;
+                    io::copy(&mut (&mut reader).take(self.shown), &mut io::sink())?;
                 }
-                emit(&mut reader, &self.filter, &mut self.out).map_err(io_error)?;
+                emit(&mut reader, &self.filter, &mut self.out)?;
             }
             self.shown = 0;
             self.known = now_archives;
         }
         if committed > self.shown {
             if let Ok(mut file) = File::open(&self.current) {
-                file.seek(SeekFrom::Start(self.shown)).map_err(io_error)?;
+                file.seek(SeekFrom::Start(self.shown))?;
                 emit(
                     &mut BufReader::new(file.take(committed - self.shown)),
                     &self.filter,
                     &mut self.out,
-                )
-                .map_err(io_error)?;
+                )?;
                 self.shown = committed;
             }
         }
-        self.out.flush().map_err(io_error)
+        self.out.flush()
     }
 }
