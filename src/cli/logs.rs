@@ -126,8 +126,8 @@ pub enum LogsError {
 }
 
 /// Refuse an unknown host or type with the names there are, so a typo is
-/// told apart from an empty log. Returns the archives and the current log.
-fn sources(config: &MasterConfig, q: &Query) -> Result<(Vec<PathBuf>, PathBuf), LogsError> {
+/// told apart from an empty log. Returns the path of the current log.
+fn sources(config: &MasterConfig, q: &Query) -> Result<PathBuf, LogsError> {
     let host_dir = config.log_dir.join(&q.host);
     if !host_dir.is_dir() {
         let hosts: Vec<String> = list_names(&config.log_dir, |n| {
@@ -159,7 +159,7 @@ fn sources(config: &MasterConfig, q: &Query) -> Result<(Vec<PathBuf>, PathBuf), 
             types,
         });
     }
-    Ok((archives, current))
+    Ok(current)
 }
 
 pub fn run(config: &MasterConfig, q: &Query) -> Result<(), LogsError> {
@@ -171,7 +171,7 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), LogsError> {
         log_type: q.log_type.clone(),
         why,
     })?;
-    let (archives, current) = sources(config, q)?;
+    let current = sources(config, q)?;
     let filter = Filter {
         since: q.since,
         until: q.until,
@@ -184,7 +184,7 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), LogsError> {
         filter,
         current,
         out: io::BufWriter::new(super::stdout()),
-        known: archives,
+        known: Vec::new(),
         shown: 0,
     };
     reader.print_all()?;
@@ -215,7 +215,26 @@ impl Reader<'_> {
         committed_len(&self.config.log_dir, &self.q.host, &self.q.log_type)
     }
 
+    /// The archives and the committed length of the current log, as of one
+    /// moment: a seal may run while we look, so the archives are listed
+    /// before and after the length is read, until both listings agree
+    /// (else the length could be the next log's while the archive of the
+    /// log it belongs to is not listed yet).
+    fn snapshot(&self) -> io::Result<(Vec<PathBuf>, u64)> {
+        let list = || archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type);
+        loop {
+            let before = list()?;
+            let committed = self.committed();
+            if list()? == before {
+                return Ok((before, committed));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn print_all(&mut self) -> io::Result<()> {
+        let (archives, committed) = self.snapshot()?;
+        self.known = archives;
         for path in &self.known {
             let file = File::open(path)?;
             emit(
@@ -224,7 +243,7 @@ impl Reader<'_> {
                 &mut self.out,
             )?;
         }
-        self.shown = self.committed();
+        self.shown = committed;
         if let Ok(file) = File::open(&self.current) {
             emit(
                 &mut BufReader::new(file.take(self.shown)),
@@ -238,14 +257,17 @@ impl Reader<'_> {
     /// Print newly committed bytes; when the master has sealed the log
     /// into an archive, finish that archive from where we were, print any
     /// archive that arrived after it, and start over on the new log.
+    ///
+    /// The current log waits for the next tick in a round that found new
+    /// archives (the seal's state may not be committed yet), and the
+    /// position moves by what was read, never past the file's end.
     fn print_new(&mut self) -> io::Result<()> {
-        let now_archives = archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type)?;
-        let fresh: Vec<_> = now_archives
+        let (before, committed) = self.snapshot()?;
+        let fresh: Vec<_> = before
             .iter()
             .filter(|p| !self.known.contains(p))
             .cloned()
             .collect();
-        let committed = self.committed();
         if !fresh.is_empty() {
             for (i, path) in fresh.iter().enumerate() {
                 let file = File::open(path)?;
@@ -257,17 +279,19 @@ impl Reader<'_> {
                 emit(&mut reader, &self.filter, &mut self.out)?;
             }
             self.shown = 0;
-            self.known = now_archives;
+            self.known = before;
+            return self.out.flush();
         }
         if committed > self.shown {
             if let Ok(mut file) = File::open(&self.current) {
                 file.seek(SeekFrom::Start(self.shown))?;
+                let mut unread = file.take(committed - self.shown);
                 emit(
-                    &mut BufReader::new(file.take(committed - self.shown)),
+                    &mut BufReader::new(&mut unread),
                     &self.filter,
                     &mut self.out,
                 )?;
-                self.shown = committed;
+                self.shown = committed - unread.limit();
             }
         }
         self.out.flush()
