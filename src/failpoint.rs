@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Every point a test may name; an unknown name in the variable is an error.
-pub const POINTS: [&str; 12] = [
+pub(crate) const POINTS: [&str; 12] = [
     "pull.after_store",
     "pull.after_commit",
     "archive.mid_seal",
@@ -123,7 +123,7 @@ fn next(rng: &AtomicU64) -> u64 {
 
 /// Abort here if the test asked for it.
 #[inline]
-pub fn hit(name: &'static str) {
+pub(crate) fn hit(name: &'static str) {
     if !ARMED.load(Ordering::Relaxed) {
         return;
     }

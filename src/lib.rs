@@ -1,4 +1,3 @@
-#![forbid(unsafe_code)]
 pub mod agent;
 pub mod cli;
 pub mod config;
@@ -16,4 +15,4 @@ pub mod random;
 pub mod schema;
 pub mod storage;
 pub mod sync;
-pub mod web;
+pub(crate) mod web;

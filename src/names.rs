@@ -13,9 +13,9 @@
 //! agent's log away, so a host name may not end in `.log` or `.gz`.
 
 /// Longest host name accepted (a DNS label is 63; a FQDN 253).
-pub const MAX_HOST_NAME: usize = 64;
+pub(crate) const MAX_HOST_NAME: usize = 64;
 /// Longest log type name accepted.
-pub const MAX_TYPE_NAME: usize = 32;
+pub(crate) const MAX_TYPE_NAME: usize = 32;
 
 /// Why a name may not become a file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +67,7 @@ fn check(name: &str, what: &'static str, max: usize, allow_dot: bool) -> Result<
 }
 
 /// Check a host name before it becomes a directory under `log/` and `logbackup/`.
-pub fn check_host_name(name: &str) -> Result<(), NameError> {
+pub(crate) fn check_host_name(name: &str) -> Result<(), NameError> {
     check(name, "host", MAX_HOST_NAME, true)?;
     let lower = name.to_ascii_lowercase();
     if lower.ends_with(".log") || lower.ends_with(".gz") {
@@ -77,12 +77,12 @@ pub fn check_host_name(name: &str) -> Result<(), NameError> {
 }
 
 /// Check a log type name (a collector's name) before it becomes `TYPE.log`.
-pub fn check_type_name(name: &str) -> Result<(), NameError> {
+pub(crate) fn check_type_name(name: &str) -> Result<(), NameError> {
     check(name, "log type", MAX_TYPE_NAME, false)
 }
 
 /// This machine's host name, made safe; `localhost` if it cannot be read.
-pub fn local_host_name() -> String {
+pub(crate) fn local_host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();

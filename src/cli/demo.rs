@@ -22,7 +22,7 @@ use crate::master::registry::{Registry, State};
 
 /// The standard scripts and their shared helpers, embedded so the demo
 /// needs no checkout.
-pub const SCRIPTS: [(&str, &str); 7] = [
+pub(crate) const SCRIPTS: [(&str, &str); 7] = [
     ("common.sh", include_str!("../../scripts/common.sh")),
     ("cpu.sh", include_str!("../../scripts/cpu.sh")),
     ("mem.sh", include_str!("../../scripts/mem.sh")),
@@ -31,7 +31,7 @@ pub const SCRIPTS: [(&str, &str); 7] = [
     ("users.sh", include_str!("../../scripts/users.sh")),
     ("sysinfo.sh", include_str!("../../scripts/sysinfo.sh")),
 ];
-pub const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
+pub(crate) const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
 
 const MASTER_PORT: u16 = 18080;
 /// The master's status page and /metrics.

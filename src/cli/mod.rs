@@ -148,7 +148,7 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, T
 /// (`2026-11-21T10:00`, `2026-11-21 10:00:00`), a bare date (its local
 /// midnight), a duration back from now (`2h`, `1d 6h`), or `now`, `today`
 /// (local midnight) and `yesterday` (the midnight before).
-pub fn parse_time_at(
+pub(crate) fn parse_time_at(
     text: &str,
     now: chrono::DateTime<chrono::Local>,
 ) -> Result<chrono::DateTime<chrono::FixedOffset>, TimeError> {

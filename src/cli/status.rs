@@ -22,7 +22,7 @@ fn ago(ms: Option<i64>) -> String {
 }
 
 /// Open problems per host (see `master::alarms::problems`).
-pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
+pub(crate) fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
     let mut open: HashMap<String, usize> = HashMap::new();
     for p in problems(&read_alarms(
         &crate::master::files::MasterFiles::find(log_dir).alarms(),
@@ -34,7 +34,7 @@ pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
     Ok(open)
 }
 
-pub fn rows(agents: &[AgentRecord], open: &HashMap<String, usize>) -> Vec<[String; 10]> {
+pub(crate) fn rows(agents: &[AgentRecord], open: &HashMap<String, usize>) -> Vec<[String; 10]> {
     agents
         .iter()
         .map(|a| {
@@ -71,7 +71,7 @@ fn rfc3339(ms: Option<i64>) -> Option<String> {
 }
 
 /// The fleet as JSON: one object with the file's age and one entry per agent.
-pub fn json(
+pub(crate) fn json(
     written_ms: i64,
     agents: &[AgentRecord],
     open: &HashMap<String, usize>,

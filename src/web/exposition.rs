@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 /// The media type of this format, for `Content-Type`.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
     Histogram,
@@ -31,7 +31,7 @@ impl Kind {
 
 /// Builds one exposition document, family by family.
 #[derive(Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     out: String,
     families: HashSet<String>,
     /// `name{labels}` of every sample written, to drop duplicates.
@@ -40,14 +40,14 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    pub fn new() -> Exposition {
+    pub(crate) fn new() -> Exposition {
         Exposition::default()
     }
 
     /// Start a family; its samples follow. A family started twice is a bug
     /// in our code, not in the data: the second start is ignored (its
     /// samples then land in the first, still valid).
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
+    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
         debug_assert!(is_metric_name(name), "bad metric name {name}");
         if self.families.insert(name.to_string()) {
             let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
@@ -60,13 +60,13 @@ impl Exposition {
     }
 
     /// One sample of the current family (counter or gauge).
-    pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+    pub(crate) fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
         self.write_sample("", labels, value)
     }
 
     /// A whole histogram for the current family: cumulative bucket counts
     /// for `bounds` (upper bounds, ascending), then `+Inf`, `_sum`, `_count`.
-    pub fn histogram(
+    pub(crate) fn histogram(
         &mut self,
         labels: &[(&str, &str)],
         bounds: &[f64],
@@ -113,14 +113,14 @@ impl Exposition {
         self
     }
 
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.out
     }
 }
 
 /// Go's float syntax, which Prometheus parses: integers without a fraction,
 /// `NaN`, `+Inf`, `-Inf`.
-pub fn format_value(v: f64) -> String {
+pub(crate) fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
@@ -131,7 +131,7 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
-pub fn escape_label_value(v: &str) -> String {
+pub(crate) fn escape_label_value(v: &str) -> String {
     super::escape_chars(v, |c| match c {
         '\\' => Some("\\\\"),
         '"' => Some("\\\""),

@@ -7,19 +7,19 @@
 //! `views` assembles the answers. Beneath them `page` renders the status page, `metrics` and `exposition` the
 //! Prometheus text format, `samples` reads recent values from the
 //! archives, `alarm_summary` folds `alarms.log` into open problems.
-pub mod alarm_summary;
-pub mod exposition;
-pub mod http;
-pub mod metrics;
-pub mod page;
+pub(crate) mod alarm_summary;
+pub(crate) mod exposition;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod page;
 /// The strict exposition reader of the integration tests, for the unit
 /// tests too.
 #[cfg(test)]
 #[path = "../../tests/it/prom_text.rs"]
 pub(crate) mod prom_text;
-pub mod routes;
-pub mod samples;
-pub mod views;
+pub(crate) mod routes;
+pub(crate) mod samples;
+pub(crate) mod views;
 
 /// `text` with each character `replace` names replaced: the escaping of
 /// HTML and of Prometheus label values.

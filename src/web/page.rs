@@ -24,35 +24,35 @@ const ALARMS_SHOWN: usize = 10;
 const WINDOWS: [u32; 4] = [1, 6, 24, 48];
 
 /// One chart's data: a title, a colour and `(unix seconds, percent)` points.
-pub struct Chart {
-    pub title: &'static str,
-    pub color: &'static str,
-    pub points: Vec<(i64, f64)>,
+pub(crate) struct Chart {
+    pub(crate) title: &'static str,
+    pub(crate) color: &'static str,
+    pub(crate) points: Vec<(i64, f64)>,
 }
 
 /// One host's charts.
-pub struct HostCharts {
-    pub host: String,
-    pub charts: Vec<Chart>,
+pub(crate) struct HostCharts {
+    pub(crate) host: String,
+    pub(crate) charts: Vec<Chart>,
 }
 
-pub struct Page<'a> {
-    pub master: &'a str,
-    pub agents: &'a [AgentRecord],
-    pub alarms: &'a AlarmSummary,
+pub(crate) struct Page<'a> {
+    pub(crate) master: &'a str,
+    pub(crate) agents: &'a [AgentRecord],
+    pub(crate) alarms: &'a AlarmSummary,
     /// Silences not yet expired (`crate::master::silences`).
-    pub silences: &'a [Silence],
-    pub now_ms: i64,
-    pub hours: u32,
+    pub(crate) silences: &'a [Silence],
+    pub(crate) now_ms: i64,
+    pub(crate) hours: u32,
     /// The window drawn: the last `hours`, or less when `zoomed`.
-    pub window: Window,
+    pub(crate) window: Window,
     /// Less history exists than `hours`: the charts span what there is.
-    pub zoomed: bool,
-    pub hosts: Vec<HostCharts>,
+    pub(crate) zoomed: bool,
+    pub(crate) hosts: Vec<HostCharts>,
 }
 
 /// HTML-escape text for element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     super::escape_chars(text, |c| match c {
         '&' => Some("&amp;"),
         '<' => Some("&lt;"),
@@ -103,7 +103,7 @@ fn level_badge(level: &str) -> String {
     format!("<span class=\"badge {class}\">{}</span>", esc(level))
 }
 
-pub fn render(p: &Page) -> String {
+pub(crate) fn render(p: &Page) -> String {
     let mut out = String::with_capacity(64 * 1024);
     head(&mut out, p);
     tiles(&mut out, p);
@@ -439,7 +439,7 @@ fn y_of(v: f64) -> f64 {
 /// Split points where the data has a hole (agent down, master stopped):
 /// a gap of more than three buckets, or three of the usual spacing when
 /// the collector runs less often than a bucket.
-pub fn segments(points: &[(i64, f64)], bucket: i64) -> Vec<&[(i64, f64)]> {
+pub(crate) fn segments(points: &[(i64, f64)], bucket: i64) -> Vec<&[(i64, f64)]> {
     let mut gaps: Vec<i64> = points.windows(2).map(|p| p[1].0 - p[0].0).collect();
     gaps.sort_unstable();
     let usual = gaps.get(gaps.len() / 2).copied().unwrap_or(bucket);
@@ -472,7 +472,7 @@ fn axis_time(secs: i64, span: i64) -> String {
 
 /// One chart: a 0–100 % axis, start/middle/end times, the series as a line
 /// over a light area, holes left open.
-pub fn chart(c: &Chart, w: &Window) -> String {
+pub(crate) fn chart(c: &Chart, w: &Window) -> String {
     let mut s = String::with_capacity(8 * 1024);
     let now = c
         .points

@@ -17,19 +17,19 @@ const DEFAULT_HOURS: u32 = 6;
 const MAX_HOURS: u32 = 48;
 
 /// The HTTP port's handler; one per master.
-pub struct Http {
+pub(crate) struct Http {
     views: Views,
 }
 
 impl Http {
-    pub fn new(config: &MasterConfig, registry: Arc<Registry>) -> Http {
+    pub(crate) fn new(config: &MasterConfig, registry: Arc<Registry>) -> Http {
         Http {
             views: Views::new(config, registry),
         }
     }
 
     /// Serve one connection: one request, one response, close.
-    pub fn handle(&self, stream: TimedStream, peer: SocketAddr) {
+    pub(crate) fn handle(&self, stream: TimedStream, peer: SocketAddr) {
         http::serve(stream, peer, |req| self.route(req));
     }
 

@@ -25,7 +25,7 @@ pub(crate) use request::{Method, Refusal, Request};
 pub(crate) use response::Response;
 
 /// The master starts the port with this.
-pub use crate::web::routes::Http;
+pub(crate) use crate::web::routes::Http;
 
 /// After the response, unread request bytes are drained (so closing does
 /// not reset the connection under the response) up to this much.
