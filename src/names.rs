@@ -121,7 +121,7 @@ mod tests {
             "a..b",
             "x y",
             &"a".repeat(300),
-            // Issue 12: would shadow an agent's log/TYPE.log or archive
+            // Would shadow an agent's log/TYPE.log or archive
             // in a directory shared with an agent.
             "alarms.log",
             "cpu.log",

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::master::registry::{Registry, State};
+use crate::master::registry::{AgentRecord, Registry, State};
 
 /// The standard scripts and their shared helpers, embedded so the demo
 /// needs no checkout.
@@ -217,9 +217,7 @@ fn dashboard(
             p.host, p.log_type, p.level, p.since, p.message
         );
     }
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "pihealth".into());
+    let exe = exe_text();
     let _ = writeln!(
         out,
         "\nin another terminal:\n  cd {} && {exe} logs -c master.yaml pi1 cpu --follow\n  cd {} && {exe} alarms -c master.yaml",
@@ -416,6 +414,33 @@ impl Watch<'_> {
     }
 }
 
+/// The last two lines of each host and type; false if one has none.
+fn print_last_lines(log_root: &Path, backup_root: &Path, records: &[AgentRecord]) -> bool {
+    let mut all = true;
+    for r in records {
+        let host = r.label();
+        println!("\n== {host} ==");
+        for t in TYPES {
+            let lines = last_lines(log_root, backup_root, &host, t, 2);
+            if lines.is_empty() {
+                all = false;
+                println!("  {t:<8} (no lines yet)");
+            }
+            for l in lines {
+                println!("  {t:<8} {l}");
+            }
+        }
+    }
+    all
+}
+
+/// This program's path, to show commands to paste.
+fn exe_text() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pihealth".into())
+}
+
 /// The final report: the fleet, a few lines per host and type, the alarms.
 fn summary(
     dir: &Path,
@@ -428,20 +453,7 @@ fn summary(
     super::status::print(log_root, false, &mut std::io::stdout())?;
     let (_, records) = Registry::read_snapshot(log_root)?;
     let mut ok = records.len() == agents;
-    for r in &records {
-        let host = r.label();
-        println!("\n== {host} ==");
-        for t in TYPES {
-            let lines = last_lines(log_root, backup_root, &host, t, 2);
-            if lines.is_empty() {
-                ok = false;
-                println!("  {t:<8} (no lines yet)");
-            }
-            for l in lines {
-                println!("  {t:<8} {l}");
-            }
-        }
-    }
+    ok &= print_last_lines(log_root, backup_root, &records);
     println!();
     let query = super::alarms::Query {
         since: None,
@@ -469,9 +481,7 @@ fn summary(
         }
     );
     if kept {
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "pihealth".into());
+        let exe = exe_text();
         println!(
             "kept {d}; try:\n  cd {d} && {exe} logs -c master.yaml pi1 cpu\n  cd {d} && {exe} status -c master.yaml",
             d = dir.display()
