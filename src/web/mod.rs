@@ -4,9 +4,10 @@
 //! and changes nothing, in three layers: `http` is the transport (the
 //! request head read and parsed, the response written, one request per
 //! connection on its own fixed pool), `routes` what each path answers,
-//! `views` assembles the answers. Beneath them `page` renders the status page, `metrics` and `exposition` the
-//! Prometheus text format, `samples` reads recent values from the
-//! archives, `alarm_summary` folds `alarms.log` into open problems.
+//! `views` assembles the answers. Beneath them, `page` renders the status
+//! page, `metrics` and `exposition` the Prometheus text format, `samples`
+//! reads recent values from the archives, `alarm_summary` folds
+//! `alarms.log` into open problems.
 pub(crate) mod alarm_summary;
 pub(crate) mod exposition;
 pub(crate) mod http;
