@@ -16,6 +16,7 @@ mod exit_codes;
 mod flood;
 mod host_alarms;
 mod http;
+mod http_heads;
 mod identity;
 mod integrity;
 mod key_flood;
