@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Every point a test may name; an unknown name in the variable is an error.
-pub const POINTS: [&str; 12] = [
+pub(crate) const POINTS: [&str; 12] = [
     "pull.after_store",
     "pull.after_commit",
     "archive.mid_seal",
@@ -40,22 +40,33 @@ struct Plan {
 static ARMED: AtomicBool = AtomicBool::new(false);
 static PLAN: OnceLock<Plan> = OnceLock::new();
 
+/// What is wrong with `PIHEALTH_FAILPOINTS`.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error("`{0}`: expected name=probability")]
+    NotAPair(String),
+    #[error("`{0}`: no such failpoint (known: {known})", known = POINTS.join(", "))]
+    Unknown(String),
+    #[error("`{0}`: expected a probability from 0 to 1")]
+    Probability(String),
+}
+
 /// Parse `name=probability,…`.
-fn parse(text: &str) -> Result<Vec<(&'static str, f64)>, String> {
+fn parse(text: &str) -> Result<Vec<(&'static str, f64)>, PlanError> {
     let mut points = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, p) = item
             .split_once('=')
-            .ok_or_else(|| format!("`{item}`: expected name=probability"))?;
+            .ok_or_else(|| PlanError::NotAPair(item.to_string()))?;
         let point = POINTS
             .iter()
             .find(|&&known| known == name)
-            .ok_or_else(|| format!("`{name}`: no such failpoint (known: {})", POINTS.join(", ")))?;
+            .ok_or_else(|| PlanError::Unknown(name.to_string()))?;
         let p: f64 = p
             .parse()
             .ok()
             .filter(|p| (0.0..=1.0).contains(p))
-            .ok_or_else(|| format!("`{item}`: expected a probability from 0 to 1"))?;
+            .ok_or_else(|| PlanError::Probability(item.to_string()))?;
         points.push((*point, p));
     }
     Ok(points)
@@ -112,7 +123,7 @@ fn next(rng: &AtomicU64) -> u64 {
 
 /// Abort here if the test asked for it.
 #[inline]
-pub fn hit(name: &'static str) {
+pub(crate) fn hit(name: &'static str) {
     if !ARMED.load(Ordering::Relaxed) {
         return;
     }
@@ -137,7 +148,10 @@ mod tests {
             parse("pull.after_commit=0.5, logstore.mid_rotate=1").unwrap(),
             vec![("pull.after_commit", 0.5), ("logstore.mid_rotate", 1.0)]
         );
-        assert!(parse("nope=0.1").unwrap_err().contains("no such failpoint"));
+        assert_eq!(
+            parse("nope=0.1").unwrap_err().to_string(),
+            format!("`nope`: no such failpoint (known: {})", POINTS.join(", "))
+        );
         assert!(parse("pull.after_commit=2").is_err());
         assert!(parse("pull.after_commit").is_err());
         assert!(parse("").unwrap().is_empty());

@@ -1,8 +1,8 @@
-#![forbid(unsafe_code)]
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod failpoint;
+mod human;
 pub mod journal;
 pub mod level;
 pub mod logline;
@@ -15,4 +15,4 @@ pub mod random;
 pub mod schema;
 pub mod storage;
 pub mod sync;
-pub mod web;
+pub(crate) mod web;

@@ -13,56 +13,76 @@
 //! agent's log away, so a host name may not end in `.log` or `.gz`.
 
 /// Longest host name accepted (a DNS label is 63; a FQDN 253).
-pub const MAX_HOST_NAME: usize = 64;
+pub(crate) const MAX_HOST_NAME: usize = 64;
 /// Longest log type name accepted.
-pub const MAX_TYPE_NAME: usize = 32;
+pub(crate) const MAX_TYPE_NAME: usize = 32;
 
-fn check(name: &str, what: &str, max: usize, allow_dot: bool) -> Result<(), String> {
+/// Why a name may not become a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("expected a {what} name, got an empty one")]
+    Empty { what: &'static str },
+    #[error("expected a {what} name of at most {max} characters")]
+    TooLong { what: &'static str, max: usize },
+    /// `others`: the punctuation allowed besides `-` and `_`.
+    #[error("expected a {what} name of letters, digits{others} `-` and `_`, found {bad:?}")]
+    BadCharacter {
+        what: &'static str,
+        others: &'static str,
+        bad: char,
+    },
+    #[error("a {what} name may not start with `.` or contain `..`")]
+    Dots { what: &'static str },
+    #[error(
+        "a host name may not end in `.log` or `.gz` (an agent sharing the master's \
+         directory keeps its own files under such names)"
+    )]
+    AgentFileName,
+}
+
+/// Callers that still report errors as text take the message.
+impl From<NameError> for String {
+    fn from(e: NameError) -> String {
+        e.to_string()
+    }
+}
+
+fn check(name: &str, what: &'static str, max: usize, allow_dot: bool) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err(format!("expected a {what} name, got an empty one"));
+        return Err(NameError::Empty { what });
     }
     if name.len() > max {
-        return Err(format!(
-            "expected a {what} name of at most {max} characters"
-        ));
+        return Err(NameError::TooLong { what, max });
     }
     let allowed =
         |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (allow_dot && c == '.');
     if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
-        return Err(format!(
-            "expected a {what} name of letters, digits{} `-` and `_`, found {bad:?}",
-            if allow_dot { ", `.`," } else { "," }
-        ));
+        let others = if allow_dot { ", `.`," } else { "," };
+        return Err(NameError::BadCharacter { what, others, bad });
     }
     if name.starts_with('.') || name.contains("..") {
-        return Err(format!(
-            "a {what} name may not start with `.` or contain `..`"
-        ));
+        return Err(NameError::Dots { what });
     }
     Ok(())
 }
 
 /// Check a host name before it becomes a directory under `log/` and `logbackup/`.
-pub fn check_host_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_host_name(name: &str) -> Result<(), NameError> {
     check(name, "host", MAX_HOST_NAME, true)?;
     let lower = name.to_ascii_lowercase();
     if lower.ends_with(".log") || lower.ends_with(".gz") {
-        return Err(
-            "a host name may not end in `.log` or `.gz` (an agent sharing the master's \
-             directory keeps its own files under such names)"
-                .into(),
-        );
+        return Err(NameError::AgentFileName);
     }
     Ok(())
 }
 
 /// Check a log type name (a collector's name) before it becomes `TYPE.log`.
-pub fn check_type_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_type_name(name: &str) -> Result<(), NameError> {
     check(name, "log type", MAX_TYPE_NAME, false)
 }
 
 /// This machine's host name, made safe; `localhost` if it cannot be read.
-pub fn local_host_name() -> String {
+pub(crate) fn local_host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
@@ -101,7 +121,7 @@ mod tests {
             "a..b",
             "x y",
             &"a".repeat(300),
-            // Issue 12: would shadow an agent's log/TYPE.log or archive
+            // Would shadow an agent's log/TYPE.log or archive
             // in a directory shared with an agent.
             "alarms.log",
             "cpu.log",
@@ -124,7 +144,14 @@ mod tests {
         ] {
             assert!(check_host_name(good).is_ok(), "{good:?} refused");
         }
-        assert!(check_type_name("cpu.x").is_err());
+        assert_eq!(
+            check_type_name("cpu.x").unwrap_err().to_string(),
+            "expected a log type name of letters, digits, `-` and `_`, found '.'"
+        );
+        assert_eq!(
+            check_host_name("a b").unwrap_err().to_string(),
+            "expected a host name of letters, digits, `.`, `-` and `_`, found ' '"
+        );
         assert!(check_type_name("check_load").is_ok());
         assert!(check_host_name(&local_host_name()).is_ok());
     }

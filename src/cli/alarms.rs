@@ -2,6 +2,7 @@
 //! still open and which recovered. Reads `log/.master/alarms.log`, so it works
 //! with or without the master running.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -68,17 +69,19 @@ fn problem_line(p: &Problem, silences: &[Silence]) -> String {
     )
 }
 
-pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), String> {
-    let since = q.since;
+/// Everything `alarms` does can fail only reading the files or writing
+/// the answer: an `io::Error` says which (a JSON encoding error too, by
+/// its message).
+fn json_error(e: serde_json::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> io::Result<()> {
     let files = crate::master::files::MasterFiles::find(log_dir);
     let path = files.alarms();
-    let alarms = read_alarms(&path).map_err(|e| e.to_string())?;
-    let silenced =
-        crate::master::silences::read_silenced(&files.silenced()).map_err(|e| e.to_string())?;
-    let silences = SilenceStore::new(log_dir)
-        .list()
-        .map_err(|e| e.to_string())?;
-    let io = |e: io::Error| e.to_string();
+    let alarms = read_alarms(&path)?;
+    let silenced = crate::master::silences::read_silenced(&files.silenced())?;
+    let silences = SilenceStore::new(log_dir).list()?;
     // Say so rather than print a blank line: an empty answer should not
     // look like a broken command. (JSON output stays empty: a program
     // reading it expects objects or nothing.)
@@ -87,8 +90,7 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
             out,
             "no alarms recorded yet ({} is empty or does not exist)",
             path.display()
-        )
-        .map_err(io);
+        );
     }
     // Problems are judged on the whole history (a problem may have begun
     // before --since), then filtered like the alarms.
@@ -98,26 +100,60 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
         .collect();
     let (open, recovered): (Vec<&Problem>, Vec<&Problem>) = summary.iter().partition(|p| p.open);
     if q.open_only {
-        if open.is_empty() && !q.json {
-            return writeln!(out, "no open problems").map_err(io);
-        }
-        for p in &open {
-            if q.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(p).map_err(|e| e.to_string())?
-                )
-            } else {
-                writeln!(out, "{}", problem_line(p, &silences).trim_start())
-            }
-            .map_err(io)?;
-        }
+        return print_open(q, &open, &silences, out);
+    }
+    print_alarms(q, &alarms, &silenced, out)?;
+    if q.json {
         return Ok(());
     }
+    let recovered: Vec<&Problem> = recovered
+        .into_iter()
+        .filter(|p| after(&p.since, q.since))
+        .collect();
+    writeln!(out, "\nopen problems: {}", open.len())?;
+    for p in &open {
+        writeln!(out, "{}", problem_line(p, &silences))?;
+    }
+    if !recovered.is_empty() {
+        writeln!(out, "recovered: {}", recovered.len())?;
+        for p in &recovered {
+            writeln!(out, "{}", problem_line(p, &silences))?;
+        }
+    }
+    Ok(())
+}
+
+/// `--open`: the open problems alone.
+fn print_open(
+    q: &Query,
+    open: &[&Problem],
+    silences: &[Silence],
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    if open.is_empty() && !q.json {
+        return writeln!(out, "no open problems");
+    }
+    for p in open {
+        if q.json {
+            writeln!(out, "{}", serde_json::to_string(p).map_err(json_error)?)
+        } else {
+            writeln!(out, "{}", problem_line(p, silences).trim_start())
+        }?;
+    }
+    Ok(())
+}
+
+/// The alarms that pass the query, each marked with the silence that held
+/// it back.
+fn print_alarms(
+    q: &Query,
+    alarms: &[AlarmLine],
+    silenced: &HashMap<String, String>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let shown = alarms
         .iter()
-        .filter(|a| after(&a.time, since) && q.wants_host(&a.host) && q.wants_level(&a.level));
+        .filter(|a| after(&a.time, q.since) && q.wants_host(&a.host) && q.wants_level(&a.level));
     let mut count = 0;
     for a in shown {
         count += 1;
@@ -137,28 +173,10 @@ pub fn print(log_dir: &Path, q: &Query, out: &mut dyn Write) -> Result<(), Strin
                 a.level,
                 label_message(&a.log_type, &a.message, None)
             )
-        }
-        .map_err(io)?;
+        }?;
     }
-    if q.json {
-        return Ok(());
-    }
-    if count == 0 {
-        writeln!(out, "no alarms match ({} recorded in all)", alarms.len()).map_err(io)?;
-    }
-    let recovered: Vec<&&Problem> = recovered
-        .iter()
-        .filter(|p| after(&p.since, since))
-        .collect();
-    writeln!(out, "\nopen problems: {}", open.len()).map_err(io)?;
-    for p in &open {
-        writeln!(out, "{}", problem_line(p, &silences)).map_err(io)?;
-    }
-    if !recovered.is_empty() {
-        writeln!(out, "recovered: {}", recovered.len()).map_err(io)?;
-        for p in &recovered {
-            writeln!(out, "{}", problem_line(p, &silences)).map_err(io)?;
-        }
+    if count == 0 && !q.json {
+        writeln!(out, "no alarms match ({} recorded in all)", alarms.len())?;
     }
     Ok(())
 }

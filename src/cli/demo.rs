@@ -7,6 +7,8 @@
 //! by editing an agent's config.
 
 use std::fs;
+
+use anyhow::{anyhow, bail};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -16,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::master::registry::{Registry, State};
+use crate::master::registry::{AgentRecord, Registry, State};
 
 /// The standard scripts and their shared helpers, embedded so the demo
 /// needs no checkout.
-pub const SCRIPTS: [(&str, &str); 7] = [
+pub(crate) const SCRIPTS: [(&str, &str); 7] = [
     ("common.sh", include_str!("../../scripts/common.sh")),
     ("cpu.sh", include_str!("../../scripts/cpu.sh")),
     ("mem.sh", include_str!("../../scripts/mem.sh")),
@@ -29,7 +31,7 @@ pub const SCRIPTS: [(&str, &str); 7] = [
     ("users.sh", include_str!("../../scripts/users.sh")),
     ("sysinfo.sh", include_str!("../../scripts/sysinfo.sh")),
 ];
-pub const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
+pub(crate) const TYPES: [&str; 6] = ["cpu", "mem", "disk", "proc", "users", "sysinfo"];
 
 const MASTER_PORT: u16 = 18080;
 /// The master's status page and /metrics.
@@ -66,13 +68,13 @@ impl Drop for Children {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let log = fs::File::create(dir.join(log_name)).map_err(|e| e.to_string())?;
+fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let log = fs::File::create(dir.join(log_name))?;
     Command::new(exe)
         .arg(role)
         .arg("-c")
@@ -89,7 +91,7 @@ fn spawn(dir: &Path, role: &str, config: &Path, log_name: &str) -> Result<Child,
         // which then stops its children in order.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start the {role}: {e}"))
+        .map_err(|e| anyhow!("cannot start the {role}: {e}"))
 }
 
 fn master_yaml(agents: usize) -> String {
@@ -215,9 +217,7 @@ fn dashboard(
             p.host, p.log_type, p.level, p.since, p.message
         );
     }
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "pihealth".into());
+    let exe = exe_text();
     let _ = writeln!(
         out,
         "\nin another terminal:\n  cd {} && {exe} logs -c master.yaml pi1 cpu --follow\n  cd {} && {exe} alarms -c master.yaml",
@@ -234,7 +234,7 @@ fn up_count(log_root: &Path) -> usize {
 }
 
 /// A child that exited on its own (not stopped by us) ends the demo.
-fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
+fn check_children(children: &mut Children, dir: &Path) -> anyhow::Result<()> {
     for (name, child) in &mut children.0 {
         if let Ok(Some(status)) = child.try_wait() {
             let log = if name == "master" {
@@ -242,7 +242,7 @@ fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
             } else {
                 format!("agent-{name}.log")
             };
-            return Err(format!(
+            return Err(anyhow!(
                 "{name} exited early ({status}); see {}",
                 dir.join(log).display()
             ));
@@ -253,44 +253,75 @@ fn check_children(children: &mut Children, dir: &Path) -> Result<(), String> {
 
 /// Run the demo for `seconds` (0: until Ctrl-C); true if every agent came
 /// up and every type has lines on the master.
-pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, String> {
+pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> anyhow::Result<bool> {
     if agents == 0 || agents > 250 {
-        return Err("--agents must be from 1 to 250 (127.0.0.2 to 127.0.0.251)".into());
+        bail!("--agents must be from 1 to 250 (127.0.0.2 to 127.0.0.251)");
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+        .map_err(|e| anyhow!("cannot handle Ctrl-C: {e}"))?;
+    // Held until the end: dropping it deletes the directory.
     let temp;
     let dir: PathBuf = match keep {
         Some(d) => {
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            fs::canonicalize(d).map_err(|e| format!("{}: {e}", d.display()))?
+            fs::create_dir_all(d).map_err(|e| anyhow!("{}: {e}", d.display()))?;
+            fs::canonicalize(d).map_err(|e| anyhow!("{}: {e}", d.display()))?
         }
         None => {
             temp = tempfile::Builder::new()
                 .prefix("pihealth-demo-")
-                .tempdir()
-                .map_err(|e| e.to_string())?;
+                .tempdir()?;
             temp.path().to_path_buf()
         }
     };
     println!("demo directory: {}", dir.display());
+    write_files(&dir, agents)?;
+    let mut children = start(&dir, agents)?;
+    let log_root = dir.join("master/log");
+    let watch = Watch {
+        dir: &dir,
+        log_root: &log_root,
+        agents,
+        stop: &stop,
+        started: Instant::now(),
+        total: (seconds > 0).then(|| Duration::from_secs(seconds)),
+    };
+    watch.registration(&mut children)?;
+    watch.live(&mut children)?;
+    println!("\nstopping the master and the agents…");
+    // Stop everything cleanly (SIGTERM) before reading the final state.
+    drop(children);
+    summary(
+        &dir,
+        &log_root,
+        &dir.join("master/logbackup"),
+        agents,
+        keep.is_some(),
+    )
+}
+
+/// The key, the standard scripts and the master's config.
+fn write_files(dir: &Path, agents: usize) -> anyhow::Result<()> {
     let key = dir.join("pihealth.key");
     if !key.exists() {
         super::keygen(&key, false)?;
     }
-    fs::create_dir_all(dir.join("scripts")).map_err(|e| e.to_string())?;
+    fs::create_dir_all(dir.join("scripts"))?;
     for (name, text) in SCRIPTS {
         let path = dir.join("scripts").join(name);
         write(&path, text)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
     }
-    write(&dir.join("master.yaml"), &master_yaml(agents))?;
+    write(&dir.join("master.yaml"), &master_yaml(agents))
+}
+
+/// Start the master, then each agent with its config.
+fn start(dir: &Path, agents: usize) -> anyhow::Result<Children> {
     let mut children = Children(Vec::new());
     children.0.push((
         "master".into(),
-        spawn(&dir, "master", Path::new("master.yaml"), "master.log")?,
+        spawn(dir, "master", Path::new("master.yaml"), "master.log")?,
     ));
     println!(
         "started the master on 127.0.0.1:{MASTER_PORT} (alarms :{})",
@@ -300,7 +331,7 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
         let config = format!("agent-pi{}.yaml", i + 1);
         write(&dir.join(&config), &agent_yaml(i))?;
         let child = spawn(
-            &dir,
+            dir,
             "agent",
             Path::new(&config),
             &format!("agent-pi{}.log", i + 1),
@@ -316,49 +347,98 @@ pub fn run(agents: usize, seconds: u64, keep: Option<&Path>) -> Result<bool, Str
     println!(
         "pi1 has its disk thresholds lowered to 1% (note) and 2% (warning), so an alarm shows up"
     );
-    let log_root = dir.join("master/log");
-    let backup_root = dir.join("master/logbackup");
-    let started = Instant::now();
-    let total = (seconds > 0).then(|| Duration::from_secs(seconds));
-    let mut screen = Screen {
-        terminal: std::io::stdout().is_terminal(),
-        last_plain: None,
-    };
-    // Registration: one progress line until every agent is up.
-    let mut shown = usize::MAX;
-    while !stop.load(Ordering::SeqCst) && started.elapsed() < STARTUP {
-        check_children(&mut children, &dir)?;
-        let up = up_count(&log_root);
-        if up != shown {
-            println!("{up}/{agents} agents up");
-            shown = up;
+    Ok(children)
+}
+
+/// The running demo, as the person watching it sees it.
+struct Watch<'a> {
+    dir: &'a Path,
+    log_root: &'a Path,
+    agents: usize,
+    stop: &'a AtomicBool,
+    started: Instant,
+    total: Option<Duration>,
+}
+
+impl Watch<'_> {
+    /// One progress line each time the count changes, until every agent
+    /// is up or `STARTUP` has passed.
+    fn registration(&self, children: &mut Children) -> anyhow::Result<()> {
+        let mut shown = usize::MAX;
+        while !self.stop.load(Ordering::SeqCst) && self.started.elapsed() < STARTUP {
+            check_children(children, self.dir)?;
+            let up = up_count(self.log_root);
+            if up != shown {
+                println!("{up}/{} agents up", self.agents);
+                shown = up;
+            }
+            if up == self.agents {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        if up == agents {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
     }
-    let mut last_draw: Option<Instant> = None;
-    while !stop.load(Ordering::SeqCst) && total.is_none_or(|t| started.elapsed() < t) {
-        check_children(&mut children, &dir)?;
-        if last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
-            let line = format!(
-                "{:>4}s: {}/{agents} agents up",
-                started.elapsed().as_secs(),
-                up_count(&log_root)
-            );
-            screen.show(
-                &dashboard(&dir, &log_root, agents, started.elapsed(), total),
-                &line,
-            );
-            last_draw = Some(Instant::now());
+
+    /// The dashboard until the time is up or Ctrl-C.
+    fn live(&self, children: &mut Children) -> anyhow::Result<()> {
+        let mut screen = Screen {
+            terminal: std::io::stdout().is_terminal(),
+            last_plain: None,
+        };
+        let mut last_draw: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst)
+            && self.total.is_none_or(|t| self.started.elapsed() < t)
+        {
+            check_children(children, self.dir)?;
+            if last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
+                let line = format!(
+                    "{:>4}s: {}/{} agents up",
+                    self.started.elapsed().as_secs(),
+                    up_count(self.log_root),
+                    self.agents
+                );
+                let view = dashboard(
+                    self.dir,
+                    self.log_root,
+                    self.agents,
+                    self.started.elapsed(),
+                    self.total,
+                );
+                screen.show(&view, &line);
+                last_draw = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
     }
-    println!("\nstopping the master and the agents…");
-    // Stop everything cleanly (SIGTERM) before reading the final state.
-    drop(children);
-    summary(&dir, &log_root, &backup_root, agents, keep.is_some())
+}
+
+/// The last two lines of each host and type; false if one has none.
+fn print_last_lines(log_root: &Path, backup_root: &Path, records: &[AgentRecord]) -> bool {
+    let mut all = true;
+    for r in records {
+        let host = r.label();
+        println!("\n== {host} ==");
+        for t in TYPES {
+            let lines = last_lines(log_root, backup_root, &host, t, 2);
+            if lines.is_empty() {
+                all = false;
+                println!("  {t:<8} (no lines yet)");
+            }
+            for l in lines {
+                println!("  {t:<8} {l}");
+            }
+        }
+    }
+    all
+}
+
+/// This program's path, to show commands to paste.
+fn exe_text() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pihealth".into())
 }
 
 /// The final report: the fleet, a few lines per host and type, the alarms.
@@ -368,25 +448,12 @@ fn summary(
     backup_root: &Path,
     agents: usize,
     kept: bool,
-) -> Result<bool, String> {
+) -> anyhow::Result<bool> {
     println!();
     super::status::print(log_root, false, &mut std::io::stdout())?;
-    let (_, records) = Registry::read_snapshot(log_root).map_err(|e| e.to_string())?;
+    let (_, records) = Registry::read_snapshot(log_root)?;
     let mut ok = records.len() == agents;
-    for r in &records {
-        let host = r.label();
-        println!("\n== {host} ==");
-        for t in TYPES {
-            let lines = last_lines(log_root, backup_root, &host, t, 2);
-            if lines.is_empty() {
-                ok = false;
-                println!("  {t:<8} (no lines yet)");
-            }
-            for l in lines {
-                println!("  {t:<8} {l}");
-            }
-        }
-    }
+    ok &= print_last_lines(log_root, backup_root, &records);
     println!();
     let query = super::alarms::Query {
         since: None,
@@ -414,9 +481,7 @@ fn summary(
         }
     );
     if kept {
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "pihealth".into());
+        let exe = exe_text();
         println!(
             "kept {d}; try:\n  cd {d} && {exe} logs -c master.yaml pi1 cpu\n  cd {d} && {exe} status -c master.yaml",
             d = dir.display()

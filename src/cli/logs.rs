@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flate2::read::MultiGzDecoder;
@@ -15,6 +15,7 @@ use crate::config::MasterConfig;
 use crate::level::Level;
 use crate::logline::LogLine;
 use crate::master::archive::archive_files;
+use crate::names::{check_host_name, check_type_name, NameError};
 
 pub struct Query {
     pub host: String,
@@ -101,29 +102,47 @@ fn list_names(dir: &Path, strip: fn(&str) -> Option<String>) -> Vec<String> {
     names
 }
 
-pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
-    crate::names::check_host_name(&q.host).map_err(|e| format!("host {:?}: {e}", q.host))?;
-    crate::names::check_type_name(&q.log_type)
-        .map_err(|e| format!("type {:?}: {e}", q.log_type))?;
+/// Why `logs` printed nothing more.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("host {host:?}: {why}")]
+    HostName { host: String, why: NameError },
+    #[error("type {log_type:?}: {why}")]
+    TypeName { log_type: String, why: NameError },
+    #[error("no host {host:?} under {}; hosts: {}", dir.display(), hosts.join(", "))]
+    NoHost {
+        host: String,
+        dir: PathBuf,
+        hosts: Vec<String>,
+    },
+    #[error("host {host} has no {log_type:?} log; types: {}", types.join(", "))]
+    NoType {
+        host: String,
+        log_type: String,
+        types: Vec<String>,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Refuse an unknown host or type with the names there are, so a typo is
+/// told apart from an empty log. Returns the path of the current log.
+fn sources(config: &MasterConfig, q: &Query) -> Result<PathBuf, LogsError> {
     let host_dir = config.log_dir.join(&q.host);
     if !host_dir.is_dir() {
         let hosts: Vec<String> = list_names(&config.log_dir, |n| {
-            crate::names::check_host_name(n)
-                .is_ok()
-                .then(|| n.to_string())
+            check_host_name(n).is_ok().then(|| n.to_string())
         })
         .into_iter()
         .filter(|n| config.log_dir.join(n).is_dir())
         .collect();
-        return Err(format!(
-            "no host {:?} under {}; hosts: {}",
-            q.host,
-            config.log_dir.display(),
-            hosts.join(", ")
-        ));
+        return Err(LogsError::NoHost {
+            host: q.host.clone(),
+            dir: config.log_dir.clone(),
+            hosts,
+        });
     }
-    let archives =
-        archive_files(&config.backup_dir, &q.host, &q.log_type).map_err(|e| e.to_string())?;
+    let archives = archive_files(&config.backup_dir, &q.host, &q.log_type)?;
     let current = host_dir.join(format!("{}.log", q.log_type));
     if archives.is_empty() && !current.exists() {
         let mut types = list_names(&host_dir, |n| n.strip_suffix(".log").map(str::to_string));
@@ -134,77 +153,147 @@ pub fn run(config: &MasterConfig, q: &Query) -> Result<(), String> {
         }));
         types.sort();
         types.dedup();
-        return Err(format!(
-            "host {} has no {:?} log; types: {}",
-            q.host,
-            q.log_type,
-            types.join(", ")
-        ));
+        return Err(LogsError::NoType {
+            host: q.host.clone(),
+            log_type: q.log_type.clone(),
+            types,
+        });
     }
+    Ok(current)
+}
+
+pub fn run(config: &MasterConfig, q: &Query) -> Result<(), LogsError> {
+    check_host_name(&q.host).map_err(|why| LogsError::HostName {
+        host: q.host.clone(),
+        why,
+    })?;
+    check_type_name(&q.log_type).map_err(|why| LogsError::TypeName {
+        log_type: q.log_type.clone(),
+        why,
+    })?;
+    let current = sources(config, q)?;
     let filter = Filter {
         since: q.since,
         until: q.until,
         min_level: q.min_level,
         json: q.json.then_some((q.host.as_str(), q.log_type.as_str())),
     };
-    let mut out = io::BufWriter::new(super::stdout());
-    let io = |e: io::Error| e.to_string();
-    for path in &archives {
-        let file = File::open(path).map_err(io)?;
-        emit(
-            &mut BufReader::new(MultiGzDecoder::new(file)),
-            &filter,
-            &mut out,
-        )
-        .map_err(io)?;
-    }
-    let mut shown = committed_len(&config.log_dir, &q.host, &q.log_type);
-    if let Ok(file) = File::open(&current) {
-        emit(&mut BufReader::new(file.take(shown)), &filter, &mut out).map_err(io)?;
-    }
-    out.flush().map_err(io)?;
+    let mut reader = Reader {
+        config,
+        q,
+        filter,
+        current,
+        out: io::BufWriter::new(super::stdout()),
+        known: Vec::new(),
+        shown: 0,
+    };
+    reader.print_all()?;
     if !q.follow {
         return Ok(());
     }
-    // Follow: print newly committed bytes; when the master seals the log
-    // into an archive, finish that archive from where we were, print any
-    // archive that arrived after it, and start over on the new log.
-    let mut known: Vec<_> = archives;
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let now_archives =
-            archive_files(&config.backup_dir, &q.host, &q.log_type).map_err(|e| e.to_string())?;
-        let fresh: Vec<_> = now_archives
+        reader.print_new()?;
+    }
+}
+
+/// One `logs` command's position in the stream: the archives already
+/// printed and how much of the current log.
+struct Reader<'a> {
+    config: &'a MasterConfig,
+    q: &'a Query,
+    filter: Filter<'a>,
+    current: PathBuf,
+    out: io::BufWriter<super::Stdout>,
+    known: Vec<PathBuf>,
+    /// Bytes of the current log printed.
+    shown: u64,
+}
+
+impl Reader<'_> {
+    fn committed(&self) -> u64 {
+        committed_len(&self.config.log_dir, &self.q.host, &self.q.log_type)
+    }
+
+    /// The archives and the committed length of the current log, as of one
+    /// moment: a seal may run while we look, so the archives are listed
+    /// before and after the length is read, until both listings agree
+    /// (else the length could be the next log's while the archive of the
+    /// log it belongs to is not listed yet).
+    fn snapshot(&self) -> io::Result<(Vec<PathBuf>, u64)> {
+        let list = || archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type);
+        loop {
+            let before = list()?;
+            let committed = self.committed();
+            if list()? == before {
+                return Ok((before, committed));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn print_all(&mut self) -> io::Result<()> {
+        let (archives, committed) = self.snapshot()?;
+        self.known = archives;
+        for path in &self.known {
+            let file = File::open(path)?;
+            emit(
+                &mut BufReader::new(MultiGzDecoder::new(file)),
+                &self.filter,
+                &mut self.out,
+            )?;
+        }
+        self.shown = committed;
+        if let Ok(file) = File::open(&self.current) {
+            emit(
+                &mut BufReader::new(file.take(self.shown)),
+                &self.filter,
+                &mut self.out,
+            )?;
+        }
+        self.out.flush()
+    }
+
+    /// Print newly committed bytes; when the master has sealed the log
+    /// into an archive, finish that archive from where we were, print any
+    /// archive that arrived after it, and start over on the new log.
+    ///
+    /// The current log waits for the next tick in a round that found new
+    /// archives (the seal's state may not be committed yet), and the
+    /// position moves by what was read, never past the file's end.
+    fn print_new(&mut self) -> io::Result<()> {
+        let (before, committed) = self.snapshot()?;
+        let fresh: Vec<_> = before
             .iter()
-            .filter(|p| !known.contains(p))
+            .filter(|p| !self.known.contains(p))
             .cloned()
             .collect();
-        let committed = committed_len(&config.log_dir, &q.host, &q.log_type);
         if !fresh.is_empty() {
             for (i, path) in fresh.iter().enumerate() {
-                let file = File::open(path).map_err(io)?;
+                let file = File::open(path)?;
                 let mut reader = BufReader::new(MultiGzDecoder::new(file));
                 if i == 0 {
                     // The first new archive is the log we were following.
-                    io::copy(&mut (&mut reader).take(shown), &mut io::sink()).map_err(io)?;
+                    io::copy(&mut (&mut reader).take(self.shown), &mut io::sink())?;
                 }
-                emit(&mut reader, &filter, &mut out).map_err(io)?;
+                emit(&mut reader, &self.filter, &mut self.out)?;
             }
-            shown = 0;
-            known = now_archives;
+            self.shown = 0;
+            self.known = before;
+            return self.out.flush();
         }
-        if committed > shown {
-            if let Ok(mut file) = File::open(&current) {
-                file.seek(SeekFrom::Start(shown)).map_err(io)?;
+        if committed > self.shown {
+            if let Ok(mut file) = File::open(&self.current) {
+                file.seek(SeekFrom::Start(self.shown))?;
+                let mut unread = file.take(committed - self.shown);
                 emit(
-                    &mut BufReader::new(file.take(committed - shown)),
-                    &filter,
-                    &mut out,
-                )
-                .map_err(io)?;
-                shown = committed;
+                    &mut BufReader::new(&mut unread),
+                    &self.filter,
+                    &mut self.out,
+                )?;
+                self.shown = committed - unread.limit();
             }
         }
-        out.flush().map_err(io)?;
+        self.out.flush()
     }
 }

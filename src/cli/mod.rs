@@ -8,29 +8,60 @@ pub mod status;
 
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::protocol::Key;
 
+/// Why `keygen` wrote no key file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeygenError {
+    #[error("--host {name:?}: {why}")]
+    HostName {
+        name: String,
+        why: crate::names::NameError,
+    },
+    /// The fleet key could not be made or read: the key module's message.
+    #[error("{0}")]
+    Key(String),
+    #[error("{} exists; use --force to replace it", .0.display())]
+    Exists(PathBuf),
+    #[error("{}: {error}", path.display())]
+    File { path: PathBuf, error: io::Error },
+    #[error("{0}")]
+    Mode(io::Error),
+}
+
 /// Write a fresh fleet key, readable by its owner only. Refuses to replace
 /// an existing key unless `force`.
-pub fn keygen(path: &Path, force: bool) -> Result<(), String> {
-    let key = Key::generate()?;
+pub fn keygen(path: &Path, force: bool) -> Result<(), KeygenError> {
+    let key = Key::generate().map_err(|e| KeygenError::Key(e.to_string()))?;
     write_key_file(path, &format!("{}\n", key.to_hex()), force)
 }
 
 /// Write host `name`'s key, derived from the fleet key in `fleet_key`, to
 /// `path` (mode 600): the only key that host's agent needs.
-pub fn keygen_host(fleet_key: &Path, name: &str, path: &Path, force: bool) -> Result<(), String> {
-    crate::names::check_host_name(name).map_err(|why| format!("--host {name:?}: {why}"))?;
-    let fleet = Key::load(fleet_key)?;
+pub fn keygen_host(
+    fleet_key: &Path,
+    name: &str,
+    path: &Path,
+    force: bool,
+) -> Result<(), KeygenError> {
+    crate::names::check_host_name(name).map_err(|why| KeygenError::HostName {
+        name: name.to_string(),
+        why,
+    })?;
+    let fleet = Key::load(fleet_key).map_err(|e| KeygenError::Key(e.to_string()))?;
     write_key_file(path, &fleet.for_host(name).host_file_text(name), force)
 }
 
-fn write_key_file(path: &Path, text: &str, force: bool) -> Result<(), String> {
+fn write_key_file(path: &Path, text: &str, force: bool) -> Result<(), KeygenError> {
+    let file_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| KeygenError::File { path, error }
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(file_error(dir))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).mode(0o600);
@@ -40,18 +71,16 @@ fn write_key_file(path: &Path, text: &str, force: bool) -> Result<(), String> {
         options.create_new(true);
     }
     let mut file = options.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => {
-            format!("{} exists; use --force to replace it", path.display())
-        }
-        _ => format!("{}: {e}", path.display()),
+        io::ErrorKind::AlreadyExists => KeygenError::Exists(path.to_path_buf()),
+        _ => file_error(path)(e),
     })?;
     // An existing file keeps its old mode on truncate: set it explicitly.
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| e.to_string())?;
+        .map_err(KeygenError::Mode)?;
     file.write_all(text.as_bytes())
         .and_then(|_| file.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(file_error(path))
 }
 
 /// Set once a write to standard output found the reader gone.
@@ -93,8 +122,24 @@ impl Write for Stdout {
     }
 }
 
+/// Why a `--since`/`--until` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TimeError {
+    #[error(
+        "expected a time like 2026-11-21T10:00:00+08:00, a date like 2026-11-21, \
+         a duration back from now like 2h, or now, today or yesterday; got `{0}`"
+    )]
+    Unreadable(String),
+    #[error("`{0}` is too long ago")]
+    TooLongAgo(String),
+    #[error("`{0}` does not exist on this machine's clock (a change to summer time)")]
+    Skipped(String),
+    #[error("--since {since} is not before --until {until}: no line can be in that interval")]
+    EmptyInterval { since: String, until: String },
+}
+
 /// A time for `--since`/`--until`, read against the present moment.
-pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, TimeError> {
     parse_time_at(text, chrono::Local::now())
 }
 
@@ -103,10 +148,10 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, S
 /// (`2026-11-21T10:00`, `2026-11-21 10:00:00`), a bare date (its local
 /// midnight), a duration back from now (`2h`, `1d 6h`), or `now`, `today`
 /// (local midnight) and `yesterday` (the midnight before).
-pub fn parse_time_at(
+pub(crate) fn parse_time_at(
     text: &str,
     now: chrono::DateTime<chrono::Local>,
-) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+) -> Result<chrono::DateTime<chrono::FixedOffset>, TimeError> {
     use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
     let text = text.trim();
     let midnight = |date: NaiveDate| local(date.and_time(NaiveTime::MIN), text);
@@ -132,16 +177,12 @@ pub fn parse_time_at(
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return midnight(date);
     }
-    let ago = humantime::parse_duration(text).map_err(|_| {
-        format!(
-            "expected a time like 2026-11-21T10:00:00+08:00, a date like 2026-11-21, \
-             a duration back from now like 2h, or now, today or yesterday; got `{text}`"
-        )
-    })?;
-    let ago = Duration::from_std(ago).map_err(|_| format!("`{text}` is too long ago"))?;
+    let ago = humantime::parse_duration(text).map_err(|_| TimeError::Unreadable(text.into()))?;
+    let too_long_ago = || TimeError::TooLongAgo(text.into());
+    let ago = Duration::from_std(ago).map_err(|_| too_long_ago())?;
     now.checked_sub_signed(ago)
         .map(|t| t.fixed_offset())
-        .ok_or_else(|| format!("`{text}` is too long ago"))
+        .ok_or_else(too_long_ago)
 }
 
 /// A wall-clock time on this machine's clock; at a change to summer time
@@ -149,15 +190,13 @@ pub fn parse_time_at(
 fn local(
     t: chrono::NaiveDateTime,
     text: &str,
-) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+) -> Result<chrono::DateTime<chrono::FixedOffset>, TimeError> {
     use chrono::TimeZone;
     chrono::Local
         .from_local_datetime(&t)
         .earliest()
         .map(|t| t.fixed_offset())
-        .ok_or_else(|| {
-            format!("`{text}` does not exist on this machine's clock (a change to summer time)")
-        })
+        .ok_or_else(|| TimeError::Skipped(text.into()))
 }
 
 /// `--since` must come before `--until`: an empty or inverted interval
@@ -165,13 +204,15 @@ fn local(
 pub fn check_interval(
     since: Option<chrono::DateTime<chrono::FixedOffset>>,
     until: Option<chrono::DateTime<chrono::FixedOffset>>,
-) -> Result<(), String> {
+) -> Result<(), TimeError> {
+    let text = |t: chrono::DateTime<chrono::FixedOffset>| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    };
     match (since, until) {
-        (Some(s), Some(u)) if s >= u => Err(format!(
-            "--since {} is not before --until {}: no line can be in that interval",
-            s.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-            u.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-        )),
+        (Some(s), Some(u)) if s >= u => Err(TimeError::EmptyInterval {
+            since: text(s),
+            until: text(u),
+        }),
         _ => Ok(()),
     }
 }
@@ -208,7 +249,7 @@ mod tests {
             at("2026-11-21T10:00:00+08:00").to_rfc3339(),
             "2026-11-21T10:00:00+08:00"
         );
-        let e = parse_time("sometime").unwrap_err();
+        let e = parse_time("sometime").unwrap_err().to_string();
         assert!(e.contains("yesterday") && e.contains("`sometime`"), "{e}");
         assert!(parse_time("2026-13-40").is_err());
         assert!(parse_time("100000000y").is_err());

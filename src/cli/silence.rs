@@ -35,9 +35,27 @@ fn describe(s: &Silence) -> String {
     )
 }
 
+/// Why a silence command did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    /// Bad input (a duration, host, type or reason): exit status 2.
+    #[error("{0}")]
+    Refused(String),
+    /// No silence in force with that id: bad input too, exit status 2.
+    #[error("{0}")]
+    Unknown(String),
+    /// The silence file could not be changed: the store's message.
+    #[error("{0}")]
+    Store(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// Check the arguments before anything is written: bad input is an
 /// `Err` the caller turns into exit status 2.
-pub fn check(action: &Action) -> Result<(), String> {
+pub fn check(action: &Action) -> Result<(), SilenceError> {
     if let Action::Add {
         host,
         log_type,
@@ -45,15 +63,16 @@ pub fn check(action: &Action) -> Result<(), String> {
         reason,
     } = action
     {
-        let d = silences::parse_duration(duration)?;
-        silences::check_new(host, log_type.as_deref(), d, reason)?;
+        let refused = |e: String| SilenceError::Refused(e);
+        let d = silences::parse_duration(duration).map_err(|e| refused(e.to_string()))?;
+        silences::check_new(host, log_type.as_deref(), d, reason)
+            .map_err(|e| refused(e.to_string()))?;
     }
     Ok(())
 }
 
-pub fn run(log_dir: &Path, action: &Action, out: &mut dyn Write) -> Result<(), String> {
+pub fn run(log_dir: &Path, action: &Action, out: &mut dyn Write) -> Result<(), SilenceError> {
     let store = SilenceStore::new(log_dir);
-    let io = |e: std::io::Error| e.to_string();
     match action {
         Action::Add {
             host,
@@ -61,34 +80,38 @@ pub fn run(log_dir: &Path, action: &Action, out: &mut dyn Write) -> Result<(), S
             duration,
             reason,
         } => {
-            let d = silences::parse_duration(duration)?;
-            let s = store.add(host, log_type.as_deref(), d, reason)?;
-            writeln!(out, "silenced: {}", describe(&s)).map_err(io)
+            let d = silences::parse_duration(duration)
+                .map_err(|e| SilenceError::Refused(e.to_string()))?;
+            let s = store
+                .add(host, log_type.as_deref(), d, reason)
+                .map_err(|e| SilenceError::Store(e.to_string()))?;
+            writeln!(out, "silenced: {}", describe(&s))?;
         }
         Action::List { json } => {
-            let list = store.list().map_err(|e| e.to_string())?;
+            let list = store.list()?;
             if *json {
                 for s in &list {
-                    writeln!(
-                        out,
-                        "{}",
-                        serde_json::to_string(s).map_err(|e| e.to_string())?
-                    )
-                    .map_err(io)?;
+                    writeln!(out, "{}", serde_json::to_string(s)?)?;
                 }
-                return Ok(());
+            } else if list.is_empty() {
+                writeln!(out, "no silences in force")?;
+            } else {
+                for s in &list {
+                    writeln!(out, "{}", describe(s))?;
+                }
             }
-            if list.is_empty() {
-                return writeln!(out, "no silences in force").map_err(io);
-            }
-            for s in &list {
-                writeln!(out, "{}", describe(s)).map_err(io)?;
-            }
-            Ok(())
         }
         Action::Remove { id } => {
-            let s = store.remove(*id)?;
-            writeln!(out, "removed: {}", describe(&s)).map_err(io)
+            let s = store.remove(*id).map_err(|e| {
+                let e = e.to_string();
+                if e.starts_with("no silence") {
+                    SilenceError::Unknown(e)
+                } else {
+                    SilenceError::Store(e)
+                }
+            })?;
+            writeln!(out, "removed: {}", describe(&s))?;
         }
     }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::master::alarms::{problems, read_alarms};
 use crate::master::registry::{now_ms, AgentRecord, Registry};
@@ -14,21 +14,14 @@ use crate::protocol::message::SKEW_LIMIT_MS;
 const STALE_AFTER_MS: i64 = 30_000;
 
 fn ago(ms: Option<i64>) -> String {
-    match ms {
-        None => "-".into(),
-        Some(t) => {
-            let secs = ((now_ms() - t) / 1000).max(0);
-            match secs {
-                0..=119 => format!("{secs}s ago"),
-                120..=7199 => format!("{}m ago", secs / 60),
-                _ => format!("{}h ago", secs / 3600),
-            }
-        }
-    }
+    ms.map_or_else(
+        || "-".into(),
+        |t| crate::human::ago((now_ms() - t) / 1000, false),
+    )
 }
 
 /// Open problems per host (see `master::alarms::problems`).
-pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
+pub(crate) fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
     let mut open: HashMap<String, usize> = HashMap::new();
     for p in problems(&read_alarms(
         &crate::master::files::MasterFiles::find(log_dir).alarms(),
@@ -40,7 +33,7 @@ pub fn open_alarms(log_dir: &Path) -> io::Result<HashMap<String, usize>> {
     Ok(open)
 }
 
-pub fn rows(agents: &[AgentRecord], open: &HashMap<String, usize>) -> Vec<[String; 10]> {
+pub(crate) fn rows(agents: &[AgentRecord], open: &HashMap<String, usize>) -> Vec<[String; 10]> {
     agents
         .iter()
         .map(|a| {
@@ -77,7 +70,7 @@ fn rfc3339(ms: Option<i64>) -> Option<String> {
 }
 
 /// The fleet as JSON: one object with the file's age and one entry per agent.
-pub fn json(
+pub(crate) fn json(
     written_ms: i64,
     agents: &[AgentRecord],
     open: &HashMap<String, usize>,
@@ -109,21 +102,33 @@ pub fn json(
     })
 }
 
-pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), String> {
-    let (written, agents) = Registry::read_snapshot(log_dir).map_err(|e| e.to_string())?;
+/// Why `status` has no table to show.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no {} yet: has the master run here?", .0.display())]
+    NoState(PathBuf),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), StatusError> {
+    let (written, agents) = Registry::read_snapshot(log_dir)?;
     let Some(written) = written else {
-        return Err(format!(
-            "no {} yet: has the master run here?",
-            crate::master::files::MasterFiles::find(log_dir)
-                .registry()
-                .display()
-        ));
+        let registry = crate::master::files::MasterFiles::find(log_dir).registry();
+        return Err(StatusError::NoState(registry));
     };
-    let open = open_alarms(log_dir).map_err(|e| e.to_string())?;
-    let io = |e: io::Error| e.to_string();
+    let open = open_alarms(log_dir)?;
     if as_json {
-        return writeln!(out, "{}", json(written, &agents, &open)).map_err(io);
+        writeln!(out, "{}", json(written, &agents, &open))?;
+        return Ok(());
     }
+    table(&rows(&agents, &open), out)?;
+    writeln!(out, "{}", freshness(log_dir, written))?;
+    Ok(())
+}
+
+/// The rows under a header, each column as wide as its widest cell.
+fn table(rows: &[[String; 10]], out: &mut dyn Write) -> io::Result<()> {
     let header = [
         "HOST",
         "ADDRESS",
@@ -136,9 +141,8 @@ pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), S
         "ALARMS",
         "SKEW",
     ];
-    let rows = rows(&agents, &open);
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
+    for r in rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(cell.len());
         }
@@ -153,11 +157,16 @@ pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), S
             .trim_end()
             .to_string()
     };
-    writeln!(out, "{}", line(header.to_vec())).map_err(io)?;
-    for r in &rows {
-        writeln!(out, "{}", line(r.iter().map(String::as_str).collect())).map_err(io)?;
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
     }
-    let note = match crate::master::registry::daemon_running(log_dir) {
+    Ok(())
+}
+
+/// How fresh the state is, and whether a master daemon keeps it so.
+fn freshness(log_dir: &Path, written: i64) -> String {
+    match crate::master::registry::daemon_running(log_dir) {
         Some(true) => format!(
             "(state written by the master daemon {})",
             ago(Some(written))
@@ -174,7 +183,5 @@ pub fn print(log_dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), S
             ago(Some(written))
         ),
         None => format!("(state written by the master {})", ago(Some(written))),
-    };
-    writeln!(out, "{note}").map_err(io)?;
-    Ok(())
+    }
 }

@@ -21,24 +21,24 @@ use crate::level::Level;
 use crate::master::alarms::{problems, AlarmLine, Problem};
 
 #[derive(Debug, Clone, Default)]
-pub struct AlarmSummary {
+pub(crate) struct AlarmSummary {
     /// One per (host, type) that ever alarmed, in order of first alarm.
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
     /// Alarms ever stored, per level (lines with an unreadable level are
     /// counted as `unknown`).
-    pub totals: BTreeMap<Level, u64>,
+    pub(crate) totals: BTreeMap<Level, u64>,
 }
 
 impl AlarmSummary {
     /// The open problems, newest first.
-    pub fn open(&self) -> Vec<&Problem> {
+    pub(crate) fn open(&self) -> Vec<&Problem> {
         let mut open: Vec<&Problem> = self.problems.iter().filter(|p| p.open).collect();
         open.sort_by_key(|p| std::cmp::Reverse(time_of(&p.since)));
         open
     }
 
     /// Open problems of one host.
-    pub fn open_for(&self, host: &str) -> usize {
+    pub(crate) fn open_for(&self, host: &str) -> usize {
         self.problems
             .iter()
             .filter(|p| p.open && p.host == host)
@@ -46,7 +46,7 @@ impl AlarmSummary {
     }
 
     /// Open problems per level (only problem levels appear).
-    pub fn open_by_level(&self) -> BTreeMap<Level, u64> {
+    pub(crate) fn open_by_level(&self) -> BTreeMap<Level, u64> {
         let mut out = BTreeMap::new();
         for p in self.problems.iter().filter(|p| p.open) {
             let level = p.level.parse().unwrap_or(Level::Unknown);
@@ -81,14 +81,14 @@ impl AlarmSummary {
 }
 
 /// Seconds since the epoch of an RFC 3339 time; unreadable ones sort first.
-pub fn time_of(text: &str) -> i64 {
+pub(crate) fn time_of(text: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp())
         .unwrap_or(i64::MIN)
 }
 
 /// Follows `alarms.log`: the summary so far and where reading stopped.
-pub struct AlarmFollower {
+pub(crate) struct AlarmFollower {
     path: PathBuf,
     summary: AlarmSummary,
     /// Bytes of complete lines already folded in.
@@ -98,7 +98,7 @@ pub struct AlarmFollower {
 }
 
 impl AlarmFollower {
-    pub fn new(log_dir: &Path) -> AlarmFollower {
+    pub(crate) fn new(log_dir: &Path) -> AlarmFollower {
         AlarmFollower {
             path: crate::master::files::MasterFiles::find(log_dir).alarms(),
             summary: AlarmSummary::default(),
@@ -108,12 +108,12 @@ impl AlarmFollower {
     }
 
     /// The summary as of the last successful `refresh`.
-    pub fn summary(&self) -> &AlarmSummary {
+    pub(crate) fn summary(&self) -> &AlarmSummary {
         &self.summary
     }
 
     /// Fold in what was appended since the last call; returns the summary.
-    pub fn refresh(&mut self) -> io::Result<&AlarmSummary> {
+    pub(crate) fn refresh(&mut self) -> io::Result<&AlarmSummary> {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

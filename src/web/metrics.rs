@@ -24,34 +24,34 @@ use crate::{perfdata, schema};
 /// Everything one scrape reports, gathered before writing (the format
 /// wants each family's samples together, so hosts cannot be written one
 /// after the other).
-pub struct Snapshot<'a> {
-    pub agents: &'a [AgentRecord],
-    pub alarms: &'a AlarmSummary,
-    pub pulls: &'a PullStats,
-    pub started_ms: i64,
-    pub hosts: Vec<HostValues>,
+pub(crate) struct Snapshot<'a> {
+    pub(crate) agents: &'a [AgentRecord],
+    pub(crate) alarms: &'a AlarmSummary,
+    pub(crate) pulls: &'a PullStats,
+    pub(crate) started_ms: i64,
+    pub(crate) hosts: Vec<HostValues>,
 }
 
 /// The newest values from one host's logs, every type.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct HostValues {
-    pub host: String,
-    pub types: Vec<TypeValues>,
+pub(crate) struct HostValues {
+    pub(crate) host: String,
+    pub(crate) types: Vec<TypeValues>,
 }
 
 /// The newest run of one log type, as samples (without the host label).
 #[derive(Debug, Clone, PartialEq)]
-pub struct TypeValues {
-    pub log_type: String,
+pub(crate) struct TypeValues {
+    pub(crate) log_type: String,
     /// Timestamp of the run (agent clock), seconds since the epoch.
-    pub time: i64,
-    pub samples: Vec<schema::Sample>,
+    pub(crate) time: i64,
+    pub(crate) samples: Vec<schema::Sample>,
 }
 
 /// The samples of one run of `log_type`: a standard type's lines through
 /// its schema, any other type's Nagios performance data. `None` when the
 /// run has no line with a timestamp.
-pub fn type_values(log_type: &str, run: &[String]) -> Option<TypeValues> {
+pub(crate) fn type_values(log_type: &str, run: &[String]) -> Option<TypeValues> {
     let lines: Vec<LogLine> = run.iter().filter_map(|l| LogLine::parse(l)).collect();
     let time = lines.last()?.time.timestamp();
     let mut samples = Vec::new();
@@ -107,7 +107,7 @@ const PERF_MAX: &str = "The maximum in a check's performance data.";
 
 /// The newest values of every log type of `host` (a checked host name).
 /// A log that cannot be read is logged and left out.
-pub fn host_values(reader: &ArchiveReader, host: &str) -> HostValues {
+pub(crate) fn host_values(reader: &ArchiveReader, host: &str) -> HostValues {
     let types = reader
         .log_types(host)
         .iter()
@@ -129,7 +129,7 @@ fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-pub fn render(s: &Snapshot) -> String {
+pub(crate) fn render(s: &Snapshot) -> String {
     let mut e = Exposition::new();
     master_families(&mut e, s);
     agent_families(&mut e, s.agents, s.alarms);
@@ -185,34 +185,34 @@ fn per_agent(
     }
 }
 
-fn agent_families(e: &mut Exposition, agents: &[AgentRecord], alarms: &AlarmSummary) {
-    per_agent(
-        e,
-        agents,
+/// A per-agent family: name, kind, help and the value of one agent.
+type AgentFamily = (
+    &'static str,
+    Kind,
+    &'static str,
+    fn(&AgentRecord) -> Option<f64>,
+);
+
+const AGENT_FAMILIES: [AgentFamily; 8] = [
+    (
         "pihealth_agent_up",
         Kind::Gauge,
         "1 if the agent answered within heartbeat_interval x heartbeat_misses, else 0.",
         |a| Some(if a.state == State::Up { 1.0 } else { 0.0 }),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_heartbeat_timestamp_seconds",
         Kind::Gauge,
         "When the agent's last heartbeat arrived (master clock).",
         |a| a.last_heartbeat_ms.map(secs),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_pull_success_timestamp_seconds",
         Kind::Gauge,
         "When the last successful pull of the agent ended (master clock).",
         |a| a.last_pull_ok_ms.map(secs),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_pull_ok",
         Kind::Gauge,
         "1 if the last pull of the agent succeeded, 0 if it failed.",
@@ -225,39 +225,37 @@ fn agent_families(e: &mut Exposition, agents: &[AgentRecord], alarms: &AlarmSumm
                 }
             })
         },
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_last_pull_duration_seconds",
         Kind::Gauge,
         "How long the last pull of the agent took, successful or not.",
         |a| a.last_pull_duration_ms.map(|ms| ms as f64 / 1000.0),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_pulled_bytes_total",
         Kind::Counter,
         "Log bytes pulled from the agent and stored (uncompressed).",
         |a| Some(a.bytes_pulled as f64),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_backlog_bytes",
         Kind::Gauge,
         "Log bytes waiting on the agent to be pulled, as it last said.",
         |a| Some(a.backlog as f64),
-    );
-    per_agent(
-        e,
-        agents,
+    ),
+    (
         "pihealth_agent_clock_skew_seconds",
         Kind::Gauge,
         "Agent clock minus master clock at the last exchange.",
         |a| a.clock_skew_ms.map(secs),
-    );
+    ),
+];
+
+fn agent_families(e: &mut Exposition, agents: &[AgentRecord], alarms: &AlarmSummary) {
+    for (name, kind, help, value) in AGENT_FAMILIES {
+        per_agent(e, agents, name, kind, help, value);
+    }
     per_agent(
         e,
         agents,
@@ -371,7 +369,7 @@ fn value_families(e: &mut Exposition, hosts: &[HostValues]) {
 mod tests {
     use super::*;
     use crate::master::registry::Origin;
-    use crate::web::exposition::parse;
+    use crate::web::prom_text::parse;
 
     fn agent(name: Option<&str>, addr: &str, state: State) -> AgentRecord {
         let json = serde_json::json!({

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Local, TimeZone};
 
+use crate::master::oneshot::human_bytes;
 use crate::master::registry::{AgentRecord, State};
 use crate::master::silences::Silence;
 use crate::protocol::message::SKEW_LIMIT_MS;
@@ -22,48 +23,44 @@ const ALARMS_SHOWN: usize = 10;
 const WINDOWS: [u32; 4] = [1, 6, 24, 48];
 
 /// One chart's data: a title, a colour and `(unix seconds, percent)` points.
-pub struct Chart {
-    pub title: &'static str,
-    pub color: &'static str,
-    pub points: Vec<(i64, f64)>,
+pub(crate) struct Chart {
+    pub(crate) title: &'static str,
+    pub(crate) color: &'static str,
+    pub(crate) points: Vec<(i64, f64)>,
 }
 
 /// One host's charts.
-pub struct HostCharts {
-    pub host: String,
-    pub charts: Vec<Chart>,
+pub(crate) struct HostCharts {
+    pub(crate) host: String,
+    pub(crate) charts: Vec<Chart>,
 }
 
-pub struct Page<'a> {
-    pub master: &'a str,
-    pub agents: &'a [AgentRecord],
-    pub alarms: &'a AlarmSummary,
+pub(crate) struct Page<'a> {
+    pub(crate) master: &'a str,
+    pub(crate) agents: &'a [AgentRecord],
+    pub(crate) alarms: &'a AlarmSummary,
     /// Silences not yet expired (`crate::master::silences`).
-    pub silences: &'a [Silence],
-    pub now_ms: i64,
-    pub hours: u32,
+    pub(crate) silences: &'a [Silence],
+    pub(crate) now_ms: i64,
+    pub(crate) hours: u32,
     /// The window drawn: the last `hours`, or less when `zoomed`.
-    pub window: Window,
+    pub(crate) window: Window,
     /// Less history exists than `hours`: the charts span what there is.
-    pub zoomed: bool,
-    pub hosts: Vec<HostCharts>,
+    pub(crate) zoomed: bool,
+    pub(crate) hosts: Vec<HostCharts>,
 }
 
 /// HTML-escape text for element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+pub(crate) fn esc(text: &str) -> String {
+    super::escape_chars(text, |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&#39;"),
+        c if c.is_control() => Some(" "),
+        _ => None,
+    })
 }
 
 fn local(secs: i64) -> Option<DateTime<Local>> {
@@ -77,13 +74,7 @@ fn full_time(ms: i64) -> String {
 }
 
 fn ago(now_ms: i64, ms: i64) -> String {
-    let secs = ((now_ms - ms) / 1000).max(0);
-    match secs {
-        0..=119 => format!("{secs}s ago"),
-        120..=7199 => format!("{}m ago", secs / 60),
-        7200..=172_799 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
+    crate::human::ago((now_ms - ms) / 1000, true)
 }
 
 /// "12s ago" with the exact time on hover; "–" when unknown.
@@ -91,21 +82,6 @@ fn ago_cell(now_ms: i64, ms: Option<i64>) -> String {
     match ms {
         None => "<span class=\"dim\">–</span>".into(),
         Some(t) => format!("<span title=\"{}\">{}</span>", full_time(t), ago(now_ms, t)),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -126,7 +102,7 @@ fn level_badge(level: &str) -> String {
     format!("<span class=\"badge {class}\">{}</span>", esc(level))
 }
 
-pub fn render(p: &Page) -> String {
+pub(crate) fn render(p: &Page) -> String {
     let mut out = String::with_capacity(64 * 1024);
     head(&mut out, p);
     tiles(&mut out, p);
@@ -301,9 +277,9 @@ fn fleet(out: &mut String, p: &Page) {
             ago_cell(p.now_ms, a.state_since_ms),
             ago_cell(p.now_ms, a.last_heartbeat_ms),
             a.bytes_pulled,
-            bytes(a.bytes_pulled),
+            human_bytes(a.bytes_pulled),
             a.backlog,
-            bytes(a.backlog),
+            human_bytes(a.backlog),
             if open > 0 { " some" } else { "" },
         );
     }
@@ -462,7 +438,7 @@ fn y_of(v: f64) -> f64 {
 /// Split points where the data has a hole (agent down, master stopped):
 /// a gap of more than three buckets, or three of the usual spacing when
 /// the collector runs less often than a bucket.
-pub fn segments(points: &[(i64, f64)], bucket: i64) -> Vec<&[(i64, f64)]> {
+pub(crate) fn segments(points: &[(i64, f64)], bucket: i64) -> Vec<&[(i64, f64)]> {
     let mut gaps: Vec<i64> = points.windows(2).map(|p| p[1].0 - p[0].0).collect();
     gaps.sort_unstable();
     let usual = gaps.get(gaps.len() / 2).copied().unwrap_or(bucket);
@@ -495,7 +471,7 @@ fn axis_time(secs: i64, span: i64) -> String {
 
 /// One chart: a 0–100 % axis, start/middle/end times, the series as a line
 /// over a light area, holes left open.
-pub fn chart(c: &Chart, w: &Window) -> String {
+pub(crate) fn chart(c: &Chart, w: &Window) -> String {
     let mut s = String::with_capacity(8 * 1024);
     let now = c
         .points

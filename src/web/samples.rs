@@ -41,18 +41,18 @@ const SKEW_SLACK_SECS: i64 = 600;
 /// `secs / POINTS` seconds, so a bucket width `b` serves windows shorter
 /// than `(b + 1) * POINTS` seconds, and an archive's buckets of width `b`
 /// older than that are never asked for again.
-pub const POINTS: i64 = 300;
+pub(crate) const POINTS: i64 = 300;
 /// Cached archives (latest runs and bucket sets together).
 const CACHE_ENTRIES: usize = 512;
 
 /// The lines of one collector run (they share the timestamp).
-pub type Run = Vec<String>;
+pub(crate) type Run = Vec<String>;
 
 /// Whether a line has the shape the standard script of `log_type` prints
 /// (cpu 5 fields, mem 4, disk 4 per mount). Any other line — a failed
 /// run's `failed: exit status 1: …`, a custom script under the same name —
 /// has no numbers we could trust.
-pub fn is_standard(log_type: &str, line: &LogLine) -> bool {
+pub(crate) fn is_standard(log_type: &str, line: &LogLine) -> bool {
     let want = match log_type {
         "cpu" => 5,
         "mem" | "disk" => 4,
@@ -62,7 +62,7 @@ pub fn is_standard(log_type: &str, line: &LogLine) -> bool {
 }
 
 /// Which number of a line a chart shows, per standard collector.
-pub fn chart_value(log_type: &str, line: &LogLine) -> Option<f64> {
+pub(crate) fn chart_value(log_type: &str, line: &LogLine) -> Option<f64> {
     if !is_standard(log_type, line) {
         return None;
     }
@@ -79,16 +79,16 @@ pub fn chart_value(log_type: &str, line: &LogLine) -> Option<f64> {
 
 /// The time window of a chart and its bucket width, in Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub start: i64,
-    pub end: i64,
-    pub bucket: i64,
+pub(crate) struct Window {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) bucket: i64,
 }
 
 impl Window {
     /// `[end - secs, end]` in at most `POINTS` buckets (one more when the
     /// window does not start on a bucket boundary).
-    pub fn new(end: i64, secs: i64) -> Window {
+    pub(crate) fn new(end: i64, secs: i64) -> Window {
         let secs = secs.max(1);
         Window {
             start: end - secs,
@@ -99,7 +99,7 @@ impl Window {
 }
 
 /// Sums and counts per bucket index (`time / bucket`).
-pub type Buckets = BTreeMap<i64, (f64, u32)>;
+pub(crate) type Buckets = BTreeMap<i64, (f64, u32)>;
 
 fn add(buckets: &mut Buckets, index: i64, value: f64) {
     let e = buckets.entry(index).or_insert((0.0, 0));
@@ -109,7 +109,7 @@ fn add(buckets: &mut Buckets, index: i64, value: f64) {
 
 /// Bucket averages inside the window, as `(time, value)` with the time at
 /// the middle of the bucket (clamped to the window).
-pub fn points(buckets: &Buckets, w: &Window) -> Vec<(i64, f64)> {
+pub(crate) fn points(buckets: &Buckets, w: &Window) -> Vec<(i64, f64)> {
     let first = w.start.div_euclid(w.bucket);
     let last = w.end.div_euclid(w.bucket);
     buckets
@@ -158,14 +158,14 @@ impl Cache {
 
 /// Reads a master's archive: `log_root/HOST/TYPE.log` and
 /// `backup_root/HOST/TYPE-*.log.gz`.
-pub struct ArchiveReader {
+pub(crate) struct ArchiveReader {
     log_root: PathBuf,
     backup_root: PathBuf,
     cache: Mutex<Cache>,
 }
 
 impl ArchiveReader {
-    pub fn new(log_root: &Path, backup_root: &Path) -> ArchiveReader {
+    pub(crate) fn new(log_root: &Path, backup_root: &Path) -> ArchiveReader {
         ArchiveReader {
             log_root: log_root.to_path_buf(),
             backup_root: backup_root.to_path_buf(),
@@ -189,7 +189,7 @@ impl ArchiveReader {
     /// sorted; names that are not valid type names are left out. A type
     /// whose current log was sealed and not yet started again is missing
     /// until its next pull (for `/metrics`, which shows newest values).
-    pub fn log_types(&self, host: &str) -> Vec<String> {
+    pub(crate) fn log_types(&self, host: &str) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.log_root.join(host)) else {
             return Vec::new();
         };
@@ -208,7 +208,7 @@ impl ArchiveReader {
 
     /// The newest run of `host`'s `log_type` collector; empty if none.
     /// `host` must have passed `names::check_host_name`.
-    pub fn latest_run(&self, host: &str, log_type: &str) -> io::Result<Run> {
+    pub(crate) fn latest_run(&self, host: &str, log_type: &str) -> io::Result<Run> {
         let (path, len) = self.current(host, log_type)?;
         if len > 0 {
             match File::open(&path) {
@@ -240,7 +240,7 @@ impl ArchiveReader {
     }
 
     /// Bucketed values of `host`'s `log_type` chart within `w`.
-    pub fn series(&self, host: &str, log_type: &str, w: &Window) -> io::Result<Buckets> {
+    pub(crate) fn series(&self, host: &str, log_type: &str, w: &Window) -> io::Result<Buckets> {
         let mut out = Buckets::new();
         let from = w.start - SKEW_SLACK_SECS;
         for path in archive_files(&self.backup_root, host, log_type)? {

@@ -210,8 +210,7 @@ fn alarms_raised_while_alertmanager_is_down_arrive_when_it_is_up() {
     // /metrics says which one is behind (strictly valid exposition).
     let unsent = |url: &str| -> f64 {
         let text = http_get(&format!("{}:8082", master_ip(block)), "/metrics");
-        let samples =
-            pihealth::web::exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let samples = crate::prom_text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         samples
             .iter()
             .find(|s| s.name == "pihealth_alertmanager_unsent_bytes" && s.label("url") == Some(url))

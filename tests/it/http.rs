@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pihealth::web::exposition::{self, Sample};
+use crate::prom_text::{self, Sample};
 
 use crate::util::*;
 
@@ -72,7 +72,7 @@ fn value(samples: &[Sample], name: &str, host: &str) -> Option<f64> {
 fn metrics() -> Vec<Sample> {
     let r = get("/metrics");
     assert_eq!(r.status, 200, "{}", r.body);
-    exposition::parse(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body))
+    prom_text::parse(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body))
 }
 
 /// When python3 has `prometheus_client`, its parser reads our text too.
@@ -148,7 +148,7 @@ fn status_page_and_metrics_over_http() {
         r.head
     );
     assert!(r.head.contains("Connection: close"), "{}", r.head);
-    let m = exposition::parse(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body));
+    let m = prom_text::parse(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body));
     python_reads(&r.body);
     for h in ["pi1", "pi2"] {
         let up = m

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pihealth::web::exposition;
+use crate::prom_text;
 use serde_json::Value;
 
 use crate::alertmanager::Alertmanager;
@@ -209,7 +209,7 @@ fn scrape(http: SocketAddr) -> String {
 /// there even while no host has a value, e.g. a temperature on a machine
 /// without a sensor) and every sample's name (`_bucket`, `_count`, …).
 fn exposed_names(text: &str) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = exposition::parse(text)
+    let mut names: BTreeSet<String> = prom_text::parse(text)
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .into_iter()
         .map(|s| s.name.to_string())
@@ -301,7 +301,7 @@ fn wait_for_values(http: SocketAddr, hosts: &[String]) {
         let Some((200, text)) = http_get(http, "/metrics") else {
             return false;
         };
-        let samples = exposition::parse(&text).unwrap_or_default();
+        let samples = prom_text::parse(&text).unwrap_or_default();
         hosts.iter().all(|h| {
             [
                 "pihealth_cpu_usage_percent",

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pihealth::web::exposition::{self, Sample};
+use crate::prom_text::{self, Sample};
 
 use crate::util::*;
 
@@ -138,7 +138,7 @@ fn metrics_alarms_and_page_read_the_schema() {
         let Ok(body) = try_get("/metrics") else {
             return false;
         };
-        let Ok(m) = exposition::parse(&body) else {
+        let Ok(m) = prom_text::parse(&body) else {
             return false;
         };
         types
@@ -147,7 +147,7 @@ fn metrics_alarms_and_page_read_the_schema() {
             && find(&m, "pihealth_perfdata_value", &[("type", "fake")]).is_some()
     });
     let body = http_get("/metrics");
-    let m = exposition::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    let m = prom_text::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     promtool_accepts(&body);
     for name in [
         "pihealth_cpu_load1",
