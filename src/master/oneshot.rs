@@ -230,7 +230,7 @@ pub fn pull_once(
             Err(e) => {
                 all_ok = false;
                 say(format_args!("{label} {control} FAILED: {e}"));
-                outcomes.push((control, Outcome::Failed(e.to_string(), started.elapsed())));
+                outcomes.push((control, Outcome::Failed(e, started.elapsed())));
             }
         }
     }
@@ -242,7 +242,7 @@ pub fn pull_once(
 enum Outcome {
     Pulled(pull::PullReport),
     /// The error and about how long the attempt took.
-    Failed(String, Duration),
+    Failed(PullError, Duration),
 }
 
 /// Record the pulls in the registry, so `pihealth status` shows them
@@ -269,9 +269,7 @@ fn record(
                 }
                 registry.pull_finished(*control, Ok(r.bytes), r.elapsed);
             }
-            Outcome::Failed(e, elapsed) => {
-                registry.pull_finished(*control, Err(e.clone()), *elapsed)
-            }
+            Outcome::Failed(e, elapsed) => registry.pull_finished(*control, Err(e), *elapsed),
         }
     }
     // Without heartbeats, a pull is the only sign of life: an agent not

@@ -18,6 +18,7 @@
 //! from the static list, and registered agents come back with their next
 //! heartbeat.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::EventLog;
 use super::files::MasterFiles;
+use super::pull::{FailureKind, PullError};
 use crate::config::StaticAgent;
 use crate::protocol::AgentInfo;
 use crate::storage;
@@ -136,6 +138,8 @@ pub struct PullStats {
     /// Pulls that took at most each bound of `PULL_BUCKETS` (cumulative).
     pub buckets: [u64; PULL_BUCKETS.len()],
     pub seconds_sum: f64,
+    /// Failed pulls by host and kind of failure (`/metrics`).
+    pub failures: BTreeMap<(String, FailureKind), u64>,
 }
 
 impl PullStats {
@@ -522,12 +526,21 @@ impl Registry {
     pub fn pull_finished(
         &self,
         control: SocketAddr,
-        result: Result<u64, String>,
+        result: Result<u64, &PullError>,
         elapsed: Duration,
     ) {
-        crate::sync::lock(&self.pulls).record(result.is_ok(), elapsed);
         let mut agents = self.lock();
-        if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
+        let agent = agents.iter_mut().find(|a| a.control == control);
+        {
+            let mut stats = crate::sync::lock(&self.pulls);
+            stats.record(result.is_ok(), elapsed);
+            if let Err(e) = &result {
+                let host = agent.as_ref().map_or(control.to_string(), |a| a.label());
+                let kind = e.kind().unwrap_or(FailureKind::Network);
+                *stats.failures.entry((host, kind)).or_default() += 1;
+            }
+        }
+        if let Some(a) = agent {
             let now = now_ms();
             a.last_pull_ms = Some(now);
             a.last_pull_duration_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
@@ -537,7 +550,7 @@ impl Registry {
                     a.bytes_pulled += bytes;
                     a.last_pull_error = None;
                 }
-                Err(e) => a.last_pull_error = Some(e),
+                Err(e) => a.last_pull_error = Some(e.to_string()),
             }
             self.mark_dirty();
         }

@@ -325,7 +325,7 @@ fn run_pull(
             } else {
                 log::debug!("pull of {label} ({control}) failed again: {e}");
             }
-            registry.pull_finished(control, Err(e.to_string()), started.elapsed());
+            registry.pull_finished(control, Err(&e), started.elapsed());
         }
     }
 }

@@ -26,6 +26,7 @@ mod operator;
 mod overload;
 mod prometheus;
 mod proxy;
+mod pull_failures;
 mod schema_readers;
 mod scripts;
 mod security;
