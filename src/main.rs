@@ -220,7 +220,7 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
         Command::Pull { config, hosts } => {
             let cfg = master_config(&config)?;
             check_keys(&cfg.key_file, &cfg.previous_key_files)?;
-            verdict(pihealth::master::pull_once(&cfg, &config, &hosts))
+            verdict(pihealth::master::pull_once(&cfg, &config, &hosts).map_err(|e| e.to_string()))
         }
         Command::Logs {
             config,
