@@ -326,18 +326,17 @@ impl AlarmLog {
     }
 
     /// Check an alarm from the network before it touches the disk.
-    fn validate(alarm: &Alarm) -> Result<(), String> {
-        crate::names::check_host_name(&alarm.host)?;
-        crate::names::check_type_name(&alarm.log_type)?;
-        alarm.level.parse::<Level>()?;
+    fn validate(alarm: &Alarm) -> Result<(), BadAlarm> {
+        crate::names::check_host_name(&alarm.host).map_err(BadAlarm::Field)?;
+        crate::names::check_type_name(&alarm.log_type).map_err(BadAlarm::Field)?;
+        alarm.level.parse::<Level>().map_err(BadAlarm::Field)?;
         if alarm.id.is_empty()
             || alarm.id.len() > 64
             || !alarm.id.bytes().all(|b| b.is_ascii_alphanumeric())
         {
-            return Err("bad alarm id".into());
+            return Err(BadAlarm::Id);
         }
-        chrono::DateTime::parse_from_rfc3339(&alarm.time)
-            .map_err(|e| format!("bad alarm time: {e}"))?;
+        chrono::DateTime::parse_from_rfc3339(&alarm.time)?;
         Ok(())
     }
 
@@ -415,7 +414,8 @@ impl AlarmLog {
         Ok(Some((stored, silence)))
     }
 
-    /// Serve one connection on the alarm port.
+    /// Serve one connection on the alarm port: up to
+    /// `MAX_ALARMS_PER_CONNECTION` alarms, each stored, then acknowledged.
     pub fn handle(
         &self,
         stream: crate::net::TimedStream,
@@ -431,19 +431,8 @@ impl AlarmLog {
             }
         };
         for i in 0..MAX_ALARMS_PER_CONNECTION {
-            let alarm = match conn.recv() {
-                Ok(Message::Alarm(a)) => a,
-                Ok(Message::Bye) => return,
-                Ok(other) => {
-                    log::warn!("alarm connection from {peer}: unexpected {}", other.kind());
-                    return;
-                }
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        log::warn!("alarm connection from {peer}: {e}");
-                    }
-                    return;
-                }
+            let Some(alarm) = next_alarm(&mut conn, peer) else {
+                return;
             };
             if i == 0 {
                 // Proved only now: a recorded first handshake message can
@@ -455,76 +444,115 @@ impl AlarmLog {
                     return;
                 }
             }
-            // A host raises its own alarms only: the connection proved
-            // `conn.host()`'s key, and no other.
-            if alarm.host != conn.host() {
-                let why = format!(
-                    "alarm for host {:?} on a connection authenticated as {:?}",
-                    alarm.host,
-                    conn.host()
-                );
-                log::warn!("alarm from {peer} refused: {why}");
-                let _ = conn.send(&Message::Error(why));
+            if !self.take(&mut conn, peer, &alarm) {
                 return;
-            }
-            if alarm.log_type == crate::master::host_alarms::HOST_TYPE {
-                // The master's own type: no agent may raise or clear a
-                // host down/up alarm (it would run alarm_command, resolve
-                // the Alertmanager alert, and be read back at the next
-                // start). Acknowledged, so an old agent with a collector
-                // of that name does not retry it forever; not stored.
-                log::warn!(
-                    "alarm from {peer} ({}) dropped: type `host` is the master's own",
-                    alarm.host
-                );
-                if conn
-                    .send(&Message::AlarmAck {
-                        id: alarm.id.clone(),
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            if let Err(why) = Self::validate(&alarm) {
-                log::warn!("alarm from {peer} refused: {why}");
-                let _ = conn.send(&Message::Error(why));
-                return;
-            }
-            match self.record_at(&alarm) {
-                Ok(new) => {
-                    if new.is_some() {
-                        log::warn!(
-                            "alarm from {}: {} {} {}",
-                            alarm.host,
-                            alarm.log_type,
-                            alarm.level,
-                            alarm.message
-                        );
-                    }
-                    let acked = conn.send(&Message::AlarmAck {
-                        id: alarm.id.clone(),
-                    });
-                    // After the ack, so a queue of commands (or a full one)
-                    // does not hold up the agent; before the next alarm,
-                    // so a full queue slows this connection down.
-                    if let Some((stored, silence)) = new {
-                        self.handled(&alarm, stored, silence);
-                    }
-                    if acked.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // Not stored, so not acknowledged: the agent keeps it.
-                    log::error!("cannot store alarm from {}: {e}", alarm.host);
-                    let _ = conn.send(&Message::Error("master cannot store alarms now".into()));
-                    return;
-                }
             }
         }
     }
+
+    /// Check, store and acknowledge one alarm from the network; whether
+    /// the connection may go on.
+    fn take(&self, conn: &mut AlarmConnection, peer: SocketAddr, alarm: &Alarm) -> bool {
+        // A host raises its own alarms only: the connection proved
+        // `conn.host()`'s key, and no other.
+        if alarm.host != conn.host() {
+            let why = format!(
+                "alarm for host {:?} on a connection authenticated as {:?}",
+                alarm.host,
+                conn.host()
+            );
+            log::warn!("alarm from {peer} refused: {why}");
+            let _ = conn.send(&Message::Error(why));
+            return false;
+        }
+        if alarm.log_type == crate::master::host_alarms::HOST_TYPE {
+            // The master's own type: no agent may raise or clear a
+            // host down/up alarm (it would run alarm_command, resolve
+            // the Alertmanager alert, and be read back at the next
+            // start). Acknowledged, so an old agent with a collector
+            // of that name does not retry it forever; not stored.
+            log::warn!(
+                "alarm from {peer} ({}) dropped: type `host` is the master's own",
+                alarm.host
+            );
+            return conn
+                .send(&Message::AlarmAck {
+                    id: alarm.id.clone(),
+                })
+                .is_ok();
+        }
+        if let Err(why) = Self::validate(alarm) {
+            log::warn!("alarm from {peer} refused: {why}");
+            let _ = conn.send(&Message::Error(why.to_string()));
+            return false;
+        }
+        self.store_and_acknowledge(conn, alarm)
+    }
+
+    fn store_and_acknowledge(&self, conn: &mut AlarmConnection, alarm: &Alarm) -> bool {
+        match self.record_at(alarm) {
+            Ok(new) => {
+                if new.is_some() {
+                    log::warn!(
+                        "alarm from {}: {} {} {}",
+                        alarm.host,
+                        alarm.log_type,
+                        alarm.level,
+                        alarm.message
+                    );
+                }
+                let acked = conn.send(&Message::AlarmAck {
+                    id: alarm.id.clone(),
+                });
+                // After the ack, so a queue of commands (or a full one)
+                // does not hold up the agent; before the next alarm,
+                // so a full queue slows this connection down.
+                if let Some((stored, silence)) = new {
+                    self.handled(alarm, stored, silence);
+                }
+                acked.is_ok()
+            }
+            Err(e) => {
+                // Not stored, so not acknowledged: the agent keeps it.
+                log::error!("cannot store alarm from {}: {e}", alarm.host);
+                let _ = conn.send(&Message::Error("master cannot store alarms now".into()));
+                false
+            }
+        }
+    }
+}
+
+type AlarmConnection = Connection<crate::net::TimedStream>;
+
+/// The next alarm on the connection, or `None` at its end (a `Bye`, a
+/// hang-up, or anything else, which is logged).
+fn next_alarm(conn: &mut AlarmConnection, peer: SocketAddr) -> Option<Alarm> {
+    match conn.recv() {
+        Ok(Message::Alarm(a)) => Some(a),
+        Ok(Message::Bye) => None,
+        Ok(other) => {
+            log::warn!("alarm connection from {peer}: unexpected {}", other.kind());
+            None
+        }
+        Err(e) => {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                log::warn!("alarm connection from {peer}: {e}");
+            }
+            None
+        }
+    }
+}
+
+/// Why an alarm from the network is refused.
+#[derive(Debug, thiserror::Error)]
+enum BadAlarm {
+    /// The host or type name, or the level (the message says which).
+    #[error("{0}")]
+    Field(String),
+    #[error("bad alarm id")]
+    Id,
+    #[error("bad alarm time: {0}")]
+    Time(#[from] chrono::ParseError),
 }
 
 /// Where one host's log type stands, from its alarms: the latest alarm
