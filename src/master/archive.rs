@@ -344,14 +344,24 @@ impl HostArchive {
         storage::remove_temp_files(&self.backup_dir)?;
         storage::remove_temp_files(&self.log_dir)?;
         self.replay_if_needed()?;
-        // A log the state has no record of. If the state file is there, the
-        // log's first piece was stored and never committed (the master died
-        // in between, on the type's first pull): nothing of it was
-        // acknowledged, the agent offers it again, so it is cut like any
-        // uncommitted tail (kept, it was sealed and the range stored a
-        // second time; found with issue 12.6). If the state file itself is
-        // missing (lost, or restored from an old backup): keep every byte
-        // of the log; later pieces are appended after.
+        self.recover_unrecorded_logs(state_kept)?;
+        let names: Vec<String> = self.state.types.keys().cloned().collect();
+        for name in names {
+            self.finish_intent(&name)?;
+            self.cut_uncommitted(&name)?;
+        }
+        self.commit()
+    }
+
+    /// A log the state has no record of. If the state file is there, the
+    /// log's first piece was stored and never committed (the master died
+    /// in between, on the type's first pull): nothing of it was
+    /// acknowledged, the agent offers it again, so it is cut like any
+    /// uncommitted tail (kept, it would be sealed and the range stored a
+    /// second time). If the state file itself is missing (lost, or
+    /// restored from an old backup): keep every byte of the log; later
+    /// pieces are appended after.
+    fn recover_unrecorded_logs(&mut self, state_kept: bool) -> io::Result<()> {
         for entry in fs::read_dir(&self.log_dir)? {
             let path = entry?.path();
             let Some(name) = path
@@ -393,49 +403,57 @@ impl HostArchive {
             );
             self.dirty = true;
         }
-        let names: Vec<String> = self.state.types.keys().cloned().collect();
-        for name in names {
-            let log_path = self.log_path(&name);
-            let backup_dir = self.backup_dir.clone();
-            let ts = self.state.types.get_mut(&name).expect("listed above");
-            match ts.pending.take() {
-                Some(Intent::Seal { archive }) => {
-                    if backup_dir.join(&archive).exists() {
-                        replace_with_empty(&log_path)?;
-                        ts.local_len = 0;
-                        ts.last_archive = archive;
-                    }
-                    self.dirty = true;
+        Ok(())
+    }
+
+    /// Finish or drop a seal or archive store the state announced: done
+    /// if its archive is in place, else as if never begun.
+    fn finish_intent(&mut self, name: &str) -> io::Result<()> {
+        let log_path = self.log_path(name);
+        let ts = self.state.types.get_mut(name).expect("listed by recover");
+        match ts.pending.take() {
+            Some(Intent::Seal { archive }) => {
+                if self.backup_dir.join(&archive).exists() {
+                    replace_with_empty(&log_path)?;
+                    ts.local_len = 0;
+                    ts.last_archive = archive;
                 }
-                Some(Intent::Store {
-                    archive,
-                    epoch,
-                    end,
-                }) => {
-                    if backup_dir.join(&archive).exists() {
-                        ts.epoch = epoch;
-                        ts.committed = end;
-                        ts.last_archive = archive;
-                    }
-                    self.dirty = true;
+                self.dirty = true;
+            }
+            Some(Intent::Store {
+                archive,
+                epoch,
+                end,
+            }) => {
+                if self.backup_dir.join(&archive).exists() {
+                    ts.epoch = epoch;
+                    ts.committed = end;
+                    ts.last_archive = archive;
                 }
-                None => {}
+                self.dirty = true;
             }
-            // Bytes appended but never committed: the agent still has them.
-            let len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-            if len > ts.local_len {
-                log::warn!(
-                    "{}/{name}: cutting {} uncommitted bytes",
-                    self.host,
-                    len - ts.local_len
-                );
-                OpenOptions::new()
-                    .write(true)
-                    .open(&log_path)?
-                    .set_len(ts.local_len)?;
-            }
+            None => {}
         }
-        self.commit()
+        Ok(())
+    }
+
+    /// Bytes appended but never committed: the agent still has them.
+    fn cut_uncommitted(&self, name: &str) -> io::Result<()> {
+        let log_path = self.log_path(name);
+        let local_len = self.state.types[name].local_len;
+        let len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        if len > local_len {
+            log::warn!(
+                "{}/{name}: cutting {} uncommitted bytes",
+                self.host,
+                len - local_len
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&log_path)?
+                .set_len(local_len)?;
+        }
+        Ok(())
     }
 
     /// Whether some log's unsynced bytes may be missing from `TYPE.log`
@@ -730,14 +748,7 @@ impl HostArchive {
         let ahead = expected <= WAL_PIECE_MAX && kept + expected <= WAL_RECORD_MAX;
         // Small: the whole piece first, so a cut transfer writes nothing.
         let held = if ahead {
-            let mut bytes = Vec::with_capacity(expected.saturating_sub(skip) as usize);
-            discard(data, skip)?;
-            // One byte more than expected shows a piece that is too long.
-            data.take(expected + 1).read_to_end(&mut bytes)?;
-            if skip + bytes.len() as u64 != expected {
-                return Err(carried(skip + bytes.len() as u64, expected));
-            }
-            Some(bytes)
+            Some(read_whole_piece(data, skip, expected)?)
         } else {
             None
         };
@@ -762,30 +773,24 @@ impl HostArchive {
                     start: piece.start + skip,
                     data: bytes,
                 });
-                let ts = self.type_state(piece);
-                ts.unsynced_from.get_or_insert(local_len);
+                self.type_state(piece)
+                    .unsynced_from
+                    .get_or_insert(local_len);
                 written
             }
             None => {
-                let copied = discard(data, skip).and_then(|_| write_from(data, &mut file));
-                let written = match copied {
-                    Ok(n) => n,
-                    Err(e) => {
-                        // A transfer cut midway: leave no partial piece behind.
-                        let _ = file.set_len(local_len);
-                        return Err(e);
-                    }
-                };
-                if skip + written != expected {
-                    file.set_len(local_len)?;
-                    return Err(carried(skip + written, expected));
-                }
-                // Also makes the log's earlier unsynced bytes durable.
-                storage::fdatasync(&file)?;
+                let written = copy_piece_synced(data, skip, expected, &mut file, local_len)?;
                 self.type_state(piece).unsynced_from = None;
                 written
             }
         };
+        self.piece_appended(piece, skip, written)?;
+        Ok(written)
+    }
+
+    /// Note `written` bytes of `piece` appended to its log (the first
+    /// `skip` were there already); seal the log once it is big enough.
+    fn piece_appended(&mut self, piece: &PieceRef, skip: u64, written: u64) -> io::Result<()> {
         let ts = self.type_state(piece);
         if ts.local_len == 0 {
             ts.local_start = piece.start + skip;
@@ -796,7 +801,7 @@ impl HostArchive {
         if self.type_state(piece).local_len >= self.rotate_size {
             self.seal(&piece.log_type)?;
         }
-        Ok(written)
+        Ok(())
     }
 
     /// Store a rotated archive as it came (gzip bytes read from `data`),
@@ -1101,6 +1106,45 @@ fn carried(got: u64, expected: u64) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("piece carried {got} bytes, expected {expected}"),
     )
+}
+
+/// A small piece read whole into memory (after its first `skip` bytes),
+/// checked to be exactly `expected` bytes long.
+fn read_whole_piece(data: &mut dyn BufRead, skip: u64, expected: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(expected.saturating_sub(skip) as usize);
+    discard(data, skip)?;
+    // One byte more than expected shows a piece that is too long.
+    data.take(expected + 1).read_to_end(&mut bytes)?;
+    if skip + bytes.len() as u64 != expected {
+        return Err(carried(skip + bytes.len() as u64, expected));
+    }
+    Ok(bytes)
+}
+
+/// A large piece copied from `data` to the end of its log (at
+/// `local_len`), then fdatasynced, which also makes the log's earlier
+/// unsynced bytes durable. A transfer cut midway, or a piece of the wrong
+/// length, leaves no partial piece behind.
+fn copy_piece_synced(
+    data: &mut dyn BufRead,
+    skip: u64,
+    expected: u64,
+    file: &mut File,
+    local_len: u64,
+) -> io::Result<u64> {
+    let written = match discard(data, skip).and_then(|_| write_from(data, file)) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = file.set_len(local_len);
+            return Err(e);
+        }
+    };
+    if skip + written != expected {
+        file.set_len(local_len)?;
+        return Err(carried(skip + written, expected));
+    }
+    storage::fdatasync(file)?;
+    Ok(written)
 }
 
 /// Write all of `bytes` at `offset` of `file` (a replay's idempotent write).
