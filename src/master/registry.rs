@@ -129,6 +129,18 @@ struct RegistryFile {
 /// Upper bounds, in seconds, of the pull-duration histogram's buckets.
 pub const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// A heartbeat claiming another host's address from elsewhere (see
+/// `Registry::heartbeat`): answered with this message, and noted.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} says it listens on {control}, {owner}'s address, from {peer_ip}: refused")]
+pub struct ClaimRefused {
+    name: String,
+    control: SocketAddr,
+    /// The label of the host whose address it is.
+    owner: String,
+    peer_ip: IpAddr,
+}
+
 /// Every pull since the master started (kept in memory only: `/metrics`
 /// counters may start over with the process).
 #[derive(Debug, Clone, Default)]
@@ -375,7 +387,7 @@ impl Registry {
         agent_time_ms: i64,
         backlog: Option<u64>,
         data_port: Option<u16>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClaimRefused> {
         let mut agents = self.lock();
         let from_there = peer_ip == control.ip();
         if let Some(other) = agents
@@ -393,51 +405,19 @@ impl Registry {
                 return Ok(());
             }
             if !from_there {
-                let why = format!(
-                    "{name} says it listens on {control}, {}'s address, from {peer_ip}: refused",
-                    other.label()
-                );
-                self.event(&why);
-                return Err(why);
-            }
-        }
-        // A name is the agent's identity; an address only for unnamed
-        // entries, and only from that address.
-        let index = agents
-            .iter()
-            .position(|a| a.name.as_deref() == Some(name))
-            .or_else(|| {
-                agents
-                    .iter()
-                    .position(|a| from_there && a.control == control && a.name.is_none())
-            });
-        let index = match index {
-            Some(i) => i,
-            None => {
-                self.event(&format!("{name} {control} registered"));
-                agents.push(AgentRecord::new(
-                    Some(name.to_string()),
+                let refused = ClaimRefused {
+                    name: name.to_string(),
                     control,
-                    data_port.unwrap_or(self.default_data_port),
-                    Origin::Registered,
-                ));
-                agents.len() - 1
-            }
-        };
-        let a = &mut agents[index];
-        if a.control != control {
-            if a.origin == Origin::Static {
-                // The configured address is the operator's word (it may be
-                // a proxy or a NAT address the agent cannot know).
-                log::debug!(
-                    "{name} says it listens on {control}; keeping the configured {}",
-                    a.control
-                );
-            } else {
-                self.event(&format!("{name} moved from {} to {control}", a.control));
-                a.control = control;
+                    owner: other.label(),
+                    peer_ip,
+                };
+                self.event(&refused.to_string());
+                return Err(refused);
             }
         }
+        let index = self.entry_for(&mut agents, name, control, from_there, data_port);
+        let a = &mut agents[index];
+        self.follow_address(a, name, control);
         if a.name.is_none() || (a.name.as_deref() != Some(name) && a.origin == Origin::Registered) {
             a.name = Some(name.to_string());
         }
@@ -451,6 +431,56 @@ impl Registry {
         a.last_heartbeat_ms = Some(now_ms());
         self.seen(a, "heartbeat");
         Ok(())
+    }
+
+    /// The entry a heartbeat from `name` belongs to, added if none: a name
+    /// is the agent's identity; an address only for unnamed entries, and
+    /// only from that address.
+    fn entry_for(
+        &self,
+        agents: &mut Vec<AgentRecord>,
+        name: &str,
+        control: SocketAddr,
+        from_there: bool,
+        data_port: Option<u16>,
+    ) -> usize {
+        let index = agents
+            .iter()
+            .position(|a| a.name.as_deref() == Some(name))
+            .or_else(|| {
+                agents
+                    .iter()
+                    .position(|a| from_there && a.control == control && a.name.is_none())
+            });
+        index.unwrap_or_else(|| {
+            self.event(&format!("{name} {control} registered"));
+            agents.push(AgentRecord::new(
+                Some(name.to_string()),
+                control,
+                data_port.unwrap_or(self.default_data_port),
+                Origin::Registered,
+            ));
+            agents.len() - 1
+        })
+    }
+
+    /// A registered agent moves to the address it says; a configured one
+    /// stays where the operator put it.
+    fn follow_address(&self, a: &mut AgentRecord, name: &str, control: SocketAddr) {
+        if a.control == control {
+            return;
+        }
+        if a.origin == Origin::Static {
+            // The configured address is the operator's word (it may be
+            // a proxy or a NAT address the agent cannot know).
+            log::debug!(
+                "{name} says it listens on {control}; keeping the configured {}",
+                a.control
+            );
+        } else {
+            self.event(&format!("{name} moved from {} to {control}", a.control));
+            a.control = control;
+        }
     }
 
     /// A probe or pull of the agent at `control` succeeded.
@@ -804,6 +834,6 @@ mod tests {
         let e = r
             .heartbeat("pi1", x, elsewhere, now_ms(), None, None)
             .unwrap_err();
-        assert!(e.contains("pi2"), "{e}");
+        assert!(e.to_string().contains("pi2"), "{e}");
     }
 }
