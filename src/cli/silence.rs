@@ -45,8 +45,8 @@ pub fn check(action: &Action) -> Result<(), String> {
         reason,
     } = action
     {
-        let d = silences::parse_duration(duration)?;
-        silences::check_new(host, log_type.as_deref(), d, reason)?;
+        let d = silences::parse_duration(duration).map_err(|e| e.to_string())?;
+        silences::check_new(host, log_type.as_deref(), d, reason).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -61,8 +61,10 @@ pub fn run(log_dir: &Path, action: &Action, out: &mut dyn Write) -> Result<(), S
             duration,
             reason,
         } => {
-            let d = silences::parse_duration(duration)?;
-            let s = store.add(host, log_type.as_deref(), d, reason)?;
+            let d = silences::parse_duration(duration).map_err(|e| e.to_string())?;
+            let s = store
+                .add(host, log_type.as_deref(), d, reason)
+                .map_err(|e| e.to_string())?;
             writeln!(out, "silenced: {}", describe(&s)).map_err(io)
         }
         Action::List { json } => {
@@ -87,7 +89,7 @@ pub fn run(log_dir: &Path, action: &Action, out: &mut dyn Write) -> Result<(), S
             Ok(())
         }
         Action::Remove { id } => {
-            let s = store.remove(*id)?;
+            let s = store.remove(*id).map_err(|e| e.to_string())?;
             writeln!(out, "removed: {}", describe(&s)).map_err(io)
         }
     }

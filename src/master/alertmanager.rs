@@ -84,14 +84,29 @@ pub struct Target {
     prefix: String,
 }
 
+/// Why an `alertmanagers` URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BadUrl {
+    #[error("expected a plain http:// URL (https is not supported: put a TLS proxy in front of Alertmanager, or reach it over a trusted network)")]
+    Https,
+    #[error("expected a URL like http://127.0.0.1:9093, got {0:?}")]
+    NotHttp(String),
+    #[error(
+        "expected a URL like http://127.0.0.1:9093 or http://am.example:9093/prefix, got {0:?}"
+    )]
+    Shape(String),
+    #[error("bad port in {0:?}")]
+    Port(String),
+}
+
 impl Target {
     /// Parse a URL from the config; the error says what was expected.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub fn parse(url: &str) -> Result<Target, BadUrl> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             if url.starts_with("https://") {
-                "expected a plain http:// URL (https is not supported: put a TLS proxy in front of Alertmanager, or reach it over a trusted network)".to_string()
+                BadUrl::Https
             } else {
-                format!("expected a URL like http://127.0.0.1:9093, got {url:?}")
+                BadUrl::NotHttp(url.to_string())
             }
         })?;
         let (authority, path) = match rest.find('/') {
@@ -105,9 +120,7 @@ impl Target {
             || path.contains('?')
             || path.contains('#')
         {
-            return Err(format!(
-                "expected a URL like http://127.0.0.1:9093 or http://am.example:9093/prefix, got {url:?}"
-            ));
+            return Err(BadUrl::Shape(url.to_string()));
         }
         // A port is required unless the host is bare (then 80).
         let has_port = match authority.rfind(':') {
@@ -117,7 +130,7 @@ impl Target {
         let authority = if has_port {
             authority.to_string()
         } else if authority.contains(':') && !authority.ends_with(']') {
-            return Err(format!("bad port in {url:?}"));
+            return Err(BadUrl::Port(url.to_string()));
         } else {
             format!("{authority}:80")
         };
@@ -789,6 +802,7 @@ mod tests {
         assert_eq!(t.authority, "[::1]:9093");
         assert!(Target::parse("https://x:9093")
             .unwrap_err()
+            .to_string()
             .contains("https"));
         assert!(Target::parse("127.0.0.1:9093").is_err());
         assert!(Target::parse("http://").is_err());
