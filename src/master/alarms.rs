@@ -82,7 +82,7 @@ impl SeenIds {
     }
 }
 
-pub struct AlarmLog {
+pub(crate) struct AlarmLog {
     path: PathBuf,
     /// Ids whose `alarm_command` has been started (or that needed none).
     done: Arc<DoneRecord>,
@@ -101,16 +101,17 @@ pub struct AlarmLog {
 
 /// How `alarm_command` runs (config keys of the same names).
 #[derive(Debug, Clone)]
-pub struct CommandSettings {
-    pub command: Option<Vec<String>>,
-    pub timeout: Duration,
-    pub workers: usize,
-    pub queue: usize,
+pub(crate) struct CommandSettings {
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) timeout: Duration,
+    pub(crate) workers: usize,
+    pub(crate) queue: usize,
 }
 
 impl CommandSettings {
     /// No command, or `command` with the default runner.
-    pub fn new(command: Option<Vec<String>>, timeout: Duration) -> CommandSettings {
+    #[cfg(test)]
+    pub(crate) fn new(command: Option<Vec<String>>, timeout: Duration) -> CommandSettings {
         CommandSettings {
             command,
             timeout,
@@ -132,7 +133,7 @@ pub struct AlarmLine {
 }
 
 impl AlarmLine {
-    pub fn parse(line: &str) -> Option<AlarmLine> {
+    pub(crate) fn parse(line: &str) -> Option<AlarmLine> {
         let mut f = line.splitn(6, ' ');
         Some(AlarmLine {
             time: f.next()?.to_string(),
@@ -214,7 +215,7 @@ fn one_line(text: &str) -> String {
 }
 
 impl AlarmLog {
-    pub fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
+    pub(crate) fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
         let files = super::files::MasterFiles::new(log_dir);
         std::fs::create_dir_all(files.dir()).map_err(|e| storage::with_path(e, files.dir()))?;
         let (path, done_path) = (files.alarms(), files.alarm_commands_done());
@@ -293,7 +294,7 @@ impl AlarmLog {
     }
 
     /// Call `f` after each new alarm is stored.
-    pub fn on_stored(&self, f: Box<dyn Fn() + Send>) {
+    pub(crate) fn on_stored(&self, f: Box<dyn Fn() + Send>) {
         crate::sync::lock(&self.listeners).push(f);
     }
 
@@ -342,13 +343,13 @@ impl AlarmLog {
 
     /// Call `f` with every alarm stored so far, oldest first, without
     /// holding the log in memory.
-    pub fn replay(&self, mut f: impl FnMut(AlarmLine)) -> io::Result<()> {
+    pub(crate) fn replay(&self, mut f: impl FnMut(AlarmLine)) -> io::Result<()> {
         for_each_alarm(&self.path, |_, a| f(a)).map(|_| ())
     }
 
     /// An alarm the master raises itself (host alarms), timed now, with a
     /// fresh random id.
-    pub fn master_alarm(
+    pub(crate) fn master_alarm(
         host: &str,
         log_type: &str,
         level: Level,
@@ -370,7 +371,7 @@ impl AlarmLog {
 
     /// Store and handle an alarm the master raises itself: the same path
     /// as an agent's alarm, without a connection to acknowledge.
-    pub fn raise(&self, alarm: &Alarm) -> io::Result<()> {
+    pub(crate) fn raise(&self, alarm: &Alarm) -> io::Result<()> {
         if let Some((stored, silence)) = self.record_at(alarm)? {
             self.handled(alarm, stored, silence);
         }
@@ -379,7 +380,8 @@ impl AlarmLog {
 
     /// Store an alarm unless already stored; true if it was new. (An alarm
     /// older than `ID_MEMORY` is stored: it cannot be told from a new one.)
-    pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {
+    #[cfg(test)]
+    pub(crate) fn record(&self, alarm: &Alarm) -> io::Result<bool> {
         self.record_at(alarm).map(|stored| stored.is_some())
     }
 
@@ -416,7 +418,7 @@ impl AlarmLog {
 
     /// Serve one connection on the alarm port: up to
     /// `MAX_ALARMS_PER_CONNECTION` alarms, each stored, then acknowledged.
-    pub fn handle(
+    pub(crate) fn handle(
         &self,
         stream: crate::net::TimedStream,
         peer: SocketAddr,
@@ -560,19 +562,19 @@ enum BadAlarm {
 /// problem alarms began (re-alarms do not move it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
-    pub host: String,
+    pub(crate) host: String,
     #[serde(rename = "type")]
-    pub log_type: String,
+    pub(crate) log_type: String,
     /// Level of the latest alarm.
-    pub level: String,
-    pub open: bool,
+    pub(crate) level: String,
+    pub(crate) open: bool,
     /// Open: when the problem began. Recovered: when it was recovered.
-    pub since: String,
-    pub message: String,
+    pub(crate) since: String,
+    pub(crate) message: String,
 }
 
 /// One entry per (host, type) that ever alarmed, in order of first alarm.
-pub fn problems(alarms: &[AlarmLine]) -> Vec<Problem> {
+pub(crate) fn problems(alarms: &[AlarmLine]) -> Vec<Problem> {
     let mut out: Vec<Problem> = Vec::new();
     for a in alarms {
         let open = a.level.parse::<Level>().is_ok_and(Level::is_problem);

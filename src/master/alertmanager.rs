@@ -77,7 +77,7 @@ const ANSWER_LIMIT: u64 = 64 * 1024;
 /// Where an Alertmanager listens: `http://HOST:PORT[/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub url: String,
+    pub(crate) url: String,
     /// `HOST:PORT` as written (resolved at each send).
     authority: String,
     /// Path prefix without a trailing slash (`""` for none).
@@ -86,7 +86,7 @@ pub struct Target {
 
 /// Why an `alertmanagers` URL is refused.
 #[derive(Debug, thiserror::Error)]
-pub enum BadUrl {
+pub(crate) enum BadUrl {
     #[error("expected a plain http:// URL (https is not supported: put a TLS proxy in front of Alertmanager, or reach it over a trusted network)")]
     Https,
     #[error("expected a URL like http://127.0.0.1:9093, got {0:?}")]
@@ -101,7 +101,7 @@ pub enum BadUrl {
 
 impl Target {
     /// Parse a URL from the config; the error says what was expected.
-    pub fn parse(url: &str) -> Result<Target, BadUrl> {
+    pub(crate) fn parse(url: &str) -> Result<Target, BadUrl> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             if url.starts_with("https://") {
                 BadUrl::Https
@@ -142,13 +142,18 @@ impl Target {
     }
 
     /// The address, when the URL names an IP (not a host name).
-    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn socket_addr(&self) -> Option<std::net::SocketAddr> {
         self.authority.parse().ok()
     }
 
     /// POST `body` (JSON) to `/api/v2/alerts`; `Ok` on a 2xx answer, else
     /// an error naming the status or the failure.
-    pub fn post_alerts(&self, body: &[u8], connect: Duration, io: Duration) -> io::Result<()> {
+    pub(crate) fn post_alerts(
+        &self,
+        body: &[u8],
+        connect: Duration,
+        io: Duration,
+    ) -> io::Result<()> {
         let addr =
             self.authority.to_socket_addrs()?.next().ok_or_else(|| {
                 io::Error::other(format!("{} resolves to nothing", self.authority))
@@ -393,10 +398,10 @@ fn last_per_alert(alerts: Vec<Outgoing>) -> Vec<Outgoing> {
 
 /// Settings shared by the forwarders.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub resend: Duration,
-    pub connect_timeout: Duration,
-    pub io_timeout: Duration,
+pub(crate) struct Settings {
+    pub(crate) resend: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
 }
 
 /// One Alertmanager's forwarding thread.
@@ -634,7 +639,7 @@ impl Forwarder {
 
 /// Bytes of `alarms.log` the Alertmanager at `url` has not accepted yet
 /// (for `/metrics`); `None` before its forwarder first ran.
-pub fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
+pub(crate) fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
     let files = MasterFiles::new(log_dir);
     let cursor: u64 = std::fs::read_to_string(files.alertmanager_cursor(url))
         .ok()?
@@ -647,7 +652,7 @@ pub fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
 
 /// The alerting families of `/metrics`: silences in force, and per
 /// Alertmanager what it has not accepted yet (alert on it staying above 0).
-pub fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
+pub(crate) fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
     use crate::web::exposition::{Exposition, Kind};
     let mut e = Exposition::new();
     e.family(
@@ -673,7 +678,7 @@ pub fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> Strin
 
 /// Start one forwarding thread per Alertmanager; returns the function
 /// that wakes them (call it after each alarm is stored).
-pub fn start(
+pub(crate) fn start(
     log_dir: &Path,
     targets: &[Target],
     settings: &Settings,

@@ -157,7 +157,7 @@ struct WalPiece {
 mod hex_bytes {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(bytes.len() * 2);
         for b in bytes {
@@ -167,7 +167,7 @@ mod hex_bytes {
         s.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         let digit = |c: u8| match c {
             b'0'..=b'9' => Ok(c - b'0'),
@@ -186,11 +186,11 @@ mod hex_bytes {
 
 /// Largest current piece kept in the journal rather than fsynced in its
 /// own file (a pull's usual delta is a few hundred bytes per type).
-pub const WAL_PIECE_MAX: u64 = 16 * 1024;
+pub(crate) const WAL_PIECE_MAX: u64 = 16 * 1024;
 /// Most piece bytes one commit keeps in the journal; past it, pieces are
 /// fsynced in their own files (a bulk pull pays one fsync per large
 /// piece, not twice the writes).
-pub const WAL_RECORD_MAX: u64 = 64 * 1024;
+pub(crate) const WAL_RECORD_MAX: u64 = 64 * 1024;
 /// The host journal compacts (after a checkpoint) past this size: with
 /// small deltas, one checkpoint every hundred pulls or so.
 const JOURNAL_COMPACT_AT: u64 = 256 * 1024;
@@ -230,7 +230,7 @@ const LEGACY_STATE_FILE: &str = ".pihealth-state.json";
 
 /// What to do with an offered piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Already stored: acknowledge without fetching.
     AlreadyHave,
     /// Fetch it and store all but the first `skip` bytes of its log.
@@ -269,7 +269,7 @@ pub struct HostArchive {
     dirty: bool,
     /// Things written to `events.log` (gaps, restarted streams), also
     /// kept here for the caller's report.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
     _lock: File,
 }
 
@@ -607,7 +607,7 @@ impl HostArchive {
     /// note is made durable and marked in the state before the piece is
     /// fetched, so a failed fetch does not note it again. A crash between
     /// the two writes notes it twice; none loses it.
-    pub fn plan(&mut self, piece: &PieceRef) -> Plan {
+    pub(crate) fn plan(&mut self, piece: &PieceRef) -> Plan {
         let here = StreamPoint {
             epoch: piece.epoch,
             offset: piece.start,
@@ -809,7 +809,7 @@ impl HostArchive {
     /// (`check_archive_exact`). If the first `skip` bytes are already
     /// stored, the rest is inflated and recompressed instead. A refused
     /// archive leaves nothing behind: no file, no state change.
-    pub fn store_archive(
+    pub(crate) fn store_archive(
         &mut self,
         piece: &PieceRef,
         skip: u64,
@@ -910,7 +910,7 @@ impl HostArchive {
     }
 
     /// Compress the current `TYPE.log` into the backup directory.
-    pub fn seal(&mut self, log_type: &str) -> io::Result<()> {
+    pub(crate) fn seal(&mut self, log_type: &str) -> io::Result<()> {
         let Some(ts) = self.state.types.get(log_type) else {
             return Ok(());
         };
@@ -967,10 +967,6 @@ impl HostArchive {
         self.state.wal.clear();
         self.dirty = false;
         Ok(())
-    }
-
-    pub fn host(&self) -> &str {
-        &self.host
     }
 
     #[cfg(test)]
@@ -1185,7 +1181,7 @@ pub fn read_all(
 /// Committed length of `log/HOST/TYPE.log`, from the host's state file:
 /// the bytes a reader may show (a pull may be appending beyond it). 0 when
 /// the type, the host or its state is unknown.
-pub fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
+pub(crate) fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
     let dir = log_root.join(host);
     let state = match Journal::read::<HostState>(&dir.join(STATE_FILE))? {
         Some(state) => Some(state),

@@ -17,20 +17,20 @@
 //! no job holds a worker forever; addresses that have not proved the key
 //! hold at most half of the inbound pool (`net::UntrustedLane`) and are
 //! capped per address across all ports (`net::PeerBook`).
-pub mod alarm_command;
+pub(crate) mod alarm_command;
 pub mod alarms;
-pub mod alertmanager;
+pub(crate) mod alertmanager;
 pub mod archive;
-pub mod events;
-pub mod files;
-pub mod host_alarms;
-pub mod oneshot;
+pub(crate) mod events;
+pub(crate) mod files;
+pub(crate) mod host_alarms;
+pub(crate) mod oneshot;
 pub mod pull;
 pub mod registry;
-pub mod scheduler;
-pub mod silences;
+pub(crate) mod scheduler;
+pub(crate) mod silences;
 
-pub use oneshot::pull_once;
+pub use oneshot::{pull_once, PullOnceError};
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

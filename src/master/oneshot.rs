@@ -27,7 +27,7 @@ const REDRAW: Duration = Duration::from_millis(250);
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

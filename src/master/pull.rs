@@ -104,13 +104,13 @@ pub struct Progress {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct AgentProgress {
-    pub host: String,
+pub(crate) struct AgentProgress {
+    pub(crate) host: String,
     /// Bytes offered so far (grows when a pull takes several rounds).
-    pub offered: u64,
+    pub(crate) offered: u64,
     /// Bytes received over data connections so far.
-    pub received: u64,
-    pub finished: bool,
+    pub(crate) received: u64,
+    pub(crate) finished: bool,
 }
 
 impl Progress {
@@ -119,11 +119,11 @@ impl Progress {
         change(agents.entry(control).or_default());
     }
 
-    pub fn finished(&self, control: SocketAddr) {
+    pub(crate) fn finished(&self, control: SocketAddr) {
         self.update(control, |a| a.finished = true);
     }
 
-    pub fn snapshot(&self) -> Vec<(SocketAddr, AgentProgress)> {
+    pub(crate) fn snapshot(&self) -> Vec<(SocketAddr, AgentProgress)> {
         let agents = crate::sync::lock(&self.agents);
         agents.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
@@ -170,7 +170,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureKind::Timeout => "timeout",
             FailureKind::Refused => "refused",
@@ -183,7 +183,7 @@ impl FailureKind {
     }
 
     /// The kind of an error on a connection to the agent.
-    pub fn of_network(e: &io::Error) -> FailureKind {
+    pub(crate) fn of_network(e: &io::Error) -> FailureKind {
         if crate::protocol::is_wrong_key(e) {
             return FailureKind::Key;
         }
@@ -263,7 +263,7 @@ struct PieceFailure {
 }
 
 /// Ask an agent who it is (a liveness probe).
-pub fn probe(
+pub(crate) fn probe(
     ctx: &PullContext,
     control: SocketAddr,
     name: Option<&str>,

@@ -44,7 +44,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::NeverSeen => "never seen",
             State::Up => "up",
@@ -113,7 +113,7 @@ impl AgentRecord {
     }
 
     /// Name for logs and tables: the host name, or the address until known.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.name
             .clone()
             .unwrap_or_else(|| self.control.to_string())
@@ -127,13 +127,13 @@ struct RegistryFile {
 }
 
 /// Upper bounds, in seconds, of the pull-duration histogram's buckets.
-pub const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub(crate) const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// A heartbeat claiming another host's address from elsewhere (see
 /// `Registry::heartbeat`): answered with this message, and noted.
 #[derive(Debug, thiserror::Error)]
 #[error("{name} says it listens on {control}, {owner}'s address, from {peer_ip}: refused")]
-pub struct ClaimRefused {
+pub(crate) struct ClaimRefused {
     name: String,
     control: SocketAddr,
     /// The label of the host whose address it is.
@@ -155,7 +155,7 @@ pub struct PullStats {
 }
 
 impl PullStats {
-    pub fn record(&mut self, ok: bool, elapsed: Duration) {
+    pub(crate) fn record(&mut self, ok: bool, elapsed: Duration) {
         if ok {
             self.ok += 1;
         } else {
@@ -184,9 +184,9 @@ fn identity(agents: &[AgentRecord]) -> Identity {
 /// How often the registry file was written since start, and how many of
 /// those writes were fsynced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteCounts {
-    pub writes: u64,
-    pub durable: u64,
+pub(crate) struct WriteCounts {
+    pub(crate) writes: u64,
+    pub(crate) durable: u64,
 }
 
 pub struct Registry {
@@ -210,13 +210,13 @@ pub struct Registry {
 /// no daemon runs. So `pull` never writes the registry under a running
 /// daemon (whose next write would undo it; the daemon records its own
 /// pulls), and `status` can tell whether a daemon runs here.
-pub fn writer_lock_path(log_dir: &Path) -> PathBuf {
+pub(crate) fn writer_lock_path(log_dir: &Path) -> PathBuf {
     log_dir.join(".registry.lock")
 }
 
 /// Take the writer lock without waiting: `None` if someone holds it.
 /// Creates `log_dir`.
-pub fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
+pub(crate) fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
     std::fs::create_dir_all(log_dir).map_err(|e| storage::with_path(e, log_dir))?;
     let path = writer_lock_path(log_dir);
     let file = std::fs::OpenOptions::new()
@@ -235,7 +235,7 @@ pub fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
 /// Whether a master daemon holds the writer lock of `log_dir` now;
 /// `None` when it cannot be told (no lock file: no daemon of this version
 /// has run here). Creates nothing.
-pub fn daemon_running(log_dir: &Path) -> Option<bool> {
+pub(crate) fn daemon_running(log_dir: &Path) -> Option<bool> {
     let file = std::fs::File::open(writer_lock_path(log_dir)).ok()?;
     match file.try_lock_shared() {
         Ok(()) => Some(false),
@@ -244,7 +244,7 @@ pub fn daemon_running(log_dir: &Path) -> Option<bool> {
     }
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -337,17 +337,17 @@ impl Registry {
 
     /// Have the next `flush` write the file (also used to keep its
     /// `written_ms` fresh, which tells `pihealth status` the master runs).
-    pub fn mark_dirty(&self) {
+    pub(crate) fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
     }
 
-    pub fn snapshot(&self) -> Vec<AgentRecord> {
+    pub(crate) fn snapshot(&self) -> Vec<AgentRecord> {
         self.lock().clone()
     }
 
     /// Append one line to `events.log` (and the program log); a failure
     /// is logged by the writer and does not stop the state change.
-    pub fn event(&self, text: &str) {
+    pub(crate) fn event(&self, text: &str) {
         let _ = self.events.record(log::Level::Info, text);
     }
 
@@ -379,7 +379,7 @@ impl Registry {
     /// really connects from that address: otherwise one host's key could
     /// take over another host's entry (its pulls would then fail, or be
     /// credited to the wrong host). Refused claims are an error to answer.
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         name: &str,
         control: SocketAddr,
@@ -484,7 +484,7 @@ impl Registry {
     }
 
     /// A probe or pull of the agent at `control` succeeded.
-    pub fn contact(&self, control: SocketAddr, info: &AgentInfo, skew_ms: i64, what: &str) {
+    pub(crate) fn contact(&self, control: SocketAddr, info: &AgentInfo, skew_ms: i64, what: &str) {
         let mut agents = self.lock();
         let Some(mut index) = agents.iter().position(|a| a.control == control) else {
             return;
@@ -591,7 +591,7 @@ impl Registry {
     }
 
     /// Mark agents `down` whose last sign of life is older than `limit_ms`.
-    pub fn check_liveness(&self, limit_ms: i64) {
+    pub(crate) fn check_liveness(&self, limit_ms: i64) {
         let now = now_ms();
         let mut agents = self.lock();
         for a in agents.iter_mut() {
@@ -625,7 +625,7 @@ impl Registry {
     }
 
     /// Registry file writes since start (reported when the master stops).
-    pub fn write_counts(&self) -> WriteCounts {
+    pub(crate) fn write_counts(&self) -> WriteCounts {
         WriteCounts {
             writes: self.writes.load(Ordering::Relaxed),
             durable: self.durable_writes.load(Ordering::Relaxed),

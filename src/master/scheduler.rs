@@ -36,14 +36,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// whether the master is running (see `pihealth status`).
 const REGISTRY_REFRESH: Duration = Duration::from_secs(10);
 /// Longest wait between tries of an address that has answered before.
-pub const SEEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(crate) const SEEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Longest wait between tries of an address that never answered.
-pub const NEVER_SEEN_BACKOFF_MAX: Duration = Duration::from_secs(600);
+pub(crate) const NEVER_SEEN_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 /// How long to wait before trying a suspect address again after `failures`
 /// failed tries in a row: the normal interval, doubled per failure up to
 /// the cap (never less than the normal interval).
-pub fn retry_delay(interval: Duration, failures: u32, seen_before: bool) -> Duration {
+pub(crate) fn retry_delay(interval: Duration, failures: u32, seen_before: bool) -> Duration {
     let cap = if seen_before {
         SEEN_BACKOFF_MAX
     } else {
@@ -104,18 +104,18 @@ struct Slot {
 }
 
 pub(crate) struct Scheduler<'a> {
-    pub config: &'a MasterConfig,
-    pub registry: &'a Arc<Registry>,
-    pub ctx: &'a PullContext,
+    pub(crate) config: &'a MasterConfig,
+    pub(crate) registry: &'a Arc<Registry>,
+    pub(crate) ctx: &'a PullContext,
     /// The outbound pool.
-    pub pool: &'a ThreadPool,
+    pub(crate) pool: &'a ThreadPool,
     /// Raises `host` alarms on down and up (`None`: no alarms, e.g. tests).
-    pub host_alarms: Option<&'a super::host_alarms::HostAlarmRaiser>,
+    pub(crate) host_alarms: Option<&'a super::host_alarms::HostAlarmRaiser>,
 }
 
 impl Scheduler<'_> {
     /// Schedule pulls and probes until `stop` is set.
-    pub fn run(&self, stop: &AtomicBool) {
+    pub(crate) fn run(&self, stop: &AtomicBool) {
         let mut slots: HashMap<SocketAddr, Slot> = HashMap::new();
         let suspects = Arc::new(AtomicUsize::new(0));
         let max_suspects = (self.config.workers / 2).max(1);

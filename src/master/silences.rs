@@ -35,33 +35,33 @@ use super::files::MasterFiles;
 use crate::storage;
 
 /// Longest silence `pihealth silence --for` accepts.
-pub const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+pub(crate) const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
 /// Longest reason, in characters.
-pub const MAX_REASON: usize = 500;
+pub(crate) const MAX_REASON: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Silence {
-    pub id: u64,
-    pub host: String,
+    pub(crate) id: u64,
+    pub(crate) host: String,
     /// `None`: every type of the host.
     #[serde(rename = "type")]
-    pub log_type: Option<String>,
+    pub(crate) log_type: Option<String>,
     /// Unix milliseconds.
-    pub from_ms: i64,
-    pub until_ms: i64,
-    pub reason: String,
+    pub(crate) from_ms: i64,
+    pub(crate) until_ms: i64,
+    pub(crate) reason: String,
 }
 
 impl Silence {
-    pub fn active(&self, now_ms: i64) -> bool {
+    pub(crate) fn active(&self, now_ms: i64) -> bool {
         self.from_ms <= now_ms && now_ms < self.until_ms
     }
 
-    pub fn matches(&self, host: &str, log_type: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str, log_type: &str) -> bool {
         self.host == host && self.log_type.as_deref().is_none_or(|t| t == log_type)
     }
 
-    pub fn until_text(&self) -> String {
+    pub(crate) fn until_text(&self) -> String {
         local_text(self.until_ms)
     }
 }
@@ -76,18 +76,18 @@ fn local_text(ms: i64) -> String {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SilenceFile {
-    pub next_id: u64,
-    pub silences: Vec<Silence>,
+pub(crate) struct SilenceFile {
+    pub(crate) next_id: u64,
+    pub(crate) silences: Vec<Silence>,
 }
 
 impl SilenceFile {
-    pub fn load(path: &Path) -> io::Result<SilenceFile> {
+    pub(crate) fn load(path: &Path) -> io::Result<SilenceFile> {
         Ok(storage::read_json(path)?.unwrap_or_default())
     }
 
     /// The first active silence covering (host, type).
-    pub fn covering(&self, host: &str, log_type: &str, now_ms: i64) -> Option<&Silence> {
+    pub(crate) fn covering(&self, host: &str, log_type: &str, now_ms: i64) -> Option<&Silence> {
         self.silences
             .iter()
             .find(|s| s.active(now_ms) && s.matches(host, log_type))
@@ -108,18 +108,18 @@ fn one_line(text: &str) -> String {
 
 /// The operator's side (`pihealth silence`): read-modify-write under the
 /// lock.
-pub struct SilenceStore {
+pub(crate) struct SilenceStore {
     files: MasterFiles,
 }
 
 impl SilenceStore {
-    pub fn new(log_dir: &Path) -> SilenceStore {
+    pub(crate) fn new(log_dir: &Path) -> SilenceStore {
         SilenceStore {
             files: MasterFiles::find(log_dir),
         }
     }
 
-    pub fn list(&self) -> io::Result<Vec<Silence>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<Silence>> {
         let now = now_ms();
         let mut list = SilenceFile::load(&self.files.silences())?.silences;
         list.retain(|s| s.until_ms > now);
@@ -154,7 +154,7 @@ impl SilenceStore {
     }
 
     /// Add a silence from now for `duration`; the stored silence.
-    pub fn add(
+    pub(crate) fn add(
         &self,
         host: &str,
         log_type: Option<&str>,
@@ -173,7 +173,7 @@ impl SilenceStore {
     }
 
     /// Remove silence `id`; an error if there is none (or it expired).
-    pub fn remove(&self, id: u64) -> Result<Silence, SilenceError> {
+    pub(crate) fn remove(&self, id: u64) -> Result<Silence, SilenceError> {
         self.change(|file| {
             let at = file
                 .silences
@@ -188,7 +188,7 @@ impl SilenceStore {
 /// What is wrong with a silence an operator asked for, or why it could not
 /// be stored.
 #[derive(Debug, thiserror::Error)]
-pub enum SilenceError {
+pub(crate) enum SilenceError {
     #[error("HOST {host:?}: {why}")]
     Host { host: String, why: String },
     #[error("TYPE {log_type:?}: {why}")]
@@ -214,7 +214,7 @@ pub enum SilenceError {
 }
 
 /// Check what an operator typed; the silence (id 0) or why not.
-pub fn check_new(
+pub(crate) fn check_new(
     host: &str,
     log_type: Option<&str>,
     duration: std::time::Duration,
@@ -252,7 +252,7 @@ pub fn check_new(
 }
 
 /// Parse `--for`: `30m`, `2h`, `1h30m`, `7d`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, SilenceError> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, SilenceError> {
     humantime::parse_duration(text.trim()).map_err(|_| SilenceError::BadDuration(text.to_string()))
 }
 
@@ -263,14 +263,14 @@ type FileStamp = (u64, u64, SystemTime);
 
 /// The master's side: which silence, if any, covers an alarm now. Re-reads
 /// `silences.json` when it changed.
-pub struct SilenceCheck {
+pub(crate) struct SilenceCheck {
     path: PathBuf,
     /// The stamp of the file read, and what it said.
     cached: Mutex<(Option<FileStamp>, SilenceFile)>,
 }
 
 impl SilenceCheck {
-    pub fn new(log_dir: &Path) -> SilenceCheck {
+    pub(crate) fn new(log_dir: &Path) -> SilenceCheck {
         SilenceCheck {
             path: MasterFiles::new(log_dir).silences(),
             cached: Mutex::new((None, SilenceFile::default())),
@@ -279,7 +279,7 @@ impl SilenceCheck {
 
     /// The silence covering (host, type) now, if any. A silence file that
     /// cannot be read silences nothing (logged): alarms reach people.
-    pub fn covering(&self, host: &str, log_type: &str) -> Option<Silence> {
+    pub(crate) fn covering(&self, host: &str, log_type: &str) -> Option<Silence> {
         let mut cached = crate::sync::lock(&self.cached);
         let stamp = std::fs::metadata(&self.path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
@@ -304,7 +304,7 @@ impl SilenceCheck {
 }
 
 /// `silenced.log`: the ids of silenced alarms and why.
-pub fn read_silenced(path: &Path) -> io::Result<HashMap<String, String>> {
+pub(crate) fn read_silenced(path: &Path) -> io::Result<HashMap<String, String>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
@@ -320,7 +320,7 @@ pub fn read_silenced(path: &Path) -> io::Result<HashMap<String, String>> {
 }
 
 /// The `silenced.log` line for an alarm `silence` holds back.
-pub fn silenced_line(alarm_id: &str, silence: &Silence) -> String {
+pub(crate) fn silenced_line(alarm_id: &str, silence: &Silence) -> String {
     format!(
         "{alarm_id} #{} until {}: {}\n",
         silence.id,
