@@ -296,14 +296,15 @@ impl Told {
     fn apply(&mut self, a: &AlarmLine, silenced: bool, out: &mut Vec<Outgoing>) {
         let key = (a.host.clone(), a.log_type.clone());
         let problem = a.level.parse::<Level>().map_or(true, Level::is_problem);
-        let resolve = |f: &Firing, at: &str| Outgoing {
+        // One alert of the host and type: firing (no end) or resolved.
+        let alert = |f: &Firing, ends_at: Option<&str>| Outgoing {
             host: a.host.clone(),
             log_type: a.log_type.clone(),
             level: f.level.clone(),
             message: f.message.clone(),
             id: f.id.clone(),
             starts_at: f.starts_at.clone(),
-            ends_at: Some(at.to_string()),
+            ends_at: ends_at.map(str::to_string),
         };
         if problem {
             if silenced {
@@ -312,7 +313,7 @@ impl Told {
             let starts_at = match self.firing.get(&key) {
                 Some(f) if f.level == a.level => f.starts_at.clone(),
                 Some(f) => {
-                    out.push(resolve(f, &a.time));
+                    out.push(alert(f, Some(&a.time)));
                     a.time.clone()
                 }
                 None => a.time.clone(),
@@ -323,18 +324,10 @@ impl Told {
                 message: a.message.clone(),
                 id: a.id.clone(),
             };
-            out.push(Outgoing {
-                host: a.host.clone(),
-                log_type: a.log_type.clone(),
-                level: f.level.clone(),
-                message: f.message.clone(),
-                id: f.id.clone(),
-                starts_at: f.starts_at.clone(),
-                ends_at: None,
-            });
+            out.push(alert(&f, None));
             self.firing.insert(key, f);
         } else if let Some(f) = self.firing.remove(&key) {
-            out.push(resolve(&f, &a.time));
+            out.push(alert(&f, Some(&a.time)));
         }
     }
 

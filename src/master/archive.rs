@@ -1227,6 +1227,18 @@ mod tests {
         }
     }
 
+    /// A fresh directory with the `log/` and `logbackup/` roots in it.
+    fn roots() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        (dir, log, backup)
+    }
+
+    /// Host `pi1`'s archive, rotating at 1 MiB.
+    fn open_pi1(log: &Path, backup: &Path) -> HostArchive {
+        HostArchive::open(log, backup, "pi1", 1 << 20).unwrap()
+    }
+
     fn gz(header_start: u64, data: &[u8]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log.gz");
@@ -1242,9 +1254,8 @@ mod tests {
 
     #[test]
     fn duplicates_are_stored_once_and_order_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let p1 = piece(PieceKind::Current, 0, 6);
         assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
         a.store_current(&p1, 0, &mut &b"a \nb \n"[..]).unwrap();
@@ -1309,11 +1320,10 @@ mod tests {
     /// by the journal's one fdatasync.
     #[test]
     fn a_pull_of_six_small_pieces_costs_one_fdatasync() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
         for round in 0..20 {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             let before = storage::thread_syncs();
             six_pieces(&mut a, round, &mut expected);
             a.commit().unwrap();
@@ -1327,11 +1337,10 @@ mod tests {
     /// bytes come back from the journal, once, in order.
     #[test]
     fn unsynced_pieces_lost_with_the_page_cache_are_replayed_from_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
         for round in 0..5 {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             six_pieces(&mut a, round, &mut expected);
             a.commit().unwrap();
         }
@@ -1345,7 +1354,7 @@ mod tests {
             .unwrap();
         fs::write(log.join("pi1/mem.log"), b"").unwrap();
         fs::remove_file(log.join("pi1/disk.log")).unwrap();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         assert!(a.state.types.values().all(|t| t.unsynced_from.is_none()));
         assert_archive(&log, &backup, &expected);
         // Garbage of the right length after a reboot (another boot id).
@@ -1360,19 +1369,19 @@ mod tests {
         let unsynced = expected["proc"].len() - "2026-12-04T15:00:05+00:00 proc 5 normal\n".len();
         bytes[unsynced..].fill(0);
         fs::write(&proc_log, bytes).unwrap();
-        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let a = open_pi1(&log, &backup);
         drop(a);
         assert_archive(&log, &backup, &expected);
         // Replaying again changes nothing (idempotent).
         let before: Vec<u8> = fs::read(&proc_log).unwrap();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         for t in a.state.types.values_mut() {
             t.unsynced_from = Some(0);
         }
         a.state.boot = Some("yet another".into());
         a.journal.write(&a.state, true).unwrap();
         drop(a);
-        let _a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let _a = open_pi1(&log, &backup);
         assert_eq!(fs::read(&proc_log).unwrap(), before);
         assert_archive(&log, &backup, &expected);
     }
@@ -1381,8 +1390,7 @@ mod tests {
     /// must not be replayed into the new log.
     #[test]
     fn a_replay_after_seals_and_compactions_writes_each_byte_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
         let mut checkpoints = 0;
         let mut a = HostArchive::open(&log, &backup, "pi1", 300).unwrap();
@@ -1415,8 +1423,7 @@ mod tests {
     /// (and with it the log's earlier unsynced bytes).
     #[test]
     fn a_large_piece_is_fsynced_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 30).unwrap();
         a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
             .unwrap();
@@ -1443,9 +1450,8 @@ mod tests {
     /// the log first; the replay after another boot changes nothing.
     #[test]
     fn a_gap_then_a_reboot_keeps_every_stored_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let l1 = b"line one normal\n";
         let p1 = piece(PieceKind::Current, 0, l1.len() as u64);
         assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
@@ -1463,7 +1469,7 @@ mod tests {
         a.state.boot = Some("another boot".into());
         a.journal.write(&a.state, true).unwrap();
         drop(a);
-        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let a = open_pi1(&log, &backup);
         assert!(
             !a.events.iter().any(|e| e.contains("lost")),
             "{:?}",
@@ -1485,10 +1491,9 @@ mod tests {
     /// reaching the disk), then clears the mark.
     #[test]
     fn a_failed_checkpoint_makes_the_next_open_rewrite_the_pieces() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         six_pieces(&mut a, 0, &mut expected);
         a.commit().unwrap();
         // A checkpoint that cannot fsync a log (here: it is gone).
@@ -1499,7 +1504,7 @@ mod tests {
         // The bytes the disk may have lost while the page cache kept them:
         // same boot, same length, so only the mark tells.
         fs::write(log.join("pi1/mem.log"), vec![0u8; expected["mem"].len()]).unwrap();
-        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let a = open_pi1(&log, &backup);
         drop(a);
         assert!(!log.join("pi1").join(REWRITE_MARK).exists());
         assert_archive(&log, &backup, &expected);
@@ -1516,9 +1521,8 @@ mod tests {
 
     #[test]
     fn a_gap_is_noted_once_though_its_fetch_fails_and_is_offered_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
             .unwrap();
         a.commit().unwrap();
@@ -1527,7 +1531,7 @@ mod tests {
         assert_eq!(a.plan(&after_gap), Plan::Fetch { skip: 0 });
         drop(a);
         // The next pull: the same offer, then the agent dropped more.
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         assert_eq!(a.plan(&after_gap), Plan::Fetch { skip: 0 });
         assert_eq!(
             a.plan(&piece(PieceKind::Current, 16, 19)),
@@ -1551,9 +1555,8 @@ mod tests {
 
     #[test]
     fn a_new_stream_is_noted_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
             .unwrap();
         a.commit().unwrap();
@@ -1576,16 +1579,15 @@ mod tests {
 
     #[test]
     fn a_lost_state_file_never_erases_stored_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
                 .unwrap();
             a.commit().unwrap();
         }
         fs::remove_file(log.join("pi1/.pihealth-state")).unwrap();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         let p = piece(PieceKind::Current, 3, 6);
         a.store_current(&p, 0, &mut &b"b \n"[..]).unwrap();
         a.commit().unwrap();
@@ -1594,10 +1596,9 @@ mod tests {
 
     #[test]
     fn the_state_file_of_earlier_versions_is_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
                 .unwrap();
             a.commit().unwrap();
@@ -1607,7 +1608,7 @@ mod tests {
         }
         fs::remove_file(log.join("pi1").join(STATE_FILE)).unwrap();
         assert_eq!(committed_len(&log, "pi1", "cpu").unwrap(), 3);
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         assert!(!log.join("pi1").join(LEGACY_STATE_FILE).exists());
         assert_eq!(a.plan(&piece(PieceKind::Current, 0, 3)), Plan::AlreadyHave);
         a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..])
@@ -1620,9 +1621,8 @@ mod tests {
 
     #[test]
     fn archive_names_keep_order_when_the_clock_goes_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let future = chrono::Utc::now() + chrono::Duration::days(365);
         a.state.types.entry("cpu".into()).or_default().last_archive = archive_name("cpu", future);
         // Straight to one microsecond after the last name, no walking.
@@ -1635,9 +1635,8 @@ mod tests {
 
     #[test]
     fn a_new_agent_stream_starts_after_a_seal_of_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         a.store_current(&piece(PieceKind::Current, 0, 4), 0, &mut &b"old\n"[..])
             .unwrap();
         let fresh = PieceRef {
@@ -1660,9 +1659,8 @@ mod tests {
 
     #[test]
     fn second_writer_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let _a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let _a = open_pi1(&log, &backup);
         assert!(matches!(
             HostArchive::open(&log, &backup, "pi1", 1 << 20),
             Err(OpenError::Busy)
@@ -1673,10 +1671,9 @@ mod tests {
 
     #[test]
     fn uncommitted_append_is_cut_and_refetched() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
                 .unwrap();
             a.commit().unwrap();
@@ -1684,7 +1681,7 @@ mod tests {
             a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..])
                 .unwrap();
         }
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         let again = piece(PieceKind::Current, 3, 6);
         assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
         a.store_current(&again, 0, &mut &b"b \n"[..]).unwrap();
@@ -1699,16 +1696,15 @@ mod tests {
     /// the range was stored a second time.
     #[test]
     fn an_uncommitted_first_piece_is_cut_and_refetched() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             let first = piece(PieceKind::Current, 0, 3);
             assert_eq!(a.plan(&first), Plan::Fetch { skip: 0 });
             a.store_current(&first, 0, &mut &b"a \n"[..]).unwrap();
             // Crash before commit: no ack was sent, the agent keeps 0..3.
         }
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         let again = piece(PieceKind::Current, 0, 6);
         assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
         a.store_current(&again, 0, &mut &b"a \nb \n"[..]).unwrap();
@@ -1718,8 +1714,7 @@ mod tests {
 
     #[test]
     fn rotation_by_size_and_interrupted_intents() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = Vec::new();
         {
             let mut a = HostArchive::open(&log, &backup, "pi1", 1024).unwrap();
@@ -1762,9 +1757,8 @@ mod tests {
 
     #[test]
     fn corrupt_or_short_archives_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let p = piece(PieceKind::Archive, 0, 4);
         let good = gz(0, b"abc\n");
         let n = good.len();
@@ -1853,9 +1847,8 @@ mod tests {
     /// 230 bytes and acknowledged them.
     #[test]
     fn an_archive_is_stored_only_if_it_holds_exactly_its_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let line = b"2026-01-01T00:00:00+00:00 4242 normal\n";
         assert_eq!(line.len(), 38);
         let p = piece(PieceKind::Archive, 0, 38);
