@@ -1,9 +1,9 @@
 //! A small state file kept as an append-only journal of whole snapshots.
 //!
-//! A durable update is one `write` and one `fdatasync`. The usual atomic
-//! replace (temp file, fsync, rename, directory fsync) costs two journal
-//! commits of the file system, and on the hot paths (the agent's
-//! acknowledgement, once per pull) that was most of the time.
+//! A durable update is one `write` and one `fdatasync`, where the usual
+//! atomic replace (temp file, fsync, rename, directory fsync) costs two
+//! journal commits of the file system: the hot paths (the agent's
+//! acknowledgement, the master's commit) do one per pull.
 //!
 //! Format: one record per line, `<compact JSON>\t<first 16 hex digits of
 //! its SHA-256>\n`. Compact JSON has no raw newline or tab, so a line is

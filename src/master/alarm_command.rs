@@ -1,8 +1,7 @@
-//! The bounded runner of `alarm_command` (issue 11): a fixed number of
-//! threads and one bound on the alarms waiting for them, so a burst of alarms (a spool of
-//! repeats delivered at once after an outage) cannot start unbounded
-//! threads or processes. Before it, every alarm started one process and
-//! one thread to reap it, all at once.
+//! The bounded runner of `alarm_command`: a fixed number of threads and
+//! one bound on the alarms waiting for them, so a burst of alarms (a spool
+//! of repeats delivered at once after an outage) cannot start unbounded
+//! threads or processes.
 //!
 //! - **Order**: the alarms of one host and type always go to the same
 //!   thread (a hash of the two picks it), so their commands run one after

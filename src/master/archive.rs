@@ -61,8 +61,7 @@
 //! daemon may pull different hosts at once, from two processes), and a
 //! shared log would need its own cross-process locking and would tie every
 //! host's recovery to one file all of them write. Per host, a cycle of N
-//! agents costs N fdatasyncs (7 N before: one per piece and the state),
-//! independent of each other; the `workers` pulls in flight issue theirs
+//! agents costs N fdatasyncs, independent of each other; the `workers` pulls in flight issue theirs
 //! concurrently, and the file system's journal commits often serve several
 //! at once (ext4 batches concurrent fsyncs into one commit), which is the
 //! group commit without a shared file. A pull's acknowledgement waits only
@@ -1007,31 +1006,19 @@ fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
 }
 
 /// Check that a received archive holds exactly the bytes of the offered
-/// range, by inflating it (RFC 1952):
-/// - its header comment names exactly the offered piece (type, epoch,
-///   start, end);
-/// - it is **one** gzip member: inflated, that member yields exactly
-///   `end - start` bytes, counted in 64 bits, and flate2 checks its CRC-32
-///   and ISIZE against what it inflated;
-/// - nothing follows that member: no second member, no trailing bytes.
+/// range: its header comment names exactly the offered piece (type, epoch,
+/// start, end); it is **one** gzip member (RFC 1952) that inflates to
+/// exactly `end - start` bytes, counted in 64 bits, with CRC-32 and ISIZE
+/// checked by flate2; nothing follows that member.
 ///
-/// Why inflate: the trailer alone is not the content. An earlier version
-/// read only the header and ISIZE, and a two-member gzip whose last member's
-/// ISIZE said 38 was stored and acknowledged with 230 bytes in it (issue
-/// 12, item 3): readers (`read_all`, `zcat`) inflate every member, so the
-/// extra member's lines appeared in the host's log. ISIZE is also only the
-/// length mod 2^32, and says nothing about the bytes. The agent writes each
-/// archive as one member (`write_gzip_atomic`), so a correct archive always
-/// passes.
-///
-/// What it costs: inflating each archive once on the master (measured with
-/// `cargo bench --bench cluster`, backlog row: RELIABILITY.md, issue 12).
-///
-/// An archive damaged on the agent's own disk (bit rot: its CRC-32 fails)
-/// is refused too: the master cannot tell which bytes of the range it
-/// holds, and storing it would store something else than the range. It
-/// stays on the agent (nothing is acknowledged), and the refusal is logged
-/// on every pull.
+/// Inflated, because the trailer is not the content: readers (`read_all`,
+/// `zcat`) inflate every member, so a second member would add its lines to
+/// the host's log, and ISIZE is only the length mod 2^32. The agent writes
+/// each archive as one member (`write_gzip_atomic`), so a correct archive
+/// always passes. One damaged on the agent's disk (its CRC-32 fails) is
+/// refused too: the master cannot tell which bytes of the range it holds.
+/// Nothing is acknowledged, so it stays on the agent, and the refusal is
+/// logged at every pull.
 fn check_archive_exact(path: &Path, file: &File, piece: &PieceRef) -> io::Result<()> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let header = ArchiveHeader::read(path).map_err(|e| bad(format!("archive refused: {e}")))?;
@@ -1316,8 +1303,8 @@ mod tests {
         }
     }
 
-    /// Issue 18: a pull's pieces, whatever their number, are made durable
-    /// by the journal's one fdatasync.
+    /// A pull's pieces, whatever their number, are made durable by the
+    /// journal's one fdatasync.
     #[test]
     fn a_pull_of_six_small_pieces_costs_one_fdatasync() {
         let (_dir, log, backup) = roots();
@@ -1842,9 +1829,8 @@ mod tests {
         refused
     }
 
-    /// Issue 12, item 3: a piece offered as a 38-byte range arrived as a
-    /// two-member gzip whose last member's ISIZE said 38; the master stored
-    /// 230 bytes and acknowledged them.
+    /// A piece offered as a 38-byte range that arrives as a two-member gzip
+    /// whose last member's ISIZE says 38 (it holds 230 bytes) is refused.
     #[test]
     fn an_archive_is_stored_only_if_it_holds_exactly_its_range() {
         let (_dir, log, backup) = roots();

@@ -728,7 +728,7 @@ mod tests {
         assert_eq!(r.snapshot().len(), 2);
     }
 
-    /// Issue 12 item 8: heartbeats and pulls change the file every second;
+    /// Heartbeats and pulls change the file every second;
     /// only a new agent or a move is worth an fsync.
     #[test]
     fn only_a_changed_set_of_agents_is_written_durably() {
