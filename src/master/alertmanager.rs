@@ -171,9 +171,16 @@ impl Target {
         );
         stream.write_all(head.as_bytes())?;
         stream.write_all(body)?;
+        let answer = self.read_answer(&mut stream, io)?;
+        judge_answer(&answer)
+    }
+
+    /// The answer, up to `ANSWER_LIMIT` bytes and within `io`; once its
+    /// head is in, an error reading on is no failure.
+    fn read_answer(&self, stream: &mut TcpStream, io: Duration) -> io::Result<Vec<u8>> {
         let deadline = Instant::now() + io;
         let mut answer = Vec::new();
-        let mut limited = (&mut stream).take(ANSWER_LIMIT);
+        let mut limited = stream.take(ANSWER_LIMIT);
         let mut buf = [0u8; 4096];
         loop {
             if Instant::now() > deadline {
@@ -191,40 +198,44 @@ impl Target {
                 Err(e) => return Err(e),
             }
         }
-        let text = String::from_utf8_lossy(&answer);
-        let status: u16 = text
-            .strip_prefix("HTTP/1.")
-            .and_then(|r| r.get(2..5))
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "not an HTTP answer: {:?}",
-                        text.chars().take(80).collect::<String>()
-                    ),
-                )
-            })?;
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            // 400: the request itself is refused (a repeat would be too);
-            // anything else may pass later.
-            let kind = if status == 400 {
-                io::ErrorKind::InvalidInput
-            } else {
-                io::ErrorKind::Other
-            };
-            Err(io::Error::new(
-                kind,
-                format!(
-                    "answered {status}: {}",
-                    body.chars().take(200).collect::<String>().trim()
-                ),
-            ))
-        }
+        Ok(answer)
     }
+}
+
+/// `Ok` on a 2xx answer, else an error naming the status.
+fn judge_answer(answer: &[u8]) -> io::Result<()> {
+    let text = String::from_utf8_lossy(answer);
+    let status: u16 = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "not an HTTP answer: {:?}",
+                    text.chars().take(80).collect::<String>()
+                ),
+            )
+        })?;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // 400: the request itself is refused (a repeat would be too);
+    // anything else may pass later.
+    let kind = if status == 400 {
+        io::ErrorKind::InvalidInput
+    } else {
+        io::ErrorKind::Other
+    };
+    Err(io::Error::new(
+        kind,
+        format!(
+            "answered {status}: {}",
+            body.chars().take(200).collect::<String>().trim()
+        ),
+    ))
 }
 
 /// An alert Alertmanager has firing from us.

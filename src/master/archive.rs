@@ -818,30 +818,7 @@ impl HostArchive {
         let incoming = self
             .backup_dir
             .join(format!(".incoming-{}.tmp", piece.log_type));
-        // Read back too: the check inflates what was written.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&incoming)
-            .map_err(|e| storage::with_path(e, &incoming))?;
-        let received = write_from(data, &mut file).and_then(|received| {
-            if received != size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("archive carried {received} bytes, expected {size}"),
-                ));
-            }
-            check_archive_exact(&incoming, &file, piece)
-        });
-        if let Err(e) = received {
-            // Refused or cut: nothing of it stays (the next open would
-            // remove the temp file anyway; a refusal should not wait for it).
-            drop(file);
-            let _ = fs::remove_file(&incoming);
-            return Err(e);
-        }
+        let file = receive_archive(&incoming, piece, size, data)?;
         storage::fsync(&file)?;
         // Sealing first keeps file names in stream order.
         if self
@@ -862,30 +839,41 @@ impl HostArchive {
         });
         self.dirty = true;
         self.commit()?;
-        if skip == 0 {
-            fs::rename(&incoming, &final_path)?;
-            storage::sync_dir(&self.backup_dir)?;
-        } else {
-            // Rare: part of this archive was already stored from the current
-            // log before the agent rotated. Keep only the new part.
-            let header = ArchiveHeader {
-                log_type: piece.log_type.clone(),
-                epoch: piece.epoch,
-                start: piece.start + skip,
-                end: piece.end,
-            };
-            // One member, checked above.
-            let mut decoder = GzDecoder::new(File::open(&incoming)?);
-            io::copy(&mut (&mut decoder).take(skip), &mut io::sink())?;
-            write_gzip_atomic(&final_path, &header, &mut decoder)?;
-            fs::remove_file(&incoming)?;
-        }
+        self.place_archive(&incoming, &final_path, piece, skip)?;
         let ts = self.type_state(piece);
         ts.pending = None;
         ts.committed = piece.end;
         ts.last_archive = name;
         self.dirty = true;
         Ok(piece.end - piece.start - skip)
+    }
+
+    /// Move a received archive to its name (its intent is durable). If its
+    /// first `skip` bytes are stored already, only the rest is kept.
+    fn place_archive(
+        &self,
+        incoming: &Path,
+        final_path: &Path,
+        piece: &PieceRef,
+        skip: u64,
+    ) -> io::Result<()> {
+        if skip == 0 {
+            fs::rename(incoming, final_path)?;
+            return storage::sync_dir(&self.backup_dir);
+        }
+        // Rare: part of this archive was already stored from the current
+        // log before the agent rotated. Keep only the new part.
+        let header = ArchiveHeader {
+            log_type: piece.log_type.clone(),
+            epoch: piece.epoch,
+            start: piece.start + skip,
+            end: piece.end,
+        };
+        // One member, checked when received.
+        let mut decoder = GzDecoder::new(File::open(incoming)?);
+        io::copy(&mut (&mut decoder).take(skip), &mut io::sink())?;
+        write_gzip_atomic(final_path, &header, &mut decoder)?;
+        fs::remove_file(incoming)
     }
 
     /// A new archive name sorting after every earlier one of this type,
@@ -1003,6 +991,41 @@ fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
         n -= take as u64;
     }
     Ok(())
+}
+
+/// Receive an archive piece into the temp file `incoming`, checked to be
+/// `size` bytes holding exactly the piece's range. A refused or cut one
+/// leaves nothing behind (the next open would remove the temp file anyway;
+/// a refusal should not wait for it).
+fn receive_archive(
+    incoming: &Path,
+    piece: &PieceRef,
+    size: u64,
+    data: &mut dyn BufRead,
+) -> io::Result<File> {
+    // Read back too: the check inflates what was written.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(incoming)
+        .map_err(|e| storage::with_path(e, incoming))?;
+    let received = write_from(data, &mut file).and_then(|received| {
+        if received != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("archive carried {received} bytes, expected {size}"),
+            ));
+        }
+        check_archive_exact(incoming, &file, piece)
+    });
+    if let Err(e) = received {
+        drop(file);
+        let _ = fs::remove_file(incoming);
+        return Err(e);
+    }
+    Ok(file)
 }
 
 /// Check that a received archive holds exactly the bytes of the offered
