@@ -214,6 +214,35 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// One pass over the log, keeping only what is needed: the recent ids,
+/// and the alarms stored just before a crash whose command never started
+/// (after `done`'s mark and not among its ids, nor silenced); and the
+/// log's length.
+fn scan(
+    path: &Path,
+    done: Option<&DoneIds>,
+    silenced: &HashMap<String, String>,
+) -> io::Result<(SeenIds, Vec<Alarm>, u64)> {
+    let mut seen = SeenIds::default();
+    let mut not_done = Vec::new();
+    let logged_len = for_each_alarm(path, |offset, a| {
+        seen.insert(&a.id, &a.time);
+        if done.is_some_and(|d| offset >= d.before && !d.ids.contains(&a.id))
+            && !silenced.contains_key(&a.id)
+        {
+            not_done.push(Alarm {
+                id: a.id,
+                host: a.host,
+                log_type: a.log_type,
+                level: a.level,
+                message: a.message,
+                time: a.time,
+            });
+        }
+    })?;
+    Ok((seen, not_done, logged_len))
+}
+
 impl AlarmLog {
     pub(crate) fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
         let files = super::files::MasterFiles::new(log_dir);
@@ -227,24 +256,12 @@ impl AlarmLog {
             storage::cut_torn_line(&done_path)?;
             DoneIds::parse(&std::fs::read_to_string(&done_path)?)
         };
-        // One pass over the log, keeping only what is needed: the recent
-        // ids, and the alarms stored just before a crash whose command
-        // never started (none on a first start: what is logged is settled).
         let silenced_path = files.silenced();
         storage::cut_torn_line(&silenced_path)?;
         let silenced = silences::read_silenced(&silenced_path)?;
-        let mut seen = SeenIds::default();
-        let mut not_done = Vec::new();
-        let logged_len = for_each_alarm(&path, |offset, a| {
-            seen.insert(&a.id, &a.time);
-            if !first_start
-                && offset >= done.before
-                && !done.ids.contains(&a.id)
-                && !silenced.contains_key(&a.id)
-            {
-                not_done.push(a);
-            }
-        })?;
+        // None on a first start: what is logged is settled.
+        let done = (!first_start).then_some(&done);
+        let (seen, not_done, logged_len) = scan(&path, done, &silenced)?;
         let done = Arc::new(DoneRecord::open(&done_path)?);
         let runner = match settings.command {
             Some(argv) => Some(CommandRunner::start(
@@ -256,24 +273,13 @@ impl AlarmLog {
             )?),
             None => None,
         };
-        let not_done: Vec<Alarm> = not_done
-            .into_iter()
-            .map(|a| {
-                log::warn!(
-                    "alarm {} from {} was stored before a crash; handling it now",
-                    a.id,
-                    a.host
-                );
-                Alarm {
-                    id: a.id,
-                    host: a.host,
-                    log_type: a.log_type,
-                    level: a.level,
-                    message: a.message,
-                    time: a.time,
-                }
-            })
-            .collect();
+        for a in &not_done {
+            log::warn!(
+                "alarm {} from {} was stored before a crash; handling it now",
+                a.id,
+                a.host
+            );
+        }
         // Returns once each has started (and is noted done).
         if let Some(runner) = &runner {
             runner.run_leftovers(not_done);
