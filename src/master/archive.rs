@@ -502,58 +502,7 @@ impl HostArchive {
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
-            let ts = self.state.types[&name].clone();
-            let from = ts.unsynced_from.unwrap_or(ts.local_len);
-            let (want_start, want_end) = (ts.local_start + from, ts.local_start + ts.local_len);
-            let path = self.log_path(&name);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| storage::with_path(e, &path))?;
-            let mut covered = want_start;
-            let pieces = records
-                .iter()
-                .flat_map(|r| r.wal.iter())
-                .filter(|p| p.log_type == name && p.epoch == ts.epoch);
-            for p in pieces {
-                let (start, end) = (p.start, p.start + p.data.len() as u64);
-                let (from, to) = (start.max(want_start), end.min(want_end));
-                if from >= to {
-                    continue;
-                }
-                let bytes = &p.data[(from - start) as usize..(to - start) as usize];
-                write_at(&file, bytes, from - ts.local_start)
-                    .map_err(|e| storage::with_path(e, &path))?;
-                if from <= covered {
-                    covered = covered.max(to);
-                }
-            }
-            crate::failpoint::hit("archive.mid_replay");
-            storage::fdatasync(&file).map_err(|e| storage::with_path(e, &path))?;
-            let t = self.state.types.get_mut(&name).expect("listed above");
-            t.unsynced_from = None;
-            if covered < want_end {
-                // Never expected: the journal held every committed piece.
-                // Keep the log and the state consistent, and say so.
-                let lost = want_end - covered;
-                log::error!(
-                    "{}/{name}: {lost} committed bytes not found in the journal; cutting the log there",
-                    self.host
-                );
-                t.local_len = covered - t.local_start;
-                self.event(format!(
-                    "{} {name} {lost} bytes lost: not in the journal after a crash",
-                    self.host
-                ));
-            } else {
-                log::warn!(
-                    "{}/{name}: replayed {} bytes from the journal",
-                    self.host,
-                    want_end - want_start
-                );
-            }
+            self.replay_type(&name, &records)?;
         }
         storage::sync_dir(&self.log_dir)?;
         // Every unsynced byte was written again and fsynced.
@@ -562,6 +511,69 @@ impl HostArchive {
             _ => {}
         }
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Replay one type's write-ahead pieces of its epoch from `records`
+    /// over its unsynced range, then fdatasync its log; a range the journal
+    /// does not cover is cut off the log, and said.
+    fn replay_type(&mut self, name: &str, records: &[HostState]) -> io::Result<()> {
+        let ts = self.state.types[name].clone();
+        let from = ts.unsynced_from.unwrap_or(ts.local_len);
+        let (want_start, want_end) = (ts.local_start + from, ts.local_start + ts.local_len);
+        let path = self.log_path(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| storage::with_path(e, &path))?;
+        let mut covered = want_start;
+        let pieces = records
+            .iter()
+            .flat_map(|r| r.wal.iter())
+            .filter(|p| p.log_type == name && p.epoch == ts.epoch);
+        for p in pieces {
+            let (start, end) = (p.start, p.start + p.data.len() as u64);
+            let (from, to) = (start.max(want_start), end.min(want_end));
+            if from >= to {
+                continue;
+            }
+            let bytes = &p.data[(from - start) as usize..(to - start) as usize];
+            write_at(&file, bytes, from - ts.local_start)
+                .map_err(|e| storage::with_path(e, &path))?;
+            if from <= covered {
+                covered = covered.max(to);
+            }
+        }
+        crate::failpoint::hit("archive.mid_replay");
+        storage::fdatasync(&file).map_err(|e| storage::with_path(e, &path))?;
+        let t = self
+            .state
+            .types
+            .get_mut(name)
+            .expect("listed by the caller");
+        t.unsynced_from = None;
+        if covered < want_end {
+            // Never expected: the journal held every committed piece.
+            // Keep the log and the state consistent, and say so.
+            let lost = want_end - covered;
+            log::error!(
+                "{}/{name}: {lost} committed bytes not found in the journal; cutting the log there",
+                self.host
+            );
+            t.local_len = covered - t.local_start;
+            self.event(format!(
+                "{} {name} {lost} bytes lost: not in the journal after a crash",
+                self.host
+            ));
+        } else {
+            log::warn!(
+                "{}/{name}: replayed {} bytes from the journal",
+                self.host,
+                want_end - want_start
+            );
+        }
         Ok(())
     }
 
