@@ -106,33 +106,7 @@ impl MasterFiles {
                 return Err(storage::with_path(e, &moving));
             }
         }
-        let mut moved = Vec::new();
-        for name in LEGACY_FILES {
-            let old = log_dir.join(name);
-            if !old.is_file() {
-                continue;
-            }
-            let new = moving.join(name);
-            if new.exists() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "both {} and {} exist (an older pihealth master ran again after this one \
-                         began moving its files into {}/); keep one and remove the other",
-                        old.display(),
-                        new.display(),
-                        files.dir.display()
-                    ),
-                ));
-            }
-            match fs::rename(&old, &new) {
-                Ok(()) => moved.push(name),
-                // Another process (`pihealth pull` starting with the
-                // daemon) moved it first.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(storage::with_path(e, &old)),
-            }
-        }
+        let moved = files.move_into(log_dir, &moving)?;
         storage::sync_dir(&moving)?;
         storage::sync_dir(log_dir)?;
         match fs::rename(&moving, &files.dir) {
@@ -149,6 +123,39 @@ impl MasterFiles {
             files.dir.display()
         );
         Ok(files)
+    }
+
+    /// Step 2 of `prepare`: rename each old file found in `log_dir` into
+    /// `moving`; the names moved.
+    fn move_into(&self, log_dir: &Path, moving: &Path) -> io::Result<Vec<&'static str>> {
+        let mut moved = Vec::new();
+        for name in LEGACY_FILES {
+            let old = log_dir.join(name);
+            if !old.is_file() {
+                continue;
+            }
+            let new = moving.join(name);
+            if new.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "both {} and {} exist (an older pihealth master ran again after this one \
+                     began moving its files into {}/); keep one and remove the other",
+                        old.display(),
+                        new.display(),
+                        self.dir.display()
+                    ),
+                ));
+            }
+            match fs::rename(&old, &new) {
+                Ok(()) => moved.push(name),
+                // Another process (`pihealth pull` starting with the
+                // daemon) moved it first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(storage::with_path(e, &old)),
+            }
+        }
+        Ok(moved)
     }
 
     /// The directory holding the master's own files.
