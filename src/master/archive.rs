@@ -1261,6 +1261,13 @@ mod tests {
         HostArchive::open(log, backup, "pi1", 1 << 20).unwrap()
     }
 
+    /// Store and commit a piece the archive has none of, as a pull does.
+    fn fetch_whole(a: &mut HostArchive, p: &PieceRef, bytes: &[u8]) {
+        assert_eq!(a.plan(p), Plan::Fetch { skip: 0 });
+        a.store_current(p, 0, &mut &bytes[..]).unwrap();
+        a.commit().unwrap();
+    }
+
     fn gz(header_start: u64, data: &[u8]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log.gz");
@@ -1279,9 +1286,7 @@ mod tests {
         let (_dir, log, backup) = roots();
         let mut a = open_pi1(&log, &backup);
         let p1 = piece(PieceKind::Current, 0, 6);
-        assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
-        a.store_current(&p1, 0, &mut &b"a \nb \n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &p1, b"a \nb \n");
         assert_eq!(a.plan(&p1), Plan::AlreadyHave);
         // Overlapping re-offer after a lost ack: only the new part is stored.
         let p2 = piece(PieceKind::Current, 3, 9);
@@ -1665,9 +1670,7 @@ mod tests {
             epoch: 2,
             ..piece(PieceKind::Current, 0, 4)
         };
-        assert_eq!(a.plan(&fresh), Plan::Fetch { skip: 0 });
-        a.store_current(&fresh, 0, &mut &b"new\n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &fresh, b"new\n");
         let archives = archive_files(&backup, "pi1", "cpu").unwrap();
         assert_eq!(archives.len(), 1);
         let header = ArchiveHeader::read(&archives[0]).unwrap();
@@ -1705,9 +1708,7 @@ mod tests {
         }
         let mut a = open_pi1(&log, &backup);
         let again = piece(PieceKind::Current, 3, 6);
-        assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
-        a.store_current(&again, 0, &mut &b"b \n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &again, b"b \n");
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 
@@ -1728,9 +1729,7 @@ mod tests {
         }
         let mut a = open_pi1(&log, &backup);
         let again = piece(PieceKind::Current, 0, 6);
-        assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
-        a.store_current(&again, 0, &mut &b"a \nb \n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &again, b"a \nb \n");
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 
