@@ -1,5 +1,6 @@
 //! The master: registry and liveness, the pull scheduler, the per-host
-//! archive, the alarm receiver, and the status page and metrics (`http`).
+//! archive and the alarm receiver; it serves the status page and metrics
+//! of `crate::web`. `run` starts them in named steps (`Master`).
 //! Its own files live in `log/.master/` (`files`), out of reach of host
 //! names and of an agent sharing the directory; `events` is the one writer
 //! of its `events.log`.
