@@ -119,27 +119,7 @@ fn serve_register(
     }
     let said = Announcement::from_message(message)?;
     let name = &said.name;
-    if *name != conn.host() {
-        // A host registers, heartbeats and moves only itself.
-        let why = format!(
-            "registration for host {name:?} on a connection authenticated as {:?}",
-            conn.host()
-        );
-        return Err(refuse(
-            conn,
-            io::ErrorKind::PermissionDenied,
-            why.clone(),
-            why,
-        ));
-    }
-    if let Err(why) = crate::names::check_host_name(name) {
-        return Err(refuse(
-            conn,
-            io::ErrorKind::InvalidData,
-            format!("host name refused: {why}"),
-            format!("host name {name:?} refused: {why}"),
-        ));
-    }
+    check_announcer(conn, name)?;
     // The agent's own word for its listening address, else where it came from.
     let ip = said.control_ip.parse().unwrap_or(peer.ip());
     let control = SocketAddr::new(ip, said.control_port);
@@ -165,6 +145,32 @@ fn serve_register(
     conn.send(&Message::Welcome {
         time_ms: registry::now_ms(),
     })
+}
+
+/// A host registers, heartbeats and moves only itself, under a name that
+/// may become a directory name.
+fn check_announcer(conn: &mut Connection<net::TimedStream>, name: &str) -> io::Result<()> {
+    if name != conn.host() {
+        let why = format!(
+            "registration for host {name:?} on a connection authenticated as {:?}",
+            conn.host()
+        );
+        return Err(refuse(
+            conn,
+            io::ErrorKind::PermissionDenied,
+            why.clone(),
+            why,
+        ));
+    }
+    if let Err(why) = crate::names::check_host_name(name) {
+        return Err(refuse(
+            conn,
+            io::ErrorKind::InvalidData,
+            format!("host name refused: {why}"),
+            format!("host name {name:?} refused: {why}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What a registration or a heartbeat says about its agent.

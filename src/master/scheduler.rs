@@ -128,43 +128,7 @@ impl Scheduler<'_> {
             .unwrap_or_else(Instant::now);
         let mut last_written = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            let mut agents = self.registry.snapshot();
-            // Records merged away or moved to another address leave no slot
-            // behind (a pull or probe still running keeps its own flag).
-            if slots.len() > agents.len() {
-                let current: HashSet<SocketAddr> = agents.iter().map(|a| a.control).collect();
-                slots.retain(|control, _| current.contains(control));
-            }
-            // Agents that are up first: their jobs queue ahead of suspects'.
-            agents.sort_by_key(|a| a.state != State::Up);
-            for agent in agents {
-                let slot = slots.entry(agent.control).or_insert_with(|| Slot {
-                    next_pull: now,
-                    next_probe: now,
-                    pulling: Arc::new(AtomicBool::new(false)),
-                    probing: Arc::new(AtomicBool::new(false)),
-                    failures: Arc::default(),
-                    was_up: false,
-                });
-                if agent.state == State::Up {
-                    if !slot.was_up {
-                        // Back (its heartbeat or a probe said so): pulled now.
-                        slot.next_pull = slot.next_pull.min(now);
-                        slot.next_probe =
-                            slot.next_probe.min(now + self.config.heartbeat_interval.0);
-                        slot.was_up = true;
-                    }
-                    self.tend_up(&agent, slot, now);
-                } else {
-                    slot.was_up = false;
-                    if suspects.load(Ordering::SeqCst) < max_suspects
-                        && self.tend_suspect(&agent, slot, now, &suspects)
-                    {
-                        suspects.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            }
+            self.tend_all(&mut slots, &suspects, max_suspects);
             self.registry.check_liveness(limit_ms);
             if let Some(host_alarms) = self.host_alarms {
                 host_alarms.tick(&self.registry.snapshot());
@@ -180,6 +144,52 @@ impl Scheduler<'_> {
                 last_flush = Instant::now();
             }
             net::sleep_unless(stop, TICK);
+        }
+    }
+
+    /// One tick: every agent's pulls and probes that are due, at most
+    /// `max_suspects` probes of agents not up at once.
+    fn tend_all(
+        &self,
+        slots: &mut HashMap<SocketAddr, Slot>,
+        suspects: &Arc<AtomicUsize>,
+        max_suspects: usize,
+    ) {
+        let now = Instant::now();
+        let mut agents = self.registry.snapshot();
+        // Records merged away or moved to another address leave no slot
+        // behind (a pull or probe still running keeps its own flag).
+        if slots.len() > agents.len() {
+            let current: HashSet<SocketAddr> = agents.iter().map(|a| a.control).collect();
+            slots.retain(|control, _| current.contains(control));
+        }
+        // Agents that are up first: their jobs queue ahead of suspects'.
+        agents.sort_by_key(|a| a.state != State::Up);
+        for agent in agents {
+            let slot = slots.entry(agent.control).or_insert_with(|| Slot {
+                next_pull: now,
+                next_probe: now,
+                pulling: Arc::new(AtomicBool::new(false)),
+                probing: Arc::new(AtomicBool::new(false)),
+                failures: Arc::default(),
+                was_up: false,
+            });
+            if agent.state == State::Up {
+                if !slot.was_up {
+                    // Back (its heartbeat or a probe said so): pulled now.
+                    slot.next_pull = slot.next_pull.min(now);
+                    slot.next_probe = slot.next_probe.min(now + self.config.heartbeat_interval.0);
+                    slot.was_up = true;
+                }
+                self.tend_up(&agent, slot, now);
+            } else {
+                slot.was_up = false;
+                if suspects.load(Ordering::SeqCst) < max_suspects
+                    && self.tend_suspect(&agent, slot, now, suspects)
+                {
+                    suspects.fetch_add(1, Ordering::SeqCst);
+                }
+            }
         }
     }
 
