@@ -171,6 +171,46 @@ impl PullStats {
     }
 }
 
+/// The registry file as written last; one torn by a crash after a write
+/// without fsync (module doc) is kept aside and the start is from empty.
+fn read_registry_file(path: &Path) -> io::Result<RegistryFile> {
+    match storage::read_json(path) {
+        Ok(file) => Ok(file.unwrap_or_default()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let bad = path.with_file_name("registry.json.bad");
+            log::warn!(
+                "{e}; keeping it as {} and starting from the static agent list \
+                 (registered agents return with their next heartbeat)",
+                bad.display()
+            );
+            std::fs::rename(path, &bad).map_err(|e| storage::with_path(e, path))?;
+            Ok(RegistryFile::default())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The configured agents: an entry at a configured address becomes
+/// static (named as configured, if so); the others are added.
+fn add_statics(agents: &mut Vec<AgentRecord>, statics: &[StaticAgent], default_data_port: u16) {
+    for s in statics {
+        match agents.iter_mut().find(|a| a.control == s.control) {
+            Some(a) => {
+                a.origin = Origin::Static;
+                if s.name.is_some() {
+                    a.name = s.name.clone();
+                }
+            }
+            None => agents.push(AgentRecord::new(
+                s.name.clone(),
+                s.control,
+                default_data_port,
+                Origin::Static,
+            )),
+        }
+    }
+}
+
 /// What of a record is worth an fsync (module doc): who and where.
 type Identity = Vec<(Option<String>, SocketAddr, u16, Origin)>;
 
@@ -260,38 +300,8 @@ impl Registry {
         let files = MasterFiles::new(log_dir);
         std::fs::create_dir_all(files.dir()).map_err(|e| storage::with_path(e, files.dir()))?;
         let path = files.registry();
-        let file: RegistryFile = match storage::read_json(&path) {
-            Ok(file) => file.unwrap_or_default(),
-            // Torn by a crash after a write without fsync (module doc).
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let bad = path.with_file_name("registry.json.bad");
-                log::warn!(
-                    "{e}; keeping it as {} and starting from the static agent list \
-                     (registered agents return with their next heartbeat)",
-                    bad.display()
-                );
-                std::fs::rename(&path, &bad).map_err(|e| storage::with_path(e, &path))?;
-                RegistryFile::default()
-            }
-            Err(e) => return Err(e),
-        };
-        let mut agents = file.agents;
-        for s in statics {
-            match agents.iter_mut().find(|a| a.control == s.control) {
-                Some(a) => {
-                    a.origin = Origin::Static;
-                    if s.name.is_some() {
-                        a.name = s.name.clone();
-                    }
-                }
-                None => agents.push(AgentRecord::new(
-                    s.name.clone(),
-                    s.control,
-                    default_data_port,
-                    Origin::Static,
-                )),
-            }
-        }
+        let mut agents = read_registry_file(&path)?.agents;
+        add_statics(&mut agents, statics, default_data_port);
         let registry = Registry {
             path,
             events: EventLog::open(&files.events())?,
