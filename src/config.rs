@@ -922,7 +922,7 @@ impl MasterConfig {
         for (i, url) in self.alertmanagers.iter().enumerate() {
             let key = format!("alertmanagers[{i}]");
             let t = crate::master::alertmanager::Target::parse(url)
-                .map_err(|m| invalid(path, &key, m))?;
+                .map_err(|m| invalid(path, &key, m.to_string()))?;
             if out.iter().any(|o| o.url == t.url) {
                 return Err(invalid(path, &key, format!("`{url}` is listed twice")));
             }

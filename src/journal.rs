@@ -1,9 +1,9 @@
 //! A small state file kept as an append-only journal of whole snapshots.
 //!
-//! A durable update is one `write` and one `fdatasync`. The usual atomic
-//! replace (temp file, fsync, rename, directory fsync) costs two journal
-//! commits of the file system, and on the hot paths (the agent's
-//! acknowledgement, once per pull) that was most of the time.
+//! A durable update is one `write` and one `fdatasync`, where the usual
+//! atomic replace (temp file, fsync, rename, directory fsync) costs two
+//! journal commits of the file system: the hot paths (the agent's
+//! acknowledgement, the master's commit) do one per pull.
 //!
 //! Format: one record per line, `<compact JSON>\t<first 16 hex digits of
 //! its SHA-256>\n`. Compact JSON has no raw newline or tab, so a line is
@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 use crate::storage;
 
 /// Default size past which the journal is rewritten with its latest record only.
-pub const COMPACT_AT: u64 = 64 * 1024;
+pub(crate) const COMPACT_AT: u64 = 64 * 1024;
 /// Hex digits of the checksum kept per record.
 const SUM_LEN: usize = 16;
 /// First read from the end of the file when looking for the last record.
@@ -106,7 +106,7 @@ impl Journal {
 
     /// Every intact record of the journal at `path`, oldest first (for a
     /// replay after a crash; the file is read whole).
-    pub fn read_all<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
+    pub(crate) fn read_all<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -120,18 +120,19 @@ impl Journal {
     }
 
     /// Bytes in the file now.
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
         self.len
     }
 
     /// Compact past `bytes` instead of [`COMPACT_AT`].
-    pub fn set_compact_at(&mut self, bytes: u64) {
+    pub(crate) fn set_compact_at(&mut self, bytes: u64) {
         self.compact_at = bytes;
     }
 
     /// Whether writing `value` now would compact the journal, dropping
     /// every record before it.
-    pub fn would_compact<T: Serialize>(&self, value: &T) -> io::Result<bool> {
+    pub(crate) fn would_compact<T: Serialize>(&self, value: &T) -> io::Result<bool> {
         Ok(self.len + encode(value)?.len() as u64 > self.compact_at)
     }
 

@@ -314,13 +314,15 @@ fn run(command: Command) -> Result<ExitCode, ExitCode> {
         Command::Master { config } => {
             let cfg = master_config(&config)?;
             check_keys(&cfg.key_file, &cfg.previous_key_files)?;
-            done(pihealth::master::run(&cfg, &config, stop_on_signals()?))
+            done(
+                pihealth::master::run(&cfg, &config, stop_on_signals()?).map_err(|e| e.to_string()),
+            )
         }
         Command::Agent { config } => Ok(pihealth::agent::daemon::main("pihealth", &config)),
         Command::Pull { config, hosts } => {
             let cfg = master_config(&config)?;
             check_keys(&cfg.key_file, &cfg.previous_key_files)?;
-            verdict(pihealth::master::pull_once(&cfg, &config, &hosts))
+            verdict(pihealth::master::pull_once(&cfg, &config, &hosts).map_err(|e| e.to_string()))
         }
         Command::Logs(args) => args.run(),
         Command::Status { config, json } => done(pihealth::cli::status::print(

@@ -1,8 +1,7 @@
-//! The bounded runner of `alarm_command` (issue 11): a fixed number of
-//! threads and one bound on the alarms waiting for them, so a burst of alarms (a spool of
-//! repeats delivered at once after an outage) cannot start unbounded
-//! threads or processes. Before it, every alarm started one process and
-//! one thread to reap it, all at once.
+//! The bounded runner of `alarm_command`: a fixed number of threads and
+//! one bound on the alarms waiting for them, so a burst of alarms (a spool
+//! of repeats delivered at once after an outage) cannot start unbounded
+//! threads or processes.
 //!
 //! - **Order**: the alarms of one host and type always go to the same
 //!   thread (a hash of the two picks it), so their commands run one after
@@ -41,11 +40,11 @@ use crate::protocol::Alarm;
 
 /// How long a new alarm may wait for room in a full queue before its
 /// command is skipped (see the module doc).
-pub const QUEUE_FULL_WAIT: Duration = Duration::from_millis(250);
+pub(crate) const QUEUE_FULL_WAIT: Duration = Duration::from_millis(250);
 
 /// `.alarm-commands.done`, appended to through one open file: one line per
 /// alarm whose command has started (or was skipped), each fdatasynced.
-pub struct DoneRecord {
+pub(crate) struct DoneRecord {
     path: PathBuf,
     /// Notes are appended through a shared `&File` (O_APPEND: each note
     /// one write, whole), so one thread's fdatasync never holds up another
@@ -54,7 +53,7 @@ pub struct DoneRecord {
 }
 
 impl DoneRecord {
-    pub fn open(path: &Path) -> io::Result<DoneRecord> {
+    pub(crate) fn open(path: &Path) -> io::Result<DoneRecord> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,7 +67,7 @@ impl DoneRecord {
 
     /// Replace the whole record by `text` (atomically, synced) and go on
     /// appending to the new file.
-    pub fn replace(&self, text: &str) -> io::Result<()> {
+    pub(crate) fn replace(&self, text: &str) -> io::Result<()> {
         let mut file = crate::sync::write(&self.file);
         crate::storage::write_atomic(&self.path, text.as_bytes(), true)?;
         *file = std::fs::OpenOptions::new()
@@ -83,7 +82,7 @@ impl DoneRecord {
     /// when the note was written (in the page cache: from then on it
     /// survives the master being killed; after the fdatasync, a power
     /// loss too).
-    pub fn mark(&self, id: &str) -> Instant {
+    pub(crate) fn mark(&self, id: &str) -> Instant {
         let file = crate::sync::read(&self.file);
         let written = (&*file).write_all(format!("{id}\n").as_bytes());
         let at = Instant::now();
@@ -154,7 +153,7 @@ struct Job {
 
 /// A fixed set of threads running `alarm_command`, each from its own
 /// bounded queue.
-pub struct CommandRunner {
+pub(crate) struct CommandRunner {
     lanes: Vec<Sender<Job>>,
     shared: Arc<Shared>,
     skipped: AtomicU64,
@@ -162,7 +161,7 @@ pub struct CommandRunner {
 
 impl CommandRunner {
     /// `workers` threads, `queue` alarms waiting at most in all.
-    pub fn start(
+    pub(crate) fn start(
         argv: Vec<String>,
         timeout: Duration,
         workers: usize,
@@ -210,7 +209,7 @@ impl CommandRunner {
 
     /// Queue the command of a newly stored alarm (see the module doc for a
     /// full queue). `stored` is when it became durable in `alarms.log`.
-    pub fn submit(&self, alarm: Alarm, stored: Instant) {
+    pub(crate) fn submit(&self, alarm: Alarm, stored: Instant) {
         if self.shared.queue.take(Some(QUEUE_FULL_WAIT)) {
             let job = Job {
                 alarm,
@@ -244,7 +243,7 @@ impl CommandRunner {
     /// once each has started and been noted done: commands one after
     /// another per thread, so at most (alarms per thread) x
     /// `alarm_command_timeout`.
-    pub fn run_leftovers(&self, alarms: Vec<Alarm>) {
+    pub(crate) fn run_leftovers(&self, alarms: Vec<Alarm>) {
         let mut waits = Vec::new();
         for alarm in alarms {
             self.shared.queue.take(None);
@@ -265,7 +264,8 @@ impl CommandRunner {
     }
 
     /// Commands skipped since start because the queue was full.
-    pub fn skipped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
     }
 }

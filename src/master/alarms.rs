@@ -82,7 +82,7 @@ impl SeenIds {
     }
 }
 
-pub struct AlarmLog {
+pub(crate) struct AlarmLog {
     path: PathBuf,
     /// Ids whose `alarm_command` has been started (or that needed none).
     done: Arc<DoneRecord>,
@@ -101,16 +101,17 @@ pub struct AlarmLog {
 
 /// How `alarm_command` runs (config keys of the same names).
 #[derive(Debug, Clone)]
-pub struct CommandSettings {
-    pub command: Option<Vec<String>>,
-    pub timeout: Duration,
-    pub workers: usize,
-    pub queue: usize,
+pub(crate) struct CommandSettings {
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) timeout: Duration,
+    pub(crate) workers: usize,
+    pub(crate) queue: usize,
 }
 
 impl CommandSettings {
     /// No command, or `command` with the default runner.
-    pub fn new(command: Option<Vec<String>>, timeout: Duration) -> CommandSettings {
+    #[cfg(test)]
+    pub(crate) fn new(command: Option<Vec<String>>, timeout: Duration) -> CommandSettings {
         CommandSettings {
             command,
             timeout,
@@ -132,7 +133,7 @@ pub struct AlarmLine {
 }
 
 impl AlarmLine {
-    pub fn parse(line: &str) -> Option<AlarmLine> {
+    pub(crate) fn parse(line: &str) -> Option<AlarmLine> {
         let mut f = line.splitn(6, ' ');
         Some(AlarmLine {
             time: f.next()?.to_string(),
@@ -213,8 +214,37 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// One pass over the log, keeping only what is needed: the recent ids,
+/// and the alarms stored just before a crash whose command never started
+/// (after `done`'s mark and not among its ids, nor silenced); and the
+/// log's length.
+fn scan(
+    path: &Path,
+    done: Option<&DoneIds>,
+    silenced: &HashMap<String, String>,
+) -> io::Result<(SeenIds, Vec<Alarm>, u64)> {
+    let mut seen = SeenIds::default();
+    let mut not_done = Vec::new();
+    let logged_len = for_each_alarm(path, |offset, a| {
+        seen.insert(&a.id, &a.time);
+        if done.is_some_and(|d| offset >= d.before && !d.ids.contains(&a.id))
+            && !silenced.contains_key(&a.id)
+        {
+            not_done.push(Alarm {
+                id: a.id,
+                host: a.host,
+                log_type: a.log_type,
+                level: a.level,
+                message: a.message,
+                time: a.time,
+            });
+        }
+    })?;
+    Ok((seen, not_done, logged_len))
+}
+
 impl AlarmLog {
-    pub fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
+    pub(crate) fn open(log_dir: &Path, settings: CommandSettings) -> io::Result<AlarmLog> {
         let files = super::files::MasterFiles::new(log_dir);
         std::fs::create_dir_all(files.dir()).map_err(|e| storage::with_path(e, files.dir()))?;
         let (path, done_path) = (files.alarms(), files.alarm_commands_done());
@@ -226,24 +256,12 @@ impl AlarmLog {
             storage::cut_torn_line(&done_path)?;
             DoneIds::parse(&std::fs::read_to_string(&done_path)?)
         };
-        // One pass over the log, keeping only what is needed: the recent
-        // ids, and the alarms stored just before a crash whose command
-        // never started (none on a first start: what is logged is settled).
         let silenced_path = files.silenced();
         storage::cut_torn_line(&silenced_path)?;
         let silenced = silences::read_silenced(&silenced_path)?;
-        let mut seen = SeenIds::default();
-        let mut not_done = Vec::new();
-        let logged_len = for_each_alarm(&path, |offset, a| {
-            seen.insert(&a.id, &a.time);
-            if !first_start
-                && offset >= done.before
-                && !done.ids.contains(&a.id)
-                && !silenced.contains_key(&a.id)
-            {
-                not_done.push(a);
-            }
-        })?;
+        // None on a first start: what is logged is settled.
+        let done = (!first_start).then_some(&done);
+        let (seen, not_done, logged_len) = scan(&path, done, &silenced)?;
         let done = Arc::new(DoneRecord::open(&done_path)?);
         let runner = match settings.command {
             Some(argv) => Some(CommandRunner::start(
@@ -255,24 +273,13 @@ impl AlarmLog {
             )?),
             None => None,
         };
-        let not_done: Vec<Alarm> = not_done
-            .into_iter()
-            .map(|a| {
-                log::warn!(
-                    "alarm {} from {} was stored before a crash; handling it now",
-                    a.id,
-                    a.host
-                );
-                Alarm {
-                    id: a.id,
-                    host: a.host,
-                    log_type: a.log_type,
-                    level: a.level,
-                    message: a.message,
-                    time: a.time,
-                }
-            })
-            .collect();
+        for a in &not_done {
+            log::warn!(
+                "alarm {} from {} was stored before a crash; handling it now",
+                a.id,
+                a.host
+            );
+        }
         // Returns once each has started (and is noted done).
         if let Some(runner) = &runner {
             runner.run_leftovers(not_done);
@@ -293,7 +300,7 @@ impl AlarmLog {
     }
 
     /// Call `f` after each new alarm is stored.
-    pub fn on_stored(&self, f: Box<dyn Fn() + Send>) {
+    pub(crate) fn on_stored(&self, f: Box<dyn Fn() + Send>) {
         crate::sync::lock(&self.listeners).push(f);
     }
 
@@ -326,30 +333,30 @@ impl AlarmLog {
     }
 
     /// Check an alarm from the network before it touches the disk.
-    fn validate(alarm: &Alarm) -> Result<(), String> {
-        crate::names::check_host_name(&alarm.host)?;
-        crate::names::check_type_name(&alarm.log_type)?;
-        alarm.level.parse::<Level>()?;
+    fn validate(alarm: &Alarm) -> Result<(), BadAlarm> {
+        crate::names::check_host_name(&alarm.host).map_err(|e| BadAlarm::Field(e.to_string()))?;
+        crate::names::check_type_name(&alarm.log_type)
+            .map_err(|e| BadAlarm::Field(e.to_string()))?;
+        alarm.level.parse::<Level>().map_err(BadAlarm::Field)?;
         if alarm.id.is_empty()
             || alarm.id.len() > 64
             || !alarm.id.bytes().all(|b| b.is_ascii_alphanumeric())
         {
-            return Err("bad alarm id".into());
+            return Err(BadAlarm::Id);
         }
-        chrono::DateTime::parse_from_rfc3339(&alarm.time)
-            .map_err(|e| format!("bad alarm time: {e}"))?;
+        chrono::DateTime::parse_from_rfc3339(&alarm.time)?;
         Ok(())
     }
 
     /// Call `f` with every alarm stored so far, oldest first, without
     /// holding the log in memory.
-    pub fn replay(&self, mut f: impl FnMut(AlarmLine)) -> io::Result<()> {
+    pub(crate) fn replay(&self, mut f: impl FnMut(AlarmLine)) -> io::Result<()> {
         for_each_alarm(&self.path, |_, a| f(a)).map(|_| ())
     }
 
     /// An alarm the master raises itself (host alarms), timed now, with a
     /// fresh random id.
-    pub fn master_alarm(
+    pub(crate) fn master_alarm(
         host: &str,
         log_type: &str,
         level: Level,
@@ -371,7 +378,7 @@ impl AlarmLog {
 
     /// Store and handle an alarm the master raises itself: the same path
     /// as an agent's alarm, without a connection to acknowledge.
-    pub fn raise(&self, alarm: &Alarm) -> io::Result<()> {
+    pub(crate) fn raise(&self, alarm: &Alarm) -> io::Result<()> {
         if let Some((stored, silence)) = self.record_at(alarm)? {
             self.handled(alarm, stored, silence);
         }
@@ -380,7 +387,8 @@ impl AlarmLog {
 
     /// Store an alarm unless already stored; true if it was new. (An alarm
     /// older than `ID_MEMORY` is stored: it cannot be told from a new one.)
-    pub fn record(&self, alarm: &Alarm) -> io::Result<bool> {
+    #[cfg(test)]
+    pub(crate) fn record(&self, alarm: &Alarm) -> io::Result<bool> {
         self.record_at(alarm).map(|stored| stored.is_some())
     }
 
@@ -415,8 +423,9 @@ impl AlarmLog {
         Ok(Some((stored, silence)))
     }
 
-    /// Serve one connection on the alarm port.
-    pub fn handle(
+    /// Serve one connection on the alarm port: up to
+    /// `MAX_ALARMS_PER_CONNECTION` alarms, each stored, then acknowledged.
+    pub(crate) fn handle(
         &self,
         stream: crate::net::TimedStream,
         peer: SocketAddr,
@@ -431,19 +440,8 @@ impl AlarmLog {
             }
         };
         for i in 0..MAX_ALARMS_PER_CONNECTION {
-            let alarm = match conn.recv() {
-                Ok(Message::Alarm(a)) => a,
-                Ok(Message::Bye) => return,
-                Ok(other) => {
-                    log::warn!("alarm connection from {peer}: unexpected {}", other.kind());
-                    return;
-                }
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        log::warn!("alarm connection from {peer}: {e}");
-                    }
-                    return;
-                }
+            let Some(alarm) = next_alarm(&mut conn, peer) else {
+                return;
             };
             if i == 0 {
                 // Proved only now: a recorded first handshake message can
@@ -455,76 +453,115 @@ impl AlarmLog {
                     return;
                 }
             }
-            // A host raises its own alarms only: the connection proved
-            // `conn.host()`'s key, and no other.
-            if alarm.host != conn.host() {
-                let why = format!(
-                    "alarm for host {:?} on a connection authenticated as {:?}",
-                    alarm.host,
-                    conn.host()
-                );
-                log::warn!("alarm from {peer} refused: {why}");
-                let _ = conn.send(&Message::Error(why));
+            if !self.take(&mut conn, peer, &alarm) {
                 return;
-            }
-            if alarm.log_type == crate::master::host_alarms::HOST_TYPE {
-                // The master's own type: no agent may raise or clear a
-                // host down/up alarm (it would run alarm_command, resolve
-                // the Alertmanager alert, and be read back at the next
-                // start). Acknowledged, so an old agent with a collector
-                // of that name does not retry it forever; not stored.
-                log::warn!(
-                    "alarm from {peer} ({}) dropped: type `host` is the master's own",
-                    alarm.host
-                );
-                if conn
-                    .send(&Message::AlarmAck {
-                        id: alarm.id.clone(),
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            if let Err(why) = Self::validate(&alarm) {
-                log::warn!("alarm from {peer} refused: {why}");
-                let _ = conn.send(&Message::Error(why));
-                return;
-            }
-            match self.record_at(&alarm) {
-                Ok(new) => {
-                    if new.is_some() {
-                        log::warn!(
-                            "alarm from {}: {} {} {}",
-                            alarm.host,
-                            alarm.log_type,
-                            alarm.level,
-                            alarm.message
-                        );
-                    }
-                    let acked = conn.send(&Message::AlarmAck {
-                        id: alarm.id.clone(),
-                    });
-                    // After the ack, so a queue of commands (or a full one)
-                    // does not hold up the agent; before the next alarm,
-                    // so a full queue slows this connection down.
-                    if let Some((stored, silence)) = new {
-                        self.handled(&alarm, stored, silence);
-                    }
-                    if acked.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // Not stored, so not acknowledged: the agent keeps it.
-                    log::error!("cannot store alarm from {}: {e}", alarm.host);
-                    let _ = conn.send(&Message::Error("master cannot store alarms now".into()));
-                    return;
-                }
             }
         }
     }
+
+    /// Check, store and acknowledge one alarm from the network; whether
+    /// the connection may go on.
+    fn take(&self, conn: &mut AlarmConnection, peer: SocketAddr, alarm: &Alarm) -> bool {
+        // A host raises its own alarms only: the connection proved
+        // `conn.host()`'s key, and no other.
+        if alarm.host != conn.host() {
+            let why = format!(
+                "alarm for host {:?} on a connection authenticated as {:?}",
+                alarm.host,
+                conn.host()
+            );
+            log::warn!("alarm from {peer} refused: {why}");
+            let _ = conn.send(&Message::Error(why));
+            return false;
+        }
+        if alarm.log_type == crate::master::host_alarms::HOST_TYPE {
+            // The master's own type: no agent may raise or clear a
+            // host down/up alarm (it would run alarm_command, resolve
+            // the Alertmanager alert, and be read back at the next
+            // start). Acknowledged, so an old agent with a collector
+            // of that name does not retry it forever; not stored.
+            log::warn!(
+                "alarm from {peer} ({}) dropped: type `host` is the master's own",
+                alarm.host
+            );
+            return conn
+                .send(&Message::AlarmAck {
+                    id: alarm.id.clone(),
+                })
+                .is_ok();
+        }
+        if let Err(why) = Self::validate(alarm) {
+            log::warn!("alarm from {peer} refused: {why}");
+            let _ = conn.send(&Message::Error(why.to_string()));
+            return false;
+        }
+        self.store_and_acknowledge(conn, alarm)
+    }
+
+    fn store_and_acknowledge(&self, conn: &mut AlarmConnection, alarm: &Alarm) -> bool {
+        match self.record_at(alarm) {
+            Ok(new) => {
+                if new.is_some() {
+                    log::warn!(
+                        "alarm from {}: {} {} {}",
+                        alarm.host,
+                        alarm.log_type,
+                        alarm.level,
+                        alarm.message
+                    );
+                }
+                let acked = conn.send(&Message::AlarmAck {
+                    id: alarm.id.clone(),
+                });
+                // After the ack, so a queue of commands (or a full one)
+                // does not hold up the agent; before the next alarm,
+                // so a full queue slows this connection down.
+                if let Some((stored, silence)) = new {
+                    self.handled(alarm, stored, silence);
+                }
+                acked.is_ok()
+            }
+            Err(e) => {
+                // Not stored, so not acknowledged: the agent keeps it.
+                log::error!("cannot store alarm from {}: {e}", alarm.host);
+                let _ = conn.send(&Message::Error("master cannot store alarms now".into()));
+                false
+            }
+        }
+    }
+}
+
+type AlarmConnection = Connection<crate::net::TimedStream>;
+
+/// The next alarm on the connection, or `None` at its end (a `Bye`, a
+/// hang-up, or anything else, which is logged).
+fn next_alarm(conn: &mut AlarmConnection, peer: SocketAddr) -> Option<Alarm> {
+    match conn.recv() {
+        Ok(Message::Alarm(a)) => Some(a),
+        Ok(Message::Bye) => None,
+        Ok(other) => {
+            log::warn!("alarm connection from {peer}: unexpected {}", other.kind());
+            None
+        }
+        Err(e) => {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                log::warn!("alarm connection from {peer}: {e}");
+            }
+            None
+        }
+    }
+}
+
+/// Why an alarm from the network is refused.
+#[derive(Debug, thiserror::Error)]
+enum BadAlarm {
+    /// The host or type name, or the level (the message says which).
+    #[error("{0}")]
+    Field(String),
+    #[error("bad alarm id")]
+    Id,
+    #[error("bad alarm time: {0}")]
+    Time(#[from] chrono::ParseError),
 }
 
 /// Where one host's log type stands, from its alarms: the latest alarm
@@ -532,19 +569,19 @@ impl AlarmLog {
 /// problem alarms began (re-alarms do not move it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
-    pub host: String,
+    pub(crate) host: String,
     #[serde(rename = "type")]
-    pub log_type: String,
+    pub(crate) log_type: String,
     /// Level of the latest alarm.
-    pub level: String,
-    pub open: bool,
+    pub(crate) level: String,
+    pub(crate) open: bool,
     /// Open: when the problem began. Recovered: when it was recovered.
-    pub since: String,
-    pub message: String,
+    pub(crate) since: String,
+    pub(crate) message: String,
 }
 
 /// One entry per (host, type) that ever alarmed, in order of first alarm.
-pub fn problems(alarms: &[AlarmLine]) -> Vec<Problem> {
+pub(crate) fn problems(alarms: &[AlarmLine]) -> Vec<Problem> {
     let mut out: Vec<Problem> = Vec::new();
     for a in alarms {
         let open = a.level.parse::<Level>().is_ok_and(Level::is_problem);

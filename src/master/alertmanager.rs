@@ -77,21 +77,36 @@ const ANSWER_LIMIT: u64 = 64 * 1024;
 /// Where an Alertmanager listens: `http://HOST:PORT[/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub url: String,
+    pub(crate) url: String,
     /// `HOST:PORT` as written (resolved at each send).
     authority: String,
     /// Path prefix without a trailing slash (`""` for none).
     prefix: String,
 }
 
+/// Why an `alertmanagers` URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadUrl {
+    #[error("expected a plain http:// URL (https is not supported: put a TLS proxy in front of Alertmanager, or reach it over a trusted network)")]
+    Https,
+    #[error("expected a URL like http://127.0.0.1:9093, got {0:?}")]
+    NotHttp(String),
+    #[error(
+        "expected a URL like http://127.0.0.1:9093 or http://am.example:9093/prefix, got {0:?}"
+    )]
+    Shape(String),
+    #[error("bad port in {0:?}")]
+    Port(String),
+}
+
 impl Target {
     /// Parse a URL from the config; the error says what was expected.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub(crate) fn parse(url: &str) -> Result<Target, BadUrl> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             if url.starts_with("https://") {
-                "expected a plain http:// URL (https is not supported: put a TLS proxy in front of Alertmanager, or reach it over a trusted network)".to_string()
+                BadUrl::Https
             } else {
-                format!("expected a URL like http://127.0.0.1:9093, got {url:?}")
+                BadUrl::NotHttp(url.to_string())
             }
         })?;
         let (authority, path) = match rest.find('/') {
@@ -105,9 +120,7 @@ impl Target {
             || path.contains('?')
             || path.contains('#')
         {
-            return Err(format!(
-                "expected a URL like http://127.0.0.1:9093 or http://am.example:9093/prefix, got {url:?}"
-            ));
+            return Err(BadUrl::Shape(url.to_string()));
         }
         // A port is required unless the host is bare (then 80).
         let has_port = match authority.rfind(':') {
@@ -117,7 +130,7 @@ impl Target {
         let authority = if has_port {
             authority.to_string()
         } else if authority.contains(':') && !authority.ends_with(']') {
-            return Err(format!("bad port in {url:?}"));
+            return Err(BadUrl::Port(url.to_string()));
         } else {
             format!("{authority}:80")
         };
@@ -129,13 +142,18 @@ impl Target {
     }
 
     /// The address, when the URL names an IP (not a host name).
-    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn socket_addr(&self) -> Option<std::net::SocketAddr> {
         self.authority.parse().ok()
     }
 
     /// POST `body` (JSON) to `/api/v2/alerts`; `Ok` on a 2xx answer, else
     /// an error naming the status or the failure.
-    pub fn post_alerts(&self, body: &[u8], connect: Duration, io: Duration) -> io::Result<()> {
+    pub(crate) fn post_alerts(
+        &self,
+        body: &[u8],
+        connect: Duration,
+        io: Duration,
+    ) -> io::Result<()> {
         let addr =
             self.authority.to_socket_addrs()?.next().ok_or_else(|| {
                 io::Error::other(format!("{} resolves to nothing", self.authority))
@@ -153,9 +171,16 @@ impl Target {
         );
         stream.write_all(head.as_bytes())?;
         stream.write_all(body)?;
+        let answer = self.read_answer(&mut stream, io)?;
+        judge_answer(&answer)
+    }
+
+    /// The answer, up to `ANSWER_LIMIT` bytes and within `io`; once its
+    /// head is in, an error reading on is no failure.
+    fn read_answer(&self, stream: &mut TcpStream, io: Duration) -> io::Result<Vec<u8>> {
         let deadline = Instant::now() + io;
         let mut answer = Vec::new();
-        let mut limited = (&mut stream).take(ANSWER_LIMIT);
+        let mut limited = stream.take(ANSWER_LIMIT);
         let mut buf = [0u8; 4096];
         loop {
             if Instant::now() > deadline {
@@ -173,40 +198,44 @@ impl Target {
                 Err(e) => return Err(e),
             }
         }
-        let text = String::from_utf8_lossy(&answer);
-        let status: u16 = text
-            .strip_prefix("HTTP/1.")
-            .and_then(|r| r.get(2..5))
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "not an HTTP answer: {:?}",
-                        text.chars().take(80).collect::<String>()
-                    ),
-                )
-            })?;
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            // 400: the request itself is refused (a repeat would be too);
-            // anything else may pass later.
-            let kind = if status == 400 {
-                io::ErrorKind::InvalidInput
-            } else {
-                io::ErrorKind::Other
-            };
-            Err(io::Error::new(
-                kind,
-                format!(
-                    "answered {status}: {}",
-                    body.chars().take(200).collect::<String>().trim()
-                ),
-            ))
-        }
+        Ok(answer)
     }
+}
+
+/// `Ok` on a 2xx answer, else an error naming the status.
+fn judge_answer(answer: &[u8]) -> io::Result<()> {
+    let text = String::from_utf8_lossy(answer);
+    let status: u16 = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "not an HTTP answer: {:?}",
+                    text.chars().take(80).collect::<String>()
+                ),
+            )
+        })?;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // 400: the request itself is refused (a repeat would be too);
+    // anything else may pass later.
+    let kind = if status == 400 {
+        io::ErrorKind::InvalidInput
+    } else {
+        io::ErrorKind::Other
+    };
+    Err(io::Error::new(
+        kind,
+        format!(
+            "answered {status}: {}",
+            body.chars().take(200).collect::<String>().trim()
+        ),
+    ))
 }
 
 /// An alert Alertmanager has firing from us.
@@ -278,14 +307,15 @@ impl Told {
     fn apply(&mut self, a: &AlarmLine, silenced: bool, out: &mut Vec<Outgoing>) {
         let key = (a.host.clone(), a.log_type.clone());
         let problem = a.level.parse::<Level>().map_or(true, Level::is_problem);
-        let resolve = |f: &Firing, at: &str| Outgoing {
+        // One alert of the host and type: firing (no end) or resolved.
+        let alert = |f: &Firing, ends_at: Option<&str>| Outgoing {
             host: a.host.clone(),
             log_type: a.log_type.clone(),
             level: f.level.clone(),
             message: f.message.clone(),
             id: f.id.clone(),
             starts_at: f.starts_at.clone(),
-            ends_at: Some(at.to_string()),
+            ends_at: ends_at.map(str::to_string),
         };
         if problem {
             if silenced {
@@ -294,7 +324,7 @@ impl Told {
             let starts_at = match self.firing.get(&key) {
                 Some(f) if f.level == a.level => f.starts_at.clone(),
                 Some(f) => {
-                    out.push(resolve(f, &a.time));
+                    out.push(alert(f, Some(&a.time)));
                     a.time.clone()
                 }
                 None => a.time.clone(),
@@ -305,18 +335,10 @@ impl Told {
                 message: a.message.clone(),
                 id: a.id.clone(),
             };
-            out.push(Outgoing {
-                host: a.host.clone(),
-                log_type: a.log_type.clone(),
-                level: f.level.clone(),
-                message: f.message.clone(),
-                id: f.id.clone(),
-                starts_at: f.starts_at.clone(),
-                ends_at: None,
-            });
+            out.push(alert(&f, None));
             self.firing.insert(key, f);
         } else if let Some(f) = self.firing.remove(&key) {
-            out.push(resolve(&f, &a.time));
+            out.push(alert(&f, Some(&a.time)));
         }
     }
 
@@ -380,10 +402,10 @@ fn last_per_alert(alerts: Vec<Outgoing>) -> Vec<Outgoing> {
 
 /// Settings shared by the forwarders.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub resend: Duration,
-    pub connect_timeout: Duration,
-    pub io_timeout: Duration,
+pub(crate) struct Settings {
+    pub(crate) resend: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
 }
 
 /// One Alertmanager's forwarding thread.
@@ -621,7 +643,7 @@ impl Forwarder {
 
 /// Bytes of `alarms.log` the Alertmanager at `url` has not accepted yet
 /// (for `/metrics`); `None` before its forwarder first ran.
-pub fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
+pub(crate) fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
     let files = MasterFiles::new(log_dir);
     let cursor: u64 = std::fs::read_to_string(files.alertmanager_cursor(url))
         .ok()?
@@ -634,7 +656,7 @@ pub fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
 
 /// The alerting families of `/metrics`: silences in force, and per
 /// Alertmanager what it has not accepted yet (alert on it staying above 0).
-pub fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
+pub(crate) fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
     use crate::web::exposition::{Exposition, Kind};
     let mut e = Exposition::new();
     e.family(
@@ -660,7 +682,7 @@ pub fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> Strin
 
 /// Start one forwarding thread per Alertmanager; returns the function
 /// that wakes them (call it after each alarm is stored).
-pub fn start(
+pub(crate) fn start(
     log_dir: &Path,
     targets: &[Target],
     settings: &Settings,
@@ -789,6 +811,7 @@ mod tests {
         assert_eq!(t.authority, "[::1]:9093");
         assert!(Target::parse("https://x:9093")
             .unwrap_err()
+            .to_string()
             .contains("https"));
         assert!(Target::parse("127.0.0.1:9093").is_err());
         assert!(Target::parse("http://").is_err());

@@ -61,8 +61,7 @@
 //! daemon may pull different hosts at once, from two processes), and a
 //! shared log would need its own cross-process locking and would tie every
 //! host's recovery to one file all of them write. Per host, a cycle of N
-//! agents costs N fdatasyncs (7 N before: one per piece and the state),
-//! independent of each other; the `workers` pulls in flight issue theirs
+//! agents costs N fdatasyncs, independent of each other; the `workers` pulls in flight issue theirs
 //! concurrently, and the file system's journal commits often serve several
 //! at once (ext4 batches concurrent fsyncs into one commit), which is the
 //! group commit without a shared file. A pull's acknowledgement waits only
@@ -157,7 +156,7 @@ struct WalPiece {
 mod hex_bytes {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(bytes.len() * 2);
         for b in bytes {
@@ -167,7 +166,7 @@ mod hex_bytes {
         s.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         let digit = |c: u8| match c {
             b'0'..=b'9' => Ok(c - b'0'),
@@ -186,11 +185,11 @@ mod hex_bytes {
 
 /// Largest current piece kept in the journal rather than fsynced in its
 /// own file (a pull's usual delta is a few hundred bytes per type).
-pub const WAL_PIECE_MAX: u64 = 16 * 1024;
+pub(crate) const WAL_PIECE_MAX: u64 = 16 * 1024;
 /// Most piece bytes one commit keeps in the journal; past it, pieces are
 /// fsynced in their own files (a bulk pull pays one fsync per large
 /// piece, not twice the writes).
-pub const WAL_RECORD_MAX: u64 = 64 * 1024;
+pub(crate) const WAL_RECORD_MAX: u64 = 64 * 1024;
 /// The host journal compacts (after a checkpoint) past this size: with
 /// small deltas, one checkpoint every hundred pulls or so.
 const JOURNAL_COMPACT_AT: u64 = 256 * 1024;
@@ -230,7 +229,7 @@ const LEGACY_STATE_FILE: &str = ".pihealth-state.json";
 
 /// What to do with an offered piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Already stored: acknowledge without fetching.
     AlreadyHave,
     /// Fetch it and store all but the first `skip` bytes of its log.
@@ -269,7 +268,7 @@ pub struct HostArchive {
     dirty: bool,
     /// Things written to `events.log` (gaps, restarted streams), also
     /// kept here for the caller's report.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
     _lock: File,
 }
 
@@ -344,14 +343,24 @@ impl HostArchive {
         storage::remove_temp_files(&self.backup_dir)?;
         storage::remove_temp_files(&self.log_dir)?;
         self.replay_if_needed()?;
-        // A log the state has no record of. If the state file is there, the
-        // log's first piece was stored and never committed (the master died
-        // in between, on the type's first pull): nothing of it was
-        // acknowledged, the agent offers it again, so it is cut like any
-        // uncommitted tail (kept, it was sealed and the range stored a
-        // second time; found with issue 12.6). If the state file itself is
-        // missing (lost, or restored from an old backup): keep every byte
-        // of the log; later pieces are appended after.
+        self.recover_unrecorded_logs(state_kept)?;
+        let names: Vec<String> = self.state.types.keys().cloned().collect();
+        for name in names {
+            self.finish_intent(&name)?;
+            self.cut_uncommitted(&name)?;
+        }
+        self.commit()
+    }
+
+    /// A log the state has no record of. If the state file is there, the
+    /// log's first piece was stored and never committed (the master died
+    /// in between, on the type's first pull): nothing of it was
+    /// acknowledged, the agent offers it again, so it is cut like any
+    /// uncommitted tail (kept, it would be sealed and the range stored a
+    /// second time). If the state file itself is missing (lost, or
+    /// restored from an old backup): keep every byte of the log; later
+    /// pieces are appended after.
+    fn recover_unrecorded_logs(&mut self, state_kept: bool) -> io::Result<()> {
         for entry in fs::read_dir(&self.log_dir)? {
             let path = entry?.path();
             let Some(name) = path
@@ -393,49 +402,57 @@ impl HostArchive {
             );
             self.dirty = true;
         }
-        let names: Vec<String> = self.state.types.keys().cloned().collect();
-        for name in names {
-            let log_path = self.log_path(&name);
-            let backup_dir = self.backup_dir.clone();
-            let ts = self.state.types.get_mut(&name).expect("listed above");
-            match ts.pending.take() {
-                Some(Intent::Seal { archive }) => {
-                    if backup_dir.join(&archive).exists() {
-                        storage::replace_with_empty(&log_path)?;
-                        ts.local_len = 0;
-                        ts.last_archive = archive;
-                    }
-                    self.dirty = true;
+        Ok(())
+    }
+
+    /// Finish or drop a seal or archive store the state announced: done
+    /// if its archive is in place, else as if never begun.
+    fn finish_intent(&mut self, name: &str) -> io::Result<()> {
+        let log_path = self.log_path(name);
+        let ts = self.state.types.get_mut(name).expect("listed by recover");
+        match ts.pending.take() {
+            Some(Intent::Seal { archive }) => {
+                if self.backup_dir.join(&archive).exists() {
+                    storage::replace_with_empty(&log_path)?;
+                    ts.local_len = 0;
+                    ts.last_archive = archive;
                 }
-                Some(Intent::Store {
-                    archive,
-                    epoch,
-                    end,
-                }) => {
-                    if backup_dir.join(&archive).exists() {
-                        ts.epoch = epoch;
-                        ts.committed = end;
-                        ts.last_archive = archive;
-                    }
-                    self.dirty = true;
+                self.dirty = true;
+            }
+            Some(Intent::Store {
+                archive,
+                epoch,
+                end,
+            }) => {
+                if self.backup_dir.join(&archive).exists() {
+                    ts.epoch = epoch;
+                    ts.committed = end;
+                    ts.last_archive = archive;
                 }
-                None => {}
+                self.dirty = true;
             }
-            // Bytes appended but never committed: the agent still has them.
-            let len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-            if len > ts.local_len {
-                log::warn!(
-                    "{}/{name}: cutting {} uncommitted bytes",
-                    self.host,
-                    len - ts.local_len
-                );
-                OpenOptions::new()
-                    .write(true)
-                    .open(&log_path)?
-                    .set_len(ts.local_len)?;
-            }
+            None => {}
         }
-        self.commit()
+        Ok(())
+    }
+
+    /// Bytes appended but never committed: the agent still has them.
+    fn cut_uncommitted(&self, name: &str) -> io::Result<()> {
+        let log_path = self.log_path(name);
+        let local_len = self.state.types[name].local_len;
+        let len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        if len > local_len {
+            log::warn!(
+                "{}/{name}: cutting {} uncommitted bytes",
+                self.host,
+                len - local_len
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&log_path)?
+                .set_len(local_len)?;
+        }
+        Ok(())
     }
 
     /// Whether some log's unsynced bytes may be missing from `TYPE.log`
@@ -485,58 +502,7 @@ impl HostArchive {
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
-            let ts = self.state.types[&name].clone();
-            let from = ts.unsynced_from.unwrap_or(ts.local_len);
-            let (want_start, want_end) = (ts.local_start + from, ts.local_start + ts.local_len);
-            let path = self.log_path(&name);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| storage::with_path(e, &path))?;
-            let mut covered = want_start;
-            let pieces = records
-                .iter()
-                .flat_map(|r| r.wal.iter())
-                .filter(|p| p.log_type == name && p.epoch == ts.epoch);
-            for p in pieces {
-                let (start, end) = (p.start, p.start + p.data.len() as u64);
-                let (from, to) = (start.max(want_start), end.min(want_end));
-                if from >= to {
-                    continue;
-                }
-                let bytes = &p.data[(from - start) as usize..(to - start) as usize];
-                write_at(&file, bytes, from - ts.local_start)
-                    .map_err(|e| storage::with_path(e, &path))?;
-                if from <= covered {
-                    covered = covered.max(to);
-                }
-            }
-            crate::failpoint::hit("archive.mid_replay");
-            storage::fdatasync(&file).map_err(|e| storage::with_path(e, &path))?;
-            let t = self.state.types.get_mut(&name).expect("listed above");
-            t.unsynced_from = None;
-            if covered < want_end {
-                // Never expected: the journal held every committed piece.
-                // Keep the log and the state consistent, and say so.
-                let lost = want_end - covered;
-                log::error!(
-                    "{}/{name}: {lost} committed bytes not found in the journal; cutting the log there",
-                    self.host
-                );
-                t.local_len = covered - t.local_start;
-                self.event(format!(
-                    "{} {name} {lost} bytes lost: not in the journal after a crash",
-                    self.host
-                ));
-            } else {
-                log::warn!(
-                    "{}/{name}: replayed {} bytes from the journal",
-                    self.host,
-                    want_end - want_start
-                );
-            }
+            self.replay_type(&name, &records)?;
         }
         storage::sync_dir(&self.log_dir)?;
         // Every unsynced byte was written again and fsynced.
@@ -545,6 +511,69 @@ impl HostArchive {
             _ => {}
         }
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Replay one type's write-ahead pieces of its epoch from `records`
+    /// over its unsynced range, then fdatasync its log; a range the journal
+    /// does not cover is cut off the log, and said.
+    fn replay_type(&mut self, name: &str, records: &[HostState]) -> io::Result<()> {
+        let ts = self.state.types[name].clone();
+        let from = ts.unsynced_from.unwrap_or(ts.local_len);
+        let (want_start, want_end) = (ts.local_start + from, ts.local_start + ts.local_len);
+        let path = self.log_path(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| storage::with_path(e, &path))?;
+        let mut covered = want_start;
+        let pieces = records
+            .iter()
+            .flat_map(|r| r.wal.iter())
+            .filter(|p| p.log_type == name && p.epoch == ts.epoch);
+        for p in pieces {
+            let (start, end) = (p.start, p.start + p.data.len() as u64);
+            let (from, to) = (start.max(want_start), end.min(want_end));
+            if from >= to {
+                continue;
+            }
+            let bytes = &p.data[(from - start) as usize..(to - start) as usize];
+            write_at(&file, bytes, from - ts.local_start)
+                .map_err(|e| storage::with_path(e, &path))?;
+            if from <= covered {
+                covered = covered.max(to);
+            }
+        }
+        crate::failpoint::hit("archive.mid_replay");
+        storage::fdatasync(&file).map_err(|e| storage::with_path(e, &path))?;
+        let t = self
+            .state
+            .types
+            .get_mut(name)
+            .expect("listed by the caller");
+        t.unsynced_from = None;
+        if covered < want_end {
+            // Never expected: the journal held every committed piece.
+            // Keep the log and the state consistent, and say so.
+            let lost = want_end - covered;
+            log::error!(
+                "{}/{name}: {lost} committed bytes not found in the journal; cutting the log there",
+                self.host
+            );
+            t.local_len = covered - t.local_start;
+            self.event(format!(
+                "{} {name} {lost} bytes lost: not in the journal after a crash",
+                self.host
+            ));
+        } else {
+            log::warn!(
+                "{}/{name}: replayed {} bytes from the journal",
+                self.host,
+                want_end - want_start
+            );
+        }
         Ok(())
     }
 
@@ -589,7 +618,7 @@ impl HostArchive {
     /// note is made durable and marked in the state before the piece is
     /// fetched, so a failed fetch does not note it again. A crash between
     /// the two writes notes it twice; none loses it.
-    pub fn plan(&mut self, piece: &PieceRef) -> Plan {
+    pub(crate) fn plan(&mut self, piece: &PieceRef) -> Plan {
         let here = StreamPoint {
             epoch: piece.epoch,
             offset: piece.start,
@@ -730,14 +759,7 @@ impl HostArchive {
         let ahead = expected <= WAL_PIECE_MAX && kept + expected <= WAL_RECORD_MAX;
         // Small: the whole piece first, so a cut transfer writes nothing.
         let held = if ahead {
-            let mut bytes = Vec::with_capacity(expected.saturating_sub(skip) as usize);
-            discard(data, skip)?;
-            // One byte more than expected shows a piece that is too long.
-            data.take(expected + 1).read_to_end(&mut bytes)?;
-            if skip + bytes.len() as u64 != expected {
-                return Err(carried(skip + bytes.len() as u64, expected));
-            }
-            Some(bytes)
+            Some(read_whole_piece(data, skip, expected)?)
         } else {
             None
         };
@@ -762,30 +784,24 @@ impl HostArchive {
                     start: piece.start + skip,
                     data: bytes,
                 });
-                let ts = self.type_state(piece);
-                ts.unsynced_from.get_or_insert(local_len);
+                self.type_state(piece)
+                    .unsynced_from
+                    .get_or_insert(local_len);
                 written
             }
             None => {
-                let copied = discard(data, skip).and_then(|_| write_from(data, &mut file));
-                let written = match copied {
-                    Ok(n) => n,
-                    Err(e) => {
-                        // A transfer cut midway: leave no partial piece behind.
-                        let _ = file.set_len(local_len);
-                        return Err(e);
-                    }
-                };
-                if skip + written != expected {
-                    file.set_len(local_len)?;
-                    return Err(carried(skip + written, expected));
-                }
-                // Also makes the log's earlier unsynced bytes durable.
-                storage::fdatasync(&file)?;
+                let written = copy_piece_synced(data, skip, expected, &mut file, local_len)?;
                 self.type_state(piece).unsynced_from = None;
                 written
             }
         };
+        self.piece_appended(piece, skip, written)?;
+        Ok(written)
+    }
+
+    /// Note `written` bytes of `piece` appended to its log (the first
+    /// `skip` were there already); seal the log once it is big enough.
+    fn piece_appended(&mut self, piece: &PieceRef, skip: u64, written: u64) -> io::Result<()> {
         let ts = self.type_state(piece);
         if ts.local_len == 0 {
             ts.local_start = piece.start + skip;
@@ -796,7 +812,7 @@ impl HostArchive {
         if self.type_state(piece).local_len >= self.rotate_size {
             self.seal(&piece.log_type)?;
         }
-        Ok(written)
+        Ok(())
     }
 
     /// Store a rotated archive as it came (gzip bytes read from `data`),
@@ -804,7 +820,7 @@ impl HostArchive {
     /// (`check_archive_exact`). If the first `skip` bytes are already
     /// stored, the rest is inflated and recompressed instead. A refused
     /// archive leaves nothing behind: no file, no state change.
-    pub fn store_archive(
+    pub(crate) fn store_archive(
         &mut self,
         piece: &PieceRef,
         skip: u64,
@@ -814,30 +830,7 @@ impl HostArchive {
         let incoming = self
             .backup_dir
             .join(format!(".incoming-{}.tmp", piece.log_type));
-        // Read back too: the check inflates what was written.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&incoming)
-            .map_err(|e| storage::with_path(e, &incoming))?;
-        let received = write_from(data, &mut file).and_then(|received| {
-            if received != size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("archive carried {received} bytes, expected {size}"),
-                ));
-            }
-            check_archive_exact(&incoming, &file, piece)
-        });
-        if let Err(e) = received {
-            // Refused or cut: nothing of it stays (the next open would
-            // remove the temp file anyway; a refusal should not wait for it).
-            drop(file);
-            let _ = fs::remove_file(&incoming);
-            return Err(e);
-        }
+        let file = receive_archive(&incoming, piece, size, data)?;
         storage::fsync(&file)?;
         // Sealing first keeps file names in stream order.
         if self
@@ -858,30 +851,41 @@ impl HostArchive {
         });
         self.dirty = true;
         self.commit()?;
-        if skip == 0 {
-            fs::rename(&incoming, &final_path)?;
-            storage::sync_dir(&self.backup_dir)?;
-        } else {
-            // Rare: part of this archive was already stored from the current
-            // log before the agent rotated. Keep only the new part.
-            let header = ArchiveHeader {
-                log_type: piece.log_type.clone(),
-                epoch: piece.epoch,
-                start: piece.start + skip,
-                end: piece.end,
-            };
-            // One member, checked above.
-            let mut decoder = GzDecoder::new(File::open(&incoming)?);
-            io::copy(&mut (&mut decoder).take(skip), &mut io::sink())?;
-            write_gzip_atomic(&final_path, &header, &mut decoder)?;
-            fs::remove_file(&incoming)?;
-        }
+        self.place_archive(&incoming, &final_path, piece, skip)?;
         let ts = self.type_state(piece);
         ts.pending = None;
         ts.committed = piece.end;
         ts.last_archive = name;
         self.dirty = true;
         Ok(piece.end - piece.start - skip)
+    }
+
+    /// Move a received archive to its name (its intent is durable). If its
+    /// first `skip` bytes are stored already, only the rest is kept.
+    fn place_archive(
+        &self,
+        incoming: &Path,
+        final_path: &Path,
+        piece: &PieceRef,
+        skip: u64,
+    ) -> io::Result<()> {
+        if skip == 0 {
+            fs::rename(incoming, final_path)?;
+            return storage::sync_dir(&self.backup_dir);
+        }
+        // Rare: part of this archive was already stored from the current
+        // log before the agent rotated. Keep only the new part.
+        let header = ArchiveHeader {
+            log_type: piece.log_type.clone(),
+            epoch: piece.epoch,
+            start: piece.start + skip,
+            end: piece.end,
+        };
+        // One member, checked when received.
+        let mut decoder = GzDecoder::new(File::open(incoming)?);
+        io::copy(&mut (&mut decoder).take(skip), &mut io::sink())?;
+        write_gzip_atomic(final_path, &header, &mut decoder)?;
+        fs::remove_file(incoming)
     }
 
     /// A new archive name sorting after every earlier one of this type,
@@ -905,7 +909,7 @@ impl HostArchive {
     }
 
     /// Compress the current `TYPE.log` into the backup directory.
-    pub fn seal(&mut self, log_type: &str) -> io::Result<()> {
+    pub(crate) fn seal(&mut self, log_type: &str) -> io::Result<()> {
         let Some(ts) = self.state.types.get(log_type) else {
             return Ok(());
         };
@@ -964,10 +968,6 @@ impl HostArchive {
         Ok(())
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     #[cfg(test)]
     fn journal_len(&self) -> u64 {
         self.journal.bytes()
@@ -1005,32 +1005,55 @@ fn discard(data: &mut dyn BufRead, mut n: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Receive an archive piece into the temp file `incoming`, checked to be
+/// `size` bytes holding exactly the piece's range. A refused or cut one
+/// leaves nothing behind (the next open would remove the temp file anyway;
+/// a refusal should not wait for it).
+fn receive_archive(
+    incoming: &Path,
+    piece: &PieceRef,
+    size: u64,
+    data: &mut dyn BufRead,
+) -> io::Result<File> {
+    // Read back too: the check inflates what was written.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(incoming)
+        .map_err(|e| storage::with_path(e, incoming))?;
+    let received = write_from(data, &mut file).and_then(|received| {
+        if received != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("archive carried {received} bytes, expected {size}"),
+            ));
+        }
+        check_archive_exact(incoming, &file, piece)
+    });
+    if let Err(e) = received {
+        drop(file);
+        let _ = fs::remove_file(incoming);
+        return Err(e);
+    }
+    Ok(file)
+}
+
 /// Check that a received archive holds exactly the bytes of the offered
-/// range, by inflating it (RFC 1952):
-/// - its header comment names exactly the offered piece (type, epoch,
-///   start, end);
-/// - it is **one** gzip member: inflated, that member yields exactly
-///   `end - start` bytes, counted in 64 bits, and flate2 checks its CRC-32
-///   and ISIZE against what it inflated;
-/// - nothing follows that member: no second member, no trailing bytes.
+/// range: its header comment names exactly the offered piece (type, epoch,
+/// start, end); it is **one** gzip member (RFC 1952) that inflates to
+/// exactly `end - start` bytes, counted in 64 bits, with CRC-32 and ISIZE
+/// checked by flate2; nothing follows that member.
 ///
-/// Why inflate: the trailer alone is not the content. An earlier version
-/// read only the header and ISIZE, and a two-member gzip whose last member's
-/// ISIZE said 38 was stored and acknowledged with 230 bytes in it (issue
-/// 12, item 3): readers (`read_all`, `zcat`) inflate every member, so the
-/// extra member's lines appeared in the host's log. ISIZE is also only the
-/// length mod 2^32, and says nothing about the bytes. The agent writes each
-/// archive as one member (`write_gzip_atomic`), so a correct archive always
-/// passes.
-///
-/// What it costs: inflating each archive once on the master (measured with
-/// `cargo bench --bench cluster`, backlog row: RELIABILITY.md, issue 12).
-///
-/// An archive damaged on the agent's own disk (bit rot: its CRC-32 fails)
-/// is refused too: the master cannot tell which bytes of the range it
-/// holds, and storing it would store something else than the range. It
-/// stays on the agent (nothing is acknowledged), and the refusal is logged
-/// on every pull.
+/// Inflated, because the trailer is not the content: readers (`read_all`,
+/// `zcat`) inflate every member, so a second member would add its lines to
+/// the host's log, and ISIZE is only the length mod 2^32. The agent writes
+/// each archive as one member (`write_gzip_atomic`), so a correct archive
+/// always passes. One damaged on the agent's disk (its CRC-32 fails) is
+/// refused too: the master cannot tell which bytes of the range it holds.
+/// Nothing is acknowledged, so it stays on the agent, and the refusal is
+/// logged at every pull.
 fn check_archive_exact(path: &Path, file: &File, piece: &PieceRef) -> io::Result<()> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let header = ArchiveHeader::read(path).map_err(|e| bad(format!("archive refused: {e}")))?;
@@ -1103,6 +1126,45 @@ fn carried(got: u64, expected: u64) -> io::Error {
     )
 }
 
+/// A small piece read whole into memory (after its first `skip` bytes),
+/// checked to be exactly `expected` bytes long.
+fn read_whole_piece(data: &mut dyn BufRead, skip: u64, expected: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(expected.saturating_sub(skip) as usize);
+    discard(data, skip)?;
+    // One byte more than expected shows a piece that is too long.
+    data.take(expected + 1).read_to_end(&mut bytes)?;
+    if skip + bytes.len() as u64 != expected {
+        return Err(carried(skip + bytes.len() as u64, expected));
+    }
+    Ok(bytes)
+}
+
+/// A large piece copied from `data` to the end of its log (at
+/// `local_len`), then fdatasynced, which also makes the log's earlier
+/// unsynced bytes durable. A transfer cut midway, or a piece of the wrong
+/// length, leaves no partial piece behind.
+fn copy_piece_synced(
+    data: &mut dyn BufRead,
+    skip: u64,
+    expected: u64,
+    file: &mut File,
+    local_len: u64,
+) -> io::Result<u64> {
+    let written = match discard(data, skip).and_then(|_| write_from(data, file)) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = file.set_len(local_len);
+            return Err(e);
+        }
+    };
+    if skip + written != expected {
+        file.set_len(local_len)?;
+        return Err(carried(skip + written, expected));
+    }
+    storage::fdatasync(file)?;
+    Ok(written)
+}
+
 /// Write all of `bytes` at `offset` of `file` (a replay's idempotent write).
 fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -1134,7 +1196,7 @@ pub fn read_all(
 /// Committed length of `log/HOST/TYPE.log`, from the host's state file:
 /// the bytes a reader may show (a pull may be appending beyond it). 0 when
 /// the type, the host or its state is unknown.
-pub fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
+pub(crate) fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
     let dir = log_root.join(host);
     let state = match Journal::read::<HostState>(&dir.join(STATE_FILE))? {
         Some(state) => Some(state),
@@ -1180,6 +1242,25 @@ mod tests {
         }
     }
 
+    /// A fresh directory with the `log/` and `logbackup/` roots in it.
+    fn roots() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        (dir, log, backup)
+    }
+
+    /// Host `pi1`'s archive, rotating at 1 MiB.
+    fn open_pi1(log: &Path, backup: &Path) -> HostArchive {
+        HostArchive::open(log, backup, "pi1", 1 << 20).unwrap()
+    }
+
+    /// Store and commit a piece the archive has none of, as a pull does.
+    fn fetch_whole(a: &mut HostArchive, p: &PieceRef, bytes: &[u8]) {
+        assert_eq!(a.plan(p), Plan::Fetch { skip: 0 });
+        a.store_current(p, 0, &mut &bytes[..]).unwrap();
+        a.commit().unwrap();
+    }
+
     fn gz(header_start: u64, data: &[u8]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log.gz");
@@ -1195,13 +1276,10 @@ mod tests {
 
     #[test]
     fn duplicates_are_stored_once_and_order_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let p1 = piece(PieceKind::Current, 0, 6);
-        assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
-        a.store_current(&p1, 0, &mut &b"a \nb \n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &p1, b"a \nb \n");
         assert_eq!(a.plan(&p1), Plan::AlreadyHave);
         // Overlapping re-offer after a lost ack: only the new part is stored.
         let p2 = piece(PieceKind::Current, 3, 9);
@@ -1258,15 +1336,14 @@ mod tests {
         }
     }
 
-    /// Issue 18: a pull's pieces, whatever their number, are made durable
-    /// by the journal's one fdatasync.
+    /// A pull's pieces, whatever their number, are made durable by the
+    /// journal's one fdatasync.
     #[test]
     fn a_pull_of_six_small_pieces_costs_one_fdatasync() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
         for round in 0..20 {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             let before = storage::thread_syncs();
             six_pieces(&mut a, round, &mut expected);
             a.commit().unwrap();
@@ -1280,11 +1357,10 @@ mod tests {
     /// bytes come back from the journal, once, in order.
     #[test]
     fn unsynced_pieces_lost_with_the_page_cache_are_replayed_from_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
         for round in 0..5 {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             six_pieces(&mut a, round, &mut expected);
             a.commit().unwrap();
         }
@@ -1298,7 +1374,7 @@ mod tests {
             .unwrap();
         fs::write(log.join("pi1/mem.log"), b"").unwrap();
         fs::remove_file(log.join("pi1/disk.log")).unwrap();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         assert!(a.state.types.values().all(|t| t.unsynced_from.is_none()));
         assert_archive(&log, &backup, &expected);
         // Garbage of the right length after a reboot (another boot id).
@@ -1313,19 +1389,19 @@ mod tests {
         let unsynced = expected["proc"].len() - "2026-12-04T15:00:05+00:00 proc 5 normal\n".len();
         bytes[unsynced..].fill(0);
         fs::write(&proc_log, bytes).unwrap();
-        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let a = open_pi1(&log, &backup);
         drop(a);
         assert_archive(&log, &backup, &expected);
         // Replaying again changes nothing (idempotent).
         let before: Vec<u8> = fs::read(&proc_log).unwrap();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         for t in a.state.types.values_mut() {
             t.unsynced_from = Some(0);
         }
         a.state.boot = Some("yet another".into());
         a.journal.write(&a.state, true).unwrap();
         drop(a);
-        let _a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let _a = open_pi1(&log, &backup);
         assert_eq!(fs::read(&proc_log).unwrap(), before);
         assert_archive(&log, &backup, &expected);
     }
@@ -1334,8 +1410,7 @@ mod tests {
     /// must not be replayed into the new log.
     #[test]
     fn a_replay_after_seals_and_compactions_writes_each_byte_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
         let mut checkpoints = 0;
         let mut a = HostArchive::open(&log, &backup, "pi1", 300).unwrap();
@@ -1368,8 +1443,7 @@ mod tests {
     /// (and with it the log's earlier unsynced bytes).
     #[test]
     fn a_large_piece_is_fsynced_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 30).unwrap();
         a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
             .unwrap();
@@ -1396,9 +1470,8 @@ mod tests {
     /// the log first; the replay after another boot changes nothing.
     #[test]
     fn a_gap_then_a_reboot_keeps_every_stored_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let l1 = b"line one normal\n";
         let p1 = piece(PieceKind::Current, 0, l1.len() as u64);
         assert_eq!(a.plan(&p1), Plan::Fetch { skip: 0 });
@@ -1416,7 +1489,7 @@ mod tests {
         a.state.boot = Some("another boot".into());
         a.journal.write(&a.state, true).unwrap();
         drop(a);
-        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let a = open_pi1(&log, &backup);
         assert!(
             !a.events.iter().any(|e| e.contains("lost")),
             "{:?}",
@@ -1438,10 +1511,9 @@ mod tests {
     /// reaching the disk), then clears the mark.
     #[test]
     fn a_failed_checkpoint_makes_the_next_open_rewrite_the_pieces() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = BTreeMap::new();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         six_pieces(&mut a, 0, &mut expected);
         a.commit().unwrap();
         // A checkpoint that cannot fsync a log (here: it is gone).
@@ -1452,7 +1524,7 @@ mod tests {
         // The bytes the disk may have lost while the page cache kept them:
         // same boot, same length, so only the mark tells.
         fs::write(log.join("pi1/mem.log"), vec![0u8; expected["mem"].len()]).unwrap();
-        let a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let a = open_pi1(&log, &backup);
         drop(a);
         assert!(!log.join("pi1").join(REWRITE_MARK).exists());
         assert_archive(&log, &backup, &expected);
@@ -1469,9 +1541,8 @@ mod tests {
 
     #[test]
     fn a_gap_is_noted_once_though_its_fetch_fails_and_is_offered_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
             .unwrap();
         a.commit().unwrap();
@@ -1480,7 +1551,7 @@ mod tests {
         assert_eq!(a.plan(&after_gap), Plan::Fetch { skip: 0 });
         drop(a);
         // The next pull: the same offer, then the agent dropped more.
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         assert_eq!(a.plan(&after_gap), Plan::Fetch { skip: 0 });
         assert_eq!(
             a.plan(&piece(PieceKind::Current, 16, 19)),
@@ -1504,9 +1575,8 @@ mod tests {
 
     #[test]
     fn a_new_stream_is_noted_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
             .unwrap();
         a.commit().unwrap();
@@ -1529,16 +1599,15 @@ mod tests {
 
     #[test]
     fn a_lost_state_file_never_erases_stored_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
                 .unwrap();
             a.commit().unwrap();
         }
         fs::remove_file(log.join("pi1/.pihealth-state")).unwrap();
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         let p = piece(PieceKind::Current, 3, 6);
         a.store_current(&p, 0, &mut &b"b \n"[..]).unwrap();
         a.commit().unwrap();
@@ -1547,10 +1616,9 @@ mod tests {
 
     #[test]
     fn the_state_file_of_earlier_versions_is_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
                 .unwrap();
             a.commit().unwrap();
@@ -1560,7 +1628,7 @@ mod tests {
         }
         fs::remove_file(log.join("pi1").join(STATE_FILE)).unwrap();
         assert_eq!(committed_len(&log, "pi1", "cpu").unwrap(), 3);
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         assert!(!log.join("pi1").join(LEGACY_STATE_FILE).exists());
         assert_eq!(a.plan(&piece(PieceKind::Current, 0, 3)), Plan::AlreadyHave);
         a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..])
@@ -1573,9 +1641,8 @@ mod tests {
 
     #[test]
     fn archive_names_keep_order_when_the_clock_goes_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let future = chrono::Utc::now() + chrono::Duration::days(365);
         a.state.types.entry("cpu".into()).or_default().last_archive = archive_name("cpu", future);
         // Straight to one microsecond after the last name, no walking.
@@ -1588,18 +1655,15 @@ mod tests {
 
     #[test]
     fn a_new_agent_stream_starts_after_a_seal_of_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         a.store_current(&piece(PieceKind::Current, 0, 4), 0, &mut &b"old\n"[..])
             .unwrap();
         let fresh = PieceRef {
             epoch: 2,
             ..piece(PieceKind::Current, 0, 4)
         };
-        assert_eq!(a.plan(&fresh), Plan::Fetch { skip: 0 });
-        a.store_current(&fresh, 0, &mut &b"new\n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &fresh, b"new\n");
         let archives = archive_files(&backup, "pi1", "cpu").unwrap();
         assert_eq!(archives.len(), 1);
         let header = ArchiveHeader::read(&archives[0]).unwrap();
@@ -1613,9 +1677,8 @@ mod tests {
 
     #[test]
     fn second_writer_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let _a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let _a = open_pi1(&log, &backup);
         assert!(matches!(
             HostArchive::open(&log, &backup, "pi1", 1 << 20),
             Err(OpenError::Busy)
@@ -1626,10 +1689,9 @@ mod tests {
 
     #[test]
     fn uncommitted_append_is_cut_and_refetched() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
                 .unwrap();
             a.commit().unwrap();
@@ -1637,11 +1699,9 @@ mod tests {
             a.store_current(&piece(PieceKind::Current, 3, 6), 0, &mut &b"b \n"[..])
                 .unwrap();
         }
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         let again = piece(PieceKind::Current, 3, 6);
-        assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
-        a.store_current(&again, 0, &mut &b"b \n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &again, b"b \n");
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 
@@ -1652,27 +1712,23 @@ mod tests {
     /// the range was stored a second time.
     #[test]
     fn an_uncommitted_first_piece_is_cut_and_refetched() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         {
-            let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+            let mut a = open_pi1(&log, &backup);
             let first = piece(PieceKind::Current, 0, 3);
             assert_eq!(a.plan(&first), Plan::Fetch { skip: 0 });
             a.store_current(&first, 0, &mut &b"a \n"[..]).unwrap();
             // Crash before commit: no ack was sent, the agent keeps 0..3.
         }
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let mut a = open_pi1(&log, &backup);
         let again = piece(PieceKind::Current, 0, 6);
-        assert_eq!(a.plan(&again), Plan::Fetch { skip: 0 });
-        a.store_current(&again, 0, &mut &b"a \nb \n"[..]).unwrap();
-        a.commit().unwrap();
+        fetch_whole(&mut a, &again, b"a \nb \n");
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 
     #[test]
     fn rotation_by_size_and_interrupted_intents() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
+        let (_dir, log, backup) = roots();
         let mut expected = Vec::new();
         {
             let mut a = HostArchive::open(&log, &backup, "pi1", 1024).unwrap();
@@ -1715,9 +1771,8 @@ mod tests {
 
     #[test]
     fn corrupt_or_short_archives_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let p = piece(PieceKind::Archive, 0, 4);
         let good = gz(0, b"abc\n");
         let n = good.len();
@@ -1801,14 +1856,12 @@ mod tests {
         refused
     }
 
-    /// Issue 12, item 3: a piece offered as a 38-byte range arrived as a
-    /// two-member gzip whose last member's ISIZE said 38; the master stored
-    /// 230 bytes and acknowledged them.
+    /// A piece offered as a 38-byte range that arrives as a two-member gzip
+    /// whose last member's ISIZE says 38 (it holds 230 bytes) is refused.
     #[test]
     fn an_archive_is_stored_only_if_it_holds_exactly_its_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, backup) = (dir.path().join("log"), dir.path().join("logbackup"));
-        let mut a = HostArchive::open(&log, &backup, "pi1", 1 << 20).unwrap();
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
         let line = b"2026-01-01T00:00:00+00:00 4242 normal\n";
         assert_eq!(line.len(), 38);
         let p = piece(PieceKind::Archive, 0, 38);

@@ -18,7 +18,7 @@ use crate::storage;
 
 /// Appends to one `events.log`.
 #[derive(Debug, Clone)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     path: PathBuf,
 }
 
@@ -26,27 +26,23 @@ impl EventLog {
     /// The events log at `path`, with any line torn by a crash cut off.
     /// Only the daemon calls this, at start: a cut while another process
     /// appends could cut its line.
-    pub fn open(path: &Path) -> io::Result<EventLog> {
+    pub(crate) fn open(path: &Path) -> io::Result<EventLog> {
         storage::cut_torn_line(path)?;
         Ok(EventLog::at(path))
     }
 
     /// The events log at `path`, as it is (for `pihealth pull` and each
     /// pull's archive, which only append).
-    pub fn at(path: &Path) -> EventLog {
+    pub(crate) fn at(path: &Path) -> EventLog {
         EventLog {
             path: path.to_path_buf(),
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Append `TIME text` durably; `text` is made one line. The program
     /// log gets it too, at `level`. Errors are logged and returned: the
     /// caller decides whether a missing event matters.
-    pub fn record(&self, level: log::Level, text: &str) -> io::Result<()> {
+    pub(crate) fn record(&self, level: log::Level, text: &str) -> io::Result<()> {
         log::log!(level, "{text}");
         let line = format!(
             "{} {}\n",

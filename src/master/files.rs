@@ -17,8 +17,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub(crate) use crate::storage::legacy_master_in;
 use crate::storage::{self, LEGACY_EVIDENCE, MASTER_OWN_DIR as OWN_DIR};
-pub use crate::storage::{legacy_master_in, LEGACY_MASTER_LOGS};
 
 /// Where `prepare` gathers the old files before one rename makes the move
 /// visible. Not `.tmp`: an agent sharing `log/` removes its own `.*.tmp`
@@ -36,13 +36,13 @@ const LEGACY_FILES: [&str; 4] = [
 
 /// The paths of the master's own files.
 #[derive(Debug, Clone)]
-pub struct MasterFiles {
+pub(crate) struct MasterFiles {
     dir: PathBuf,
 }
 
 impl MasterFiles {
     /// The files in `log_dir/.master/`, whether or not they exist yet.
-    pub fn new(log_dir: &Path) -> MasterFiles {
+    pub(crate) fn new(log_dir: &Path) -> MasterFiles {
         MasterFiles {
             dir: log_dir.join(OWN_DIR),
         }
@@ -51,7 +51,7 @@ impl MasterFiles {
     /// For readers: `log_dir/.master/`, or `log_dir` itself while an old
     /// master (not yet restarted on this version) still keeps its files
     /// there. Never writes anything.
-    pub fn find(log_dir: &Path) -> MasterFiles {
+    pub(crate) fn find(log_dir: &Path) -> MasterFiles {
         let own = log_dir.join(OWN_DIR);
         if legacy_master_in(log_dir) {
             MasterFiles {
@@ -79,7 +79,7 @@ impl MasterFiles {
     /// A file present in both places (an older version ran again in
     /// between) is an error that names both: the master will not choose
     /// between two alarm histories.
-    pub fn prepare(log_dir: &Path) -> io::Result<MasterFiles> {
+    pub(crate) fn prepare(log_dir: &Path) -> io::Result<MasterFiles> {
         let files = MasterFiles::new(log_dir);
         if files.dir.is_dir() {
             return Ok(files);
@@ -106,33 +106,7 @@ impl MasterFiles {
                 return Err(storage::with_path(e, &moving));
             }
         }
-        let mut moved = Vec::new();
-        for name in LEGACY_FILES {
-            let old = log_dir.join(name);
-            if !old.is_file() {
-                continue;
-            }
-            let new = moving.join(name);
-            if new.exists() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "both {} and {} exist (an older pihealth master ran again after this one \
-                         began moving its files into {}/); keep one and remove the other",
-                        old.display(),
-                        new.display(),
-                        files.dir.display()
-                    ),
-                ));
-            }
-            match fs::rename(&old, &new) {
-                Ok(()) => moved.push(name),
-                // Another process (`pihealth pull` starting with the
-                // daemon) moved it first.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(storage::with_path(e, &old)),
-            }
-        }
+        let moved = files.move_into(log_dir, &moving)?;
         storage::sync_dir(&moving)?;
         storage::sync_dir(log_dir)?;
         match fs::rename(&moving, &files.dir) {
@@ -151,52 +125,85 @@ impl MasterFiles {
         Ok(files)
     }
 
+    /// Step 2 of `prepare`: rename each old file found in `log_dir` into
+    /// `moving`; the names moved.
+    fn move_into(&self, log_dir: &Path, moving: &Path) -> io::Result<Vec<&'static str>> {
+        let mut moved = Vec::new();
+        for name in LEGACY_FILES {
+            let old = log_dir.join(name);
+            if !old.is_file() {
+                continue;
+            }
+            let new = moving.join(name);
+            if new.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "both {} and {} exist (an older pihealth master ran again after this one \
+                     began moving its files into {}/); keep one and remove the other",
+                        old.display(),
+                        new.display(),
+                        self.dir.display()
+                    ),
+                ));
+            }
+            match fs::rename(&old, &new) {
+                Ok(()) => moved.push(name),
+                // Another process (`pihealth pull` starting with the
+                // daemon) moved it first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(storage::with_path(e, &old)),
+            }
+        }
+        Ok(moved)
+    }
+
     /// The directory holding the master's own files.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Every alarm stored, one line each (`crate::master::alarms`).
-    pub fn alarms(&self) -> PathBuf {
+    pub(crate) fn alarms(&self) -> PathBuf {
         self.dir.join("alarms.log")
     }
 
     /// State changes, gaps and restarted streams (`crate::master::events`).
-    pub fn events(&self) -> PathBuf {
+    pub(crate) fn events(&self) -> PathBuf {
         self.dir.join("events.log")
     }
 
     /// The agents known and their last state (`crate::master::registry`).
-    pub fn registry(&self) -> PathBuf {
+    pub(crate) fn registry(&self) -> PathBuf {
         self.dir.join("registry.json")
     }
 
     /// Which alarms' `alarm_command` has run (`crate::master::alarms`).
-    pub fn alarm_commands_done(&self) -> PathBuf {
+    pub(crate) fn alarm_commands_done(&self) -> PathBuf {
         self.dir.join(".alarm-commands.done")
     }
 
     /// The silences in force (`crate::master::silences`), written by
     /// `pihealth silence`, read by the master at each alarm.
-    pub fn silences(&self) -> PathBuf {
+    pub(crate) fn silences(&self) -> PathBuf {
         self.dir.join("silences.json")
     }
 
     /// Taken (flock) by `pihealth silence` for its read-modify-write.
-    pub fn silences_lock(&self) -> PathBuf {
+    pub(crate) fn silences_lock(&self) -> PathBuf {
         self.dir.join(".silences.lock")
     }
 
     /// Which stored alarms a silence held back: `ALARM_ID SILENCE_ID
     /// REASON` per line (`crate::master::silences`).
-    pub fn silenced(&self) -> PathBuf {
+    pub(crate) fn silenced(&self) -> PathBuf {
         self.dir.join("silenced.log")
     }
 
     /// How far the Alertmanager at `url` has accepted `alarms.log`
     /// (`crate::master::alertmanager`); named by a digest of the URL, so
     /// reordering the list keeps each one's place.
-    pub fn alertmanager_cursor(&self, url: &str) -> PathBuf {
+    pub(crate) fn alertmanager_cursor(&self, url: &str) -> PathBuf {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(url.as_bytes());
         let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();

@@ -32,7 +32,7 @@ use crate::master::registry::{AgentRecord, State};
 
 /// The log type of the master's host alarms (reserved: no collector may
 /// take this name, `config::AgentConfig::collector_specs`).
-pub const HOST_TYPE: &str = "host";
+pub(crate) const HOST_TYPE: &str = "host";
 
 #[derive(Debug, Default)]
 struct HostState {
@@ -43,7 +43,7 @@ struct HostState {
 }
 
 /// The host-alarm state machine; fed the registry's states every tick.
-pub struct HostAlarms {
+pub(crate) struct HostAlarms {
     started: Instant,
     /// No down alarm before `started + grace` (module doc).
     grace: Duration,
@@ -52,7 +52,7 @@ pub struct HostAlarms {
 }
 
 impl HostAlarms {
-    pub fn new(grace: Duration, hold: Duration, now: Instant) -> HostAlarms {
+    pub(crate) fn new(grace: Duration, hold: Duration, now: Instant) -> HostAlarms {
         HostAlarms {
             started: now,
             grace,
@@ -63,7 +63,7 @@ impl HostAlarms {
 
     /// Learn from one stored alarm, oldest first (only `host` ones count):
     /// what was last raised for each host.
-    pub fn learn(&mut self, a: &AlarmLine) {
+    pub(crate) fn learn(&mut self, a: &AlarmLine) {
         if a.log_type == HOST_TYPE {
             self.hosts.entry(a.host.clone()).or_default().alarmed_down = a.level == "critical";
         }
@@ -71,7 +71,7 @@ impl HostAlarms {
 
     /// The registry says `host` is in `state` at `now`: the level of the
     /// host alarm to raise, if one is due.
-    pub fn observe(&mut self, host: &str, state: State, now: Instant) -> Option<Level> {
+    pub(crate) fn observe(&mut self, host: &str, state: State, now: Instant) -> Option<Level> {
         let past_grace = now.saturating_duration_since(self.started) >= self.grace;
         let h = self.hosts.entry(host.to_string()).or_default();
         match state {
@@ -108,7 +108,7 @@ impl HostAlarms {
 
 /// Feeds the registry to `HostAlarms` and raises what it says, through
 /// the alarm log.
-pub struct HostAlarmRaiser {
+pub(crate) struct HostAlarmRaiser {
     machine: Mutex<HostAlarms>,
     log: Arc<AlarmLog>,
     /// `heartbeat_interval × heartbeat_misses`, for the message.
@@ -118,7 +118,11 @@ pub struct HostAlarmRaiser {
 impl HostAlarmRaiser {
     /// `limit`: `heartbeat_interval × heartbeat_misses` (also the start
     /// grace); `hold`: `host_recovery_hold`.
-    pub fn new(log: Arc<AlarmLog>, limit: Duration, hold: Duration) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        log: Arc<AlarmLog>,
+        limit: Duration,
+        hold: Duration,
+    ) -> std::io::Result<Self> {
         let mut machine = HostAlarms::new(limit, hold, Instant::now());
         log.replay(|a| machine.learn(&a))?;
         Ok(HostAlarmRaiser {
@@ -129,7 +133,7 @@ impl HostAlarmRaiser {
     }
 
     /// One look at the agents (every scheduler tick).
-    pub fn tick(&self, agents: &[AgentRecord]) {
+    pub(crate) fn tick(&self, agents: &[AgentRecord]) {
         let now = Instant::now();
         let mut machine = crate::sync::lock(&self.machine);
         for agent in agents {

@@ -5,7 +5,7 @@
 //! shows progress on stderr while big backlogs move: a line redrawn in
 //! place on a terminal, plain lines every few seconds otherwise.
 
-use std::io::{IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ const REDRAW: Duration = Duration::from_millis(250);
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
@@ -126,56 +126,56 @@ fn say(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
+/// Why `pihealth pull` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PullOnceError {
+    /// The key files (the message names the file).
+    #[error("{0}")]
+    Keys(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("log_dir: {0}")]
+    LogDir(io::Error),
+    /// Reading the registry, or taking its writer lock.
+    #[error(transparent)]
+    ReadRegistry(io::Error),
+    #[error("no known agent matches {}", .0.join(", "))]
+    NoMatch(Vec<String>),
+    #[error("no agents: list them under `agents:` in the config, or start agents that register")]
+    NoAgents,
+    #[error("registry: {0}")]
+    Registry(io::Error),
+}
+
+/// An agent to pull: where, and the host it is known as, if any.
+#[derive(Clone)]
+struct Target {
+    control: SocketAddr,
+    known: Option<String>,
+}
+
 /// One pull cycle now (`pihealth pull`): every known agent, or those named.
 /// Prints one line per agent; returns whether all succeeded.
 pub fn pull_once(
     config: &MasterConfig,
     config_path: &Path,
     hosts: &[String],
-) -> Result<bool, String> {
-    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
-    let statics = config
-        .static_agents(config_path)
-        .map_err(|e| e.to_string())?;
+) -> Result<bool, PullOnceError> {
+    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)
+        .map_err(|e| PullOnceError::Keys(e.to_string()))?;
+    let statics = config.static_agents(config_path)?;
     // Gaps found by this pull go to `log/.master/events.log`: an older
     // version's files in `log/` move there first, as the daemon does.
-    super::files::MasterFiles::prepare(&config.log_dir).map_err(|e| format!("log_dir: {e}"))?;
-    let (_, registered) = Registry::read_snapshot(&config.log_dir).map_err(|e| e.to_string())?;
-    let mut targets: Vec<(SocketAddr, Option<String>, Option<String>)> = Vec::new();
-    for s in &statics {
-        let known = registered
-            .iter()
-            .find(|r| r.control == s.control)
-            .and_then(|r| r.name.clone());
-        targets.push((s.control, s.name.clone(), s.name.clone().or(known)));
-    }
-    for r in &registered {
-        if !targets.iter().any(|t| t.0 == r.control) {
-            targets.push((r.control, None, r.name.clone()));
-        }
-    }
-    if !hosts.is_empty() {
-        targets.retain(|t| {
-            hosts
-                .iter()
-                .any(|h| Some(h) == t.2.as_ref() || *h == t.0.to_string())
-        });
-        if targets.is_empty() {
-            return Err(format!("no known agent matches {}", hosts.join(", ")));
-        }
-    }
-    if targets.is_empty() {
-        return Err(
-            "no agents: list them under `agents:` in the config, or start agents that register"
-                .into(),
-        );
-    }
+    super::files::MasterFiles::prepare(&config.log_dir).map_err(PullOnceError::LogDir)?;
+    let (_, registered) =
+        Registry::read_snapshot(&config.log_dir).map_err(PullOnceError::ReadRegistry)?;
+    let targets = targets(&statics, &registered, hosts)?;
     let progress = Arc::new(Progress::default());
     let mut ctx = super::pull_context(config, keys);
     ctx.progress = Some(progress.clone());
     let pool = ThreadPool::with_name("pull".into(), config.workers.min(targets.len()));
     let (tx, rx) = crossbeam::channel::unbounded();
-    for (control, _configured, known) in targets.clone() {
+    for Target { control, known } in targets.clone() {
         let (ctx, tx) = (ctx.clone(), tx.clone());
         pool.execute(move || {
             let result = pull::pull_agent(&ctx, control, known.as_deref());
@@ -184,7 +184,7 @@ pub fn pull_once(
     }
     drop(tx);
     let mut display = Display {
-        progress: progress.clone(),
+        progress,
         started: Instant::now(),
         terminal: std::io::stderr().is_terminal(),
         drawn: false,
@@ -202,47 +202,105 @@ pub fn pull_once(
             }
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
         };
-        progress.finished(control);
+        display.progress.finished(control);
         display.clear(&mut std::io::stderr().lock());
         let label = known.unwrap_or_else(|| control.to_string());
-        let started = display.started;
-        match result {
-            Ok(r) => {
-                let speed = if r.elapsed >= QUIET_FOR {
-                    format!(", {}", rate(r.wire_bytes, r.elapsed))
-                } else {
-                    String::new()
-                };
-                say(format_args!(
-                    "{} {control} ok: {} piece(s), {} bytes ({}), {} already stored, {} ms{speed}",
-                    r.host,
-                    r.pieces,
-                    r.bytes,
-                    human_bytes(r.bytes),
-                    r.already_had,
-                    r.elapsed.as_millis()
-                ));
-                outcomes.push((control, Outcome::Pulled(r)));
-            }
-            Err(PullError::Busy(host)) => say(format_args!(
-                "{host} {control} skipped: another pull of this host is in progress"
-            )),
-            Err(e) => {
-                all_ok = false;
-                say(format_args!("{label} {control} FAILED: {e}"));
-                outcomes.push((control, Outcome::Failed(e.to_string(), started.elapsed())));
-            }
+        if let Some(outcome) = summarize(control, &label, result, display.started) {
+            all_ok &= matches!(outcome, Outcome::Pulled(_));
+            outcomes.push((control, outcome));
         }
     }
     record(config, &statics, &outcomes)?;
     Ok(all_ok)
 }
 
+/// The agents to pull: the configured ones (with the name the registry
+/// learnt for them), then those that registered, narrowed to `hosts` (names
+/// or addresses) if any are given.
+fn targets(
+    statics: &[crate::config::StaticAgent],
+    registered: &[super::registry::AgentRecord],
+    hosts: &[String],
+) -> Result<Vec<Target>, PullOnceError> {
+    let mut targets: Vec<Target> = Vec::new();
+    for s in statics {
+        let known = registered
+            .iter()
+            .find(|r| r.control == s.control)
+            .and_then(|r| r.name.clone());
+        targets.push(Target {
+            control: s.control,
+            known: s.name.clone().or(known),
+        });
+    }
+    for r in registered {
+        if !targets.iter().any(|t| t.control == r.control) {
+            targets.push(Target {
+                control: r.control,
+                known: r.name.clone(),
+            });
+        }
+    }
+    if !hosts.is_empty() {
+        targets.retain(|t| {
+            hosts
+                .iter()
+                .any(|h| Some(h) == t.known.as_ref() || *h == t.control.to_string())
+        });
+        if targets.is_empty() {
+            return Err(PullOnceError::NoMatch(hosts.to_vec()));
+        }
+    }
+    if targets.is_empty() {
+        return Err(PullOnceError::NoAgents);
+    }
+    Ok(targets)
+}
+
+/// Print one agent's summary line; what to record of it (nothing for a
+/// pull skipped because another one of the host runs).
+fn summarize(
+    control: SocketAddr,
+    label: &str,
+    result: Result<pull::PullReport, PullError>,
+    started: Instant,
+) -> Option<Outcome> {
+    match result {
+        Ok(r) => {
+            let speed = if r.elapsed >= QUIET_FOR {
+                format!(", {}", rate(r.wire_bytes, r.elapsed))
+            } else {
+                String::new()
+            };
+            say(format_args!(
+                "{} {control} ok: {} piece(s), {} bytes ({}), {} already stored, {} ms{speed}",
+                r.host,
+                r.pieces,
+                r.bytes,
+                human_bytes(r.bytes),
+                r.already_had,
+                r.elapsed.as_millis()
+            ));
+            Some(Outcome::Pulled(r))
+        }
+        Err(PullError::Busy(host)) => {
+            say(format_args!(
+                "{host} {control} skipped: another pull of this host is in progress"
+            ));
+            None
+        }
+        Err(e) => {
+            say(format_args!("{label} {control} FAILED: {e}"));
+            Some(Outcome::Failed(e, started.elapsed()))
+        }
+    }
+}
+
 /// What one agent's pull came to, for the registry.
 enum Outcome {
     Pulled(pull::PullReport),
     /// The error and about how long the attempt took.
-    Failed(String, Duration),
+    Failed(PullError, Duration),
 }
 
 /// Record the pulls in the registry, so `pihealth status` shows them
@@ -253,14 +311,14 @@ fn record(
     config: &MasterConfig,
     statics: &[crate::config::StaticAgent],
     outcomes: &[(SocketAddr, Outcome)],
-) -> Result<(), String> {
+) -> Result<(), PullOnceError> {
     let Some(_lock) =
-        super::registry::try_writer_lock(&config.log_dir).map_err(|e| e.to_string())?
+        super::registry::try_writer_lock(&config.log_dir).map_err(PullOnceError::ReadRegistry)?
     else {
         return Ok(());
     };
     let registry = Registry::open(&config.log_dir, statics, config.agent_data_port)
-        .map_err(|e| format!("registry: {e}"))?;
+        .map_err(PullOnceError::Registry)?;
     for (control, outcome) in outcomes {
         match outcome {
             Outcome::Pulled(r) => {
@@ -269,16 +327,14 @@ fn record(
                 }
                 registry.pull_finished(*control, Ok(r.bytes), r.elapsed);
             }
-            Outcome::Failed(e, elapsed) => {
-                registry.pull_finished(*control, Err(e.clone()), *elapsed)
-            }
+            Outcome::Failed(e, elapsed) => registry.pull_finished(*control, Err(e), *elapsed),
         }
     }
     // Without heartbeats, a pull is the only sign of life: an agent not
     // seen for as long as the daemon would wait for heartbeats is down.
     let limit = config.heartbeat_interval.0 * config.heartbeat_misses;
     registry.check_liveness(i64::try_from(limit.as_millis()).unwrap_or(i64::MAX));
-    registry.flush().map_err(|e| format!("registry: {e}"))
+    registry.flush().map_err(PullOnceError::Registry)
 }
 
 #[cfg(test)]

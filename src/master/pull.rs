@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::master::archive::{HostArchive, OpenError, Plan};
 use crate::net::TimedStream;
-use crate::protocol::message::{AgentInfo, Offer, PieceKind};
+use crate::protocol::message::{AgentInfo, Offer, PieceKind, PieceRef};
 use crate::protocol::{Connection, Credentials, KeyMemory, Message, Purpose, Received};
 
 /// Most `ListPending` rounds in one pull (each moves up to 256 pieces).
@@ -104,13 +104,13 @@ pub struct Progress {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct AgentProgress {
-    pub host: String,
+pub(crate) struct AgentProgress {
+    pub(crate) host: String,
     /// Bytes offered so far (grows when a pull takes several rounds).
-    pub offered: u64,
+    pub(crate) offered: u64,
     /// Bytes received over data connections so far.
-    pub received: u64,
-    pub finished: bool,
+    pub(crate) received: u64,
+    pub(crate) finished: bool,
 }
 
 impl Progress {
@@ -119,11 +119,11 @@ impl Progress {
         change(agents.entry(control).or_default());
     }
 
-    pub fn finished(&self, control: SocketAddr) {
+    pub(crate) fn finished(&self, control: SocketAddr) {
         self.update(control, |a| a.finished = true);
     }
 
-    pub fn snapshot(&self) -> Vec<(SocketAddr, AgentProgress)> {
+    pub(crate) fn snapshot(&self) -> Vec<(SocketAddr, AgentProgress)> {
         let agents = crate::sync::lock(&self.agents);
         agents.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
@@ -145,23 +145,97 @@ pub struct PullReport {
     pub elapsed: Duration,
 }
 
-#[derive(Debug)]
-pub enum PullError {
-    Busy(String),
-    Failed(String),
+/// What kind of failure ended a pull: the `kind` label of
+/// `pihealth_pull_failures_total`, so an operator can tell a network
+/// problem from a key problem from a full disk without reading logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureKind {
+    /// No answer in time (connect, handshake, or a frame).
+    Timeout,
+    /// Nothing listens at the address (the connection was refused).
+    Refused,
+    /// The agent does not hold this host's key (another fleet key, a
+    /// revoked or unknown host), or the host may not be pulled at all.
+    Key,
+    /// The agent closed the connection.
+    Closed,
+    /// The agent answered something it should not have (a wrong message,
+    /// another name, a piece not as offered).
+    Protocol,
+    /// The master could not store what it fetched (open, write, commit).
+    Storage,
+    /// Any other network error.
+    Network,
 }
 
-impl std::fmt::Display for PullError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl FailureKind {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
-            PullError::Busy(h) => write!(f, "{h}: another pull of this host is in progress"),
-            PullError::Failed(e) => f.write_str(e),
+            FailureKind::Timeout => "timeout",
+            FailureKind::Refused => "refused",
+            FailureKind::Key => "key",
+            FailureKind::Closed => "closed",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Storage => "storage",
+            FailureKind::Network => "network",
+        }
+    }
+
+    /// The kind of an error on a connection to the agent.
+    pub(crate) fn of_network(e: &io::Error) -> FailureKind {
+        if crate::protocol::is_wrong_key(e) {
+            return FailureKind::Key;
+        }
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FailureKind::Timeout,
+            io::ErrorKind::ConnectionRefused => FailureKind::Refused,
+            io::ErrorKind::PermissionDenied => FailureKind::Key,
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => FailureKind::Closed,
+            io::ErrorKind::InvalidData => FailureKind::Protocol,
+            _ => FailureKind::Network,
         }
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> PullError {
-    PullError::Failed(e.to_string())
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("{0}: another pull of this host is in progress")]
+    Busy(String),
+    /// Dialling the agent, or a request on the control connection.
+    #[error("{}", describe(.0))]
+    Connection(#[from] io::Error),
+    /// The agent answered something it should not have.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{host}: cannot open the archive: {source}")]
+    OpenArchive { host: String, source: io::Error },
+    #[error("{host}: cannot commit: {source}")]
+    Commit { host: String, source: io::Error },
+    /// Some pieces were not fetched; `kind` is the first one's.
+    #[error("{host}: {count} piece(s) failed, first: {first}")]
+    Pieces {
+        host: String,
+        count: usize,
+        first: String,
+        kind: FailureKind,
+    },
+}
+
+impl PullError {
+    /// What kind of failure this is (`None` for `Busy`, which is no failure).
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            PullError::Busy(_) => None,
+            PullError::Connection(e) => Some(FailureKind::of_network(e)),
+            PullError::Protocol(_) => Some(FailureKind::Protocol),
+            PullError::OpenArchive { .. } | PullError::Commit { .. } => Some(FailureKind::Storage),
+            PullError::Pieces { kind, .. } => Some(*kind),
+        }
+    }
 }
 
 /// An I/O error in words an operator reads: a socket timeout shows up as
@@ -181,12 +255,15 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-fn io_failed(e: io::Error) -> PullError {
-    PullError::Failed(describe(&e))
+/// A piece not fetched: the error and its kind (a storage error and a
+/// network error are both `io::Error`s; `fetch` knows which it was).
+struct PieceFailure {
+    kind: FailureKind,
+    error: io::Error,
 }
 
 /// Ask an agent who it is (a liveness probe).
-pub fn probe(
+pub(crate) fn probe(
     ctx: &PullContext,
     control: SocketAddr,
     name: Option<&str>,
@@ -233,162 +310,239 @@ pub fn pull_agent(
     name: Option<&str>,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
-    let mut conn = ctx.dial_control(control, name).map_err(io_failed)?;
-    let mut report = PullReport::default();
-    // One data connection for the whole pull (SPEC §2).
-    let mut data: Option<Connection<TimedStream>> = None;
-    let mut archive: Option<HostArchive> = None;
+    let mut pull = Pull {
+        ctx,
+        control,
+        conn: ctx.dial_control(control, name)?,
+        data: None,
+        archive: None,
+        report: PullReport::default(),
+        first_failure: None,
+    };
     for _ in 0..MAX_ROUNDS {
+        if !pull.round()? {
+            break;
+        }
+    }
+    pull.finish(started)
+}
+
+/// One pull under way: its connections, the host's archive (opened at the
+/// first offer) and what it did so far.
+struct Pull<'a> {
+    ctx: &'a PullContext,
+    control: SocketAddr,
+    conn: Connection<TimedStream>,
+    /// One data connection for the whole pull (SPEC §2).
+    data: Option<Connection<TimedStream>>,
+    archive: Option<HostArchive>,
+    report: PullReport,
+    /// The kind of the first piece that failed.
+    first_failure: Option<FailureKind>,
+}
+
+impl Pull<'_> {
+    /// One `ListPending` round: fetch and store what is offered, commit,
+    /// then acknowledge. Whether another round is worth asking for.
+    fn round(&mut self) -> Result<bool, PullError> {
+        let (data_port, offers, more) = self.list_pending()?;
+        if offers.is_empty() {
+            return Ok(false);
+        }
+        self.open_archive()?;
+        let data_addr = SocketAddr::new(self.control.ip(), data_port);
+        let (acks, broken_types) = self.store_offers(&offers, data_addr);
+        let store = self.archive.as_mut().expect("opened above");
+        self.report.events.append(&mut store.events);
+        crate::failpoint::hit("pull.after_store");
+        // Durable first, acknowledged second.
+        store.commit().map_err(|source| PullError::Commit {
+            host: self.report.host.clone(),
+            source,
+        })?;
+        crate::failpoint::hit("pull.after_commit");
+        if !acks.is_empty() {
+            match self
+                .conn
+                .request(&Message::Ack(acks), self.ctx.io_timeout)?
+            {
+                Message::AckOk => {}
+                other => return Err(unexpected("AckOk", &other)),
+            }
+        }
+        Ok(more && !broken_types)
+    }
+
+    /// Ask what is pending; notes who answered (the host the connection
+    /// proved: the agent cannot name another) and its clock.
+    fn list_pending(&mut self) -> Result<(u16, Vec<Offer>, bool), PullError> {
         let sent = chrono::Utc::now().timestamp_millis();
-        let (info, offers, more) = match conn
-            .request(&Message::ListPending, ctx.io_timeout)
-            .map_err(io_failed)?
+        let (info, offers, more) = match self
+            .conn
+            .request(&Message::ListPending, self.ctx.io_timeout)?
         {
             Message::Pending { info, offers, more } => (info, offers, more),
-            other => return Err(failed(format!("expected Pending, got {}", other.kind()))),
+            other => return Err(unexpected("Pending", &other)),
         };
-        report.skew_ms = skew(sent, info.time_ms);
-        // The host the connection proved; the agent cannot name another.
-        let host = conn.host().to_string();
+        self.report.skew_ms = skew(sent, info.time_ms);
+        let host = self.conn.host().to_string();
         if info.name != host {
-            return Err(failed(format!(
-                "agent at {control} authenticated as {host:?} calls itself {:?}",
-                info.name
+            return Err(PullError::Protocol(format!(
+                "agent at {} authenticated as {host:?} calls itself {:?}",
+                self.control, info.name
             )));
         }
-        report.host = host.clone();
-        report.info = Some(info.clone());
-        if let Some(p) = &ctx.progress {
+        if let Some(p) = &self.ctx.progress {
             let offered: u64 = offers.iter().map(|o| o.size).sum();
-            p.update(control, |a| {
+            p.update(self.control, |a| {
                 a.host = host.clone();
                 a.offered += offered;
             });
         }
-        if offers.is_empty() {
-            break;
+        let data_port = info.data_port;
+        self.report.host = host;
+        self.report.info = Some(info);
+        Ok((data_port, offers, more))
+    }
+
+    fn open_archive(&mut self) -> Result<(), PullError> {
+        if self.archive.is_some() {
+            return Ok(());
         }
-        if archive.is_none() {
-            archive = Some(
-                match HostArchive::open(&ctx.log_root, &ctx.backup_root, &host, ctx.rotate_size) {
-                    Ok(a) => a,
-                    Err(OpenError::Busy) => return Err(PullError::Busy(host)),
-                    Err(OpenError::Io(e)) => {
-                        return Err(failed(format!("{host}: cannot open the archive: {e}")))
-                    }
-                },
-            );
+        let (ctx, host) = (self.ctx, &self.report.host);
+        match HostArchive::open(&ctx.log_root, &ctx.backup_root, host, ctx.rotate_size) {
+            Ok(a) => self.archive = Some(a),
+            Err(OpenError::Busy) => return Err(PullError::Busy(host.clone())),
+            Err(OpenError::Io(source)) => {
+                return Err(PullError::OpenArchive {
+                    host: host.clone(),
+                    source,
+                })
+            }
         }
-        let store = archive.as_mut().expect("opened above");
-        let data_addr = SocketAddr::new(control.ip(), info.data_port);
+        Ok(())
+    }
+
+    /// Store every offer that is new, in order; a failure stops its type
+    /// for this round. The pieces to acknowledge, and whether a type broke.
+    fn store_offers(&mut self, offers: &[Offer], data_addr: SocketAddr) -> (Vec<PieceRef>, bool) {
         let mut acks = Vec::new();
         let mut broken_types: Vec<String> = Vec::new();
-        for offer in &offers {
+        for offer in offers {
             let piece = &offer.piece;
             if broken_types.contains(&piece.log_type) {
                 continue;
             }
             if crate::names::check_type_name(&piece.log_type).is_err() {
-                report
+                self.report
                     .failed_pieces
                     .push(format!("{:?}: bad type name", piece.log_type));
+                self.first_failure.get_or_insert(FailureKind::Protocol);
                 broken_types.push(piece.log_type.clone());
                 continue;
             }
-            match store.plan(piece) {
+            let store = self.archive.as_mut().expect("opened before");
+            let fetched = match store.plan(piece) {
                 Plan::AlreadyHave => {
-                    report.already_had += 1;
+                    self.report.already_had += 1;
+                    Ok(None)
+                }
+                Plan::Fetch { skip } => fetch(
+                    self.ctx,
+                    &mut self.data,
+                    (self.control, data_addr),
+                    &self.report.host,
+                    offer,
+                    skip,
+                    store,
+                )
+                .map(Some),
+            };
+            match fetched {
+                Ok(stored) => {
+                    if let Some(bytes) = stored {
+                        self.report.pieces += 1;
+                        self.report.bytes += bytes;
+                        self.report.wire_bytes += offer.size;
+                    }
                     acks.push(piece.clone());
                 }
-                Plan::Fetch { skip } => match fetch(
-                    ctx, &mut data, &host, control, data_addr, offer, skip, store,
-                ) {
-                    Ok(stored) => {
-                        report.pieces += 1;
-                        report.bytes += stored;
-                        report.wire_bytes += offer.size;
-                        acks.push(piece.clone());
-                    }
-                    Err(e) => {
-                        // The data connection may be mid-piece: a new one
-                        // for the next type.
-                        data = None;
-                        let e = describe(&e);
-                        log::warn!(
-                            "{host}: {} {}..{} not fetched: {e}",
-                            piece.log_type,
-                            piece.start,
-                            piece.end
-                        );
-                        report.failed_pieces.push(format!(
-                            "{} {}..{}: {e}",
-                            piece.log_type, piece.start, piece.end
-                        ));
-                        broken_types.push(piece.log_type.clone());
-                    }
-                },
+                Err(failure) => {
+                    self.piece_failed(piece, failure);
+                    broken_types.push(piece.log_type.clone());
+                }
             }
         }
-        report.events.append(&mut store.events);
-        crate::failpoint::hit("pull.after_store");
-        // Durable first, acknowledged second.
-        store
-            .commit()
-            .map_err(|e| failed(format!("{host}: cannot commit: {e}")))?;
-        crate::failpoint::hit("pull.after_commit");
-        if !acks.is_empty() {
-            match conn
-                .request(&Message::Ack(acks), ctx.io_timeout)
-                .map_err(io_failed)?
-            {
-                Message::AckOk => {}
-                other => return Err(failed(format!("expected AckOk, got {}", other.kind()))),
-            }
-        }
-        if !more || !broken_types.is_empty() {
-            break;
-        }
+        (acks, !broken_types.is_empty())
     }
-    if let Some(mut data) = data {
-        let _ = data
-            .allow(ctx.io_timeout)
-            .and_then(|()| data.send(&Message::Bye));
+
+    fn piece_failed(&mut self, piece: &PieceRef, failure: PieceFailure) {
+        // The data connection may be mid-piece: a new one for the next type.
+        self.data = None;
+        let e = describe(&failure.error);
+        log::warn!(
+            "{}: {} {}..{} not fetched: {e}",
+            self.report.host,
+            piece.log_type,
+            piece.start,
+            piece.end
+        );
+        self.report.failed_pieces.push(format!(
+            "{} {}..{}: {e}",
+            piece.log_type, piece.start, piece.end
+        ));
+        self.first_failure.get_or_insert(failure.kind);
     }
-    let _ = conn
-        .allow(ctx.io_timeout)
-        .and_then(|()| conn.send(&Message::Bye));
-    report.elapsed = started.elapsed();
-    if report.failed_pieces.is_empty() {
-        Ok(report)
-    } else {
-        Err(failed(format!(
-            "{}: {} piece(s) failed, first: {}",
-            report.host,
-            report.failed_pieces.len(),
-            report.failed_pieces[0]
-        )))
+
+    /// Say goodbye on both connections; the report, or the failed pieces.
+    fn finish(mut self, started: Instant) -> Result<PullReport, PullError> {
+        let timeout = self.ctx.io_timeout;
+        if let Some(mut data) = self.data.take() {
+            let _ = data.allow(timeout).and_then(|()| data.send(&Message::Bye));
+        }
+        let conn = &mut self.conn;
+        let _ = conn.allow(timeout).and_then(|()| conn.send(&Message::Bye));
+        let mut report = self.report;
+        report.elapsed = started.elapsed();
+        match self.first_failure {
+            None => Ok(report),
+            Some(kind) => Err(PullError::Pieces {
+                count: report.failed_pieces.len(),
+                first: report.failed_pieces.swap_remove(0),
+                host: report.host,
+                kind,
+            }),
+        }
     }
 }
 
+fn unexpected(expected: &str, got: &Message) -> PullError {
+    PullError::Protocol(format!("expected {expected}, got {}", got.kind()))
+}
+
 /// Fetch one piece over the pull's data connection (dialled if there is
-/// none yet) into the archive.
-#[allow(clippy::too_many_arguments)]
+/// none yet) into the archive. `addrs` are the agent's control and data
+/// addresses.
 fn fetch(
     ctx: &PullContext,
     data: &mut Option<Connection<TimedStream>>,
+    (control, data_addr): (SocketAddr, SocketAddr),
     host: &str,
-    control: SocketAddr,
-    data_addr: SocketAddr,
     offer: &Offer,
     skip: u64,
     store: &mut HostArchive,
-) -> io::Result<u64> {
+) -> Result<u64, PieceFailure> {
+    let network = |error: io::Error| PieceFailure {
+        kind: FailureKind::of_network(&error),
+        error,
+    };
     let conn = match data {
         Some(conn) => conn,
-        None => data.insert(ctx.dial(data_addr, Purpose::Data, host)?),
+        None => data.insert(ctx.dial(data_addr, Purpose::Data, host).map_err(network)?),
     };
-    conn.allow(ctx.io_timeout)?;
-    conn.send(&Message::Fetch { token: offer.token })?;
+    conn.allow(ctx.io_timeout).map_err(network)?;
+    conn.send(&Message::Fetch { token: offer.token })
+        .map_err(network)?;
     let mut reader = ChunkReader {
         conn,
         frame_timeout: ctx.io_timeout,
@@ -397,16 +551,29 @@ fn fetch(
         received: 0,
         expected: offer.size,
         done: false,
+        failed: false,
         progress: ctx.progress.as_deref().map(|p| (p, control)),
     };
     let stored = match offer.piece.kind {
         PieceKind::Current => store.store_current(&offer.piece, skip, &mut reader),
         PieceKind::Archive => store.store_archive(&offer.piece, skip, offer.size, &mut reader),
-    }?;
+    };
+    let stored = stored.map_err(|error| PieceFailure {
+        kind: if reader.failed {
+            FailureKind::of_network(&error)
+        } else if error.kind() == io::ErrorKind::InvalidData {
+            // What arrived is not what was offered (a wrong length, an
+            // archive that does not hold its range).
+            FailureKind::Protocol
+        } else {
+            FailureKind::Storage
+        },
+        error,
+    })?;
     // Read on to the piece's `End` (checked there) even if the archive
     // stopped short of it: the connection then stands at the next piece.
     loop {
-        let n = reader.fill_buf()?.len();
+        let n = reader.fill_buf().map_err(network)?.len();
         if n == 0 {
             break;
         }
@@ -431,14 +598,31 @@ struct ChunkReader<'a> {
     received: u64,
     expected: u64,
     done: bool,
+    /// Whether receiving failed (else an error of the archive's is its own).
+    failed: bool,
     progress: Option<(&'a Progress, SocketAddr)>,
 }
 
 impl BufRead for ChunkReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Err(e) = self.receive() {
+            self.failed = true;
+            return Err(e);
+        }
+        Ok(&self.frame[self.chunk.clone()])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.chunk.start = (self.chunk.start + n).min(self.chunk.end);
+    }
+}
+
+impl ChunkReader<'_> {
+    /// Receive frames until there is unconsumed chunk data or the piece ended.
+    fn receive(&mut self) -> io::Result<()> {
         while self.chunk.is_empty() {
             if self.done {
-                return Ok(&[]);
+                return Ok(());
             }
             self.conn.allow(self.frame_timeout)?;
             match self.conn.recv_into(&mut self.frame)? {
@@ -476,11 +660,7 @@ impl BufRead for ChunkReader<'_> {
                 }
             }
         }
-        Ok(&self.frame[self.chunk.clone()])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.chunk.start = (self.chunk.start + n).min(self.chunk.end);
+        Ok(())
     }
 }
 

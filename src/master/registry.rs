@@ -18,6 +18,7 @@
 //! from the static list, and registered agents come back with their next
 //! heartbeat.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::EventLog;
 use super::files::MasterFiles;
+use super::pull::{FailureKind, PullError};
 use crate::config::StaticAgent;
 use crate::protocol::AgentInfo;
 use crate::storage;
@@ -42,7 +44,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::NeverSeen => "never seen",
             State::Up => "up",
@@ -111,7 +113,7 @@ impl AgentRecord {
     }
 
     /// Name for logs and tables: the host name, or the address until known.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.name
             .clone()
             .unwrap_or_else(|| self.control.to_string())
@@ -125,7 +127,19 @@ struct RegistryFile {
 }
 
 /// Upper bounds, in seconds, of the pull-duration histogram's buckets.
-pub const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub(crate) const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A heartbeat claiming another host's address from elsewhere (see
+/// `Registry::heartbeat`): answered with this message, and noted.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} says it listens on {control}, {owner}'s address, from {peer_ip}: refused")]
+pub(crate) struct ClaimRefused {
+    name: String,
+    control: SocketAddr,
+    /// The label of the host whose address it is.
+    owner: String,
+    peer_ip: IpAddr,
+}
 
 /// Every pull since the master started (kept in memory only: `/metrics`
 /// counters may start over with the process).
@@ -136,10 +150,12 @@ pub struct PullStats {
     /// Pulls that took at most each bound of `PULL_BUCKETS` (cumulative).
     pub buckets: [u64; PULL_BUCKETS.len()],
     pub seconds_sum: f64,
+    /// Failed pulls by host and kind of failure (`/metrics`).
+    pub failures: BTreeMap<(String, FailureKind), u64>,
 }
 
 impl PullStats {
-    pub fn record(&mut self, ok: bool, elapsed: Duration) {
+    pub(crate) fn record(&mut self, ok: bool, elapsed: Duration) {
         if ok {
             self.ok += 1;
         } else {
@@ -151,6 +167,46 @@ impl PullStats {
             if secs <= *bound {
                 *n += 1;
             }
+        }
+    }
+}
+
+/// The registry file as written last; one torn by a crash after a write
+/// without fsync (module doc) is kept aside and the start is from empty.
+fn read_registry_file(path: &Path) -> io::Result<RegistryFile> {
+    match storage::read_json(path) {
+        Ok(file) => Ok(file.unwrap_or_default()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let bad = path.with_file_name("registry.json.bad");
+            log::warn!(
+                "{e}; keeping it as {} and starting from the static agent list \
+                 (registered agents return with their next heartbeat)",
+                bad.display()
+            );
+            std::fs::rename(path, &bad).map_err(|e| storage::with_path(e, path))?;
+            Ok(RegistryFile::default())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The configured agents: an entry at a configured address becomes
+/// static (named as configured, if so); the others are added.
+fn add_statics(agents: &mut Vec<AgentRecord>, statics: &[StaticAgent], default_data_port: u16) {
+    for s in statics {
+        match agents.iter_mut().find(|a| a.control == s.control) {
+            Some(a) => {
+                a.origin = Origin::Static;
+                if s.name.is_some() {
+                    a.name = s.name.clone();
+                }
+            }
+            None => agents.push(AgentRecord::new(
+                s.name.clone(),
+                s.control,
+                default_data_port,
+                Origin::Static,
+            )),
         }
     }
 }
@@ -168,9 +224,9 @@ fn identity(agents: &[AgentRecord]) -> Identity {
 /// How often the registry file was written since start, and how many of
 /// those writes were fsynced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteCounts {
-    pub writes: u64,
-    pub durable: u64,
+pub(crate) struct WriteCounts {
+    pub(crate) writes: u64,
+    pub(crate) durable: u64,
 }
 
 pub struct Registry {
@@ -194,13 +250,13 @@ pub struct Registry {
 /// no daemon runs. So `pull` never writes the registry under a running
 /// daemon (whose next write would undo it; the daemon records its own
 /// pulls), and `status` can tell whether a daemon runs here.
-pub fn writer_lock_path(log_dir: &Path) -> PathBuf {
+pub(crate) fn writer_lock_path(log_dir: &Path) -> PathBuf {
     log_dir.join(".registry.lock")
 }
 
 /// Take the writer lock without waiting: `None` if someone holds it.
 /// Creates `log_dir`.
-pub fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
+pub(crate) fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
     std::fs::create_dir_all(log_dir).map_err(|e| storage::with_path(e, log_dir))?;
     let path = writer_lock_path(log_dir);
     let file = std::fs::OpenOptions::new()
@@ -219,7 +275,7 @@ pub fn try_writer_lock(log_dir: &Path) -> io::Result<Option<std::fs::File>> {
 /// Whether a master daemon holds the writer lock of `log_dir` now;
 /// `None` when it cannot be told (no lock file: no daemon of this version
 /// has run here). Creates nothing.
-pub fn daemon_running(log_dir: &Path) -> Option<bool> {
+pub(crate) fn daemon_running(log_dir: &Path) -> Option<bool> {
     let file = std::fs::File::open(writer_lock_path(log_dir)).ok()?;
     match file.try_lock_shared() {
         Ok(()) => Some(false),
@@ -228,7 +284,7 @@ pub fn daemon_running(log_dir: &Path) -> Option<bool> {
     }
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -244,38 +300,8 @@ impl Registry {
         let files = MasterFiles::new(log_dir);
         std::fs::create_dir_all(files.dir()).map_err(|e| storage::with_path(e, files.dir()))?;
         let path = files.registry();
-        let file: RegistryFile = match storage::read_json(&path) {
-            Ok(file) => file.unwrap_or_default(),
-            // Torn by a crash after a write without fsync (module doc).
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let bad = path.with_file_name("registry.json.bad");
-                log::warn!(
-                    "{e}; keeping it as {} and starting from the static agent list \
-                     (registered agents return with their next heartbeat)",
-                    bad.display()
-                );
-                std::fs::rename(&path, &bad).map_err(|e| storage::with_path(e, &path))?;
-                RegistryFile::default()
-            }
-            Err(e) => return Err(e),
-        };
-        let mut agents = file.agents;
-        for s in statics {
-            match agents.iter_mut().find(|a| a.control == s.control) {
-                Some(a) => {
-                    a.origin = Origin::Static;
-                    if s.name.is_some() {
-                        a.name = s.name.clone();
-                    }
-                }
-                None => agents.push(AgentRecord::new(
-                    s.name.clone(),
-                    s.control,
-                    default_data_port,
-                    Origin::Static,
-                )),
-            }
-        }
+        let mut agents = read_registry_file(&path)?.agents;
+        add_statics(&mut agents, statics, default_data_port);
         let registry = Registry {
             path,
             events: EventLog::open(&files.events())?,
@@ -321,17 +347,17 @@ impl Registry {
 
     /// Have the next `flush` write the file (also used to keep its
     /// `written_ms` fresh, which tells `pihealth status` the master runs).
-    pub fn mark_dirty(&self) {
+    pub(crate) fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
     }
 
-    pub fn snapshot(&self) -> Vec<AgentRecord> {
+    pub(crate) fn snapshot(&self) -> Vec<AgentRecord> {
         self.lock().clone()
     }
 
     /// Append one line to `events.log` (and the program log); a failure
     /// is logged by the writer and does not stop the state change.
-    pub fn event(&self, text: &str) {
+    pub(crate) fn event(&self, text: &str) {
         let _ = self.events.record(log::Level::Info, text);
     }
 
@@ -363,7 +389,7 @@ impl Registry {
     /// really connects from that address: otherwise one host's key could
     /// take over another host's entry (its pulls would then fail, or be
     /// credited to the wrong host). Refused claims are an error to answer.
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         name: &str,
         control: SocketAddr,
@@ -371,7 +397,7 @@ impl Registry {
         agent_time_ms: i64,
         backlog: Option<u64>,
         data_port: Option<u16>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClaimRefused> {
         let mut agents = self.lock();
         let from_there = peer_ip == control.ip();
         if let Some(other) = agents
@@ -389,51 +415,19 @@ impl Registry {
                 return Ok(());
             }
             if !from_there {
-                let why = format!(
-                    "{name} says it listens on {control}, {}'s address, from {peer_ip}: refused",
-                    other.label()
-                );
-                self.event(&why);
-                return Err(why);
-            }
-        }
-        // A name is the agent's identity; an address only for unnamed
-        // entries, and only from that address.
-        let index = agents
-            .iter()
-            .position(|a| a.name.as_deref() == Some(name))
-            .or_else(|| {
-                agents
-                    .iter()
-                    .position(|a| from_there && a.control == control && a.name.is_none())
-            });
-        let index = match index {
-            Some(i) => i,
-            None => {
-                self.event(&format!("{name} {control} registered"));
-                agents.push(AgentRecord::new(
-                    Some(name.to_string()),
+                let refused = ClaimRefused {
+                    name: name.to_string(),
                     control,
-                    data_port.unwrap_or(self.default_data_port),
-                    Origin::Registered,
-                ));
-                agents.len() - 1
-            }
-        };
-        let a = &mut agents[index];
-        if a.control != control {
-            if a.origin == Origin::Static {
-                // The configured address is the operator's word (it may be
-                // a proxy or a NAT address the agent cannot know).
-                log::debug!(
-                    "{name} says it listens on {control}; keeping the configured {}",
-                    a.control
-                );
-            } else {
-                self.event(&format!("{name} moved from {} to {control}", a.control));
-                a.control = control;
+                    owner: other.label(),
+                    peer_ip,
+                };
+                self.event(&refused.to_string());
+                return Err(refused);
             }
         }
+        let index = self.entry_for(&mut agents, name, control, from_there, data_port);
+        let a = &mut agents[index];
+        self.follow_address(a, name, control);
         if a.name.is_none() || (a.name.as_deref() != Some(name) && a.origin == Origin::Registered) {
             a.name = Some(name.to_string());
         }
@@ -449,8 +443,58 @@ impl Registry {
         Ok(())
     }
 
+    /// The entry a heartbeat from `name` belongs to, added if none: a name
+    /// is the agent's identity; an address only for unnamed entries, and
+    /// only from that address.
+    fn entry_for(
+        &self,
+        agents: &mut Vec<AgentRecord>,
+        name: &str,
+        control: SocketAddr,
+        from_there: bool,
+        data_port: Option<u16>,
+    ) -> usize {
+        let index = agents
+            .iter()
+            .position(|a| a.name.as_deref() == Some(name))
+            .or_else(|| {
+                agents
+                    .iter()
+                    .position(|a| from_there && a.control == control && a.name.is_none())
+            });
+        index.unwrap_or_else(|| {
+            self.event(&format!("{name} {control} registered"));
+            agents.push(AgentRecord::new(
+                Some(name.to_string()),
+                control,
+                data_port.unwrap_or(self.default_data_port),
+                Origin::Registered,
+            ));
+            agents.len() - 1
+        })
+    }
+
+    /// A registered agent moves to the address it says; a configured one
+    /// stays where the operator put it.
+    fn follow_address(&self, a: &mut AgentRecord, name: &str, control: SocketAddr) {
+        if a.control == control {
+            return;
+        }
+        if a.origin == Origin::Static {
+            // The configured address is the operator's word (it may be
+            // a proxy or a NAT address the agent cannot know).
+            log::debug!(
+                "{name} says it listens on {control}; keeping the configured {}",
+                a.control
+            );
+        } else {
+            self.event(&format!("{name} moved from {} to {control}", a.control));
+            a.control = control;
+        }
+    }
+
     /// A probe or pull of the agent at `control` succeeded.
-    pub fn contact(&self, control: SocketAddr, info: &AgentInfo, skew_ms: i64, what: &str) {
+    pub(crate) fn contact(&self, control: SocketAddr, info: &AgentInfo, skew_ms: i64, what: &str) {
         let mut agents = self.lock();
         let Some(mut index) = agents.iter().position(|a| a.control == control) else {
             return;
@@ -522,12 +566,21 @@ impl Registry {
     pub fn pull_finished(
         &self,
         control: SocketAddr,
-        result: Result<u64, String>,
+        result: Result<u64, &PullError>,
         elapsed: Duration,
     ) {
-        crate::sync::lock(&self.pulls).record(result.is_ok(), elapsed);
         let mut agents = self.lock();
-        if let Some(a) = agents.iter_mut().find(|a| a.control == control) {
+        let agent = agents.iter_mut().find(|a| a.control == control);
+        {
+            let mut stats = crate::sync::lock(&self.pulls);
+            stats.record(result.is_ok(), elapsed);
+            if let Err(e) = &result {
+                let host = agent.as_ref().map_or(control.to_string(), |a| a.label());
+                let kind = e.kind().unwrap_or(FailureKind::Network);
+                *stats.failures.entry((host, kind)).or_default() += 1;
+            }
+        }
+        if let Some(a) = agent {
             let now = now_ms();
             a.last_pull_ms = Some(now);
             a.last_pull_duration_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
@@ -537,7 +590,7 @@ impl Registry {
                     a.bytes_pulled += bytes;
                     a.last_pull_error = None;
                 }
-                Err(e) => a.last_pull_error = Some(e),
+                Err(e) => a.last_pull_error = Some(e.to_string()),
             }
             self.mark_dirty();
         }
@@ -548,7 +601,7 @@ impl Registry {
     }
 
     /// Mark agents `down` whose last sign of life is older than `limit_ms`.
-    pub fn check_liveness(&self, limit_ms: i64) {
+    pub(crate) fn check_liveness(&self, limit_ms: i64) {
         let now = now_ms();
         let mut agents = self.lock();
         for a in agents.iter_mut() {
@@ -582,7 +635,7 @@ impl Registry {
     }
 
     /// Registry file writes since start (reported when the master stops).
-    pub fn write_counts(&self) -> WriteCounts {
+    pub(crate) fn write_counts(&self) -> WriteCounts {
         WriteCounts {
             writes: self.writes.load(Ordering::Relaxed),
             durable: self.durable_writes.load(Ordering::Relaxed),
@@ -685,7 +738,7 @@ mod tests {
         assert_eq!(r.snapshot().len(), 2);
     }
 
-    /// Issue 12 item 8: heartbeats and pulls change the file every second;
+    /// Heartbeats and pulls change the file every second;
     /// only a new agent or a move is worth an fsync.
     #[test]
     fn only_a_changed_set_of_agents_is_written_durably() {
@@ -791,6 +844,6 @@ mod tests {
         let e = r
             .heartbeat("pi1", x, elsewhere, now_ms(), None, None)
             .unwrap_err();
-        assert!(e.contains("pi2"), "{e}");
+        assert!(e.to_string().contains("pi2"), "{e}");
     }
 }

@@ -36,14 +36,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// whether the master is running (see `pihealth status`).
 const REGISTRY_REFRESH: Duration = Duration::from_secs(10);
 /// Longest wait between tries of an address that has answered before.
-pub const SEEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(crate) const SEEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Longest wait between tries of an address that never answered.
-pub const NEVER_SEEN_BACKOFF_MAX: Duration = Duration::from_secs(600);
+pub(crate) const NEVER_SEEN_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 /// How long to wait before trying a suspect address again after `failures`
 /// failed tries in a row: the normal interval, doubled per failure up to
 /// the cap (never less than the normal interval).
-pub fn retry_delay(interval: Duration, failures: u32, seen_before: bool) -> Duration {
+pub(crate) fn retry_delay(interval: Duration, failures: u32, seen_before: bool) -> Duration {
     let cap = if seen_before {
         SEEN_BACKOFF_MAX
     } else {
@@ -104,18 +104,18 @@ struct Slot {
 }
 
 pub(crate) struct Scheduler<'a> {
-    pub config: &'a MasterConfig,
-    pub registry: &'a Arc<Registry>,
-    pub ctx: &'a PullContext,
+    pub(crate) config: &'a MasterConfig,
+    pub(crate) registry: &'a Arc<Registry>,
+    pub(crate) ctx: &'a PullContext,
     /// The outbound pool.
-    pub pool: &'a ThreadPool,
+    pub(crate) pool: &'a ThreadPool,
     /// Raises `host` alarms on down and up (`None`: no alarms, e.g. tests).
-    pub host_alarms: Option<&'a super::host_alarms::HostAlarmRaiser>,
+    pub(crate) host_alarms: Option<&'a super::host_alarms::HostAlarmRaiser>,
 }
 
 impl Scheduler<'_> {
     /// Schedule pulls and probes until `stop` is set.
-    pub fn run(&self, stop: &AtomicBool) {
+    pub(crate) fn run(&self, stop: &AtomicBool) {
         let mut slots: HashMap<SocketAddr, Slot> = HashMap::new();
         let suspects = Arc::new(AtomicUsize::new(0));
         let max_suspects = (self.config.workers / 2).max(1);
@@ -128,43 +128,7 @@ impl Scheduler<'_> {
             .unwrap_or_else(Instant::now);
         let mut last_written = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            let mut agents = self.registry.snapshot();
-            // Records merged away or moved to another address leave no slot
-            // behind (a pull or probe still running keeps its own flag).
-            if slots.len() > agents.len() {
-                let current: HashSet<SocketAddr> = agents.iter().map(|a| a.control).collect();
-                slots.retain(|control, _| current.contains(control));
-            }
-            // Agents that are up first: their jobs queue ahead of suspects'.
-            agents.sort_by_key(|a| a.state != State::Up);
-            for agent in agents {
-                let slot = slots.entry(agent.control).or_insert_with(|| Slot {
-                    next_pull: now,
-                    next_probe: now,
-                    pulling: Arc::new(AtomicBool::new(false)),
-                    probing: Arc::new(AtomicBool::new(false)),
-                    failures: Arc::default(),
-                    was_up: false,
-                });
-                if agent.state == State::Up {
-                    if !slot.was_up {
-                        // Back (its heartbeat or a probe said so): pulled now.
-                        slot.next_pull = slot.next_pull.min(now);
-                        slot.next_probe =
-                            slot.next_probe.min(now + self.config.heartbeat_interval.0);
-                        slot.was_up = true;
-                    }
-                    self.tend_up(&agent, slot, now);
-                } else {
-                    slot.was_up = false;
-                    if suspects.load(Ordering::SeqCst) < max_suspects
-                        && self.tend_suspect(&agent, slot, now, &suspects)
-                    {
-                        suspects.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            }
+            self.tend_all(&mut slots, &suspects, max_suspects);
             self.registry.check_liveness(limit_ms);
             if let Some(host_alarms) = self.host_alarms {
                 host_alarms.tick(&self.registry.snapshot());
@@ -180,6 +144,52 @@ impl Scheduler<'_> {
                 last_flush = Instant::now();
             }
             net::sleep_unless(stop, TICK);
+        }
+    }
+
+    /// One tick: every agent's pulls and probes that are due, at most
+    /// `max_suspects` probes of agents not up at once.
+    fn tend_all(
+        &self,
+        slots: &mut HashMap<SocketAddr, Slot>,
+        suspects: &Arc<AtomicUsize>,
+        max_suspects: usize,
+    ) {
+        let now = Instant::now();
+        let mut agents = self.registry.snapshot();
+        // Records merged away or moved to another address leave no slot
+        // behind (a pull or probe still running keeps its own flag).
+        if slots.len() > agents.len() {
+            let current: HashSet<SocketAddr> = agents.iter().map(|a| a.control).collect();
+            slots.retain(|control, _| current.contains(control));
+        }
+        // Agents that are up first: their jobs queue ahead of suspects'.
+        agents.sort_by_key(|a| a.state != State::Up);
+        for agent in agents {
+            let slot = slots.entry(agent.control).or_insert_with(|| Slot {
+                next_pull: now,
+                next_probe: now,
+                pulling: Arc::new(AtomicBool::new(false)),
+                probing: Arc::new(AtomicBool::new(false)),
+                failures: Arc::default(),
+                was_up: false,
+            });
+            if agent.state == State::Up {
+                if !slot.was_up {
+                    // Back (its heartbeat or a probe said so): pulled now.
+                    slot.next_pull = slot.next_pull.min(now);
+                    slot.next_probe = slot.next_probe.min(now + self.config.heartbeat_interval.0);
+                    slot.was_up = true;
+                }
+                self.tend_up(&agent, slot, now);
+            } else {
+                slot.was_up = false;
+                if suspects.load(Ordering::SeqCst) < max_suspects
+                    && self.tend_suspect(&agent, slot, now, suspects)
+                {
+                    suspects.fetch_add(1, Ordering::SeqCst);
+                }
+            }
         }
     }
 
@@ -325,7 +335,7 @@ fn run_pull(
             } else {
                 log::debug!("pull of {label} ({control}) failed again: {e}");
             }
-            registry.pull_finished(control, Err(e.to_string()), started.elapsed());
+            registry.pull_finished(control, Err(&e), started.elapsed());
         }
     }
 }

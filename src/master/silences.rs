@@ -35,33 +35,33 @@ use super::files::MasterFiles;
 use crate::storage;
 
 /// Longest silence `pihealth silence --for` accepts.
-pub const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+pub(crate) const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
 /// Longest reason, in characters.
-pub const MAX_REASON: usize = 500;
+pub(crate) const MAX_REASON: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Silence {
-    pub id: u64,
-    pub host: String,
+    pub(crate) id: u64,
+    pub(crate) host: String,
     /// `None`: every type of the host.
     #[serde(rename = "type")]
-    pub log_type: Option<String>,
+    pub(crate) log_type: Option<String>,
     /// Unix milliseconds.
-    pub from_ms: i64,
-    pub until_ms: i64,
-    pub reason: String,
+    pub(crate) from_ms: i64,
+    pub(crate) until_ms: i64,
+    pub(crate) reason: String,
 }
 
 impl Silence {
-    pub fn active(&self, now_ms: i64) -> bool {
+    pub(crate) fn active(&self, now_ms: i64) -> bool {
         self.from_ms <= now_ms && now_ms < self.until_ms
     }
 
-    pub fn matches(&self, host: &str, log_type: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str, log_type: &str) -> bool {
         self.host == host && self.log_type.as_deref().is_none_or(|t| t == log_type)
     }
 
-    pub fn until_text(&self) -> String {
+    pub(crate) fn until_text(&self) -> String {
         local_text(self.until_ms)
     }
 }
@@ -76,18 +76,18 @@ fn local_text(ms: i64) -> String {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SilenceFile {
-    pub next_id: u64,
-    pub silences: Vec<Silence>,
+pub(crate) struct SilenceFile {
+    pub(crate) next_id: u64,
+    pub(crate) silences: Vec<Silence>,
 }
 
 impl SilenceFile {
-    pub fn load(path: &Path) -> io::Result<SilenceFile> {
+    pub(crate) fn load(path: &Path) -> io::Result<SilenceFile> {
         Ok(storage::read_json(path)?.unwrap_or_default())
     }
 
     /// The first active silence covering (host, type).
-    pub fn covering(&self, host: &str, log_type: &str, now_ms: i64) -> Option<&Silence> {
+    pub(crate) fn covering(&self, host: &str, log_type: &str, now_ms: i64) -> Option<&Silence> {
         self.silences
             .iter()
             .find(|s| s.active(now_ms) && s.matches(host, log_type))
@@ -108,18 +108,18 @@ fn one_line(text: &str) -> String {
 
 /// The operator's side (`pihealth silence`): read-modify-write under the
 /// lock.
-pub struct SilenceStore {
+pub(crate) struct SilenceStore {
     files: MasterFiles,
 }
 
 impl SilenceStore {
-    pub fn new(log_dir: &Path) -> SilenceStore {
+    pub(crate) fn new(log_dir: &Path) -> SilenceStore {
         SilenceStore {
             files: MasterFiles::find(log_dir),
         }
     }
 
-    pub fn list(&self) -> io::Result<Vec<Silence>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<Silence>> {
         let now = now_ms();
         let mut list = SilenceFile::load(&self.files.silences())?.silences;
         list.retain(|s| s.until_ms > now);
@@ -128,37 +128,39 @@ impl SilenceStore {
 
     fn change<T>(
         &self,
-        f: impl FnOnce(&mut SilenceFile) -> Result<T, String>,
-    ) -> Result<T, String> {
+        f: impl FnOnce(&mut SilenceFile) -> Result<T, SilenceError>,
+    ) -> Result<T, SilenceError> {
+        let in_file = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SilenceError::File { path, source }
+        };
         let dir = self.files.dir();
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(in_file(dir))?;
         let lock_path = self.files.silences_lock();
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+            .map_err(in_file(&lock_path))?;
+        lock.lock().map_err(in_file(&lock_path))?;
         let path = self.files.silences();
-        let mut file = SilenceFile::load(&path).map_err(|e| e.to_string())?;
+        let mut file = SilenceFile::load(&path).map_err(SilenceError::Load)?;
         let now = now_ms();
         file.silences.retain(|s| s.until_ms > now);
         let out = f(&mut file)?;
-        storage::write_json_atomic(&path, &file, true)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        storage::write_json_atomic(&path, &file, true).map_err(in_file(&path))?;
         Ok(out)
     }
 
     /// Add a silence from now for `duration`; the stored silence.
-    pub fn add(
+    pub(crate) fn add(
         &self,
         host: &str,
         log_type: Option<&str>,
         duration: std::time::Duration,
         reason: &str,
-    ) -> Result<Silence, String> {
+    ) -> Result<Silence, SilenceError> {
         let silence = check_new(host, log_type, duration, reason)?;
         self.change(|file| {
             file.next_id = file.next_id.max(1);
@@ -171,48 +173,72 @@ impl SilenceStore {
     }
 
     /// Remove silence `id`; an error if there is none (or it expired).
-    pub fn remove(&self, id: u64) -> Result<Silence, String> {
+    pub(crate) fn remove(&self, id: u64) -> Result<Silence, SilenceError> {
         self.change(|file| {
             let at = file
                 .silences
                 .iter()
                 .position(|s| s.id == id)
-                .ok_or_else(|| {
-                    format!("no silence #{id} in force (see `pihealth silence --list`)")
-                })?;
+                .ok_or(SilenceError::NotInForce(id))?;
             Ok(file.silences.remove(at))
         })
     }
 }
 
+/// What is wrong with a silence an operator asked for, or why it could not
+/// be stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SilenceError {
+    #[error("HOST {host:?}: {why}")]
+    Host { host: String, why: String },
+    #[error("TYPE {log_type:?}: {why}")]
+    Type { log_type: String, why: String },
+    #[error("--for: expected a duration like 30m, 2h, 1h30m or 7d, got {0:?}")]
+    BadDuration(String),
+    #[error(
+        "--for: expected a duration above zero and at most 366 days, like 30m, 2h or 7d, got {}",
+        humantime::format_duration(*.0)
+    )]
+    DurationOutOfRange(std::time::Duration),
+    #[error("--reason: expected a reason (it is shown with every alarm the silence holds back)")]
+    NoReason,
+    #[error("--reason: expected at most {} characters", MAX_REASON)]
+    LongReason,
+    #[error("no silence #{0} in force (see `pihealth silence --list`)")]
+    NotInForce(u64),
+    /// `silences.json` does not read (the message names it).
+    #[error(transparent)]
+    Load(io::Error),
+    #[error("{}: {source}", .path.display())]
+    File { path: PathBuf, source: io::Error },
+}
+
 /// Check what an operator typed; the silence (id 0) or why not.
-pub fn check_new(
+pub(crate) fn check_new(
     host: &str,
     log_type: Option<&str>,
     duration: std::time::Duration,
     reason: &str,
-) -> Result<Silence, String> {
-    crate::names::check_host_name(host).map_err(|e| format!("HOST {host:?}: {e}"))?;
+) -> Result<Silence, SilenceError> {
+    crate::names::check_host_name(host).map_err(|why| SilenceError::Host {
+        host: host.to_string(),
+        why: why.to_string(),
+    })?;
     if let Some(t) = log_type {
-        crate::names::check_type_name(t).map_err(|e| format!("TYPE {t:?}: {e}"))?;
+        crate::names::check_type_name(t).map_err(|why| SilenceError::Type {
+            log_type: t.to_string(),
+            why: why.to_string(),
+        })?;
     }
     if duration.is_zero() || duration > MAX_SILENCE {
-        return Err(format!(
-            "--for: expected a duration above zero and at most 366 days, like 30m, 2h or 7d, got {}",
-            humantime::format_duration(duration)
-        ));
+        return Err(SilenceError::DurationOutOfRange(duration));
     }
     let reason = one_line(reason.trim());
     if reason.trim().is_empty() {
-        return Err(
-            "--reason: expected a reason (it is shown with every alarm the silence holds back)"
-                .into(),
-        );
+        return Err(SilenceError::NoReason);
     }
     if reason.chars().count() > MAX_REASON {
-        return Err(format!(
-            "--reason: expected at most {MAX_REASON} characters"
-        ));
+        return Err(SilenceError::LongReason);
     }
     let from_ms = now_ms();
     Ok(Silence {
@@ -226,9 +252,8 @@ pub fn check_new(
 }
 
 /// Parse `--for`: `30m`, `2h`, `1h30m`, `7d`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| format!("--for: expected a duration like 30m, 2h, 1h30m or 7d, got {text:?}"))
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, SilenceError> {
+    humantime::parse_duration(text.trim()).map_err(|_| SilenceError::BadDuration(text.to_string()))
 }
 
 /// (inode, size, modified time) of a file: each write of `silences.json`
@@ -238,14 +263,14 @@ type FileStamp = (u64, u64, SystemTime);
 
 /// The master's side: which silence, if any, covers an alarm now. Re-reads
 /// `silences.json` when it changed.
-pub struct SilenceCheck {
+pub(crate) struct SilenceCheck {
     path: PathBuf,
     /// The stamp of the file read, and what it said.
     cached: Mutex<(Option<FileStamp>, SilenceFile)>,
 }
 
 impl SilenceCheck {
-    pub fn new(log_dir: &Path) -> SilenceCheck {
+    pub(crate) fn new(log_dir: &Path) -> SilenceCheck {
         SilenceCheck {
             path: MasterFiles::new(log_dir).silences(),
             cached: Mutex::new((None, SilenceFile::default())),
@@ -254,7 +279,7 @@ impl SilenceCheck {
 
     /// The silence covering (host, type) now, if any. A silence file that
     /// cannot be read silences nothing (logged): alarms reach people.
-    pub fn covering(&self, host: &str, log_type: &str) -> Option<Silence> {
+    pub(crate) fn covering(&self, host: &str, log_type: &str) -> Option<Silence> {
         let mut cached = crate::sync::lock(&self.cached);
         let stamp = std::fs::metadata(&self.path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
@@ -279,7 +304,7 @@ impl SilenceCheck {
 }
 
 /// `silenced.log`: the ids of silenced alarms and why.
-pub fn read_silenced(path: &Path) -> io::Result<HashMap<String, String>> {
+pub(crate) fn read_silenced(path: &Path) -> io::Result<HashMap<String, String>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
@@ -295,7 +320,7 @@ pub fn read_silenced(path: &Path) -> io::Result<HashMap<String, String>> {
 }
 
 /// The `silenced.log` line for an alarm `silence` holds back.
-pub fn silenced_line(alarm_id: &str, silence: &Silence) -> String {
+pub(crate) fn silenced_line(alarm_id: &str, silence: &Silence) -> String {
     format!(
         "{alarm_id} #{} until {}: {}\n",
         silence.id,
@@ -325,18 +350,25 @@ mod tests {
         let h = Duration::from_secs(3600);
         assert!(check_new("../x", None, h, "r")
             .unwrap_err()
+            .to_string()
             .contains("HOST"));
         assert!(check_new("pi1", Some("a b"), h, "r")
             .unwrap_err()
+            .to_string()
             .contains("TYPE"));
         assert!(check_new("pi1", None, h, "  \n")
             .unwrap_err()
+            .to_string()
             .contains("--reason"));
         assert!(check_new("pi1", None, Duration::ZERO, "r")
             .unwrap_err()
+            .to_string()
             .contains("--for"));
         assert!(check_new("pi1", None, MAX_SILENCE * 2, "r").is_err());
-        assert!(parse_duration("soon").unwrap_err().contains("--for"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .to_string()
+            .contains("--for"));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
     }
 
@@ -392,7 +424,7 @@ mod tests {
         assert_eq!(check.covering("pi2", "disk").unwrap().id, 2);
         assert!(check.covering("pi2", "cpu").is_none());
         store.remove(1).unwrap();
-        assert!(store.remove(1).unwrap_err().contains("#1"));
+        assert!(store.remove(1).unwrap_err().to_string().contains("#1"));
         assert!(check.covering("pi1", "cpu").is_none());
         // Ids are never reused.
         assert_eq!(

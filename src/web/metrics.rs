@@ -299,6 +299,14 @@ fn pull_families(e: &mut Exposition, p: &PullStats) {
     .sample(&[("result", "ok")], p.ok as f64)
     .sample(&[("result", "failed")], p.failed as f64);
     e.family(
+        "pihealth_pull_failures_total",
+        Kind::Counter,
+        "Failed pulls since the master started, by host and kind: timeout, refused, key, closed, protocol, storage, network.",
+    );
+    for ((host, kind), n) in &p.failures {
+        e.sample(&[("host", host), ("kind", kind.as_str())], *n as f64);
+    }
+    e.family(
         "pihealth_pull_duration_seconds",
         Kind::Histogram,
         "Duration of every pull since the master started, successful or not.",
@@ -460,6 +468,9 @@ mod tests {
         let mut pulls = PullStats::default();
         pulls.record(true, std::time::Duration::from_millis(250));
         pulls.record(false, std::time::Duration::from_secs(3));
+        pulls
+            .failures
+            .insert(("pi1".into(), crate::master::pull::FailureKind::Timeout), 1);
         let types = [
             ("cpu", vec!["2026-01-01T00:00:10Z 0.45 1.17 1.08 3.00 48.5 normal"]),
             (
@@ -539,6 +550,7 @@ mod tests {
         );
         assert!(text.contains("pihealth_agents{state=\"up\"} 1\n"));
         assert!(text.contains("pihealth_pulls_total{result=\"failed\"} 1\n"));
+        assert!(text.contains("pihealth_pull_failures_total{host=\"pi1\",kind=\"timeout\"} 1\n"));
         assert!(text.contains("pihealth_pull_duration_seconds_bucket{le=\"0.25\"} 1\n"));
         assert!(text.contains("pihealth_pull_duration_seconds_count 2\n"));
         assert!(text.contains("pihealth_alarms_open{level=\"critical\"} 0\n"));

@@ -28,6 +28,7 @@ mod overload;
 mod prom_text;
 mod prometheus;
 mod proxy;
+mod pull_failures;
 mod schema_readers;
 mod scripts;
 mod security;
