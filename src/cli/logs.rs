@@ -84,8 +84,9 @@ fn emit(reader: &mut dyn BufRead, filter: &Filter, out: &mut dyn Write) -> io::R
 }
 
 /// What a reader may show of `log/HOST/TYPE.log`; 0 if the state is unreadable.
-fn committed_len(log_root: &Path, host: &str, log_type: &str) -> u64 {
-    crate::master::archive::committed_len(log_root, host, log_type).unwrap_or(0)
+fn committed_len(config: &MasterConfig, host: &str, log_type: &str) -> u64 {
+    crate::master::archive::committed_len(&config.log_dir, &config.backup_dir, host, log_type)
+        .unwrap_or(0)
 }
 
 fn list_names(dir: &Path, strip: fn(&str) -> Option<String>) -> Vec<String> {
@@ -212,7 +213,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn committed(&self) -> u64 {
-        committed_len(&self.config.log_dir, &self.q.host, &self.q.log_type)
+        committed_len(self.config, &self.q.host, &self.q.log_type)
     }
 
     /// The archives and the committed length of the current log, as of one

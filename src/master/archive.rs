@@ -1196,15 +1196,29 @@ pub fn read_all(
 /// Committed length of `log/HOST/TYPE.log`, from the host's state file:
 /// the bytes a reader may show (a pull may be appending beyond it). 0 when
 /// the type, the host or its state is unknown.
-pub(crate) fn committed_len(log_root: &Path, host: &str, log_type: &str) -> io::Result<u64> {
+///
+/// While a seal is under way (its intent committed), the log's bytes are
+/// the sealed archive's as soon as that archive is in place: 0 then. So a
+/// reader that lists the archives, reads this, lists them again and retries
+/// when the two lists differ neither prints a byte twice nor skips one.
+pub(crate) fn committed_len(
+    log_root: &Path,
+    backup_root: &Path,
+    host: &str,
+    log_type: &str,
+) -> io::Result<u64> {
     let dir = log_root.join(host);
     let state = match Journal::read::<HostState>(&dir.join(STATE_FILE))? {
         Some(state) => Some(state),
         None => storage::read_json::<HostState>(&dir.join(LEGACY_STATE_FILE))?,
     };
-    Ok(state
-        .and_then(|s| s.types.get(log_type).map(|t| t.local_len))
-        .unwrap_or(0))
+    let Some(t) = state.as_ref().and_then(|s| s.types.get(log_type)) else {
+        return Ok(0);
+    };
+    match &t.pending {
+        Some(Intent::Seal { archive }) if backup_root.join(host).join(archive).exists() => Ok(0),
+        _ => Ok(t.local_len),
+    }
 }
 
 /// A host's archives of one type, oldest first.
@@ -1328,7 +1342,7 @@ mod tests {
                 "{t}"
             );
             assert_eq!(
-                committed_len(log, "pi1", t).unwrap(),
+                committed_len(log, backup, "pi1", t).unwrap(),
                 fs::metadata(log.join(format!("pi1/{t}.log")))
                     .unwrap()
                     .len()
@@ -1614,6 +1628,27 @@ mod tests {
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 
+    /// A reader between a seal's archive rename and its final commit must
+    /// not take the log's bytes for new ones: they are the archive's.
+    #[test]
+    fn a_seal_under_way_counts_the_log_as_the_archives_once_it_is_in_place() {
+        let (_dir, log, backup) = roots();
+        let mut a = open_pi1(&log, &backup);
+        a.store_current(&piece(PieceKind::Current, 0, 3), 0, &mut &b"a \n"[..])
+            .unwrap();
+        a.commit().unwrap();
+        let name = a.next_archive_name("cpu");
+        a.state.types.get_mut("cpu").unwrap().pending = Some(Intent::Seal {
+            archive: name.clone(),
+        });
+        a.dirty = true;
+        a.commit().unwrap();
+        // Intent committed, archive not written yet: the log still holds them.
+        assert_eq!(committed_len(&log, &backup, "pi1", "cpu").unwrap(), 3);
+        fs::write(backup.join("pi1").join(&name), b"").unwrap();
+        assert_eq!(committed_len(&log, &backup, "pi1", "cpu").unwrap(), 0);
+    }
+
     #[test]
     fn the_state_file_of_earlier_versions_is_taken_over() {
         let (_dir, log, backup) = roots();
@@ -1627,7 +1662,7 @@ mod tests {
                 .unwrap();
         }
         fs::remove_file(log.join("pi1").join(STATE_FILE)).unwrap();
-        assert_eq!(committed_len(&log, "pi1", "cpu").unwrap(), 3);
+        assert_eq!(committed_len(&log, &backup, "pi1", "cpu").unwrap(), 3);
         let mut a = open_pi1(&log, &backup);
         assert!(!log.join("pi1").join(LEGACY_STATE_FILE).exists());
         assert_eq!(a.plan(&piece(PieceKind::Current, 0, 3)), Plan::AlreadyHave);
@@ -1635,7 +1670,7 @@ mod tests {
             .unwrap();
         a.commit().unwrap();
         drop(a);
-        assert_eq!(committed_len(&log, "pi1", "cpu").unwrap(), 6);
+        assert_eq!(committed_len(&log, &backup, "pi1", "cpu").unwrap(), 6);
         assert_eq!(read_all(&log, &backup, "pi1", "cpu").unwrap(), b"a \nb \n");
     }
 

@@ -178,7 +178,7 @@ impl ArchiveReader {
     }
 
     fn current(&self, host: &str, log_type: &str) -> io::Result<(PathBuf, u64)> {
-        let len = committed_len(&self.log_root, host, log_type)?;
+        let len = committed_len(&self.log_root, &self.backup_root, host, log_type)?;
         Ok((
             self.log_root.join(host).join(format!("{log_type}.log")),
             len,
