@@ -160,6 +160,81 @@ pub struct LogStore {
     state_saved: AtomicBool,
 }
 
+/// Make the store's directories, remove the temporary files a crash left
+/// in them, and make the renames the last run left undurable (an emptied
+/// log waits for its directory fsync until the next append) durable before
+/// recovery writes any state that relies on them.
+fn prepare_dirs(log_dir: &Path, backup_dir: &Path, state_dir: &Path) -> io::Result<()> {
+    for dir in [log_dir, backup_dir, state_dir] {
+        fs::create_dir_all(dir).map_err(|e| storage::with_path(e, dir))?;
+    }
+    storage::remove_temp_files(backup_dir)?;
+    storage::remove_temp_files(log_dir)?;
+    storage::remove_temp_files(state_dir)?;
+    storage::sync_dir(log_dir)?;
+    storage::sync_dir(backup_dir)
+}
+
+/// The archives in `backup_dir` by type, as their headers say; one whose
+/// header cannot be read is left alone.
+fn scan_archives(backup_dir: &Path) -> io::Result<BTreeMap<String, Vec<Archive>>> {
+    let mut archives: BTreeMap<String, Vec<Archive>> = BTreeMap::new();
+    for entry in fs::read_dir(backup_dir)? {
+        let path = entry?.path();
+        if !storage::is_archive_file(&path) {
+            continue;
+        }
+        match ArchiveHeader::read(&path) {
+            Ok(header) => {
+                let size = fs::metadata(&path)?.len();
+                archives
+                    .entry(header.log_type.clone())
+                    .or_default()
+                    .push(Archive { path, header, size });
+            }
+            Err(e) => log::warn!("ignoring {}: {e}", path.display()),
+        }
+    }
+    Ok(archives)
+}
+
+/// The types this agent owns: configured ones, and those it wrote before
+/// (in its state, also an older version's, or in an archive whose header
+/// it wrote). Any other `NAME.log` in `log/` is not ours: a master sharing
+/// the directory keeps files there too, and adopting one would empty it.
+fn owned_types(
+    log_dir: &Path,
+    configured: &[String],
+    archives: &BTreeMap<String, Vec<Archive>>,
+    saved: &States,
+) -> Vec<String> {
+    let mut names: Vec<String> = configured.to_vec();
+    names.extend(archives.keys().cloned());
+    names.extend(saved.keys().cloned());
+    if storage::legacy_master_in(log_dir) {
+        // An agent before this version may have put the master's
+        // `alarms.log`/`events.log` into its state; until the master
+        // moves them to `log/.master/`, they stay the master's. Their
+        // state entries go with the next save.
+        names.retain(|n| {
+            let masters = storage::LEGACY_MASTER_LOGS.contains(&n.as_str())
+                && !configured.contains(n)
+                && !archives.contains_key(n);
+            if masters {
+                log::warn!(
+                    "leaving {}/{n}.log alone: it is the master's (an older agent took it \
+                     as a log type)",
+                    log_dir.display()
+                );
+            }
+            !masters
+        });
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl LogStore {
     /// Open the store, recovering from any crash, for the configured types
     /// plus any type that still has data on disk.
@@ -171,72 +246,15 @@ impl LogStore {
         configured: &[String],
     ) -> io::Result<LogStore> {
         let state_dir = log_dir.join(".pihealth");
-        for dir in [log_dir, backup_dir, &state_dir] {
-            fs::create_dir_all(dir).map_err(|e| storage::with_path(e, dir))?;
-        }
-        storage::remove_temp_files(backup_dir)?;
-        storage::remove_temp_files(log_dir)?;
-        storage::remove_temp_files(&state_dir)?;
-        // Renames the last run left undurable (an emptied log waits for its
-        // directory fsync until the next append) become durable before
-        // recovery writes any state that relies on them.
-        storage::sync_dir(log_dir)?;
-        storage::sync_dir(backup_dir)?;
-
-        let mut archives: BTreeMap<String, Vec<Archive>> = BTreeMap::new();
-        for entry in fs::read_dir(backup_dir)? {
-            let path = entry?.path();
-            if !storage::is_archive_file(&path) {
-                continue;
-            }
-            match ArchiveHeader::read(&path) {
-                Ok(header) => {
-                    let size = fs::metadata(&path)?.len();
-                    archives
-                        .entry(header.log_type.clone())
-                        .or_default()
-                        .push(Archive { path, header, size });
-                }
-                Err(e) => log::warn!("ignoring {}: {e}", path.display()),
-            }
-        }
-
+        prepare_dirs(log_dir, backup_dir, &state_dir)?;
+        let mut archives = scan_archives(backup_dir)?;
         let (journal, saved) = Journal::open::<States>(&state_dir.join(STATE_FILE))?;
         let fresh = saved.is_none();
         let (mut saved, legacy) = match saved {
             Some(states) => (states, Vec::new()),
             None => read_legacy_states(&state_dir)?,
         };
-
-        // The types this agent owns: configured ones, and those it wrote
-        // before (in its state, also an older version's, or in an archive
-        // whose header it wrote). Any other `NAME.log` in `log/` is not
-        // ours: a master sharing the directory keeps files there too, and
-        // adopting one would empty it (issue 12).
-        let mut names: Vec<String> = configured.to_vec();
-        names.extend(archives.keys().cloned());
-        names.extend(saved.keys().cloned());
-        if storage::legacy_master_in(log_dir) {
-            // An agent before this version may have put the master's
-            // `alarms.log`/`events.log` into its state; until the master
-            // moves them to `log/.master/`, they stay the master's. Their
-            // state entries go with the next save.
-            names.retain(|n| {
-                let masters = storage::LEGACY_MASTER_LOGS.contains(&n.as_str())
-                    && !configured.contains(n)
-                    && !archives.contains_key(n);
-                if masters {
-                    log::warn!(
-                        "leaving {}/{n}.log alone: it is the master's (an older agent took it \
-                         as a log type)",
-                        log_dir.display()
-                    );
-                }
-                !masters
-            });
-        }
-        names.sort();
-        names.dedup();
+        let names = owned_types(log_dir, configured, &archives, &saved);
 
         let store = LogStore {
             log_dir: log_dir.to_path_buf(),

@@ -145,48 +145,11 @@ impl AgentServer {
             match message {
                 Message::Ping => conn.send(&Message::Pong(self.info()))?,
                 Message::ListPending => {
-                    let (pending, more) = self.store.pending();
-                    let now = Instant::now();
-                    let mut offers = Vec::with_capacity(pending.len());
-                    let mut tokens = self.tokens();
-                    tokens.retain(|_, t| t.expires > now);
-                    for p in pending {
-                        if tokens.len() >= MAX_TOKENS {
-                            break;
-                        }
-                        let token = random_bytes::<TOKEN_LEN>()?;
-                        tokens.insert(
-                            token,
-                            Token {
-                                piece: p.piece.clone(),
-                                expires: now + self.token_lifetime,
-                                connection: id,
-                            },
-                        );
-                        offers.push(Offer {
-                            piece: p.piece,
-                            size: p.size,
-                            token,
-                        });
-                    }
-                    drop(tokens);
-                    conn.send(&Message::Pending {
-                        info: self.info(),
-                        offers,
-                        more,
-                    })?;
+                    let pending = self.offer_pending(id)?;
+                    conn.send(&pending)?;
                 }
                 Message::Ack(pieces) => {
-                    // A failed release keeps data the master already has:
-                    // it is offered again and acknowledged without being
-                    // stored twice.
-                    if let Err(e) = self.store.release_all(&pieces) {
-                        log::error!(
-                            "{}: cannot release {} acknowledged piece(s): {e}",
-                            self.name,
-                            pieces.len()
-                        );
-                    }
+                    self.release_acknowledged(&pieces);
                     conn.send(&Message::AckOk)?;
                 }
                 Message::Bye => return Ok(()),
@@ -206,6 +169,54 @@ impl AgentServer {
             io::ErrorKind::InvalidData,
             "too many messages on one control connection",
         ))
+    }
+
+    /// The pieces waiting for the master, each offered with a token the
+    /// data port takes for it until the token expires or this control
+    /// connection ends.
+    fn offer_pending(&self, id: u64) -> io::Result<Message> {
+        let (pending, more) = self.store.pending();
+        let now = Instant::now();
+        let mut offers = Vec::with_capacity(pending.len());
+        let mut tokens = self.tokens();
+        tokens.retain(|_, t| t.expires > now);
+        for p in pending {
+            if tokens.len() >= MAX_TOKENS {
+                break;
+            }
+            let token = random_bytes::<TOKEN_LEN>()?;
+            tokens.insert(
+                token,
+                Token {
+                    piece: p.piece.clone(),
+                    expires: now + self.token_lifetime,
+                    connection: id,
+                },
+            );
+            offers.push(Offer {
+                piece: p.piece,
+                size: p.size,
+                token,
+            });
+        }
+        drop(tokens);
+        Ok(Message::Pending {
+            info: self.info(),
+            offers,
+            more,
+        })
+    }
+
+    /// A failed release keeps data the master already has: it is offered
+    /// again and acknowledged without being stored twice.
+    fn release_acknowledged(&self, pieces: &[PieceRef]) {
+        if let Err(e) = self.store.release_all(pieces) {
+            log::error!(
+                "{}: cannot release {} acknowledged piece(s): {e}",
+                self.name,
+                pieces.len()
+            );
+        }
     }
 
     /// Serve one data connection: pieces one after another, each for a
