@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::collector::Outcome;
-use crate::agent::trigger::{Step, Trigger, TypeState};
+use crate::agent::trigger::{Step, TypeState};
+use crate::config::Trigger;
 use crate::level::Level;
 use crate::protocol::message::{Alarm, MAX_TEXT};
 use crate::storage;

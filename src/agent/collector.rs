@@ -1330,50 +1330,6 @@ mod tests {
     }
 
     #[test]
-    fn split_command_quoting_and_errors() {
-        assert_eq!(
-            split_command(r#"/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6""#),
-            Ok(vec![
-                s("/usr/lib/nagios/plugins/check_load"),
-                s("-w"),
-                s("5,4,3"),
-                s("-c"),
-                s("10,8,6")
-            ])
-        );
-        assert_eq!(
-            split_command(r#"check_disk -p '/mnt/my disk' -e  a\ b"#),
-            Ok(vec![
-                s("check_disk"),
-                s("-p"),
-                s("/mnt/my disk"),
-                s("-e"),
-                s("a b")
-            ])
-        );
-        // No shell: metacharacters are plain arguments.
-        assert_eq!(
-            split_command("echo $HOME; rm -rf / | cat > x"),
-            Ok(vec![
-                s("echo"),
-                s("$HOME;"),
-                s("rm"),
-                s("-rf"),
-                s("/"),
-                s("|"),
-                s("cat"),
-                s(">"),
-                s("x")
-            ])
-        );
-        assert!(split_command("").is_err());
-        assert!(split_command("   \t ").is_err());
-        assert!(split_command("check_load -w \"5,4,3").is_err());
-        assert!(split_command("check_load 'x").is_err());
-        assert!(split_command("a\0b").is_err());
-    }
-
-    #[test]
     fn next_due_stays_on_the_grid_without_bursts() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;

@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pihealth::agent::builtin::{Builtin, Check, Context, Limits, Roots};
+use pihealth::agent::builtin::{Check, Context, Limits, Roots};
+use pihealth::config::Builtin;
 
 use crate::util::*;
 

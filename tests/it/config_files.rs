@@ -4,8 +4,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use pihealth::agent::trigger::{Hold, Trigger};
 use pihealth::config::{AgentConfig, MasterConfig};
+use pihealth::config::{Hold, Trigger};
 use pihealth::level::Level;
 
 fn shipped(name: &str) -> std::path::PathBuf {

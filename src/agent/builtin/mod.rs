@@ -32,9 +32,7 @@ mod throttle;
 mod users;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,72 +43,8 @@ use crossbeam::channel::{Receiver, Sender, TryRecvError};
 use crate::agent::collector::Outcome;
 use crate::level::Level;
 
+use crate::config::Builtin;
 pub use disk::{FsProbe, FsUsage, LiveFs};
-
-/// Which built-in check a collector runs (`builtin:` in the agent config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Builtin {
-    Cpu,
-    Mem,
-    Disk,
-    Proc,
-    Users,
-    Sysinfo,
-    /// Beyond the six scripts: bytes, packets and errors per interface.
-    Net,
-    /// Reads, writes and busy time per block device.
-    Diskio,
-    /// The Raspberry Pi firmware's under-voltage and throttling flags.
-    Throttle,
-}
-
-impl Builtin {
-    pub const ALL: [Builtin; 6] = [
-        Builtin::Cpu,
-        Builtin::Mem,
-        Builtin::Disk,
-        Builtin::Proc,
-        Builtin::Users,
-        Builtin::Sysinfo,
-    ];
-
-    /// The checks without a script in `scripts/`.
-    pub const EXTRA: [Builtin; 3] = [Builtin::Net, Builtin::Diskio, Builtin::Throttle];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Builtin::Cpu => "cpu",
-            Builtin::Mem => "mem",
-            Builtin::Disk => "disk",
-            Builtin::Proc => "proc",
-            Builtin::Users => "users",
-            Builtin::Sysinfo => "sysinfo",
-            Builtin::Net => "net",
-            Builtin::Diskio => "diskio",
-            Builtin::Throttle => "throttle",
-        }
-    }
-}
-
-impl fmt::Display for Builtin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Builtin {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Builtin, String> {
-        Builtin::ALL
-            .into_iter()
-            .chain(Builtin::EXTRA)
-            .find(|b| b.as_str() == s)
-            .ok_or_else(|| {
-                format!("expected one of cpu, mem, disk, proc, users, sysinfo, net, diskio, throttle, got `{s}`")
-            })
-    }
-}
 
 /// Where the checks read. The defaults are the real system; tests point
 /// them at fixture trees.

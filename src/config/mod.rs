@@ -12,55 +12,11 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::agent::builtin::Builtin;
-use crate::agent::trigger::{Hold, Trigger};
+mod collector;
 
-/// How a collector's output becomes a level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Our scripts: every line ends in one or more level words.
-    Lines,
-    /// Nagios / Monitoring Plugins: the exit code is the level, the first
-    /// line of stdout is the text.
-    Nagios,
-}
-
-/// One configured collector, as the scheduler needs it.
-#[derive(Debug, Clone)]
-pub struct CollectorSpec {
-    /// The log type, e.g. `cpu`; already validated as `[A-Za-z0-9_-]+`, so it
-    /// is safe as a file name.
-    pub name: String,
-    /// Program and arguments, already split (see [`split_command`]); never
-    /// run through a shell. Empty for a built-in.
-    pub argv: Vec<String>,
-    /// A check built into the agent, run instead of a program (`argv` is
-    /// then empty); see `agent::builtin`.
-    pub builtin: Option<crate::agent::builtin::Builtin>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub mode: Mode,
-    /// When its levels raise alarms (`for:` / `recover_for:`).
-    pub trigger: crate::agent::trigger::Trigger,
-}
-
-/// Split a command string like
-/// `/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6"` into argv with
-/// shell-like quoting, but never through a shell: no globbing, no variables,
-/// no redirection. As in sh, a word starting with `#` begins a comment.
-pub fn split_command(command: &str) -> Result<Vec<String>, String> {
-    if command.contains('\0') {
-        return Err("command contains a NUL byte".to_string());
-    }
-    match shlex::split(command) {
-        None => Err(format!(
-            "unbalanced quotes or trailing backslash in command `{command}`"
-        )),
-        Some(argv) if argv.is_empty() => Err("empty command".to_string()),
-        Some(argv) => Ok(argv),
-    }
-}
+pub use collector::{
+    split_command, Builtin, CollectorSpec, CommandError, Hold, HoldError, Mode, Trigger,
+};
 
 /// A configuration problem: which file, which key, what was expected.
 #[derive(Debug)]
@@ -1114,7 +1070,7 @@ impl AgentConfig {
             let argv = match (&c.command, c.builtin) {
                 (Some(command), None) => {
                     let mut argv =
-                        split_command(command).map_err(|m| invalid(path, &key("command"), m))?;
+                        split_command(command).map_err(|m| invalid(path, &key("command"), m.to_string()))?;
                     if let (Some(dir), Some(program)) = (&self.config_dir, argv.first_mut()) {
                         resolve_program(dir, program);
                     }
