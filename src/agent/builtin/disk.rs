@@ -10,6 +10,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::error::CheckError;
 use super::{fixed2, level, read, value_of, Context};
 use crate::level::Level;
 
@@ -255,7 +256,7 @@ pub(super) struct MountTable {
 }
 
 impl MountTable {
-    fn mounts(&self, ctx: &Context) -> Result<Vec<Mount>, String> {
+    fn mounts(&self, ctx: &Context) -> Result<Vec<Mount>, CheckError> {
         let path = ctx.proc_path("self/mountinfo");
         if ctx.roots.proc != Path::new("/proc") {
             return Ok(df_mounts(parse_mountinfo(&read(&path)?), ctx.fs.as_ref()));
@@ -267,11 +268,10 @@ impl MountTable {
             }
         }
         *cached = None;
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut file = std::fs::File::open(&path).map_err(|e| CheckError::read(&path, e))?;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut file, &mut text)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| CheckError::read(&path, e))?;
         let mounts = df_mounts(parse_mountinfo(&text), ctx.fs.as_ref());
         *cached = Some((file, mounts.clone()));
         Ok(mounts)
@@ -321,7 +321,7 @@ pub(super) struct Disks {
     pub total: DiskTotal,
 }
 
-pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
+pub(super) fn disks(ctx: &Context) -> Result<Disks, CheckError> {
     let note = ctx.limits.get("PIHEALTH_DISK_NOTE")?;
     let warn = ctx.limits.get("PIHEALTH_DISK_WARNING")?;
     let crit = ctx.limits.get("PIHEALTH_DISK_CRITICAL")?;
@@ -370,7 +370,7 @@ pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
     })
 }
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
+pub fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let d = disks(ctx)?;
     ctx.remember_disk(d.total);
     Ok(d.lines)
@@ -496,6 +496,7 @@ pub(crate) mod tests {
         assert_eq!(run(&ctx).unwrap(), vec!["total 0 0 0.00 normal"]);
         assert!(run(&Tree::new().context())
             .unwrap_err()
+            .to_string()
             .contains("mountinfo"));
     }
 

@@ -4,6 +4,7 @@
 //! instead of the script's state file: the agent is the one long-lived
 //! process that runs the check, so nothing is written per run.
 
+use super::error::CheckError;
 use super::{fixed2, level, mem_usage, value_of, Context};
 
 #[derive(Debug, Default)]
@@ -13,7 +14,7 @@ pub struct Mem {
 }
 
 impl Mem {
-    pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
+    pub fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
         let note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
         let warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
         let crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;

@@ -24,6 +24,7 @@
 mod cpu;
 mod disk;
 mod diskio;
+mod error;
 mod mem;
 mod net;
 mod proc;
@@ -45,6 +46,7 @@ use crate::level::Level;
 
 use crate::config::Builtin;
 pub use disk::{FsProbe, FsUsage, LiveFs};
+pub use error::{CheckError, LimitError};
 
 /// Where the checks read. The defaults are the real system; tests point
 /// them at fixture trees.
@@ -77,7 +79,7 @@ impl Default for Roots {
 /// an error of the checks that use it, as it is for the scripts.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    values: Vec<(&'static str, Result<f64, String>)>,
+    values: Vec<(&'static str, Result<f64, LimitError>)>,
 }
 
 impl Limits {
@@ -133,17 +135,17 @@ impl Limits {
         self.get(key).ok()
     }
 
-    fn get(&self, key: &str) -> Result<f64, String> {
+    fn get(&self, key: &str) -> Result<f64, LimitError> {
         self.values
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| Err(format!("no value for {key}")))
+            .unwrap_or_else(|| Err(LimitError::Missing(key.to_string())))
     }
 }
 
 /// common.sh's `number`: a non-negative decimal like `70` or `2.5`.
-fn parse_number(key: &str, value: &str) -> Result<f64, String> {
+fn parse_number(key: &'static str, value: &str) -> Result<f64, LimitError> {
     let (int, frac) = match value.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (value, None),
@@ -154,7 +156,10 @@ fn parse_number(key: &str, value: &str) -> Result<f64, String> {
             return Ok(v);
         }
     }
-    Err(format!("{key}='{value}' is not a non-negative number"))
+    Err(LimitError::NotANumber {
+        key,
+        value: value.to_string(),
+    })
 }
 
 /// Everything a check reads from.
@@ -231,7 +236,7 @@ impl Context {
     }
 
     /// The processes in `/proc` (listed at most [`SHARE_FOR`] ago).
-    fn pid_entries(&self) -> Result<Arc<Vec<PidEntry>>, String> {
+    fn pid_entries(&self) -> Result<Arc<Vec<PidEntry>>, CheckError> {
         if let Some((at, pids)) = &self.recent().pids {
             if at.elapsed() < SHARE_FOR {
                 return Ok(pids.clone());
@@ -239,7 +244,7 @@ impl Context {
         }
         use std::os::unix::fs::DirEntryExt;
         let dir = std::fs::read_dir(&self.roots.proc)
-            .map_err(|e| format!("cannot read {}: {e}", self.roots.proc.display()))?;
+            .map_err(|e| CheckError::read(&self.roots.proc, e))?;
         let pids: Vec<PidEntry> = dir
             .flatten()
             .filter_map(|e| {
@@ -287,7 +292,7 @@ impl Check {
 
     /// One run: the script's output lines, or why it failed (the script's
     /// message on stderr).
-    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, String> {
+    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
         match self {
             Check::Cpu(c) => c.run(ctx).map(|l| vec![l]),
             Check::Mem(m) => m.run(ctx).map(|l| vec![l]),
@@ -304,7 +309,10 @@ impl Check {
 
 /// The outcome the agent logs for a run's result, as for a `lines` script:
 /// the worst trailing level; a failure is one `unknown` line with the reason.
-pub fn outcome(result: Result<Vec<String>, String>, finished_at: DateTime<FixedOffset>) -> Outcome {
+pub fn outcome(
+    result: Result<Vec<String>, CheckError>,
+    finished_at: DateTime<FixedOffset>,
+) -> Outcome {
     let (level, lines) = match result {
         Ok(lines) if !lines.is_empty() => {
             let level = lines
@@ -330,8 +338,8 @@ pub fn outcome(result: Result<Vec<String>, String>, finished_at: DateTime<FixedO
 // ---- helpers shared by the checks (common.sh's) ----
 
 /// A whole file as text; the error names the path.
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<String, CheckError> {
+    std::fs::read_to_string(path).map_err(|e| CheckError::read(path, e))
 }
 
 /// bash's `read -r a b …` of the first line: its whitespace-separated words.
@@ -401,7 +409,7 @@ struct MemUsage {
     used_pct: String,
 }
 
-fn mem_usage(ctx: &Context) -> Result<MemUsage, String> {
+fn mem_usage(ctx: &Context) -> Result<MemUsage, CheckError> {
     let path = ctx.proc_path("meminfo");
     let text = read(&path)?;
     let (mut total, mut avail, mut approx) = (0.0f64, None, 0.0f64);
@@ -419,7 +427,7 @@ fn mem_usage(ctx: &Context) -> Result<MemUsage, String> {
         }
     }
     if total <= 0.0 {
-        return Err(format!("cannot parse {}", path.display()));
+        return Err(CheckError::Parse(path.clone()));
     }
     let used = total - avail.unwrap_or(approx);
     Ok(MemUsage {
@@ -445,7 +453,7 @@ fn value_of(fixed: &str) -> f64 {
 
 // ---- bounded runs on a worker thread ----
 
-type Reply = (Result<Vec<String>, String>, DateTime<FixedOffset>);
+type Reply = (Result<Vec<String>, CheckError>, DateTime<FixedOffset>);
 
 struct Job {
     name: String,
@@ -487,7 +495,7 @@ impl Executor {
             Ok(worker) => worker
                 .jobs
                 .send(job)
-                .map_err(|_| "the built-in worker thread has ended".to_string())
+                .map_err(|_| CheckError::WorkerEnded)
                 .map(|_| worker.stuck.clone()),
             Err(e) => Err(e),
         };
@@ -509,7 +517,7 @@ impl Executor {
         }
     }
 
-    fn worker(&mut self) -> Result<&Worker, String> {
+    fn worker(&mut self) -> Result<&Worker, CheckError> {
         if self
             .worker
             .as_ref()
@@ -527,7 +535,7 @@ impl Executor {
                 // keeps the thread's footprint small.
                 .stack_size(256 * 1024)
                 .spawn(move || work(&context, &inbox))
-                .map_err(|e| format!("cannot start the built-in worker thread: {e}"))?;
+                .map_err(CheckError::WorkerStart)?;
             self.worker = Some(Worker {
                 jobs,
                 stuck: Arc::new(AtomicBool::new(false)),
@@ -550,7 +558,10 @@ fn work(context: &Context, inbox: &Receiver<Job>) {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                Err(format!("built-in {} check panicked: {what}", job.kind))
+                Err(CheckError::Panicked {
+                    kind: job.kind,
+                    what,
+                })
             });
         if result.is_err() {
             // Whatever state it had may be half-updated: start afresh.
@@ -569,7 +580,7 @@ pub struct Run {
     started: Instant,
     replies: Receiver<Reply>,
     stuck: Arc<AtomicBool>,
-    failed: Option<String>,
+    failed: Option<CheckError>,
     done: bool,
 }
 
@@ -588,17 +599,11 @@ impl Run {
                 Ok((result, at)) => Some(outcome(result, at)),
                 Err(TryRecvError::Disconnected) => {
                     self.stuck.store(true, Ordering::Relaxed);
-                    Some(outcome(
-                        Err("the built-in worker thread has ended".into()),
-                        now(),
-                    ))
+                    Some(outcome(Err(CheckError::WorkerEnded), now()))
                 }
                 Err(TryRecvError::Empty) if self.started.elapsed() >= self.timeout => {
                     self.stuck.store(true, Ordering::Relaxed);
-                    let why = format!(
-                        "timeout: built-in check still running after {}",
-                        humantime::format_duration(self.timeout)
-                    );
+                    let why = CheckError::Timeout(self.timeout);
                     log::warn!("collector {}: {why}", self.name);
                     Some(outcome(Err(why), now()))
                 }
@@ -652,7 +657,9 @@ pub(crate) mod tests {
         assert_eq!(parse_number("K", "70"), Ok(70.0));
         assert_eq!(parse_number("K", "2.5"), Ok(2.5));
         for bad in ["-1", "1.", ".5", "abc", "1e3", ""] {
-            let e = parse_number("PIHEALTH_CPU_NOTE", bad).unwrap_err();
+            let e = parse_number("PIHEALTH_CPU_NOTE", bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("PIHEALTH_CPU_NOTE"), "{e}");
         }
         let env = vec![("PIHEALTH_CPU_NOTE".to_string(), "x".to_string())];
@@ -699,7 +706,10 @@ pub(crate) mod tests {
         let m = mem_usage(&t.context()).unwrap();
         assert_eq!(m.used_pct, "75.00");
         t.write("proc/meminfo", "nonsense\n");
-        assert!(mem_usage(&t.context()).unwrap_err().contains("meminfo"));
+        assert!(mem_usage(&t.context())
+            .unwrap_err()
+            .to_string()
+            .contains("meminfo"));
     }
 
     #[test]

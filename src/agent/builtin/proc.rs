@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+use super::error::CheckError;
 use super::{awk_number, read, Context};
 
 /// The kernel's USER_HZ, the unit of /proc/PID/stat times: 100 on every
@@ -87,7 +88,7 @@ impl Sample {
 }
 
 impl Proc {
-    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, String> {
+    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
         let threshold = ctx.limits.get("PIHEALTH_PROC_THRESHOLD")?;
         let mut busy: Vec<Sample> = self
             .look(ctx, threshold)?
@@ -131,13 +132,13 @@ impl Proc {
     /// Every process (not thread) that could be over `threshold`, with ps's
     /// %CPU and %MEM (see the module docs for what is skipped). A process
     /// that ends while we read is left out.
-    fn look(&mut self, ctx: &Context, threshold: f64) -> Result<Vec<Sample>, String> {
+    fn look(&mut self, ctx: &Context, threshold: f64) -> Result<Vec<Sample>, CheckError> {
         let uptime_path = ctx.proc_path("uptime");
         let uptime: f64 = read(&uptime_path)?
             .split_whitespace()
             .next()
             .and_then(|w| w.parse().ok())
-            .ok_or_else(|| format!("cannot parse {}", uptime_path.display()))?;
+            .ok_or_else(|| CheckError::Parse(uptime_path.clone()))?;
         let mem = meminfo(ctx)?;
         let page_kib = page_size() / 1024;
         let cpus = *self.cpus.get_or_insert_with(|| possible_cpus(ctx));
@@ -222,7 +223,7 @@ struct MemInfo {
     mapped_bound_kib: Option<u64>,
 }
 
-fn meminfo(ctx: &Context) -> Result<MemInfo, String> {
+fn meminfo(ctx: &Context) -> Result<MemInfo, CheckError> {
     let path = ctx.proc_path("meminfo");
     let text = read(&path)?;
     let field = |key: &str| {
@@ -232,7 +233,7 @@ fn meminfo(ctx: &Context) -> Result<MemInfo, String> {
     };
     let total_kib = field("MemTotal")
         .filter(|&t| t > 0)
-        .ok_or_else(|| format!("cannot parse {}", path.display()))?;
+        .ok_or_else(|| CheckError::Parse(path.clone()))?;
     let mapped_bound_kib = match (field("AnonPages"), field("Mapped"), field("Shmem")) {
         // Slack: per-CPU RSS counters may lag by 64 pages a thread; 2% of
         // memory covers that many times over.

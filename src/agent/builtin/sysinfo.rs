@@ -4,11 +4,12 @@
 
 use std::fs;
 
+use super::error::CheckError;
 use super::{disk, first_line, hottest_temp, level, mem_usage, read, value_of, Context};
 use crate::level::Level;
 
 /// bash's `read -r x`: the first line without surrounding blanks.
-fn read_word(ctx: &Context, rel: &str) -> Result<String, String> {
+fn read_word(ctx: &Context, rel: &str) -> Result<String, CheckError> {
     let path = ctx.proc_path(rel);
     Ok(first_line(&read(&path)?)
         .trim_matches([' ', '\t'])
@@ -64,7 +65,7 @@ fn uname(ctx: &Context) -> String {
     read_word(ctx, "sys/kernel/ostype").unwrap_or_else(|_| "Linux".to_string())
 }
 
-pub fn run(ctx: &Context) -> Result<String, String> {
+pub fn run(ctx: &Context) -> Result<String, CheckError> {
     let mem_note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
     let mem_warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
     let mem_crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;
@@ -84,7 +85,7 @@ pub fn run(ctx: &Context) -> Result<String, String> {
         Some(total) => total,
         None => {
             disk::disks(ctx)
-                .map_err(|e| format!("disk.sh failed: {e}"))?
+                .map_err(|e| CheckError::Disk(Box::new(e)))?
                 .total
         }
     };
