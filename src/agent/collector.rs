@@ -197,7 +197,10 @@ impl Running {
             }
             Err(why) => {
                 warn!("collector {}: {why}", run.name);
-                State::Failed(Outcome::now(Level::Unknown, vec![unknown_line(&why)]))
+                State::Failed(Outcome::now(
+                    Level::Unknown,
+                    vec![unknown_line(&why.to_string())],
+                ))
             }
         };
         run
@@ -209,9 +212,9 @@ impl Running {
         env: &[(String, String)],
         work_dir: &Path,
         scratch_dir: &Path,
-    ) -> Result<Child, String> {
+    ) -> Result<Child, SpawnError> {
         let Some((program, args)) = spec.argv.split_first() else {
-            return Err("cannot run: empty command".to_string());
+            return Err(SpawnError::Empty);
         };
         // O_EXCL: a file of this name that exists is not this run's (a
         // leftover nobody should write into again); never share it.
@@ -220,9 +223,12 @@ impl Running {
                 .write(true)
                 .create_new(true)
                 .open(path)
-                .map_err(|e| format!("cannot create scratch file {}: {e}", path.display()))?;
+                .map_err(|source| SpawnError::Scratch {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             self.created.push(path.to_path_buf());
-            Ok::<File, String>(file)
+            Ok::<File, SpawnError>(file)
         };
         let stdout = create(&self.out_path.clone())?;
         let stderr = create(&self.err_path.clone())?;
@@ -246,7 +252,10 @@ impl Running {
             .stderr(stderr)
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))
+            .map_err(|source| SpawnError::Run {
+                program: program.clone(),
+                source,
+            })
     }
 
     /// Non-blocking: `Some(outcome)` once the program has exited, or once its
@@ -673,6 +682,17 @@ pub(crate) fn trailing_level(line: &str) -> Option<Level> {
         .rev()
         .map_while(|word| word.parse::<Level>().ok())
         .max()
+}
+
+/// Why a collector's program could not be started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    #[error("cannot run: empty command")]
+    Empty,
+    #[error("cannot create scratch file {}: {source}", path.display())]
+    Scratch { path: PathBuf, source: io::Error },
+    #[error("cannot run {program}: {source}")]
+    Run { program: String, source: io::Error },
 }
 
 fn unknown_line(text: &str) -> String {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, Sender};
 use threadpool::ThreadPool;
 
-use crate::config::{AgentConfig, CollectorSpec, ConfigError};
+use crate::config::{AddressError, AgentConfig, CollectorSpec, ConfigError};
 use crate::net::{self, AcceptLimits, AcceptLoop};
 use crate::protocol::Key;
 use alarms::{AlarmMonitor, AlarmSpool};
@@ -47,9 +47,8 @@ pub enum AgentError {
     Key(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The master's address (the message names it).
-    #[error("{0}")]
-    Address(String),
+    #[error(transparent)]
+    Address(#[from] AddressError),
     /// Listening, starting a thread (the message names what failed).
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -133,8 +132,8 @@ impl Agent {
         let lost_reports: Arc<Mutex<Vec<LostOutput>>> = Arc::default();
         let uplink = Uplink {
             name: name.clone(),
-            master: config.master_address().map_err(AgentError::Address)?,
-            master_alarm: config.master_alarm_address().map_err(AgentError::Address)?,
+            master: config.master_address()?,
+            master_alarm: config.master_alarm_address()?,
             keys,
             key_memory: Default::default(),
             control_listen: control_addr,

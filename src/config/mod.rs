@@ -751,17 +751,32 @@ fn lookup(with_port: &str) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
         .map_err(|_| std::io::Error::other("name lookup is off under the fuzzer"))
 }
 
+/// Why an address in the config does not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("expected host:port, cannot resolve `{text}`: {source}")]
+    Unresolved {
+        text: String,
+        source: std::io::Error,
+    },
+    #[error("expected host:port, `{0}` resolves to nothing")]
+    Nothing(String),
+}
+
 /// Resolve `host[:port]` to a socket address, using `default_port` when absent.
-pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
     let with_port = if text.parse::<SocketAddr>().is_ok() || text.rsplit_once(':').is_some() {
         text.to_string()
     } else {
         format!("{text}:{default_port}")
     };
     lookup(&with_port)
-        .map_err(|e| format!("expected host:port, cannot resolve `{text}`: {e}"))?
+        .map_err(|source| AddressError::Unresolved {
+            text: text.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("expected host:port, `{text}` resolves to nothing"))
+        .ok_or_else(|| AddressError::Nothing(text.to_string()))
 }
 
 impl MasterConfig {
@@ -922,7 +937,7 @@ impl MasterConfig {
                 AgentEntry::Address(text) => out.push(StaticAgent {
                     name: None,
                     control: resolve_address(text, self.agent_control_port)
-                        .map_err(|m| invalid(path, &key, m))?,
+                        .map_err(|m| invalid(path, &key, m.to_string()))?,
                 }),
                 AgentEntry::Named { name, address } => {
                     crate::names::check_host_name(name)
@@ -930,7 +945,7 @@ impl MasterConfig {
                     out.push(StaticAgent {
                         name: Some(name.clone()),
                         control: resolve_address(address, self.agent_control_port)
-                            .map_err(|m| invalid(path, &format!("{key}.address"), m))?,
+                            .map_err(|m| invalid(path, &format!("{key}.address"), m.to_string()))?,
                     });
                 }
                 AgentEntry::Range { from, to, port } => {
@@ -992,9 +1007,9 @@ impl AgentConfig {
             crate::names::check_host_name(name).map_err(|m| invalid(path, "name", m))?;
         }
         self.master_address()
-            .map_err(|m| invalid(path, "master", m))?;
+            .map_err(|m| invalid(path, "master", m.to_string()))?;
         self.master_alarm_address()
-            .map_err(|m| invalid(path, "master_alarm", m))?;
+            .map_err(|m| invalid(path, "master_alarm", m.to_string()))?;
         if self.workers < 2 || self.workers > 256 {
             return Err(invalid(
                 path,
@@ -1030,11 +1045,11 @@ impl AgentConfig {
         self.collector_specs(path).map(|_| ())
     }
 
-    pub fn master_address(&self) -> Result<SocketAddr, String> {
+    pub fn master_address(&self) -> Result<SocketAddr, AddressError> {
         resolve_address(&self.master, 8080)
     }
 
-    pub fn master_alarm_address(&self) -> Result<SocketAddr, String> {
+    pub fn master_alarm_address(&self) -> Result<SocketAddr, AddressError> {
         match &self.master_alarm {
             Some(text) => resolve_address(text, 8081),
             None => self.master_address().map(|a| SocketAddr::new(a.ip(), 8081)),

@@ -329,7 +329,7 @@ impl AlarmLog {
     fn validate(alarm: &Alarm) -> Result<(), String> {
         crate::names::check_host_name(&alarm.host)?;
         crate::names::check_type_name(&alarm.log_type)?;
-        alarm.level.parse::<Level>()?;
+        alarm.level.parse::<Level>().map_err(|e| e.to_string())?;
         if alarm.id.is_empty()
             || alarm.id.len() > 64
             || !alarm.id.bytes().all(|b| b.is_ascii_alphanumeric())
