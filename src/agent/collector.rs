@@ -59,12 +59,12 @@ use crate::agent::builtin::{self, Executor};
 use crate::level::Level;
 
 /// At most this much of a run's stdout is read into the log.
-pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
 /// At most this many lines of a run's stdout are kept.
-pub const MAX_OUTPUT_LINES: usize = 200;
+pub(crate) const MAX_OUTPUT_LINES: usize = 200;
 /// A run whose stdout or stderr file grows past this is killed: it is not a
 /// monitoring check any more, and it would fill the agent's disk.
-pub const MAX_SCRATCH_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_SCRATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// Only the first line of stderr is kept, read from at most this many bytes.
 const MAX_STDERR_BYTES: u64 = 4096;
 /// How often the scheduler looks at its running children.
@@ -78,23 +78,23 @@ const IDLE_STOP_CHECK: Duration = Duration::from_millis(500);
 /// marks the run and its children as this agent's (see
 /// [`clean_scratch_dir`]); children inherit it, process ids do not stay
 /// unique, so it is checked on the live process rather than recorded.
-pub const RUN_DIR_VAR: &str = "PIHEALTH_RUN_DIR";
+pub(crate) const RUN_DIR_VAR: &str = "PIHEALTH_RUN_DIR";
 /// Numbers this process's runs, for unique scratch file names.
 static RUN_NUMBER: AtomicU64 = AtomicU64::new(0);
 /// How long we wait for a SIGKILLed process to be reaped before giving up
 /// (a process stuck in uninterruptible I/O cannot die until that I/O ends).
 const REAP_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub use crate::config::{split_command, CollectorSpec, Mode};
+use crate::config::{CollectorSpec, Mode};
 
 /// What one run produced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Local time with offset, taken when the program finished (or was killed).
-    pub finished_at: DateTime<FixedOffset>,
-    pub level: Level,
+    pub(crate) finished_at: DateTime<FixedOffset>,
+    pub(crate) level: Level,
     /// Output lines without timestamp; never empty, no `'\n'` inside.
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
 }
 
 impl Outcome {
@@ -110,7 +110,7 @@ impl Outcome {
     /// The bytes appended to the log: every line prefixed with the RFC 3339
     /// finish time (seconds, numeric offset) and a space, each ending in
     /// `'\n'`, e.g. `2026-11-21T10:31:09+08:00 0.02 0.08 0.08 31.56 49.38 normal`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let stamp = self.finished_at.to_rfc3339_opts(SecondsFormat::Secs, false);
         let mut out =
             String::with_capacity(self.lines.iter().map(|l| l.len() + stamp.len() + 2).sum());
@@ -138,7 +138,7 @@ enum State {
 }
 
 /// One running collector program. Dropping it kills the run.
-pub struct Running {
+pub(crate) struct Running {
     name: String,
     program: String,
     mode: Mode,
@@ -161,7 +161,7 @@ impl Running {
     ///
     /// A spawn failure is not an error: it yields a run that is already
     /// finished with an `unknown` outcome saying why.
-    pub fn start(
+    pub(crate) fn start(
         spec: &CollectorSpec,
         env: &[(String, String)],
         work_dir: &Path,
@@ -261,7 +261,7 @@ impl Running {
     /// Non-blocking: `Some(outcome)` once the program has exited, or once its
     /// timeout has passed (then the whole process group is killed and the
     /// outcome is `unknown`). Returns `Some` at most once.
-    pub fn poll(&mut self) -> Option<Outcome> {
+    pub(crate) fn poll(&mut self) -> Option<Outcome> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Done => None,
             State::Unreaped(child) => {
@@ -320,7 +320,7 @@ impl Running {
 
     /// Kill the process group now and reap (used at shutdown); idempotent.
     /// Afterwards `poll` returns `None`.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let State::Started(mut child) | State::Unreaped(mut child) =
             std::mem::replace(&mut self.state, State::Done)
         {
@@ -436,7 +436,7 @@ impl Drop for Running {
 /// processes whose environment we may read (our own user's) are looked at;
 /// a setuid child (`ping`) may escape this and is harmless, since its
 /// scratch files are removed here and no later run opens them again.
-pub fn clean_scratch_dir(scratch_dir: &Path) -> io::Result<usize> {
+pub(crate) fn clean_scratch_dir(scratch_dir: &Path) -> io::Result<usize> {
     let marker = format!("{RUN_DIR_VAR}={}", absolute(scratch_dir)).into_bytes();
     let own_group = nix::unistd::getpgrp();
     let mut groups: Vec<Pid> = Vec::new();
@@ -498,7 +498,7 @@ fn absolute(path: &Path) -> String {
 /// Runs stay on their grid (start + k × interval): a slow run does not make
 /// the schedule drift, and ticks missed while a run was still going are
 /// skipped (and logged), never caught up in a burst.
-pub fn run_schedule(
+pub(crate) fn run_schedule(
     specs: &[CollectorSpec],
     env: &[(String, String)],
     work_dir: &Path,
@@ -1257,7 +1257,7 @@ mod tests {
     fn run_plugin(fx: &Fixture, command: &str) -> Outcome {
         let spec = fx.spec(
             "plugin",
-            split_command(command).expect("valid command"),
+            crate::config::split_command(command).expect("valid command"),
             LONG,
             Mode::Nagios,
         );

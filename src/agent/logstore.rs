@@ -650,11 +650,6 @@ impl LogStore {
         }
     }
 
-    /// The master has stored `piece` durably: let it go.
-    pub fn release(&self, piece: &PieceRef) -> io::Result<()> {
-        self.release_all(std::slice::from_ref(piece))
-    }
-
     /// The master has stored `pieces` durably (one acknowledgement): let
     /// them go, with as few fsyncs as order allows.
     ///
@@ -949,7 +944,7 @@ mod tests {
                 sink.extend_from_slice(&bytes[skip.min(bytes.len())..]);
                 *have = p.piece.end;
             }
-            store.release(&p.piece).unwrap();
+            store.release_all(std::slice::from_ref(&p.piece)).unwrap();
         }
     }
 
@@ -1213,7 +1208,9 @@ mod tests {
         // A line arrives between the offer and the ack: a partial ack.
         store.append("cpu", b"b normal\n").unwrap();
         let state_before = fs::read(state_file(&f)).unwrap();
-        store.release(&pending[0].piece).unwrap();
+        store
+            .release_all(std::slice::from_ref(&pending[0].piece))
+            .unwrap();
         drop(store);
         // Power loss undid the ack's state write.
         fs::write(state_file(&f), state_before).unwrap();

@@ -4,16 +4,16 @@
 //! worker thread the built-in checks, see `builtin`); one accept
 //! thread per port hands connections to a fixed pool; one uplink thread
 //! registers, beats and delivers alarms.
-pub mod alarms;
+pub(crate) mod alarms;
 pub mod builtin;
 pub mod collector;
 pub mod daemon;
 pub mod logstore;
-pub mod lost;
+pub(crate) mod lost;
 mod record;
-pub mod server;
-pub mod trigger;
-pub mod uplink;
+pub(crate) mod server;
+pub(crate) mod trigger;
+pub(crate) mod uplink;
 
 use std::io;
 use std::net::TcpListener;
@@ -41,7 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     /// The key files (the message names the file).
     #[error("{0}")]
     Key(String),
@@ -73,7 +73,7 @@ struct Private {
 
 /// A started agent: listening, its uplink running; [`Agent::run`] runs the
 /// collector schedule until the stop flag is set, then stops the rest.
-pub struct Agent {
+pub(crate) struct Agent {
     name: String,
     stop: Arc<AtomicBool>,
     specs: Vec<CollectorSpec>,
@@ -95,7 +95,7 @@ impl Agent {
     /// this one still stopping, ends the start before any directory or
     /// file is made), then open the store and spool, start the servers
     /// and the uplink, and load the alarm levels.
-    pub fn start(
+    pub(crate) fn start(
         config: &AgentConfig,
         config_path: &Path,
         stop: Arc<AtomicBool>,
@@ -176,7 +176,7 @@ impl Agent {
     }
 
     /// Run the collector schedule until the stop flag is set, then stop.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         // The alarm being raised when the agent last stopped.
         self.alarms.spool_pending();
         let (alarms, recorder) = (&mut self.alarms, &mut self.recorder);

@@ -33,14 +33,14 @@ struct Token {
 }
 
 /// What both servers share.
-pub struct AgentServer {
-    pub name: String,
-    pub store: Arc<LogStore>,
+pub(crate) struct AgentServer {
+    pub(crate) name: String,
+    pub(crate) store: Arc<LogStore>,
     /// This host's own keys, for this host only.
-    pub credentials: Credentials,
-    pub data_port: u16,
-    pub allowed_masters: Vec<IpAddr>,
-    pub token_lifetime: Duration,
+    pub(crate) credentials: Credentials,
+    pub(crate) data_port: u16,
+    pub(crate) allowed_masters: Vec<IpAddr>,
+    pub(crate) token_lifetime: Duration,
     tokens: Mutex<HashMap<[u8; TOKEN_LEN], Token>>,
     next_connection: Mutex<u64>,
     /// Masters refused for a wrong key, logged once per change.
@@ -48,7 +48,7 @@ pub struct AgentServer {
 }
 
 impl AgentServer {
-    pub fn new(
+    pub(crate) fn new(
         name: String,
         store: Arc<LogStore>,
         keys: Vec<Key>,
@@ -98,7 +98,7 @@ impl AgentServer {
     }
 
     /// Serve one control connection until the master says `Bye` or leaves.
-    pub fn handle_control(&self, stream: TimedStream, peer: SocketAddr) {
+    pub(crate) fn handle_control(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "control") {
             return;
         }
@@ -222,7 +222,7 @@ impl AgentServer {
     /// Serve one data connection: pieces one after another, each for a
     /// token, until the master says `Bye` or leaves. A failed piece ends
     /// the connection (the stream may be mid-piece); the master dials anew.
-    pub fn handle_data(&self, stream: TimedStream, peer: SocketAddr) {
+    pub(crate) fn handle_data(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "data") {
             return;
         }

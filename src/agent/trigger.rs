@@ -35,10 +35,10 @@ struct Streak {
 
 /// One type's place in the rule.
 #[derive(Debug, Clone, Default)]
-pub struct TypeState {
+pub(crate) struct TypeState {
     /// The level last alarmed on (or, while calm, the latest calm level);
     /// kept across restarts. `None`: never seen.
-    pub alarmed: Option<Level>,
+    pub(crate) alarmed: Option<Level>,
     /// Not kept across restarts: a change still waiting when the agent
     /// stopped is counted again from the first run after the start.
     streak: Option<Streak>,
@@ -46,7 +46,7 @@ pub struct TypeState {
 
 /// What a run means for alarms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The run is at the alarmed level.
     Same,
     /// A calm level replaced a calm one: recorded, no alarm.
@@ -58,7 +58,7 @@ pub enum Step {
 }
 
 impl TypeState {
-    pub fn with_level(level: Level) -> TypeState {
+    pub(crate) fn with_level(level: Level) -> TypeState {
         TypeState {
             alarmed: Some(level),
             streak: None,
@@ -66,7 +66,7 @@ impl TypeState {
     }
 
     /// Take one run at `level`, finished at `now`.
-    pub fn step(&mut self, level: Level, trigger: &Trigger, now: Instant) -> Step {
+    pub(crate) fn step(&mut self, level: Level, trigger: &Trigger, now: Instant) -> Step {
         if self.alarmed == Some(level) {
             self.streak = None;
             return Step::Same;

@@ -16,28 +16,28 @@ use crate::agent::lost::{LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
 use crate::net::TimedStream;
 use crate::protocol::{is_wrong_key, Connection, Key, KeyMemory, Message, Purpose};
 
-pub struct Uplink {
-    pub name: String,
-    pub master: SocketAddr,
-    pub master_alarm: SocketAddr,
+pub(crate) struct Uplink {
+    pub(crate) name: String,
+    pub(crate) master: SocketAddr,
+    pub(crate) master_alarm: SocketAddr,
     /// This host's keys: `key_file` first, then `previous_key_files` (see
     /// `Connection::dial`); the master knows them as `name`'s.
-    pub keys: Vec<Key>,
+    pub(crate) keys: Vec<Key>,
     /// Which key the master answered to, tried first next time.
-    pub key_memory: KeyMemory,
+    pub(crate) key_memory: KeyMemory,
     /// Where our control port listens; unspecified (0.0.0.0) means "ask
     /// the master to use the address our connections come from".
-    pub control_listen: SocketAddr,
-    pub data_port: u16,
-    pub heartbeat_interval: Duration,
-    pub connect_timeout: Duration,
-    pub io_timeout: Duration,
-    pub store: Arc<LogStore>,
-    pub spool: Arc<AlarmSpool>,
+    pub(crate) control_listen: SocketAddr,
+    pub(crate) data_port: u16,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
+    pub(crate) store: Arc<LogStore>,
+    pub(crate) spool: Arc<AlarmSpool>,
     /// Lost output already written in its log, not yet told to the
     /// master (`crate::agent::lost`); sent after a heartbeat, kept until
     /// the master answers.
-    pub lost: Arc<Mutex<Vec<LostOutput>>>,
+    pub(crate) lost: Arc<Mutex<Vec<LostOutput>>>,
 }
 
 /// Longest wait between alarm delivery attempts while the master is away.
@@ -164,7 +164,7 @@ impl Uplink {
     }
 
     /// Run until `stop`; `wake` is signalled when a new alarm is spooled.
-    pub fn run(&self, stop: &AtomicBool, wake: &Receiver<()>) {
+    pub(crate) fn run(&self, stop: &AtomicBool, wake: &Receiver<()>) {
         let mut state = LoopState::new();
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();

@@ -42,7 +42,7 @@ pub struct CollectorSpec {
 
 /// Why a `command:` cannot be split into argv.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("command contains a NUL byte")]
     Nul,
     #[error("unbalanced quotes or trailing backslash in command `{0}`")]
@@ -55,7 +55,7 @@ pub enum CommandError {
 /// `/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6"` into argv with
 /// shell-like quoting, but never through a shell: no globbing, no variables,
 /// no redirection. As in sh, a word starting with `#` begins a comment.
-pub fn split_command(command: &str) -> Result<Vec<String>, CommandError> {
+pub(crate) fn split_command(command: &str) -> Result<Vec<String>, CommandError> {
     if command.contains('\0') {
         return Err(CommandError::Nul);
     }

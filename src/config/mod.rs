@@ -14,9 +14,8 @@ use serde::Deserialize;
 
 mod collector;
 
-pub use collector::{
-    split_command, Builtin, CollectorSpec, CommandError, Hold, HoldError, Mode, Trigger,
-};
+pub(crate) use collector::split_command;
+pub use collector::{Builtin, CollectorSpec, Hold, HoldError, Mode, Trigger};
 
 /// A configuration problem: which file, which key, what was expected.
 #[derive(Debug)]
@@ -221,7 +220,7 @@ fn option_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::E
 
 /// Most static agents a master config may list (ranges expanded): far
 /// beyond any fleet one master serves, far below what would exhaust memory.
-pub const MAX_STATIC_AGENTS: usize = 100_000;
+pub(crate) const MAX_STATIC_AGENTS: usize = 100_000;
 
 /// An agent the master knows from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -651,7 +650,7 @@ fn unknown_name(rest: &str, what: &str) -> String {
 
 /// The valid name closest to `given`, if it is close enough to be a typo:
 /// at most a third of its letters (and at least one or two) wrong.
-pub fn nearest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn nearest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
     let limit = (given.chars().count() / 3).max(2);
     valid
         .iter()
@@ -764,7 +763,7 @@ pub enum AddressError {
 }
 
 /// Resolve `host[:port]` to a socket address, using `default_port` when absent.
-pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
+pub(crate) fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
     let with_port = if text.parse::<SocketAddr>().is_ok() || text.rsplit_once(':').is_some() {
         text.to_string()
     } else {

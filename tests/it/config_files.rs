@@ -319,7 +319,7 @@ fn commented_examples_are_valid() {
     let specs = c.collector_specs(&path).expect("valid collectors");
     assert_eq!(specs.len(), 6 + 5);
     for spec in &specs[6..] {
-        assert_eq!(spec.mode, pihealth::agent::collector::Mode::Nagios);
+        assert_eq!(spec.mode, pihealth::config::Mode::Nagios);
         assert!(spec.argv[0].starts_with("/usr/lib/nagios/plugins/check_"));
     }
     assert_eq!(

@@ -9,13 +9,13 @@ use super::error::CheckError;
 use super::{first_line, fixed2, hottest_temp, level, read, value_of, Context};
 
 #[derive(Debug, Default)]
-pub struct Cpu {
+pub(crate) struct Cpu {
     /// (total, idle) jiffies of the previous run.
     previous: Option<(u64, u64)>,
 }
 
 impl Cpu {
-    pub fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
         let cpu_note = ctx.limits.get("PIHEALTH_CPU_NOTE")?;
         let cpu_warn = ctx.limits.get("PIHEALTH_CPU_WARNING")?;
         let cpu_crit = ctx.limits.get("PIHEALTH_CPU_CRITICAL")?;

@@ -16,24 +16,24 @@ use crate::level::Level;
 
 /// Sizes of one filesystem in KiB, as df prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsUsage {
-    pub total_kib: u64,
+pub(crate) struct FsUsage {
+    pub(crate) total_kib: u64,
     /// Total less the blocks free for root.
-    pub used_kib: u64,
+    pub(crate) used_kib: u64,
     /// Free for ordinary users.
-    pub avail_kib: u64,
+    pub(crate) avail_kib: u64,
 }
 
 /// `stat` and `statvfs` of a mount point: the real calls in the agent, a
 /// table in tests (the fixture's mount points do not exist).
-pub trait FsProbe: Send + Sync {
+pub(crate) trait FsProbe: Send + Sync {
     /// `st_dev` of the path.
     fn device(&self, path: &Path) -> Option<u64>;
     fn usage(&self, path: &Path) -> Option<FsUsage>;
 }
 
 /// The real `stat(2)` and `statvfs(3)`.
-pub struct LiveFs;
+pub(crate) struct LiveFs;
 
 impl FsProbe for LiveFs {
     fn device(&self, path: &Path) -> Option<u64> {
@@ -310,15 +310,15 @@ fn pct(used: u64, free: u64) -> f64 {
 /// The total line's fields, for sysinfo.
 #[derive(Debug, Clone)]
 pub(super) struct DiskTotal {
-    pub total_mib: u64,
-    pub total_pct: String,
-    pub total_level: Level,
+    pub(crate) total_mib: u64,
+    pub(crate) total_pct: String,
+    pub(crate) total_level: Level,
 }
 
 /// The lines, and the total line's fields.
 pub(super) struct Disks {
-    pub lines: Vec<String>,
-    pub total: DiskTotal,
+    pub(crate) lines: Vec<String>,
+    pub(crate) total: DiskTotal,
 }
 
 pub(super) fn disks(ctx: &Context) -> Result<Disks, CheckError> {
@@ -370,7 +370,7 @@ pub(super) fn disks(ctx: &Context) -> Result<Disks, CheckError> {
     })
 }
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
+pub(crate) fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let d = disks(ctx)?;
     ctx.remember_disk(d.total);
     Ok(d.lines)
@@ -415,7 +415,7 @@ pub(crate) mod tests {
     use std::collections::HashMap;
 
     /// Mount point → (st_dev, usage).
-    pub struct FakeFs(pub HashMap<String, (u64, Option<FsUsage>)>);
+    pub(crate) struct FakeFs(pub(crate) HashMap<String, (u64, Option<FsUsage>)>);
 
     impl FsProbe for FakeFs {
         fn device(&self, path: &Path) -> Option<u64> {

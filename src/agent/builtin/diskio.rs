@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use super::error::CheckError;
 use super::{read, Context};
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
+pub(crate) fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let path = ctx.proc_path("diskstats");
     let text = read(&path)?;
     let whole: HashSet<String> = std::fs::read_dir(ctx.roots.sys.join("block"))

@@ -45,7 +45,7 @@ use crate::agent::collector::Outcome;
 use crate::level::Level;
 
 use crate::config::Builtin;
-pub use disk::{FsProbe, FsUsage, LiveFs};
+pub(crate) use disk::{FsProbe, LiveFs};
 pub use error::{CheckError, LimitError};
 
 /// Where the checks read. The defaults are the real system; tests point
@@ -164,11 +164,11 @@ fn parse_number(key: &'static str, value: &str) -> Result<f64, LimitError> {
 
 /// Everything a check reads from.
 pub struct Context {
-    pub roots: Roots,
-    pub limits: Limits,
+    pub(crate) roots: Roots,
+    pub(crate) limits: Limits,
     /// `stat` and `statvfs` of mount points (disk, sysinfo); the real ones
     /// by default, a fake in tests.
-    pub fs: Box<dyn FsProbe>,
+    pub(crate) fs: Box<dyn FsProbe>,
     /// What disk and mem found last, for sysinfo in the same round.
     recent: Mutex<Recent>,
     /// The mount points, while the mount table stays the same (disk).
@@ -193,8 +193,8 @@ struct Recent {
 /// process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PidEntry {
-    pub pid: u32,
-    pub ino: u64,
+    pub(crate) pid: u32,
+    pub(crate) ino: u64,
 }
 
 const SHARE_FOR: Duration = Duration::from_secs(1);
@@ -263,7 +263,9 @@ impl Context {
 }
 
 /// One check with the state it keeps between runs.
-pub enum Check {
+pub struct Check(State);
+
+enum State {
     Cpu(cpu::Cpu),
     Mem(mem::Mem),
     Disk,
@@ -277,39 +279,39 @@ pub enum Check {
 
 impl Check {
     pub fn new(kind: Builtin) -> Check {
-        match kind {
-            Builtin::Cpu => Check::Cpu(cpu::Cpu::default()),
-            Builtin::Mem => Check::Mem(mem::Mem::default()),
-            Builtin::Disk => Check::Disk,
-            Builtin::Proc => Check::Proc(proc::Proc::default()),
-            Builtin::Users => Check::Users(users::Users::default()),
-            Builtin::Sysinfo => Check::Sysinfo,
-            Builtin::Net => Check::Net(net::Net::default()),
-            Builtin::Diskio => Check::Diskio,
-            Builtin::Throttle => Check::Throttle,
-        }
+        Check(match kind {
+            Builtin::Cpu => State::Cpu(cpu::Cpu::default()),
+            Builtin::Mem => State::Mem(mem::Mem::default()),
+            Builtin::Disk => State::Disk,
+            Builtin::Proc => State::Proc(proc::Proc::default()),
+            Builtin::Users => State::Users(users::Users::default()),
+            Builtin::Sysinfo => State::Sysinfo,
+            Builtin::Net => State::Net(net::Net::default()),
+            Builtin::Diskio => State::Diskio,
+            Builtin::Throttle => State::Throttle,
+        })
     }
 
     /// One run: the script's output lines, or why it failed (the script's
     /// message on stderr).
     pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
-        match self {
-            Check::Cpu(c) => c.run(ctx).map(|l| vec![l]),
-            Check::Mem(m) => m.run(ctx).map(|l| vec![l]),
-            Check::Disk => disk::run(ctx),
-            Check::Proc(p) => p.run(ctx),
-            Check::Users(u) => u.run(ctx).map(|l| vec![l]),
-            Check::Sysinfo => sysinfo::run(ctx).map(|l| vec![l]),
-            Check::Net(n) => n.run(ctx),
-            Check::Diskio => diskio::run(ctx),
-            Check::Throttle => throttle::run(ctx),
+        match &mut self.0 {
+            State::Cpu(c) => c.run(ctx).map(|l| vec![l]),
+            State::Mem(m) => m.run(ctx).map(|l| vec![l]),
+            State::Disk => disk::run(ctx),
+            State::Proc(p) => p.run(ctx),
+            State::Users(u) => u.run(ctx).map(|l| vec![l]),
+            State::Sysinfo => sysinfo::run(ctx).map(|l| vec![l]),
+            State::Net(n) => n.run(ctx),
+            State::Diskio => diskio::run(ctx),
+            State::Throttle => throttle::run(ctx),
         }
     }
 }
 
 /// The outcome the agent logs for a run's result, as for a `lines` script:
 /// the worst trailing level; a failure is one `unknown` line with the reason.
-pub fn outcome(
+pub(crate) fn outcome(
     result: Result<Vec<String>, CheckError>,
     finished_at: DateTime<FixedOffset>,
 ) -> Outcome {
@@ -470,13 +472,13 @@ struct Worker {
 
 /// Runs built-in checks for the scheduler, one at a time on a worker
 /// thread, keeping each collector's state there between runs.
-pub struct Executor {
+pub(crate) struct Executor {
     context: Arc<Context>,
     worker: Option<Worker>,
 }
 
 impl Executor {
-    pub fn new(context: Context) -> Executor {
+    pub(crate) fn new(context: Context) -> Executor {
         Executor {
             context: Arc::new(context),
             worker: None,
@@ -484,7 +486,7 @@ impl Executor {
     }
 
     /// Start one run of `kind` for collector `name`; never blocks.
-    pub fn start(&mut self, name: &str, kind: Builtin, timeout: Duration) -> Run {
+    pub(crate) fn start(&mut self, name: &str, kind: Builtin, timeout: Duration) -> Run {
         let (reply, replies) = crossbeam::channel::bounded(1);
         let job = Job {
             name: name.to_string(),
@@ -574,7 +576,7 @@ fn work(context: &Context, inbox: &Receiver<Job>) {
 }
 
 /// One run of a built-in check, polled by the scheduler like a script run.
-pub struct Run {
+pub(crate) struct Run {
     name: String,
     timeout: Duration,
     started: Instant,
@@ -587,7 +589,7 @@ pub struct Run {
 impl Run {
     /// Non-blocking: `Some(outcome)` once the check has finished or its
     /// timeout has passed (then `unknown`); `Some` at most once.
-    pub fn poll(&mut self) -> Option<Outcome> {
+    pub(crate) fn poll(&mut self) -> Option<Outcome> {
         if self.done {
             return None;
         }
@@ -620,8 +622,8 @@ pub(crate) mod tests {
     use super::*;
 
     /// A fixture tree: `root/proc`, `root/sys`, `root/etc`, `root/utmp`.
-    pub struct Tree {
-        pub dir: tempfile::TempDir,
+    pub(crate) struct Tree {
+        pub(crate) dir: tempfile::TempDir,
     }
 
     impl Tree {
@@ -631,13 +633,13 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn write(&self, rel: &str, text: &str) {
+        pub(crate) fn write(&self, rel: &str, text: &str) {
             let path = self.dir.path().join(rel);
             std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
             std::fs::write(path, text).expect("write fixture");
         }
 
-        pub fn roots(&self) -> Roots {
+        pub(crate) fn roots(&self) -> Roots {
             let root = self.dir.path();
             Roots {
                 proc: root.join("proc"),
@@ -647,7 +649,7 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn context(&self) -> Context {
+        pub(crate) fn context(&self) -> Context {
             Context::new(self.roots(), Limits::defaults())
         }
     }

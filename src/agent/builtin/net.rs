@@ -14,13 +14,13 @@ use super::error::CheckError;
 use super::{read, Context};
 
 #[derive(Debug, Default)]
-pub struct Net {
+pub(crate) struct Net {
     /// Errors and drops per interface at the previous run.
     faults: HashMap<String, u64>,
 }
 
 impl Net {
-    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
         let path = ctx.proc_path("net/dev");
         let text = read(&path)?;
         let mut lines = Vec::new();

@@ -38,7 +38,7 @@ use super::{awk_number, read, Context};
 const USER_HZ: u64 = 100;
 
 #[derive(Debug, Default)]
-pub struct Proc {
+pub(crate) struct Proc {
     /// (pid, name) of the processes over the threshold at the previous run.
     previous: Option<HashSet<(u32, String)>>,
     /// What the last read of each process allows skipping.
@@ -60,20 +60,20 @@ struct Known {
 /// One process as ps would print it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Sample {
-    pub pid: u32,
-    pub name: String,
+    pub(crate) pid: u32,
+    pub(crate) name: String,
     /// %CPU × 10, truncated (ps's `pcpu`).
-    pub cpu_permille: u64,
+    pub(crate) cpu_permille: u64,
     /// %MEM × 10, truncated, at most 999.
-    pub mem_permille: u64,
+    pub(crate) mem_permille: u64,
     /// CPU time, in USER_HZ ticks.
-    pub ticks: u64,
+    pub(crate) ticks: u64,
     /// Start time after boot, in USER_HZ ticks.
-    pub start: u64,
+    pub(crate) start: u64,
 }
 
 impl Sample {
-    pub fn cpu_text(&self) -> String {
+    pub(crate) fn cpu_text(&self) -> String {
         let p = self.cpu_permille;
         if p > 999 {
             format!("{}", p / 10)
@@ -82,13 +82,13 @@ impl Sample {
         }
     }
 
-    pub fn mem_text(&self) -> String {
+    pub(crate) fn mem_text(&self) -> String {
         format!("{}.{}", self.mem_permille / 10, self.mem_permille % 10)
     }
 }
 
 impl Proc {
-    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
         let threshold = ctx.limits.get("PIHEALTH_PROC_THRESHOLD")?;
         let mut busy: Vec<Sample> = self
             .look(ctx, threshold)?

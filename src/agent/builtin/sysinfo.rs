@@ -65,7 +65,7 @@ fn uname(ctx: &Context) -> String {
     read_word(ctx, "sys/kernel/ostype").unwrap_or_else(|_| "Linux".to_string())
 }
 
-pub fn run(ctx: &Context) -> Result<String, CheckError> {
+pub(crate) fn run(ctx: &Context) -> Result<String, CheckError> {
     let mem_note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
     let mem_warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
     let mem_crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;
@@ -138,7 +138,7 @@ mod tests {
             "/".to_string(),
             (
                 1,
-                Some(crate::agent::builtin::FsUsage {
+                Some(super::disk::FsUsage {
                     total_kib: 2048,
                     used_kib: 1024,
                     avail_kib: 1024,

@@ -15,7 +15,7 @@ use super::Context;
 
 const PATHS: [&str; 1] = ["devices/platform/soc/soc:firmware/get_throttled"];
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
+pub(crate) fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let found = PATHS
         .iter()
         .find_map(|p| std::fs::read_to_string(ctx.roots.sys.join(p)).ok());

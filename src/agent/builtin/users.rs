@@ -28,9 +28,9 @@ const USER_PROCESS: i16 = 7;
 /// One `who` line's worth of a utmp record.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Session {
-    pub user: String,
-    pub line: String,
-    pub host: String,
+    pub(crate) user: String,
+    pub(crate) line: String,
+    pub(crate) host: String,
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -111,13 +111,13 @@ const OWNER_RECHECK: Duration = Duration::from_secs(300);
 
 /// The users check with the owners it has seen.
 #[derive(Debug, Default)]
-pub struct Users {
+pub(crate) struct Users {
     /// pid → (inode of /proc/PID, owner, when stat'ed).
     owners: HashMap<u32, (u64, u32, Instant)>,
 }
 
 impl Users {
-    pub fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
         run_with(ctx, |ctx, passwd| self.most_active(ctx, passwd))
     }
 
@@ -271,7 +271,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A utmp record as glibc writes it.
-    pub fn utmp_record(kind: i16, pid: i32, line: &str, user: &str, host: &str) -> Vec<u8> {
+    pub(crate) fn utmp_record(kind: i16, pid: i32, line: &str, user: &str, host: &str) -> Vec<u8> {
         let mut r = vec![0u8; UTMP_SIZE];
         r[0..2].copy_from_slice(&kind.to_ne_bytes());
         r[4..8].copy_from_slice(&pid.to_ne_bytes());
