@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 pub mod agent;
+mod alarm_id;
 pub mod cli;
 pub mod config;
 pub mod failpoint;

@@ -136,26 +136,39 @@ pub(crate) struct Schema {
 
 use Bound::{Env, Fixed};
 
-const CPU: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_CPU_NOTE")),
-    (Level::Warning, Env("PIHEALTH_CPU_WARNING")),
-    (Level::Critical, Env("PIHEALTH_CPU_CRITICAL")),
-];
-const MEM: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_MEM_NOTE")),
-    (Level::Warning, Env("PIHEALTH_MEM_WARNING")),
-    (Level::Critical, Env("PIHEALTH_MEM_CRITICAL")),
-];
-const DISK: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_DISK_NOTE")),
-    (Level::Warning, Env("PIHEALTH_DISK_WARNING")),
-    (Level::Critical, Env("PIHEALTH_DISK_CRITICAL")),
-];
-const TEMP: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_TEMP_NOTE")),
-    (Level::Warning, Env("PIHEALTH_TEMP_WARNING")),
-    (Level::Critical, Env("PIHEALTH_TEMP_CRITICAL")),
-];
+/// The standard note/warning/critical thresholds from three variables.
+const fn three(
+    note: &'static str,
+    warning: &'static str,
+    critical: &'static str,
+) -> [(Level, Bound); 3] {
+    [
+        (Level::Note, Env(note)),
+        (Level::Warning, Env(warning)),
+        (Level::Critical, Env(critical)),
+    ]
+}
+
+const CPU: &[(Level, Bound)] = &three(
+    "PIHEALTH_CPU_NOTE",
+    "PIHEALTH_CPU_WARNING",
+    "PIHEALTH_CPU_CRITICAL",
+);
+const MEM: &[(Level, Bound)] = &three(
+    "PIHEALTH_MEM_NOTE",
+    "PIHEALTH_MEM_WARNING",
+    "PIHEALTH_MEM_CRITICAL",
+);
+const DISK: &[(Level, Bound)] = &three(
+    "PIHEALTH_DISK_NOTE",
+    "PIHEALTH_DISK_WARNING",
+    "PIHEALTH_DISK_CRITICAL",
+);
+const TEMP: &[(Level, Bound)] = &three(
+    "PIHEALTH_TEMP_NOTE",
+    "PIHEALTH_TEMP_WARNING",
+    "PIHEALTH_TEMP_CRITICAL",
+);
 const PROC: &[(Level, Bound)] = &[
     (Level::Note, Env("PIHEALTH_PROC_THRESHOLD")),
     (Level::Warning, Fixed(80.0)),

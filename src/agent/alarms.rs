@@ -326,12 +326,8 @@ impl AlarmMonitor {
             }
             message.truncate(cut);
         }
-        let id: String = crate::random::random_bytes::<16>()?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(Alarm {
-            id,
+            id: crate::alarm_id::new_alarm_id()?,
             host: self.host.clone(),
             log_type: log_type.to_string(),
             level: level.to_string(),
@@ -344,6 +340,16 @@ impl AlarmMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Restart the monitor on `path`, and take one `cpu` run at `level` now.
+    fn observe_after_restart(path: &Path, level: Level) -> Option<Alarm> {
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(path)).unwrap();
+        let alarm = m
+            .observe("cpu", &Trigger::default(), &outcome(level), Instant::now())
+            .unwrap();
+        m.save().unwrap();
+        alarm
+    }
 
     fn outcome(level: Level) -> Outcome {
         Outcome {
@@ -420,17 +426,7 @@ mod tests {
             m.save().unwrap();
         }
         // Still in trouble after a restart: no second alarm under a new id.
-        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Warning),
-                Instant::now()
-            )
-            .unwrap()
-            .is_none());
-        m.save().unwrap();
+        assert!(observe_after_restart(&path, Level::Warning).is_none());
         // Recovered while the agent was down: the recovery is reported.
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         let r = m
@@ -444,16 +440,7 @@ mod tests {
             .unwrap();
         assert!(r.message.starts_with("recovered from warning"));
         // Not saved (killed before the spool took it): raised again.
-        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Normal),
-                Instant::now()
-            )
-            .unwrap()
-            .is_some());
+        assert!(observe_after_restart(&path, Level::Normal).is_some());
     }
 
     #[test]

@@ -1276,6 +1276,19 @@ mod tests {
         assert_eq!(got, b"whole normal\n");
     }
 
+    /// 192 incompressible hex digits (xorshift from `seed`), so archives
+    /// are as big as the log they hold.
+    fn noise(seed: &mut u64) -> String {
+        (0..12)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                format!("{seed:016x}")
+            })
+            .collect()
+    }
+
     #[test]
     fn backlog_cap_drops_oldest_archives_and_says_so() {
         let f = fixture();
@@ -1284,14 +1297,7 @@ mod tests {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut drops = Vec::new();
         for _ in 0..200 {
-            let noise: String = (0..12)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    format!("{seed:016x}")
-                })
-                .collect();
+            let noise = noise(&mut seed);
             drops.extend(
                 store
                     .append("cpu", format!("{noise} normal\n").as_bytes())
@@ -1323,18 +1329,7 @@ mod tests {
         )
         .unwrap();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = || -> Vec<u8> {
-            let mut line: String = (0..12)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    format!("{seed:016x}")
-                })
-                .collect();
-            line.push('\n');
-            line.into_bytes()
-        };
+        let mut noise = || -> Vec<u8> { format!("{}\n", noise(&mut seed)).into_bytes() };
         let archives = |store: &LogStore, ty: &str| {
             store
                 .pending()
