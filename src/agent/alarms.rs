@@ -341,12 +341,16 @@ impl AlarmMonitor {
 mod tests {
     use super::*;
 
+    /// Take one `cpu` run at `level` now, without trigger rules.
+    fn cpu_now(m: &mut AlarmMonitor, level: Level) -> Option<Alarm> {
+        m.observe("cpu", &Trigger::default(), &outcome(level), Instant::now())
+            .unwrap()
+    }
+
     /// Restart the monitor on `path`, and take one `cpu` run at `level` now.
     fn observe_after_restart(path: &Path, level: Level) -> Option<Alarm> {
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(path)).unwrap();
-        let alarm = m
-            .observe("cpu", &Trigger::default(), &outcome(level), Instant::now())
-            .unwrap();
+        let alarm = cpu_now(&mut m, level);
         m.save().unwrap();
         alarm
     }
@@ -429,15 +433,7 @@ mod tests {
         assert!(observe_after_restart(&path, Level::Warning).is_none());
         // Recovered while the agent was down: the recovery is reported.
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-        let r = m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Normal),
-                Instant::now(),
-            )
-            .unwrap()
-            .unwrap();
+        let r = cpu_now(&mut m, Level::Normal).unwrap();
         assert!(r.message.starts_with("recovered from warning"));
         // Not saved (killed before the spool took it): raised again.
         assert!(observe_after_restart(&path, Level::Normal).is_some());
@@ -484,30 +480,14 @@ mod tests {
         let path = dir.path().join("levels.json");
         let raised = {
             let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-            let a = m
-                .observe(
-                    "cpu",
-                    &Trigger::default(),
-                    &outcome(Level::Warning),
-                    Instant::now(),
-                )
-                .unwrap()
-                .unwrap();
+            let a = cpu_now(&mut m, Level::Warning).unwrap();
             m.save_pending(a.clone()).unwrap();
             a // killed here: never spooled
         };
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert_eq!(m.pending(), Some(&raised), "the same alarm, same id");
         // The level change is not seen again: no second alarm for it.
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Warning),
-                Instant::now()
-            )
-            .unwrap()
-            .is_none());
+        assert!(cpu_now(&mut m, Level::Warning).is_none());
         m.spooled();
         m.save().unwrap();
         let m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
@@ -521,15 +501,7 @@ mod tests {
         std::fs::write(&path, r#"{"cpu": "warning", "levels": "normal"}"#).unwrap();
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert_eq!(m.pending(), None);
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Warning),
-                Instant::now()
-            )
-            .unwrap()
-            .is_none());
+        assert!(cpu_now(&mut m, Level::Warning).is_none());
         let r = m
             .observe(
                 "levels",
