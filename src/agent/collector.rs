@@ -30,9 +30,8 @@
 //!   number>.out` (and `.err`), created with `O_EXCL` and removed when the
 //!   run is dropped; nothing is ever written to a file another run owns. A
 //!   run orphaned by `kill -9` of its agent keeps its own open file, so it
-//!   cannot write into a later run's output (before issue 12 every run of
-//!   a type shared `<name>.out`, and an orphan's line was stored inside the
-//!   next agent's run). At start, [`clean_scratch_dir`] ends every process
+//!   cannot write into a later run's output (with one shared `<name>.out`,
+//!   an orphan's line would be stored as the next agent's run). At start, [`clean_scratch_dir`] ends every process
 //!   group a predecessor left running (found by the [`RUN_DIR_VAR`] its runs
 //!   carry) and removes its scratch files.
 //! - **A misbehaving program is data, not an error.** A missing script, a
@@ -1107,12 +1106,11 @@ mod tests {
         assert!(gone == Err(Errno::ESRCH) || !proc_alive(pid));
     }
 
-    /// Issue 12.6, the chaos test's lost value 1. An agent killed by
-    /// `kill -9` leaves its collector run going (its own process group);
-    /// the restarted agent's first run of the same collector printed `1`,
-    /// the orphan then printed `2` into the same scratch file
-    /// (`<name>.out`), and the agent stored `2` as its run's output: `1`
-    /// was never stored. Each run now writes its own files.
+    /// An agent killed by `kill -9` leaves its collector run going (its
+    /// own process group). Were the scratch file shared, the restarted
+    /// agent's first run would print `1`, the orphan `2` into the same
+    /// file, and the agent would store `2` as its run's output, losing `1`:
+    /// each run writes its own files.
     #[test]
     fn an_orphaned_run_cannot_write_into_the_next_run_of_its_collector() {
         let fx = Fixture::new();

@@ -673,10 +673,9 @@ impl LogStore {
     /// A crash after 1 finds the old log fully acknowledged; after 2, an
     /// empty log with `acked` beyond it, and recovery moves `base` there.
     /// Nothing is appended before 3, so new bytes can never be taken for
-    /// old ones, even after a power loss. A pull that empties logs thus
-    /// costs one fdatasync here (the state journal) and two before the
-    /// next append (the directory, the state), where one state file per
-    /// type replaced atomically cost about 25.
+    /// old ones, even after a power loss. A pull that empties logs costs
+    /// one fdatasync here (the state journal) and two before the next
+    /// append (the directory, the state), however many types it empties.
     pub fn release_all(&self, pieces: &[PieceRef]) -> io::Result<()> {
         let mut types = self.lock();
         let mut emptying: Vec<String> = Vec::new();
@@ -774,8 +773,6 @@ fn replace_with_empty(path: &Path) -> io::Result<()> {
     fs::rename(&fresh, path).map_err(|e| storage::with_path(e, path))
 }
 
-/// The per-type state files of earlier versions (`TYPE.state`), and their
-/// paths, to be removed once `logstore.json` is durable.
 /// A type new to this agent (no state, no archive) whose `TYPE.log`
 /// exists: the agent writes a type's state before its first line, so it
 /// did not write that file. Taking it would ship someone else's file and
@@ -798,6 +795,8 @@ fn refuse_foreign_log(name: &str, log_path: &Path) -> io::Result<()> {
     }
 }
 
+/// The per-type state files of earlier versions (`TYPE.state`), and their
+/// paths, to be removed once [`STATE_FILE`] is durable.
 fn read_legacy_states(state_dir: &Path) -> io::Result<(States, Vec<PathBuf>)> {
     let mut states = States::new();
     let mut paths = Vec::new();
@@ -1071,8 +1070,7 @@ mod tests {
         assert_eq!(states.keys().collect::<Vec<_>>(), ["cpu"]);
     }
 
-    /// An agent before issue 12 recorded a master's `alarms.log` as its
-    /// own; while that master has not moved its files, they stay its own.
+    /// An older agent could record a master's `alarms.log` as its own; while that master has not moved its files, they stay its own.
     #[test]
     fn an_older_agents_claim_on_a_masters_file_is_dropped() {
         let f = fixture();

@@ -21,8 +21,8 @@
 //!
 //! [`Throttle`] keeps the daemon's own log readable meanwhile: the first
 //! error of a kind is logged at once, then at most one line per interval
-//! with the count of those not logged (a full disk made 15 lines a second
-//! before issue 12).
+//! with the count of those not logged (a full disk fails every write of
+//! every run).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -42,10 +42,10 @@ pub(crate) struct Uplink {
 
 /// Longest wait between alarm delivery attempts while the master is away.
 /// Under a second, so that a spooled alarm reaches the master within a
-/// second of it being reachable again (issue 11: with a backoff growing to
-/// 30 s an alarm arrived 7.6 s after the master came back). An attempt at
-/// a master that is down costs one refused connection, so two a second is
-/// cheap; a successful heartbeat also triggers an attempt at once.
+/// second of it being reachable again (a backoff growing to tens of
+/// seconds delays it by as much). An attempt at a master that is down
+/// costs one refused connection, so two a second is cheap; a successful
+/// heartbeat also triggers an attempt at once.
 const MAX_ALARM_BACKOFF: Duration = Duration::from_millis(500);
 /// First wait after a failed alarm delivery.
 const FIRST_ALARM_BACKOFF: Duration = Duration::from_millis(250);

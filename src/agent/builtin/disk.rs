@@ -243,7 +243,7 @@ fn df_mounts(mounts: Vec<Mount>, fs: &dyn FsProbe) -> Vec<Mount> {
 /// table stays the same.
 ///
 /// Reading and parsing `/proc/self/mountinfo` and `stat`ing the mount
-/// points is most of the disk check's cost (~0.2 ms cold on a VM). The
+/// points is most of the disk check's cost. The
 /// kernel says when the table changed: poll(2) on an open mountinfo file
 /// reports POLLPRI (and POLLERR) after any mount or unmount since the
 /// file was opened or last polled. So the file stays open and the list is
