@@ -505,11 +505,6 @@ pub(crate) fn run_schedule(
     stop: &AtomicBool,
     sink: &mut dyn FnMut(&CollectorSpec, Outcome),
 ) {
-    struct Slot<'a> {
-        spec: &'a CollectorSpec,
-        next_due: Instant,
-        running: Option<AnyRun>,
-    }
     // Built-ins read the thresholds from the same variables as the scripts.
     let mut builtins = Executor::new(builtin::Context::new(
         builtin::Roots::default(),
@@ -533,38 +528,11 @@ pub(crate) fn run_schedule(
                 sink(slot.spec, outcome);
             }
             if now >= slot.next_due {
-                if slot.running.is_some() {
-                    warn!(
-                        "collector {}: previous run still going after {:?}, skipping this run",
-                        slot.spec.name, slot.spec.interval
-                    );
-                } else {
-                    slot.running = Some(match slot.spec.builtin {
-                        Some(kind) => AnyRun::Builtin(builtins.start(
-                            &slot.spec.name,
-                            kind,
-                            slot.spec.timeout,
-                        )),
-                        None => {
-                            AnyRun::Script(Running::start(slot.spec, env, work_dir, scratch_dir))
-                        }
-                    });
-                }
+                slot.start(&mut builtins, env, work_dir, scratch_dir);
                 slot.next_due = next_due_after(slot.next_due, slot.spec.interval, now);
             }
         }
-        let now = Instant::now();
-        let until_due = slots
-            .iter()
-            .map(|slot| slot.next_due.saturating_duration_since(now))
-            .min()
-            .unwrap_or(IDLE_STOP_CHECK);
-        let check = if slots.iter().any(|slot| slot.running.is_some()) {
-            POLL_INTERVAL
-        } else {
-            IDLE_STOP_CHECK
-        };
-        thread::sleep(until_due.min(check));
+        thread::sleep(nap(&slots));
     }
 
     for slot in &mut slots {
@@ -575,6 +543,56 @@ pub(crate) fn run_schedule(
             }
         }
     }
+}
+
+/// One collector in the schedule.
+struct Slot<'a> {
+    spec: &'a CollectorSpec,
+    next_due: Instant,
+    running: Option<AnyRun>,
+}
+
+impl Slot<'_> {
+    /// Start a run, unless the previous one is still going (then this
+    /// tick is skipped, with a warning).
+    fn start(
+        &mut self,
+        builtins: &mut Executor,
+        env: &[(String, String)],
+        work_dir: &Path,
+        scratch_dir: &Path,
+    ) {
+        let spec = self.spec;
+        if self.running.is_some() {
+            warn!(
+                "collector {}: previous run still going after {:?}, skipping this run",
+                spec.name, spec.interval
+            );
+            return;
+        }
+        self.running = Some(match spec.builtin {
+            Some(kind) => AnyRun::Builtin(builtins.start(&spec.name, kind, spec.timeout)),
+            None => AnyRun::Script(Running::start(spec, env, work_dir, scratch_dir)),
+        });
+    }
+}
+
+/// How long the schedule may sleep: until the next run is due, and no
+/// longer than a poll interval while runs are going (their exits are
+/// polled) or an idle interval otherwise (the stop flag is checked).
+fn nap(slots: &[Slot]) -> Duration {
+    let now = Instant::now();
+    let until_due = slots
+        .iter()
+        .map(|slot| slot.next_due.saturating_duration_since(now))
+        .min()
+        .unwrap_or(IDLE_STOP_CHECK);
+    let check = if slots.iter().any(|slot| slot.running.is_some()) {
+        POLL_INTERVAL
+    } else {
+        IDLE_STOP_CHECK
+    };
+    until_due.min(check)
 }
 
 /// A run of either kind of collector, as the scheduler sees it.

@@ -313,34 +313,12 @@ impl LogStore {
         }
         let mut state = match saved {
             Some(s) => s,
-            None => {
-                // No state: continue the stream of any archive left, else start one.
-                let epoch = match archives.last() {
-                    Some(a) => a.header.epoch,
-                    None => new_epoch()?,
-                };
-                let base = archives
-                    .iter()
-                    .filter(|a| a.header.epoch == epoch)
-                    .map(|a| a.header.end)
-                    .max()
-                    .unwrap_or(0);
-                TypeState {
-                    epoch,
-                    base,
-                    acked: base,
-                }
-            }
+            None => state_from_archives(&archives)?,
         };
         let mut len = file_len(&log_path)?;
 
         // A rotation that stopped after writing its archive.
-        let archived_end = archives
-            .iter()
-            .filter(|a| a.header.epoch == state.epoch)
-            .map(|a| a.header.end)
-            .max()
-            .unwrap_or(0);
+        let archived_end = archived_end(&archives, state.epoch);
         if archived_end > state.base {
             let cut = archived_end - state.base;
             if len >= cut {
@@ -357,16 +335,7 @@ impl LogStore {
         if state.acked > state.base + len {
             state.base = state.acked;
         }
-        // A record torn by a crash mid-write was never completely produced.
-        let keep = complete_prefix_len(&log_path, len, state.acked.saturating_sub(state.base))?;
-        if keep < len {
-            log::warn!("{name}: removing a torn record of {} bytes", len - keep);
-            OpenOptions::new()
-                .write(true)
-                .open(&log_path)?
-                .set_len(keep)?;
-            len = keep;
-        }
+        let len = cut_torn_record(name, &log_path, len, state.acked.saturating_sub(state.base))?;
         let log = TypeLog {
             state,
             len,
@@ -854,6 +823,46 @@ fn complete_prefix_len(path: &Path, len: u64, floor: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(floor)
+}
+
+/// The state of a type without one: continue the stream of any archive
+/// left, else start a new one.
+fn state_from_archives(archives: &[Archive]) -> io::Result<TypeState> {
+    let epoch = match archives.last() {
+        Some(a) => a.header.epoch,
+        None => new_epoch()?,
+    };
+    let base = archived_end(archives, epoch);
+    Ok(TypeState {
+        epoch,
+        base,
+        acked: base,
+    })
+}
+
+/// Where the archives of stream `epoch` end (0 without any).
+fn archived_end(archives: &[Archive], epoch: u64) -> u64 {
+    archives
+        .iter()
+        .filter(|a| a.header.epoch == epoch)
+        .map(|a| a.header.end)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A record torn by a crash mid-write was never completely produced: cut
+/// the log of `len` bytes back to its last complete line (not below
+/// `floor`, the acknowledged part); its new length.
+fn cut_torn_record(name: &str, log_path: &Path, len: u64, floor: u64) -> io::Result<u64> {
+    let keep = complete_prefix_len(log_path, len, floor)?;
+    if keep < len {
+        log::warn!("{name}: removing a torn record of {} bytes", len - keep);
+        OpenOptions::new()
+            .write(true)
+            .open(log_path)?
+            .set_len(keep)?;
+    }
+    Ok(keep)
 }
 
 /// Rewrite `path` without its first `cut` bytes (only after a crash).

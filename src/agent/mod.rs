@@ -16,7 +16,7 @@ pub(crate) mod trigger;
 pub(crate) mod uplink;
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,6 +71,88 @@ struct Private {
     scratch: PathBuf,
 }
 
+/// What the agent opens before it starts any thread, in this order.
+struct Opened {
+    name: String,
+    keys: Vec<Key>,
+    specs: Vec<CollectorSpec>,
+    control_listener: TcpListener,
+    data_listener: TcpListener,
+    store: Arc<LogStore>,
+    private: Private,
+    spool: Arc<AlarmSpool>,
+}
+
+impl Opened {
+    /// The key and the config's collectors, then listen (a port in use,
+    /// by another agent or this one still stopping, ends the start before
+    /// any directory or file is made), then the store, the private
+    /// directories and the alarm spool.
+    fn open(config: &AgentConfig, config_path: &Path) -> Result<Opened, AgentError> {
+        if let Err(e) = net::raise_open_files_limit() {
+            log::warn!("cannot raise the limit on open files: {e}");
+        }
+        let name = config.agent_name();
+        // The fleet key or this host's own: either gives this host's key.
+        let keys = Key::load_host_ring(&config.key_file, &config.previous_key_files, &name)
+            .map_err(AgentError::Key)?;
+        let specs = config.collector_specs(config_path)?;
+        let control_listener = net::bind(config.control_listen, "control")?;
+        let data_listener = net::bind(config.data_listen, "data")?;
+        let store = Arc::new(open_store(config, &specs)?);
+        let private = make_private_dirs(&config.log_dir)?;
+        let spool = Arc::new(AlarmSpool::open(&private.dir.join("alarms.spool"))?);
+        Ok(Opened {
+            name,
+            keys,
+            specs,
+            control_listener,
+            data_listener,
+            store,
+            private,
+            spool,
+        })
+    }
+
+    /// The server of the control and data ports.
+    fn server(&self, config: &AgentConfig, data_port: u16) -> AgentServer {
+        AgentServer::new(
+            self.name.clone(),
+            self.store.clone(),
+            self.keys.clone(),
+            data_port,
+            config.allowed_masters.clone(),
+            config.io_timeout.0 * 3,
+        )
+    }
+
+    /// The uplink: registration, heartbeats, alarms and lost-output
+    /// reports to the master.
+    fn uplink(
+        &self,
+        config: &AgentConfig,
+        control_listen: SocketAddr,
+        data_port: u16,
+        lost: &Arc<Mutex<Vec<LostOutput>>>,
+    ) -> Result<Uplink, AgentError> {
+        Ok(Uplink {
+            name: self.name.clone(),
+            master: config.master_address()?,
+            master_alarm: config.master_alarm_address()?,
+            keys: self.keys.clone(),
+            key_memory: Default::default(),
+            control_listen,
+            data_port,
+            heartbeat_interval: config.heartbeat_interval.0,
+            connect_timeout: config.connect_timeout.0,
+            io_timeout: config.io_timeout.0,
+            store: self.store.clone(),
+            spool: self.spool.clone(),
+            lost: lost.clone(),
+        })
+    }
+}
+
 /// A started agent: listening, its uplink running; [`Agent::run`] runs the
 /// collector schedule until the stop flag is set, then stops the rest.
 pub(crate) struct Agent {
@@ -91,60 +173,33 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Start the agent: listen first (a port in use, by another agent or
-    /// this one still stopping, ends the start before any directory or
-    /// file is made), then open the store and spool, start the servers
-    /// and the uplink, and load the alarm levels.
+    /// Start the agent: open what it needs ([`Opened::open`]), start the
+    /// servers and the uplink, and load the alarm levels.
     pub(crate) fn start(
         config: &AgentConfig,
         config_path: &Path,
         stop: Arc<AtomicBool>,
     ) -> Result<Agent, AgentError> {
-        if let Err(e) = net::raise_open_files_limit() {
-            log::warn!("cannot raise the limit on open files: {e}");
-        }
-        let name = config.agent_name();
-        // The fleet key or this host's own: either gives this host's key.
-        let keys = Key::load_host_ring(&config.key_file, &config.previous_key_files, &name)
-            .map_err(AgentError::Key)?;
-        let specs = config.collector_specs(config_path)?;
-        let control_listener = net::bind(config.control_listen, "control")?;
-        let data_listener = net::bind(config.data_listen, "data")?;
-        let store = Arc::new(open_store(config, &specs)?);
-        let private = make_private_dirs(&config.log_dir)?;
-        let spool = Arc::new(AlarmSpool::open(&private.dir.join("alarms.spool"))?);
-        let control_addr = control_listener.local_addr()?;
-        let data_port = data_listener.local_addr()?.port();
-
+        let opened = Opened::open(config, config_path)?;
+        let control_addr = opened.control_listener.local_addr()?;
+        let data_port = opened.data_listener.local_addr()?.port();
         let pool = ThreadPool::with_name("agent-worker".into(), config.workers);
-        let server = Arc::new(AgentServer::new(
-            name.clone(),
-            store.clone(),
-            keys.clone(),
-            data_port,
-            config.allowed_masters.clone(),
-            config.io_timeout.0 * 3,
-        ));
-        let (control, data) =
-            start_servers(config, &pool, server, control_listener, data_listener)?;
-
+        let server = Arc::new(opened.server(config, data_port));
         let (wake, wake_rx) = crossbeam::channel::bounded::<()>(1);
         let lost_reports: Arc<Mutex<Vec<LostOutput>>> = Arc::default();
-        let uplink = Uplink {
-            name: name.clone(),
-            master: config.master_address()?,
-            master_alarm: config.master_alarm_address()?,
-            keys,
-            key_memory: Default::default(),
-            control_listen: control_addr,
-            data_port,
-            heartbeat_interval: config.heartbeat_interval.0,
-            connect_timeout: config.connect_timeout.0,
-            io_timeout: config.io_timeout.0,
-            store: store.clone(),
-            spool: spool.clone(),
-            lost: lost_reports.clone(),
-        };
+        let uplink = opened.uplink(config, control_addr, data_port, &lost_reports)?;
+        let Opened {
+            name,
+            specs,
+            control_listener,
+            data_listener,
+            store,
+            private,
+            spool,
+            ..
+        } = opened;
+        let (control, data) =
+            start_servers(config, &pool, server, control_listener, data_listener)?;
         let uplink = spawn_uplink(uplink, stop.clone(), wake_rx)?;
 
         log::info!(
