@@ -188,37 +188,34 @@ impl Agent {
         let (wake, wake_rx) = crossbeam::channel::bounded::<()>(1);
         let lost_reports: Arc<Mutex<Vec<LostOutput>>> = Arc::default();
         let uplink = opened.uplink(config, control_addr, data_port, &lost_reports)?;
-        let Opened {
-            name,
-            specs,
-            control_listener,
-            data_listener,
-            store,
-            private,
-            spool,
-            ..
-        } = opened;
-        let (control, data) =
-            start_servers(config, &pool, server, control_listener, data_listener)?;
+        let (control, data) = start_servers(
+            config,
+            &pool,
+            server,
+            opened.control_listener,
+            opened.data_listener,
+        )?;
         let uplink = spawn_uplink(uplink, stop.clone(), wake_rx)?;
 
         log::info!(
-            "agent {name}: control on {}, data on {}, {} collector(s), master {}",
+            "agent {}: control on {}, data on {}, {} collector(s), master {}",
+            opened.name,
             control.local_addr(),
             data.local_addr(),
-            specs.len(),
+            opened.specs.len(),
             config.master
         );
 
+        let (name, private) = (opened.name, opened.private);
         let env = collector_env(config, &private, &name);
         let work_dir = std::env::current_dir()?;
         let monitor = alarm_monitor(config, &name, &private, &env)?;
         Ok(Agent {
-            alarms: Alarms::new(name.clone(), monitor, spool, wake.clone()),
-            recorder: Recorder::new(name.clone(), store, lost_reports),
+            alarms: Alarms::new(name.clone(), monitor, opened.spool, wake.clone()),
+            recorder: Recorder::new(name.clone(), opened.store, lost_reports),
             name,
             stop,
-            specs,
+            specs: opened.specs,
             env,
             work_dir,
             scratch: private.scratch,
