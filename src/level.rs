@@ -59,15 +59,18 @@ impl fmt::Display for Level {
     }
 }
 
+/// A word that is not a level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a level (normal, note, warning, critical, unknown)")]
+pub struct NotALevel(String);
+
 impl FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Level, String> {
+    type Err = NotALevel;
+    fn from_str(s: &str) -> Result<Level, NotALevel> {
         Level::ALL
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!("`{s}` is not a level (normal, note, warning, critical, unknown)")
-            })
+            .ok_or_else(|| NotALevel(s.to_string()))
     }
 }
 

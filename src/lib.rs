@@ -1,4 +1,5 @@
 pub mod agent;
+mod alarm_id;
 pub mod cli;
 pub mod config;
 pub mod failpoint;

@@ -13,20 +13,20 @@
 
 /// One item of performance data, in base units.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item {
-    pub label: String,
+pub(crate) struct Item {
+    pub(crate) label: String,
     /// `seconds`, `percent`, `bytes`, `counter` or empty.
-    pub unit: &'static str,
-    pub value: f64,
-    pub warning: Option<f64>,
-    pub critical: Option<f64>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
+    pub(crate) unit: &'static str,
+    pub(crate) value: f64,
+    pub(crate) warning: Option<f64>,
+    pub(crate) critical: Option<f64>,
+    pub(crate) min: Option<f64>,
+    pub(crate) max: Option<f64>,
 }
 
 /// The performance data of one line of plugin output (the text after the
 /// first `|`); empty when there is none.
-pub fn parse(text: &str) -> Vec<Item> {
+pub(crate) fn parse(text: &str) -> Vec<Item> {
     let Some((_, perf)) = text.split_once('|') else {
         return Vec::new();
     };

@@ -22,7 +22,7 @@ use crate::level::Level;
 
 /// What a field's number means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// Load average: runnable tasks, no unit.
     Load,
     Percent,
@@ -43,7 +43,7 @@ pub enum Unit {
 
 impl Unit {
     /// What follows a value when shown: `89.3 %`, `512 MiB`, `48.2 °C`.
-    pub fn symbol(self) -> &'static str {
+    pub(crate) fn symbol(self) -> &'static str {
         match self {
             Unit::Percent => "%",
             Unit::MiB => "MiB",
@@ -59,15 +59,15 @@ impl Unit {
 /// One field of a type's line.
 #[derive(Debug, PartialEq)]
 pub struct Field {
-    pub name: &'static str,
-    pub unit: Unit,
+    pub(crate) name: &'static str,
+    pub(crate) unit: Unit,
     /// What `/metrics` makes of it.
-    pub metric: Metric,
+    pub(crate) metric: Metric,
 }
 
 /// How a field shows in `/metrics`.
 #[derive(Debug, PartialEq)]
-pub enum Metric {
+pub(crate) enum Metric {
     /// Not exported (levels, lists).
     None,
     /// A gauge `pihealth_NAME` (the name carries the unit suffix:
@@ -105,7 +105,7 @@ const fn info(name: &'static str) -> Field {
 
 /// Where a threshold comes from.
 #[derive(Debug, PartialEq)]
-pub enum Bound {
+pub(crate) enum Bound {
     /// A `PIHEALTH_*` variable (the agent config's `thresholds`).
     Env(&'static str),
     /// Fixed in the check (proc: 80 % is warning).
@@ -115,47 +115,60 @@ pub enum Bound {
 /// A field whose value sets the line's level: at or above each bound, that
 /// level (bounds in rising order).
 #[derive(Debug, PartialEq)]
-pub struct Judged {
-    pub field: &'static str,
-    pub bounds: &'static [(Level, Bound)],
+pub(crate) struct Judged {
+    pub(crate) field: &'static str,
+    pub(crate) bounds: &'static [(Level, Bound)],
 }
 
 /// The words of a standard type's line, in order.
 #[derive(Debug)]
-pub struct Schema {
-    pub log_type: &'static str,
-    pub fields: &'static [Field],
+pub(crate) struct Schema {
+    pub(crate) log_type: &'static str,
+    pub(crate) fields: &'static [Field],
     /// Another layout a line may have (proc's `none normal`).
-    pub alternative: Option<&'static [Field]>,
+    pub(crate) alternative: Option<&'static [Field]>,
     /// Which fields the levels judge, against which thresholds.
-    pub judged: &'static [Judged],
+    pub(crate) judged: &'static [Judged],
     /// The first word of a summary row (disk's `total`): its gauges are
     /// named `pihealth_disk_total_…` and carry no row label.
-    pub total_row: Option<&'static str>,
+    pub(crate) total_row: Option<&'static str>,
 }
 
 use Bound::{Env, Fixed};
 
-const CPU: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_CPU_NOTE")),
-    (Level::Warning, Env("PIHEALTH_CPU_WARNING")),
-    (Level::Critical, Env("PIHEALTH_CPU_CRITICAL")),
-];
-const MEM: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_MEM_NOTE")),
-    (Level::Warning, Env("PIHEALTH_MEM_WARNING")),
-    (Level::Critical, Env("PIHEALTH_MEM_CRITICAL")),
-];
-const DISK: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_DISK_NOTE")),
-    (Level::Warning, Env("PIHEALTH_DISK_WARNING")),
-    (Level::Critical, Env("PIHEALTH_DISK_CRITICAL")),
-];
-const TEMP: &[(Level, Bound)] = &[
-    (Level::Note, Env("PIHEALTH_TEMP_NOTE")),
-    (Level::Warning, Env("PIHEALTH_TEMP_WARNING")),
-    (Level::Critical, Env("PIHEALTH_TEMP_CRITICAL")),
-];
+/// The standard note/warning/critical thresholds from three variables.
+const fn three(
+    note: &'static str,
+    warning: &'static str,
+    critical: &'static str,
+) -> [(Level, Bound); 3] {
+    [
+        (Level::Note, Env(note)),
+        (Level::Warning, Env(warning)),
+        (Level::Critical, Env(critical)),
+    ]
+}
+
+const CPU: &[(Level, Bound)] = &three(
+    "PIHEALTH_CPU_NOTE",
+    "PIHEALTH_CPU_WARNING",
+    "PIHEALTH_CPU_CRITICAL",
+);
+const MEM: &[(Level, Bound)] = &three(
+    "PIHEALTH_MEM_NOTE",
+    "PIHEALTH_MEM_WARNING",
+    "PIHEALTH_MEM_CRITICAL",
+);
+const DISK: &[(Level, Bound)] = &three(
+    "PIHEALTH_DISK_NOTE",
+    "PIHEALTH_DISK_WARNING",
+    "PIHEALTH_DISK_CRITICAL",
+);
+const TEMP: &[(Level, Bound)] = &three(
+    "PIHEALTH_TEMP_NOTE",
+    "PIHEALTH_TEMP_WARNING",
+    "PIHEALTH_TEMP_CRITICAL",
+);
 const PROC: &[(Level, Bound)] = &[
     (Level::Note, Env("PIHEALTH_PROC_THRESHOLD")),
     (Level::Warning, Fixed(80.0)),
@@ -171,7 +184,7 @@ const NONE: &[Field] = &[
     f("level", Unit::Level),
 ];
 
-pub const SCHEMAS: [Schema; 9] = [
+pub(crate) const SCHEMAS: [Schema; 9] = [
     Schema {
         log_type: "cpu",
         fields: &[
@@ -405,7 +418,7 @@ pub const SCHEMAS: [Schema; 9] = [
 ];
 
 /// The schema of a standard type.
-pub fn for_type(log_type: &str) -> Option<&'static Schema> {
+pub(crate) fn for_type(log_type: &str) -> Option<&'static Schema> {
     SCHEMAS.iter().find(|s| s.log_type == log_type)
 }
 
@@ -422,7 +435,7 @@ pub enum Value<'a> {
 
 impl Value<'_> {
     /// As JSON: numbers as numbers, `-` as null, lists as arrays.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             // Whole numbers (pids, MiB, counts) without a `.0`.
             Value::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => serde_json::json!(*n as i64),
@@ -468,7 +481,7 @@ pub fn name_fields<'a>(
 }
 
 /// A named line as a JSON object, `{"usage": 89.32, "temperature": null, …}`.
-pub fn to_json(named: &[(&'static Field, Value<'_>)]) -> serde_json::Value {
+pub(crate) fn to_json(named: &[(&'static Field, Value<'_>)]) -> serde_json::Value {
     serde_json::Value::Object(
         named
             .iter()
@@ -479,7 +492,7 @@ pub fn to_json(named: &[(&'static Field, Value<'_>)]) -> serde_json::Value {
 
 /// A threshold by its `PIHEALTH_*` name, when the reader knows it (the
 /// agent does: its config's `thresholds`; the master does not).
-pub type Thresholds<'t> = &'t dyn Fn(&str) -> Option<f64>;
+pub(crate) type Thresholds<'t> = &'t dyn Fn(&str) -> Option<f64>;
 
 /// The highest level whose bound `value` reaches, with that bound.
 fn judge(judged: &Judged, value: f64, thresholds: Thresholds) -> Option<(Level, f64)> {
@@ -510,7 +523,7 @@ fn shown(field: &Field, word: &str, value: &Value) -> String {
 /// Labelled values for people: `usage 89.32 % ≥ warning 80 %, load1 0.62,
 /// …, temperature -`. Values past a known threshold come first, with it;
 /// a row's labels (disk's mount) lead as `mount /:`; levels are left out.
-pub fn describe(
+pub(crate) fn describe(
     log_type: &str,
     words: &[&str],
     named: &[(&'static Field, Value<'_>)],
@@ -558,7 +571,7 @@ pub fn describe(
 
 /// One line of `log_type` labelled (see [`describe`]); the line itself when
 /// it does not fit the schema.
-pub fn label_line(log_type: &str, line: &str, thresholds: Option<Thresholds>) -> String {
+pub(crate) fn label_line(log_type: &str, line: &str, thresholds: Option<Thresholds>) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     match name_fields(log_type, &words) {
         Some(named) => describe(log_type, &words, &named, thresholds),
@@ -571,7 +584,11 @@ pub fn label_line(log_type: &str, line: &str, thresholds: Option<Thresholds>) ->
 /// recovery); labelled lines are joined by `; `. A message that is no
 /// such list of schema lines (already labelled, or of another kind) is
 /// returned as it is.
-pub fn label_message(log_type: &str, message: &str, thresholds: Option<Thresholds>) -> String {
+pub(crate) fn label_message(
+    log_type: &str,
+    message: &str,
+    thresholds: Option<Thresholds>,
+) -> String {
     if for_type(log_type).is_none() {
         return message.to_string();
     }
@@ -602,7 +619,11 @@ pub fn label_message(log_type: &str, message: &str, thresholds: Option<Threshold
 
 /// The lines of one run as an alarm message, labelled with the thresholds
 /// the agent judged them by (see [`label_message`]).
-pub fn alarm_text(log_type: &str, lines: &[String], thresholds: Option<Thresholds>) -> String {
+pub(crate) fn alarm_text(
+    log_type: &str,
+    lines: &[String],
+    thresholds: Option<Thresholds>,
+) -> String {
     label_message(log_type, &lines.join(" / "), thresholds)
 }
 
@@ -610,10 +631,10 @@ pub fn alarm_text(log_type: &str, lines: &[String], thresholds: Option<Threshold
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// Without the `pihealth_` prefix.
-    pub name: String,
-    pub help: &'static str,
-    pub labels: Vec<(&'static str, String)>,
-    pub value: f64,
+    pub(crate) name: String,
+    pub(crate) help: &'static str,
+    pub(crate) labels: Vec<(&'static str, String)>,
+    pub(crate) value: f64,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -622,7 +643,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// with a metric name, labelled by the row's label fields; plus a
 /// `TYPE_info` series of 1 for the info fields. Nothing for a line that
 /// does not fit (a failed run's `unknown` line).
-pub fn samples(log_type: &str, words: &[&str]) -> Vec<Sample> {
+pub(crate) fn samples(log_type: &str, words: &[&str]) -> Vec<Sample> {
     let (Some(schema), Some(named)) = (for_type(log_type), name_fields(log_type, words)) else {
         return Vec::new();
     };

@@ -583,7 +583,9 @@ impl Harness {
             release_model(&mut expected, piece);
         }
         for piece in std::mem::take(&mut self.to_ack) {
-            self.store().release(&piece).expect("release");
+            self.store()
+                .release_all(std::slice::from_ref(&piece))
+                .expect("release");
         }
         let view = self.pending_view();
         let strip = |v: &View| -> Vec<(PieceRef, u64)> {

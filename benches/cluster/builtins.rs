@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
-use pihealth::agent::builtin::{Builtin, Check, Context, Limits, Roots};
+use pihealth::agent::builtin::{Check, Context, Limits, Roots};
+use pihealth::config::Builtin;
 
 use super::agents::{self, AgentSpec};
 use super::procs;

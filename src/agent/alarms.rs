@@ -16,18 +16,19 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::collector::Outcome;
-use crate::agent::trigger::{Step, Trigger, TypeState};
+use crate::agent::trigger::{Step, TypeState};
+use crate::config::Trigger;
 use crate::level::Level;
 use crate::protocol::message::{Alarm, MAX_TEXT};
 use crate::storage;
 
-pub struct AlarmSpool {
+pub(crate) struct AlarmSpool {
     path: PathBuf,
     queue: Mutex<VecDeque<Alarm>>,
 }
 
 impl AlarmSpool {
-    pub fn open(path: &Path) -> io::Result<AlarmSpool> {
+    pub(crate) fn open(path: &Path) -> io::Result<AlarmSpool> {
         storage::cut_torn_line(path)?;
         let mut queue = VecDeque::new();
         match File::open(path) {
@@ -56,7 +57,7 @@ impl AlarmSpool {
     }
 
     /// Keep an alarm durably until acknowledged.
-    pub fn push(&self, alarm: Alarm) -> io::Result<()> {
+    pub(crate) fn push(&self, alarm: Alarm) -> io::Result<()> {
         let mut queue = self.lock();
         let mut line = serde_json::to_string(&alarm).map_err(io::Error::other)?;
         line.push('\n');
@@ -65,25 +66,25 @@ impl AlarmSpool {
         Ok(())
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.lock().iter().any(|a| a.id == id)
     }
 
     /// The oldest unacknowledged alarm.
-    pub fn front(&self) -> Option<Alarm> {
+    pub(crate) fn front(&self) -> Option<Alarm> {
         self.lock().front().cloned()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The master has stored alarm `id`.
-    pub fn acknowledged(&self, id: &str) -> io::Result<()> {
+    pub(crate) fn acknowledged(&self, id: &str) -> io::Result<()> {
         let mut queue = self.lock();
         queue.retain(|a| a.id != id);
         let mut text = String::new();
@@ -115,7 +116,7 @@ impl AlarmSpool {
 /// change is lost or raised twice, whatever moment the agent dies at; the
 /// alarm's message carries the lines, even of a run whose lines the crash
 /// kept from the log.
-pub struct AlarmMonitor {
+pub(crate) struct AlarmMonitor {
     host: String,
     realarm_interval: Duration,
     last: HashMap<String, Watch>,
@@ -155,7 +156,7 @@ enum AnyLevelsFile {
 }
 
 impl AlarmMonitor {
-    pub fn new(
+    pub(crate) fn new(
         host: &str,
         realarm_interval: Duration,
         levels_path: Option<&Path>,
@@ -195,7 +196,7 @@ impl AlarmMonitor {
     }
 
     /// Label alarm messages of the standard types with these thresholds.
-    pub fn set_thresholds(&mut self, limits: crate::agent::builtin::Limits) {
+    pub(crate) fn set_thresholds(&mut self, limits: crate::agent::builtin::Limits) {
         self.thresholds = Some(limits);
     }
 
@@ -211,12 +212,12 @@ impl AlarmMonitor {
 
     /// The oldest alarm being raised: saved with the levels, not yet known
     /// to be in the spool.
-    pub fn pending(&self) -> Option<&Alarm> {
+    pub(crate) fn pending(&self) -> Option<&Alarm> {
         self.pending.first()
     }
 
     /// The oldest pending alarm is in the spool: the next save forgets it.
-    pub fn spooled(&mut self) {
+    pub(crate) fn spooled(&mut self) {
         if !self.pending.is_empty() {
             self.pending.remove(0);
             self.levels_changed = true;
@@ -226,7 +227,7 @@ impl AlarmMonitor {
     /// Persist the levels (and a pending alarm) if they changed since the
     /// last save. Not synced: a level change lost with it is seen again at
     /// the next run.
-    pub fn save(&mut self) -> io::Result<()> {
+    pub(crate) fn save(&mut self) -> io::Result<()> {
         if self.levels_changed {
             self.write(false)?;
         }
@@ -235,7 +236,7 @@ impl AlarmMonitor {
 
     /// Persist the levels durably with `alarm`, the alarm their change
     /// raised, before it is spooled.
-    pub fn save_pending(&mut self, alarm: Alarm) -> io::Result<()> {
+    pub(crate) fn save_pending(&mut self, alarm: Alarm) -> io::Result<()> {
         self.pending.push(alarm);
         self.write(true)
     }
@@ -261,7 +262,7 @@ impl AlarmMonitor {
     /// Take one run of `log_type`'s collector; the alarm it raises, if
     /// any, under the collector's trigger rules (`agent::trigger`) and
     /// `realarm_interval`.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         log_type: &str,
         trigger: &Trigger,
@@ -311,7 +312,7 @@ impl AlarmMonitor {
     }
 
     /// An alarm about the agent itself (e.g. data dropped at `max_backlog`).
-    pub fn alarm(
+    pub(crate) fn alarm(
         &self,
         log_type: &str,
         level: Level,
@@ -325,12 +326,8 @@ impl AlarmMonitor {
             }
             message.truncate(cut);
         }
-        let id: String = crate::random::random_bytes::<16>()?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(Alarm {
-            id,
+            id: crate::alarm_id::new_alarm_id()?,
             host: self.host.clone(),
             log_type: log_type.to_string(),
             level: level.to_string(),
@@ -343,6 +340,20 @@ impl AlarmMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Take one `cpu` run at `level` now, without trigger rules.
+    fn cpu_now(m: &mut AlarmMonitor, level: Level) -> Option<Alarm> {
+        m.observe("cpu", &Trigger::default(), &outcome(level), Instant::now())
+            .unwrap()
+    }
+
+    /// Restart the monitor on `path`, and take one `cpu` run at `level` now.
+    fn observe_after_restart(path: &Path, level: Level) -> Option<Alarm> {
+        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(path)).unwrap();
+        let alarm = cpu_now(&mut m, level);
+        m.save().unwrap();
+        alarm
+    }
 
     fn outcome(level: Level) -> Outcome {
         Outcome {
@@ -419,40 +430,13 @@ mod tests {
             m.save().unwrap();
         }
         // Still in trouble after a restart: no second alarm under a new id.
-        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Warning),
-                Instant::now()
-            )
-            .unwrap()
-            .is_none());
-        m.save().unwrap();
+        assert!(observe_after_restart(&path, Level::Warning).is_none());
         // Recovered while the agent was down: the recovery is reported.
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-        let r = m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Normal),
-                Instant::now(),
-            )
-            .unwrap()
-            .unwrap();
+        let r = cpu_now(&mut m, Level::Normal).unwrap();
         assert!(r.message.starts_with("recovered from warning"));
         // Not saved (killed before the spool took it): raised again.
-        let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Normal),
-                Instant::now()
-            )
-            .unwrap()
-            .is_some());
+        assert!(observe_after_restart(&path, Level::Normal).is_some());
     }
 
     #[test]
@@ -496,30 +480,14 @@ mod tests {
         let path = dir.path().join("levels.json");
         let raised = {
             let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
-            let a = m
-                .observe(
-                    "cpu",
-                    &Trigger::default(),
-                    &outcome(Level::Warning),
-                    Instant::now(),
-                )
-                .unwrap()
-                .unwrap();
+            let a = cpu_now(&mut m, Level::Warning).unwrap();
             m.save_pending(a.clone()).unwrap();
             a // killed here: never spooled
         };
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert_eq!(m.pending(), Some(&raised), "the same alarm, same id");
         // The level change is not seen again: no second alarm for it.
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Warning),
-                Instant::now()
-            )
-            .unwrap()
-            .is_none());
+        assert!(cpu_now(&mut m, Level::Warning).is_none());
         m.spooled();
         m.save().unwrap();
         let m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
@@ -533,15 +501,7 @@ mod tests {
         std::fs::write(&path, r#"{"cpu": "warning", "levels": "normal"}"#).unwrap();
         let mut m = AlarmMonitor::new("pi1", Duration::from_secs(60), Some(&path)).unwrap();
         assert_eq!(m.pending(), None);
-        assert!(m
-            .observe(
-                "cpu",
-                &Trigger::default(),
-                &outcome(Level::Warning),
-                Instant::now()
-            )
-            .unwrap()
-            .is_none());
+        assert!(cpu_now(&mut m, Level::Warning).is_none());
         let r = m
             .observe(
                 "levels",

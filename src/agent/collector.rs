@@ -30,9 +30,8 @@
 //!   number>.out` (and `.err`), created with `O_EXCL` and removed when the
 //!   run is dropped; nothing is ever written to a file another run owns. A
 //!   run orphaned by `kill -9` of its agent keeps its own open file, so it
-//!   cannot write into a later run's output (before issue 12 every run of
-//!   a type shared `<name>.out`, and an orphan's line was stored inside the
-//!   next agent's run). At start, [`clean_scratch_dir`] ends every process
+//!   cannot write into a later run's output (with one shared `<name>.out`,
+//!   an orphan's line would be stored as the next agent's run). At start, [`clean_scratch_dir`] ends every process
 //!   group a predecessor left running (found by the [`RUN_DIR_VAR`] its runs
 //!   carry) and removes its scratch files.
 //! - **A misbehaving program is data, not an error.** A missing script, a
@@ -59,12 +58,12 @@ use crate::agent::builtin::{self, Executor};
 use crate::level::Level;
 
 /// At most this much of a run's stdout is read into the log.
-pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
 /// At most this many lines of a run's stdout are kept.
-pub const MAX_OUTPUT_LINES: usize = 200;
+pub(crate) const MAX_OUTPUT_LINES: usize = 200;
 /// A run whose stdout or stderr file grows past this is killed: it is not a
 /// monitoring check any more, and it would fill the agent's disk.
-pub const MAX_SCRATCH_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_SCRATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// Only the first line of stderr is kept, read from at most this many bytes.
 const MAX_STDERR_BYTES: u64 = 4096;
 /// How often the scheduler looks at its running children.
@@ -78,23 +77,23 @@ const IDLE_STOP_CHECK: Duration = Duration::from_millis(500);
 /// marks the run and its children as this agent's (see
 /// [`clean_scratch_dir`]); children inherit it, process ids do not stay
 /// unique, so it is checked on the live process rather than recorded.
-pub const RUN_DIR_VAR: &str = "PIHEALTH_RUN_DIR";
+pub(crate) const RUN_DIR_VAR: &str = "PIHEALTH_RUN_DIR";
 /// Numbers this process's runs, for unique scratch file names.
 static RUN_NUMBER: AtomicU64 = AtomicU64::new(0);
 /// How long we wait for a SIGKILLed process to be reaped before giving up
 /// (a process stuck in uninterruptible I/O cannot die until that I/O ends).
 const REAP_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub use crate::config::{split_command, CollectorSpec, Mode};
+use crate::config::{CollectorSpec, Mode};
 
 /// What one run produced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Local time with offset, taken when the program finished (or was killed).
-    pub finished_at: DateTime<FixedOffset>,
-    pub level: Level,
+    pub(crate) finished_at: DateTime<FixedOffset>,
+    pub(crate) level: Level,
     /// Output lines without timestamp; never empty, no `'\n'` inside.
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
 }
 
 impl Outcome {
@@ -110,7 +109,7 @@ impl Outcome {
     /// The bytes appended to the log: every line prefixed with the RFC 3339
     /// finish time (seconds, numeric offset) and a space, each ending in
     /// `'\n'`, e.g. `2026-11-21T10:31:09+08:00 0.02 0.08 0.08 31.56 49.38 normal`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let stamp = self.finished_at.to_rfc3339_opts(SecondsFormat::Secs, false);
         let mut out =
             String::with_capacity(self.lines.iter().map(|l| l.len() + stamp.len() + 2).sum());
@@ -138,7 +137,7 @@ enum State {
 }
 
 /// One running collector program. Dropping it kills the run.
-pub struct Running {
+pub(crate) struct Running {
     name: String,
     program: String,
     mode: Mode,
@@ -161,7 +160,7 @@ impl Running {
     ///
     /// A spawn failure is not an error: it yields a run that is already
     /// finished with an `unknown` outcome saying why.
-    pub fn start(
+    pub(crate) fn start(
         spec: &CollectorSpec,
         env: &[(String, String)],
         work_dir: &Path,
@@ -197,7 +196,10 @@ impl Running {
             }
             Err(why) => {
                 warn!("collector {}: {why}", run.name);
-                State::Failed(Outcome::now(Level::Unknown, vec![unknown_line(&why)]))
+                State::Failed(Outcome::now(
+                    Level::Unknown,
+                    vec![unknown_line(&why.to_string())],
+                ))
             }
         };
         run
@@ -209,9 +211,9 @@ impl Running {
         env: &[(String, String)],
         work_dir: &Path,
         scratch_dir: &Path,
-    ) -> Result<Child, String> {
+    ) -> Result<Child, SpawnError> {
         let Some((program, args)) = spec.argv.split_first() else {
-            return Err("cannot run: empty command".to_string());
+            return Err(SpawnError::Empty);
         };
         // O_EXCL: a file of this name that exists is not this run's (a
         // leftover nobody should write into again); never share it.
@@ -220,9 +222,12 @@ impl Running {
                 .write(true)
                 .create_new(true)
                 .open(path)
-                .map_err(|e| format!("cannot create scratch file {}: {e}", path.display()))?;
+                .map_err(|source| SpawnError::Scratch {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             self.created.push(path.to_path_buf());
-            Ok::<File, String>(file)
+            Ok::<File, SpawnError>(file)
         };
         let stdout = create(&self.out_path.clone())?;
         let stderr = create(&self.err_path.clone())?;
@@ -246,13 +251,16 @@ impl Running {
             .stderr(stderr)
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))
+            .map_err(|source| SpawnError::Run {
+                program: program.clone(),
+                source,
+            })
     }
 
     /// Non-blocking: `Some(outcome)` once the program has exited, or once its
     /// timeout has passed (then the whole process group is killed and the
     /// outcome is `unknown`). Returns `Some` at most once.
-    pub fn poll(&mut self) -> Option<Outcome> {
+    pub(crate) fn poll(&mut self) -> Option<Outcome> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Done => None,
             State::Unreaped(child) => {
@@ -311,7 +319,7 @@ impl Running {
 
     /// Kill the process group now and reap (used at shutdown); idempotent.
     /// Afterwards `poll` returns `None`.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let State::Started(mut child) | State::Unreaped(mut child) =
             std::mem::replace(&mut self.state, State::Done)
         {
@@ -427,7 +435,7 @@ impl Drop for Running {
 /// processes whose environment we may read (our own user's) are looked at;
 /// a setuid child (`ping`) may escape this and is harmless, since its
 /// scratch files are removed here and no later run opens them again.
-pub fn clean_scratch_dir(scratch_dir: &Path) -> io::Result<usize> {
+pub(crate) fn clean_scratch_dir(scratch_dir: &Path) -> io::Result<usize> {
     let marker = format!("{RUN_DIR_VAR}={}", absolute(scratch_dir)).into_bytes();
     let own_group = nix::unistd::getpgrp();
     let mut groups: Vec<Pid> = Vec::new();
@@ -489,7 +497,7 @@ fn absolute(path: &Path) -> String {
 /// Runs stay on their grid (start + k × interval): a slow run does not make
 /// the schedule drift, and ticks missed while a run was still going are
 /// skipped (and logged), never caught up in a burst.
-pub fn run_schedule(
+pub(crate) fn run_schedule(
     specs: &[CollectorSpec],
     env: &[(String, String)],
     work_dir: &Path,
@@ -497,11 +505,6 @@ pub fn run_schedule(
     stop: &AtomicBool,
     sink: &mut dyn FnMut(&CollectorSpec, Outcome),
 ) {
-    struct Slot<'a> {
-        spec: &'a CollectorSpec,
-        next_due: Instant,
-        running: Option<AnyRun>,
-    }
     // Built-ins read the thresholds from the same variables as the scripts.
     let mut builtins = Executor::new(builtin::Context::new(
         builtin::Roots::default(),
@@ -525,38 +528,11 @@ pub fn run_schedule(
                 sink(slot.spec, outcome);
             }
             if now >= slot.next_due {
-                if slot.running.is_some() {
-                    warn!(
-                        "collector {}: previous run still going after {:?}, skipping this run",
-                        slot.spec.name, slot.spec.interval
-                    );
-                } else {
-                    slot.running = Some(match slot.spec.builtin {
-                        Some(kind) => AnyRun::Builtin(builtins.start(
-                            &slot.spec.name,
-                            kind,
-                            slot.spec.timeout,
-                        )),
-                        None => {
-                            AnyRun::Script(Running::start(slot.spec, env, work_dir, scratch_dir))
-                        }
-                    });
-                }
+                slot.start(&mut builtins, env, work_dir, scratch_dir);
                 slot.next_due = next_due_after(slot.next_due, slot.spec.interval, now);
             }
         }
-        let now = Instant::now();
-        let until_due = slots
-            .iter()
-            .map(|slot| slot.next_due.saturating_duration_since(now))
-            .min()
-            .unwrap_or(IDLE_STOP_CHECK);
-        let check = if slots.iter().any(|slot| slot.running.is_some()) {
-            POLL_INTERVAL
-        } else {
-            IDLE_STOP_CHECK
-        };
-        thread::sleep(until_due.min(check));
+        thread::sleep(nap(&slots));
     }
 
     for slot in &mut slots {
@@ -567,6 +543,56 @@ pub fn run_schedule(
             }
         }
     }
+}
+
+/// One collector in the schedule.
+struct Slot<'a> {
+    spec: &'a CollectorSpec,
+    next_due: Instant,
+    running: Option<AnyRun>,
+}
+
+impl Slot<'_> {
+    /// Start a run, unless the previous one is still going (then this
+    /// tick is skipped, with a warning).
+    fn start(
+        &mut self,
+        builtins: &mut Executor,
+        env: &[(String, String)],
+        work_dir: &Path,
+        scratch_dir: &Path,
+    ) {
+        let spec = self.spec;
+        if self.running.is_some() {
+            warn!(
+                "collector {}: previous run still going after {:?}, skipping this run",
+                spec.name, spec.interval
+            );
+            return;
+        }
+        self.running = Some(match spec.builtin {
+            Some(kind) => AnyRun::Builtin(builtins.start(&spec.name, kind, spec.timeout)),
+            None => AnyRun::Script(Running::start(spec, env, work_dir, scratch_dir)),
+        });
+    }
+}
+
+/// How long the schedule may sleep: until the next run is due, and no
+/// longer than a poll interval while runs are going (their exits are
+/// polled) or an idle interval otherwise (the stop flag is checked).
+fn nap(slots: &[Slot]) -> Duration {
+    let now = Instant::now();
+    let until_due = slots
+        .iter()
+        .map(|slot| slot.next_due.saturating_duration_since(now))
+        .min()
+        .unwrap_or(IDLE_STOP_CHECK);
+    let check = if slots.iter().any(|slot| slot.running.is_some()) {
+        POLL_INTERVAL
+    } else {
+        IDLE_STOP_CHECK
+    };
+    until_due.min(check)
 }
 
 /// A run of either kind of collector, as the scheduler sees it.
@@ -673,6 +699,17 @@ pub(crate) fn trailing_level(line: &str) -> Option<Level> {
         .rev()
         .map_while(|word| word.parse::<Level>().ok())
         .max()
+}
+
+/// Why a collector's program could not be started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    #[error("cannot run: empty command")]
+    Empty,
+    #[error("cannot create scratch file {}: {source}", path.display())]
+    Scratch { path: PathBuf, source: io::Error },
+    #[error("cannot run {program}: {source}")]
+    Run { program: String, source: io::Error },
 }
 
 fn unknown_line(text: &str) -> String {
@@ -1087,12 +1124,11 @@ mod tests {
         assert!(gone == Err(Errno::ESRCH) || !proc_alive(pid));
     }
 
-    /// Issue 12.6, the chaos test's lost value 1. An agent killed by
-    /// `kill -9` leaves its collector run going (its own process group);
-    /// the restarted agent's first run of the same collector printed `1`,
-    /// the orphan then printed `2` into the same scratch file
-    /// (`<name>.out`), and the agent stored `2` as its run's output: `1`
-    /// was never stored. Each run now writes its own files.
+    /// An agent killed by `kill -9` leaves its collector run going (its
+    /// own process group). Were the scratch file shared, the restarted
+    /// agent's first run would print `1`, the orphan `2` into the same
+    /// file, and the agent would store `2` as its run's output, losing `1`:
+    /// each run writes its own files.
     #[test]
     fn an_orphaned_run_cannot_write_into_the_next_run_of_its_collector() {
         let fx = Fixture::new();
@@ -1237,7 +1273,7 @@ mod tests {
     fn run_plugin(fx: &Fixture, command: &str) -> Outcome {
         let spec = fx.spec(
             "plugin",
-            split_command(command).expect("valid command"),
+            crate::config::split_command(command).expect("valid command"),
             LONG,
             Mode::Nagios,
         );
@@ -1327,50 +1363,6 @@ mod tests {
             DateTime::parse_from_rfc3339(stamp).expect("RFC 3339 stamp");
             assert!(rest == "a normal" || rest == "b note");
         }
-    }
-
-    #[test]
-    fn split_command_quoting_and_errors() {
-        assert_eq!(
-            split_command(r#"/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6""#),
-            Ok(vec![
-                s("/usr/lib/nagios/plugins/check_load"),
-                s("-w"),
-                s("5,4,3"),
-                s("-c"),
-                s("10,8,6")
-            ])
-        );
-        assert_eq!(
-            split_command(r#"check_disk -p '/mnt/my disk' -e  a\ b"#),
-            Ok(vec![
-                s("check_disk"),
-                s("-p"),
-                s("/mnt/my disk"),
-                s("-e"),
-                s("a b")
-            ])
-        );
-        // No shell: metacharacters are plain arguments.
-        assert_eq!(
-            split_command("echo $HOME; rm -rf / | cat > x"),
-            Ok(vec![
-                s("echo"),
-                s("$HOME;"),
-                s("rm"),
-                s("-rf"),
-                s("/"),
-                s("|"),
-                s("cat"),
-                s(">"),
-                s("x")
-            ])
-        );
-        assert!(split_command("").is_err());
-        assert!(split_command("   \t ").is_err());
-        assert!(split_command("check_load -w \"5,4,3").is_err());
-        assert!(split_command("check_load 'x").is_err());
-        assert!(split_command("a\0b").is_err());
     }
 
     #[test]

@@ -34,8 +34,11 @@ pub fn main(program: &str, path: &Path) -> ExitCode {
     if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         return say(1, &format!("cannot handle signals: {e}"));
     }
-    match super::run(&config, path, stop) {
-        Ok(()) => ExitCode::SUCCESS,
+    match super::Agent::start(&config, path, stop) {
+        Ok(agent) => {
+            agent.run();
+            ExitCode::SUCCESS
+        }
         Err(e) => say(1, &e),
     }
 }

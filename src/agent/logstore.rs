@@ -160,6 +160,81 @@ pub struct LogStore {
     state_saved: AtomicBool,
 }
 
+/// Make the store's directories, remove the temporary files a crash left
+/// in them, and make the renames the last run left undurable (an emptied
+/// log waits for its directory fsync until the next append) durable before
+/// recovery writes any state that relies on them.
+fn prepare_dirs(log_dir: &Path, backup_dir: &Path, state_dir: &Path) -> io::Result<()> {
+    for dir in [log_dir, backup_dir, state_dir] {
+        fs::create_dir_all(dir).map_err(|e| storage::with_path(e, dir))?;
+    }
+    storage::remove_temp_files(backup_dir)?;
+    storage::remove_temp_files(log_dir)?;
+    storage::remove_temp_files(state_dir)?;
+    storage::sync_dir(log_dir)?;
+    storage::sync_dir(backup_dir)
+}
+
+/// The archives in `backup_dir` by type, as their headers say; one whose
+/// header cannot be read is left alone.
+fn scan_archives(backup_dir: &Path) -> io::Result<BTreeMap<String, Vec<Archive>>> {
+    let mut archives: BTreeMap<String, Vec<Archive>> = BTreeMap::new();
+    for entry in fs::read_dir(backup_dir)? {
+        let path = entry?.path();
+        if !storage::is_archive_file(&path) {
+            continue;
+        }
+        match ArchiveHeader::read(&path) {
+            Ok(header) => {
+                let size = fs::metadata(&path)?.len();
+                archives
+                    .entry(header.log_type.clone())
+                    .or_default()
+                    .push(Archive { path, header, size });
+            }
+            Err(e) => log::warn!("ignoring {}: {e}", path.display()),
+        }
+    }
+    Ok(archives)
+}
+
+/// The types this agent owns: configured ones, and those it wrote before
+/// (in its state, also an older version's, or in an archive whose header
+/// it wrote). Any other `NAME.log` in `log/` is not ours: a master sharing
+/// the directory keeps files there too, and adopting one would empty it.
+fn owned_types(
+    log_dir: &Path,
+    configured: &[String],
+    archives: &BTreeMap<String, Vec<Archive>>,
+    saved: &States,
+) -> Vec<String> {
+    let mut names: Vec<String> = configured.to_vec();
+    names.extend(archives.keys().cloned());
+    names.extend(saved.keys().cloned());
+    if storage::legacy_master_in(log_dir) {
+        // An agent before this version may have put the master's
+        // `alarms.log`/`events.log` into its state; until the master
+        // moves them to `log/.master/`, they stay the master's. Their
+        // state entries go with the next save.
+        names.retain(|n| {
+            let masters = storage::LEGACY_MASTER_LOGS.contains(&n.as_str())
+                && !configured.contains(n)
+                && !archives.contains_key(n);
+            if masters {
+                log::warn!(
+                    "leaving {}/{n}.log alone: it is the master's (an older agent took it \
+                     as a log type)",
+                    log_dir.display()
+                );
+            }
+            !masters
+        });
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl LogStore {
     /// Open the store, recovering from any crash, for the configured types
     /// plus any type that still has data on disk.
@@ -171,72 +246,15 @@ impl LogStore {
         configured: &[String],
     ) -> io::Result<LogStore> {
         let state_dir = log_dir.join(".pihealth");
-        for dir in [log_dir, backup_dir, &state_dir] {
-            fs::create_dir_all(dir).map_err(|e| storage::with_path(e, dir))?;
-        }
-        storage::remove_temp_files(backup_dir)?;
-        storage::remove_temp_files(log_dir)?;
-        storage::remove_temp_files(&state_dir)?;
-        // Renames the last run left undurable (an emptied log waits for its
-        // directory fsync until the next append) become durable before
-        // recovery writes any state that relies on them.
-        storage::sync_dir(log_dir)?;
-        storage::sync_dir(backup_dir)?;
-
-        let mut archives: BTreeMap<String, Vec<Archive>> = BTreeMap::new();
-        for entry in fs::read_dir(backup_dir)? {
-            let path = entry?.path();
-            if !storage::is_archive_file(&path) {
-                continue;
-            }
-            match ArchiveHeader::read(&path) {
-                Ok(header) => {
-                    let size = fs::metadata(&path)?.len();
-                    archives
-                        .entry(header.log_type.clone())
-                        .or_default()
-                        .push(Archive { path, header, size });
-                }
-                Err(e) => log::warn!("ignoring {}: {e}", path.display()),
-            }
-        }
-
+        prepare_dirs(log_dir, backup_dir, &state_dir)?;
+        let mut archives = scan_archives(backup_dir)?;
         let (journal, saved) = Journal::open::<States>(&state_dir.join(STATE_FILE))?;
         let fresh = saved.is_none();
         let (mut saved, legacy) = match saved {
             Some(states) => (states, Vec::new()),
             None => read_legacy_states(&state_dir)?,
         };
-
-        // The types this agent owns: configured ones, and those it wrote
-        // before (in its state, also an older version's, or in an archive
-        // whose header it wrote). Any other `NAME.log` in `log/` is not
-        // ours: a master sharing the directory keeps files there too, and
-        // adopting one would empty it (issue 12).
-        let mut names: Vec<String> = configured.to_vec();
-        names.extend(archives.keys().cloned());
-        names.extend(saved.keys().cloned());
-        if storage::legacy_master_in(log_dir) {
-            // An agent before this version may have put the master's
-            // `alarms.log`/`events.log` into its state; until the master
-            // moves them to `log/.master/`, they stay the master's. Their
-            // state entries go with the next save.
-            names.retain(|n| {
-                let masters = storage::LEGACY_MASTER_LOGS.contains(&n.as_str())
-                    && !configured.contains(n)
-                    && !archives.contains_key(n);
-                if masters {
-                    log::warn!(
-                        "leaving {}/{n}.log alone: it is the master's (an older agent took it \
-                         as a log type)",
-                        log_dir.display()
-                    );
-                }
-                !masters
-            });
-        }
-        names.sort();
-        names.dedup();
+        let names = owned_types(log_dir, configured, &archives, &saved);
 
         let store = LogStore {
             log_dir: log_dir.to_path_buf(),
@@ -295,34 +313,12 @@ impl LogStore {
         }
         let mut state = match saved {
             Some(s) => s,
-            None => {
-                // No state: continue the stream of any archive left, else start one.
-                let epoch = match archives.last() {
-                    Some(a) => a.header.epoch,
-                    None => new_epoch()?,
-                };
-                let base = archives
-                    .iter()
-                    .filter(|a| a.header.epoch == epoch)
-                    .map(|a| a.header.end)
-                    .max()
-                    .unwrap_or(0);
-                TypeState {
-                    epoch,
-                    base,
-                    acked: base,
-                }
-            }
+            None => state_from_archives(&archives)?,
         };
         let mut len = file_len(&log_path)?;
 
         // A rotation that stopped after writing its archive.
-        let archived_end = archives
-            .iter()
-            .filter(|a| a.header.epoch == state.epoch)
-            .map(|a| a.header.end)
-            .max()
-            .unwrap_or(0);
+        let archived_end = archived_end(&archives, state.epoch);
         if archived_end > state.base {
             let cut = archived_end - state.base;
             if len >= cut {
@@ -339,16 +335,7 @@ impl LogStore {
         if state.acked > state.base + len {
             state.base = state.acked;
         }
-        // A record torn by a crash mid-write was never completely produced.
-        let keep = complete_prefix_len(&log_path, len, state.acked.saturating_sub(state.base))?;
-        if keep < len {
-            log::warn!("{name}: removing a torn record of {} bytes", len - keep);
-            OpenOptions::new()
-                .write(true)
-                .open(&log_path)?
-                .set_len(keep)?;
-            len = keep;
-        }
+        let len = cut_torn_record(name, &log_path, len, state.acked.saturating_sub(state.base))?;
         let log = TypeLog {
             state,
             len,
@@ -632,11 +619,6 @@ impl LogStore {
         }
     }
 
-    /// The master has stored `piece` durably: let it go.
-    pub fn release(&self, piece: &PieceRef) -> io::Result<()> {
-        self.release_all(std::slice::from_ref(piece))
-    }
-
     /// The master has stored `pieces` durably (one acknowledgement): let
     /// them go, with as few fsyncs as order allows.
     ///
@@ -660,10 +642,9 @@ impl LogStore {
     /// A crash after 1 finds the old log fully acknowledged; after 2, an
     /// empty log with `acked` beyond it, and recovery moves `base` there.
     /// Nothing is appended before 3, so new bytes can never be taken for
-    /// old ones, even after a power loss. A pull that empties logs thus
-    /// costs one fdatasync here (the state journal) and two before the
-    /// next append (the directory, the state), where one state file per
-    /// type replaced atomically cost about 25.
+    /// old ones, even after a power loss. A pull that empties logs costs
+    /// one fdatasync here (the state journal) and two before the next
+    /// append (the directory, the state), however many types it empties.
     pub fn release_all(&self, pieces: &[PieceRef]) -> io::Result<()> {
         let mut types = self.lock();
         let mut emptying: Vec<String> = Vec::new();
@@ -765,8 +746,6 @@ fn replace_with_empty(path: &Path) -> io::Result<()> {
     fs::rename(&fresh, path).map_err(|e| storage::with_path(e, path))
 }
 
-/// The per-type state files of earlier versions (`TYPE.state`), and their
-/// paths, to be removed once `logstore.json` is durable.
 /// A type new to this agent (no state, no archive) whose `TYPE.log`
 /// exists: the agent writes a type's state before its first line, so it
 /// did not write that file. Taking it would ship someone else's file and
@@ -789,6 +768,8 @@ fn refuse_foreign_log(name: &str, log_path: &Path) -> io::Result<()> {
     }
 }
 
+/// The per-type state files of earlier versions (`TYPE.state`), and their
+/// paths, to be removed once [`STATE_FILE`] is durable.
 fn read_legacy_states(state_dir: &Path) -> io::Result<(States, Vec<PathBuf>)> {
     let mut states = States::new();
     let mut paths = Vec::new();
@@ -846,6 +827,46 @@ fn complete_prefix_len(path: &Path, len: u64, floor: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(floor)
+}
+
+/// The state of a type without one: continue the stream of any archive
+/// left, else start a new one.
+fn state_from_archives(archives: &[Archive]) -> io::Result<TypeState> {
+    let epoch = match archives.last() {
+        Some(a) => a.header.epoch,
+        None => new_epoch()?,
+    };
+    let base = archived_end(archives, epoch);
+    Ok(TypeState {
+        epoch,
+        base,
+        acked: base,
+    })
+}
+
+/// Where the archives of stream `epoch` end (0 without any).
+fn archived_end(archives: &[Archive], epoch: u64) -> u64 {
+    archives
+        .iter()
+        .filter(|a| a.header.epoch == epoch)
+        .map(|a| a.header.end)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A record torn by a crash mid-write was never completely produced: cut
+/// the log of `len` bytes back to its last complete line (not below
+/// `floor`, the acknowledged part); its new length.
+fn cut_torn_record(name: &str, log_path: &Path, len: u64, floor: u64) -> io::Result<u64> {
+    let keep = complete_prefix_len(log_path, len, floor)?;
+    if keep < len {
+        log::warn!("{name}: removing a torn record of {} bytes", len - keep);
+        OpenOptions::new()
+            .write(true)
+            .open(log_path)?
+            .set_len(keep)?;
+    }
+    Ok(keep)
 }
 
 /// Rewrite `path` without its first `cut` bytes (only after a crash).
@@ -935,7 +956,7 @@ mod tests {
                 sink.extend_from_slice(&bytes[skip.min(bytes.len())..]);
                 *have = p.piece.end;
             }
-            store.release(&p.piece).unwrap();
+            store.release_all(std::slice::from_ref(&p.piece)).unwrap();
         }
     }
 
@@ -1062,8 +1083,7 @@ mod tests {
         assert_eq!(states.keys().collect::<Vec<_>>(), ["cpu"]);
     }
 
-    /// An agent before issue 12 recorded a master's `alarms.log` as its
-    /// own; while that master has not moved its files, they stay its own.
+    /// An older agent could record a master's `alarms.log` as its own; while that master has not moved its files, they stay its own.
     #[test]
     fn an_older_agents_claim_on_a_masters_file_is_dropped() {
         let f = fixture();
@@ -1199,7 +1219,9 @@ mod tests {
         // A line arrives between the offer and the ack: a partial ack.
         store.append("cpu", b"b normal\n").unwrap();
         let state_before = fs::read(state_file(&f)).unwrap();
-        store.release(&pending[0].piece).unwrap();
+        store
+            .release_all(std::slice::from_ref(&pending[0].piece))
+            .unwrap();
         drop(store);
         // Power loss undid the ack's state write.
         fs::write(state_file(&f), state_before).unwrap();
@@ -1265,6 +1287,19 @@ mod tests {
         assert_eq!(got, b"whole normal\n");
     }
 
+    /// 192 incompressible hex digits (xorshift from `seed`), so archives
+    /// are as big as the log they hold.
+    fn noise(seed: &mut u64) -> String {
+        (0..12)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                format!("{seed:016x}")
+            })
+            .collect()
+    }
+
     #[test]
     fn backlog_cap_drops_oldest_archives_and_says_so() {
         let f = fixture();
@@ -1273,14 +1308,7 @@ mod tests {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut drops = Vec::new();
         for _ in 0..200 {
-            let noise: String = (0..12)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    format!("{seed:016x}")
-                })
-                .collect();
+            let noise = noise(&mut seed);
             drops.extend(
                 store
                     .append("cpu", format!("{noise} normal\n").as_bytes())
@@ -1312,18 +1340,7 @@ mod tests {
         )
         .unwrap();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = || -> Vec<u8> {
-            let mut line: String = (0..12)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    format!("{seed:016x}")
-                })
-                .collect();
-            line.push('\n');
-            line.into_bytes()
-        };
+        let mut noise = || -> Vec<u8> { format!("{}\n", noise(&mut seed)).into_bytes() };
         let archives = |store: &LogStore, ty: &str| {
             store
                 .pending()

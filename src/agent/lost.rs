@@ -21,37 +21,37 @@
 //!
 //! [`Throttle`] keeps the daemon's own log readable meanwhile: the first
 //! error of a kind is logged at once, then at most one line per interval
-//! with the count of those not logged (a full disk made 15 lines a second
-//! before issue 12).
+//! with the count of those not logged (a full disk fails every write of
+//! every run).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How often a repeated error is summarised in the daemon's log.
-pub const ERROR_SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const ERROR_SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One type's output that could not be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostOutput {
-    pub log_type: String,
+pub(crate) struct LostOutput {
+    pub(crate) log_type: String,
     /// Runs whose output was lost.
-    pub runs: u64,
+    pub(crate) runs: u64,
     /// Bytes of log lines lost (as they would have been appended).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// RFC 3339 times of the first and the last lost run.
-    pub first: String,
-    pub last: String,
+    pub(crate) first: String,
+    pub(crate) last: String,
     /// The first error, as text.
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// The marker that begins the text of a lost-output line (after the
 /// timestamp): `pihealth lost N runs (B bytes) of output…`.
-pub const LOST_LINE_MARKER: &str = "pihealth lost ";
+pub(crate) const LOST_LINE_MARKER: &str = "pihealth lost ";
 
 impl LostOutput {
     /// The line appended to the type's log once it can be (module doc).
-    pub fn line(&self, now: &str) -> String {
+    pub(crate) fn line(&self, now: &str) -> String {
         format!(
             "{now} {LOST_LINE_MARKER}{} runs ({} bytes) of output, not stored from {} to {}: {} warning\n",
             self.runs, self.bytes, self.first, self.last, self.error
@@ -59,7 +59,7 @@ impl LostOutput {
     }
 
     /// The alarm's message.
-    pub fn alarm_message(&self) -> String {
+    pub(crate) fn alarm_message(&self) -> String {
         format!(
             "could not store {} runs ({} bytes) of {} output from {} to {}: {}",
             self.runs, self.bytes, self.log_type, self.first, self.last, self.error
@@ -67,24 +67,16 @@ impl LostOutput {
     }
 }
 
-/// Parse the counts back out of a lost-output line: `(runs, bytes)`.
-pub fn parse_lost_line(line: &str) -> Option<(u64, u64)> {
-    let rest = line.split_once(' ')?.1.strip_prefix(LOST_LINE_MARKER)?;
-    let (runs, rest) = rest.split_once(" runs (")?;
-    let (bytes, _) = rest.split_once(" bytes)")?;
-    Some((runs.parse().ok()?, bytes.parse().ok()?))
-}
-
 /// How long a type must store without a failure before its loss is
 /// reported: a nearly full disk (or one freed a little by each pull) fails
 /// and works in turns, and each turn must not make a line, an alarm and a
 /// note of its own. A loss still going on is reported at least every
 /// [`ERROR_SUMMARY_INTERVAL`].
-pub const QUIET_BEFORE_REPORT: Duration = Duration::from_secs(5);
+pub(crate) const QUIET_BEFORE_REPORT: Duration = Duration::from_secs(5);
 
 /// The lost output of every type, not yet reported in its log.
 #[derive(Debug, Default)]
-pub struct LostLedger {
+pub(crate) struct LostLedger {
     /// Each count with when its first and its last failure happened.
     types: BTreeMap<String, (LostOutput, Instant, Instant)>,
 }
@@ -93,7 +85,7 @@ impl LostLedger {
     /// Count one run of `log_type` whose `bytes` could not be stored, at
     /// `at` (`now` as RFC 3339). Returns true for the first loss of an
     /// episode (nothing counted yet for the type).
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         log_type: &str,
         bytes: u64,
@@ -129,14 +121,15 @@ impl LostLedger {
     }
 
     /// What is counted for `log_type`, if anything.
-    pub fn get(&self, log_type: &str) -> Option<&LostOutput> {
+    #[cfg(test)]
+    fn get(&self, log_type: &str) -> Option<&LostOutput> {
         self.types.get(log_type).map(|(lost, _, _)| lost)
     }
 
     /// What is counted for `log_type`, once it is time to report it: no
     /// failure for [`QUIET_BEFORE_REPORT`], or the count is
     /// [`ERROR_SUMMARY_INTERVAL`] old.
-    pub fn due(&self, log_type: &str, at: Instant) -> Option<&LostOutput> {
+    pub(crate) fn due(&self, log_type: &str, at: Instant) -> Option<&LostOutput> {
         let (lost, first, last) = self.types.get(log_type)?;
         (at.duration_since(*last) >= QUIET_BEFORE_REPORT
             || at.duration_since(*first) >= ERROR_SUMMARY_INTERVAL)
@@ -144,17 +137,13 @@ impl LostLedger {
     }
 
     /// Every type with a count (to report what can be at shutdown).
-    pub fn types(&self) -> Vec<String> {
+    pub(crate) fn types(&self) -> Vec<String> {
         self.types.keys().cloned().collect()
     }
 
     /// Forget `log_type`'s count: its line is in its log now.
-    pub fn take(&mut self, log_type: &str) -> Option<LostOutput> {
+    pub(crate) fn take(&mut self, log_type: &str) -> Option<LostOutput> {
         self.types.remove(log_type).map(|(lost, _, _)| lost)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.types.is_empty()
     }
 }
 
@@ -163,7 +152,7 @@ impl LostLedger {
 /// nearly full disk fails some writes and not others: every success
 /// must not start a new series that is logged at once again).
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     every: Duration,
     last_logged: Option<Instant>,
     /// Errors since the last line logged, and the last of them.
@@ -172,7 +161,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(every: Duration) -> Throttle {
+    pub(crate) fn new(every: Duration) -> Throttle {
         Throttle {
             every,
             last_logged: None,
@@ -189,7 +178,7 @@ impl Throttle {
     /// An error happened: the line to log now, if any. The first is logged
     /// as is; later ones at most once per interval, with the count of those
     /// not logged since.
-    pub fn error(&mut self, text: &str, now: Instant) -> Option<String> {
+    pub(crate) fn error(&mut self, text: &str, now: Instant) -> Option<String> {
         if !self.due(now) {
             self.suppressed += 1;
             self.last_text = text.to_string();
@@ -206,7 +195,7 @@ impl Throttle {
 
     /// The operation worked: the count of errors not logged yet, once the
     /// interval allows a line.
-    pub fn ok(&mut self, now: Instant) -> Option<String> {
+    pub(crate) fn ok(&mut self, now: Instant) -> Option<String> {
         if self.suppressed == 0 || !self.due(now) {
             return None;
         }
@@ -220,6 +209,14 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parse the counts back out of a lost-output line: `(runs, bytes)`.
+    fn parse_lost_line(line: &str) -> Option<(u64, u64)> {
+        let rest = line.split_once(' ')?.1.strip_prefix(LOST_LINE_MARKER)?;
+        let (runs, rest) = rest.split_once(" runs (")?;
+        let (bytes, _) = rest.split_once(" bytes)")?;
+        Some((runs.parse().ok()?, bytes.parse().ok()?))
+    }
 
     #[test]
     fn losses_are_counted_per_type_and_make_one_parseable_line() {

@@ -33,14 +33,14 @@ struct Token {
 }
 
 /// What both servers share.
-pub struct AgentServer {
-    pub name: String,
-    pub store: Arc<LogStore>,
+pub(crate) struct AgentServer {
+    pub(crate) name: String,
+    pub(crate) store: Arc<LogStore>,
     /// This host's own keys, for this host only.
-    pub credentials: Credentials,
-    pub data_port: u16,
-    pub allowed_masters: Vec<IpAddr>,
-    pub token_lifetime: Duration,
+    pub(crate) credentials: Credentials,
+    pub(crate) data_port: u16,
+    pub(crate) allowed_masters: Vec<IpAddr>,
+    pub(crate) token_lifetime: Duration,
     tokens: Mutex<HashMap<[u8; TOKEN_LEN], Token>>,
     next_connection: Mutex<u64>,
     /// Masters refused for a wrong key, logged once per change.
@@ -48,7 +48,7 @@ pub struct AgentServer {
 }
 
 impl AgentServer {
-    pub fn new(
+    pub(crate) fn new(
         name: String,
         store: Arc<LogStore>,
         keys: Vec<Key>,
@@ -98,7 +98,7 @@ impl AgentServer {
     }
 
     /// Serve one control connection until the master says `Bye` or leaves.
-    pub fn handle_control(&self, stream: TimedStream, peer: SocketAddr) {
+    pub(crate) fn handle_control(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "control") {
             return;
         }
@@ -145,48 +145,11 @@ impl AgentServer {
             match message {
                 Message::Ping => conn.send(&Message::Pong(self.info()))?,
                 Message::ListPending => {
-                    let (pending, more) = self.store.pending();
-                    let now = Instant::now();
-                    let mut offers = Vec::with_capacity(pending.len());
-                    let mut tokens = self.tokens();
-                    tokens.retain(|_, t| t.expires > now);
-                    for p in pending {
-                        if tokens.len() >= MAX_TOKENS {
-                            break;
-                        }
-                        let token = random_bytes::<TOKEN_LEN>()?;
-                        tokens.insert(
-                            token,
-                            Token {
-                                piece: p.piece.clone(),
-                                expires: now + self.token_lifetime,
-                                connection: id,
-                            },
-                        );
-                        offers.push(Offer {
-                            piece: p.piece,
-                            size: p.size,
-                            token,
-                        });
-                    }
-                    drop(tokens);
-                    conn.send(&Message::Pending {
-                        info: self.info(),
-                        offers,
-                        more,
-                    })?;
+                    let pending = self.offer_pending(id)?;
+                    conn.send(&pending)?;
                 }
                 Message::Ack(pieces) => {
-                    // A failed release keeps data the master already has:
-                    // it is offered again and acknowledged without being
-                    // stored twice.
-                    if let Err(e) = self.store.release_all(&pieces) {
-                        log::error!(
-                            "{}: cannot release {} acknowledged piece(s): {e}",
-                            self.name,
-                            pieces.len()
-                        );
-                    }
+                    self.release_acknowledged(&pieces);
                     conn.send(&Message::AckOk)?;
                 }
                 Message::Bye => return Ok(()),
@@ -208,10 +171,58 @@ impl AgentServer {
         ))
     }
 
+    /// The pieces waiting for the master, each offered with a token the
+    /// data port takes for it until the token expires or this control
+    /// connection ends.
+    fn offer_pending(&self, id: u64) -> io::Result<Message> {
+        let (pending, more) = self.store.pending();
+        let now = Instant::now();
+        let mut offers = Vec::with_capacity(pending.len());
+        let mut tokens = self.tokens();
+        tokens.retain(|_, t| t.expires > now);
+        for p in pending {
+            if tokens.len() >= MAX_TOKENS {
+                break;
+            }
+            let token = random_bytes::<TOKEN_LEN>()?;
+            tokens.insert(
+                token,
+                Token {
+                    piece: p.piece.clone(),
+                    expires: now + self.token_lifetime,
+                    connection: id,
+                },
+            );
+            offers.push(Offer {
+                piece: p.piece,
+                size: p.size,
+                token,
+            });
+        }
+        drop(tokens);
+        Ok(Message::Pending {
+            info: self.info(),
+            offers,
+            more,
+        })
+    }
+
+    /// A failed release keeps data the master already has: it is offered
+    /// again and acknowledged without being stored twice.
+    fn release_acknowledged(&self, pieces: &[PieceRef]) {
+        if let Err(e) = self.store.release_all(pieces) {
+            log::error!(
+                "{}: cannot release {} acknowledged piece(s): {e}",
+                self.name,
+                pieces.len()
+            );
+        }
+    }
+
     /// Serve one data connection: pieces one after another, each for a
     /// token, until the master says `Bye` or leaves. A failed piece ends
     /// the connection (the stream may be mid-piece); the master dials anew.
-    pub fn handle_data(&self, stream: TimedStream, peer: SocketAddr) {
+    pub(crate) fn handle_data(&self, stream: TimedStream, peer: SocketAddr) {
         if !self.allowed(peer, "data") {
             return;
         }

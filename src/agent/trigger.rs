@@ -20,92 +20,10 @@
 //! a level flapping faster than the hold never alarms, and once alarmed,
 //! a recovery flapping faster than `recover_for` never clears it.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use serde::de::{self, Deserializer};
-use serde::Deserialize;
-
+use crate::config::{Hold, Trigger};
 use crate::level::Level;
-
-/// How long a change must last before it alarms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hold {
-    /// This many consecutive runs (at least 1).
-    Runs(u32),
-    /// The streak's first and latest runs at least this far apart.
-    For(Duration),
-}
-
-impl Hold {
-    /// The first run at the new level alarms (the behaviour without rules).
-    pub const IMMEDIATE: Hold = Hold::Runs(1);
-
-    fn met(self, runs: u32, held: Duration) -> bool {
-        match self {
-            Hold::Runs(n) => runs >= n,
-            Hold::For(d) => held >= d,
-        }
-    }
-}
-
-impl Default for Hold {
-    fn default() -> Hold {
-        Hold::IMMEDIATE
-    }
-}
-
-impl fmt::Display for Hold {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Hold::Runs(1) => f.write_str("1 run"),
-            Hold::Runs(n) => write!(f, "{n} runs"),
-            Hold::For(d) => write!(f, "{}", humantime::format_duration(*d)),
-        }
-    }
-}
-
-const EXPECTED: &str = "expected a duration like 2m or 30s, or a count of runs like `3 runs`";
-
-impl FromStr for Hold {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Hold, String> {
-        let t = text.trim();
-        if let Some(count) = t
-            .strip_suffix("runs")
-            .or_else(|| t.strip_suffix("run"))
-            .map(str::trim)
-        {
-            return match count.parse::<u32>() {
-                Ok(0) => Err(format!("{EXPECTED}, got `{text}` (at least 1 run)")),
-                Ok(n) => Ok(Hold::Runs(n)),
-                Err(_) => Err(format!("{EXPECTED}, got `{text}`")),
-            };
-        }
-        humantime::parse_duration(t)
-            .map(Hold::For)
-            .map_err(|_| format!("{EXPECTED}, got `{text}`"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Hold {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // A bare number is refused: `for: 3` could mean runs or seconds.
-        let text = String::deserialize(d)?;
-        text.parse().map_err(de::Error::custom)
-    }
-}
-
-/// A collector's trigger rules.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Trigger {
-    /// How long trouble must last before it alarms (`for:`).
-    pub hold: Hold,
-    /// How long calm must last, once alarmed, before the recovery alarm
-    /// (`recover_for:`).
-    pub recover: Hold,
-}
 
 /// Consecutive runs away from the alarmed level.
 #[derive(Debug, Clone, Copy)]
@@ -117,10 +35,10 @@ struct Streak {
 
 /// One type's place in the rule.
 #[derive(Debug, Clone, Default)]
-pub struct TypeState {
+pub(crate) struct TypeState {
     /// The level last alarmed on (or, while calm, the latest calm level);
     /// kept across restarts. `None`: never seen.
-    pub alarmed: Option<Level>,
+    pub(crate) alarmed: Option<Level>,
     /// Not kept across restarts: a change still waiting when the agent
     /// stopped is counted again from the first run after the start.
     streak: Option<Streak>,
@@ -128,7 +46,7 @@ pub struct TypeState {
 
 /// What a run means for alarms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The run is at the alarmed level.
     Same,
     /// A calm level replaced a calm one: recorded, no alarm.
@@ -140,7 +58,7 @@ pub enum Step {
 }
 
 impl TypeState {
-    pub fn with_level(level: Level) -> TypeState {
+    pub(crate) fn with_level(level: Level) -> TypeState {
         TypeState {
             alarmed: Some(level),
             streak: None,
@@ -148,7 +66,7 @@ impl TypeState {
     }
 
     /// Take one run at `level`, finished at `now`.
-    pub fn step(&mut self, level: Level, trigger: &Trigger, now: Instant) -> Step {
+    pub(crate) fn step(&mut self, level: Level, trigger: &Trigger, now: Instant) -> Step {
         if self.alarmed == Some(level) {
             self.streak = None;
             return Step::Same;
@@ -176,7 +94,11 @@ impl TypeState {
         } else {
             trigger.recover
         };
-        if hold.met(streak.runs, now.saturating_duration_since(streak.since)) {
+        if met(
+            hold,
+            streak.runs,
+            now.saturating_duration_since(streak.since),
+        ) {
             let previous = self.alarmed.replace(level);
             self.streak = None;
             Step::Raise { previous }
@@ -184,6 +106,15 @@ impl TypeState {
             self.streak = Some(streak);
             Step::Waiting
         }
+    }
+}
+
+/// Whether a streak of `runs` runs, its first and latest `held` apart,
+/// meets `hold`.
+fn met(hold: Hold, runs: u32, held: Duration) -> bool {
+    match hold {
+        Hold::Runs(n) => runs >= n,
+        Hold::For(d) => held >= d,
     }
 }
 
@@ -213,22 +144,6 @@ mod tests {
     }
 
     const TEN_S: Duration = Duration::from_secs(10);
-
-    #[test]
-    fn parses_runs_and_durations_and_refuses_the_rest() {
-        assert_eq!("3 runs".parse(), Ok(Hold::Runs(3)));
-        assert_eq!("1 run".parse(), Ok(Hold::Runs(1)));
-        assert_eq!(" 5runs ".parse(), Ok(Hold::Runs(5)));
-        assert_eq!("2m".parse(), Ok(Hold::For(Duration::from_secs(120))));
-        assert_eq!("1m30s".parse(), Ok(Hold::For(Duration::from_secs(90))));
-        assert_eq!("0s".parse(), Ok(Hold::For(Duration::ZERO)));
-        for bad in ["0 runs", "-1 runs", "3", "soon", "3 laps", "runs", ""] {
-            let e = bad.parse::<Hold>().unwrap_err();
-            assert!(e.contains("3 runs") && e.contains(bad), "{bad}: {e}");
-        }
-        assert_eq!(Hold::Runs(3).to_string(), "3 runs");
-        assert_eq!(Hold::For(Duration::from_secs(120)).to_string(), "2m");
-    }
 
     #[test]
     fn without_rules_every_change_alarms_at_once() {

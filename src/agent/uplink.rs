@@ -16,36 +16,36 @@ use crate::agent::lost::{LostOutput, Throttle, ERROR_SUMMARY_INTERVAL};
 use crate::net::TimedStream;
 use crate::protocol::{is_wrong_key, Connection, Key, KeyMemory, Message, Purpose};
 
-pub struct Uplink {
-    pub name: String,
-    pub master: SocketAddr,
-    pub master_alarm: SocketAddr,
+pub(crate) struct Uplink {
+    pub(crate) name: String,
+    pub(crate) master: SocketAddr,
+    pub(crate) master_alarm: SocketAddr,
     /// This host's keys: `key_file` first, then `previous_key_files` (see
     /// `Connection::dial`); the master knows them as `name`'s.
-    pub keys: Vec<Key>,
+    pub(crate) keys: Vec<Key>,
     /// Which key the master answered to, tried first next time.
-    pub key_memory: KeyMemory,
+    pub(crate) key_memory: KeyMemory,
     /// Where our control port listens; unspecified (0.0.0.0) means "ask
     /// the master to use the address our connections come from".
-    pub control_listen: SocketAddr,
-    pub data_port: u16,
-    pub heartbeat_interval: Duration,
-    pub connect_timeout: Duration,
-    pub io_timeout: Duration,
-    pub store: Arc<LogStore>,
-    pub spool: Arc<AlarmSpool>,
+    pub(crate) control_listen: SocketAddr,
+    pub(crate) data_port: u16,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
+    pub(crate) store: Arc<LogStore>,
+    pub(crate) spool: Arc<AlarmSpool>,
     /// Lost output already written in its log, not yet told to the
     /// master (`crate::agent::lost`); sent after a heartbeat, kept until
     /// the master answers.
-    pub lost: Arc<Mutex<Vec<LostOutput>>>,
+    pub(crate) lost: Arc<Mutex<Vec<LostOutput>>>,
 }
 
 /// Longest wait between alarm delivery attempts while the master is away.
 /// Under a second, so that a spooled alarm reaches the master within a
-/// second of it being reachable again (issue 11: with a backoff growing to
-/// 30 s an alarm arrived 7.6 s after the master came back). An attempt at
-/// a master that is down costs one refused connection, so two a second is
-/// cheap; a successful heartbeat also triggers an attempt at once.
+/// second of it being reachable again (a backoff growing to tens of
+/// seconds delays it by as much). An attempt at a master that is down
+/// costs one refused connection, so two a second is cheap; a successful
+/// heartbeat also triggers an attempt at once.
 const MAX_ALARM_BACKOFF: Duration = Duration::from_millis(500);
 /// First wait after a failed alarm delivery.
 const FIRST_ALARM_BACKOFF: Duration = Duration::from_millis(250);
@@ -164,110 +164,144 @@ impl Uplink {
     }
 
     /// Run until `stop`; `wake` is signalled when a new alarm is spooled.
-    pub fn run(&self, stop: &AtomicBool, wake: &Receiver<()>) {
-        let mut registered = false;
-        let mut master_reachable = true;
-        let mut next_beat = Instant::now();
-        let mut next_alarm_try = Instant::now();
-        let mut alarm_backoff = FIRST_ALARM_BACKOFF;
-        // Failed delivery attempts since the last success, and when the
-        // last warning about them was logged.
-        let mut alarm_failures = 0u64;
-        let mut alarm_warned: Option<Instant> = None;
-        // A master of an earlier version refuses `Lost` (tried after every
-        // heartbeat): say so at most every 30 s.
-        let mut lost_errors = Throttle::new(ERROR_SUMMARY_INTERVAL);
+    pub(crate) fn run(&self, stop: &AtomicBool, wake: &Receiver<()>) {
+        let mut state = LoopState::new();
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
-            if now >= next_beat {
-                match self.register(!registered) {
-                    Ok(()) => {
-                        if !registered || !master_reachable {
-                            log::info!(
-                                "{}: {} with master {}",
-                                self.name,
-                                if registered {
-                                    "heartbeat back"
-                                } else {
-                                    "registered"
-                                },
-                                self.master
-                            );
-                        }
-                        registered = true;
-                        master_reachable = true;
-                        // The master answers: deliver what waits now, not
-                        // at the end of a backoff.
-                        next_alarm_try = now;
-                        alarm_backoff = FIRST_ALARM_BACKOFF;
-                        if let Err(e) = self.report_lost() {
-                            let text = format!(
-                                "{}: cannot report lost output to {}: {e}; retrying after the next heartbeat",
-                                self.name, self.master
-                            );
-                            if let Some(line) = lost_errors.error(&text, Instant::now()) {
-                                log::warn!("{line}");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        if master_reachable && is_wrong_key(&e) {
-                            log::warn!(
-                                "{}: master {} refused our key: {e}; check key_file (logged again when it accepts)",
-                                self.name,
-                                self.master
-                            );
-                        } else if master_reachable {
-                            log::warn!("{}: master {} unreachable: {e}", self.name, self.master);
-                        }
-                        master_reachable = false;
-                    }
-                }
-                next_beat = now + self.heartbeat_interval;
+            if now >= state.next_beat {
+                self.beat(&mut state, now);
+                state.next_beat = now + self.heartbeat_interval;
             }
-            if !self.spool.is_empty() && now >= next_alarm_try {
-                match self.deliver_alarms() {
-                    Ok(n) => {
-                        if alarm_failures > 0 {
-                            log::info!(
-                                "{}: delivered {n} alarm(s) after {alarm_failures} failed attempt(s)",
-                                self.name
-                            );
-                        } else {
-                            log::info!("{}: delivered {n} alarm(s)", self.name);
-                        }
-                        alarm_backoff = FIRST_ALARM_BACKOFF;
-                        alarm_failures = 0;
-                        alarm_warned = None;
-                    }
-                    Err(e) => {
-                        alarm_failures += 1;
-                        if alarm_warned.is_none_or(|t| t.elapsed() >= ALARM_WARN_EVERY) {
-                            log::warn!(
-                                "{}: alarm delivery to {} failed ({e}); {} kept in the spool, retried every {MAX_ALARM_BACKOFF:?} or less ({alarm_failures} attempt(s) so far)",
-                                self.name,
-                                self.master_alarm,
-                                self.spool.len()
-                            );
-                            alarm_warned = Some(Instant::now());
-                        } else {
-                            log::debug!(
-                                "{}: alarm delivery attempt {alarm_failures} failed: {e}",
-                                self.name
-                            );
-                        }
-                        next_alarm_try = Instant::now() + alarm_backoff;
-                        alarm_backoff = (alarm_backoff * 2).min(MAX_ALARM_BACKOFF);
-                    }
-                }
+            if !self.spool.is_empty() && now >= state.next_alarm_try {
+                self.deliver(&mut state);
             }
             let now = Instant::now();
-            let mut until = next_beat;
+            let mut until = state.next_beat;
             if !self.spool.is_empty() {
-                until = until.min(next_alarm_try);
+                until = until.min(state.next_alarm_try);
             }
             let wait = until.saturating_duration_since(now).min(STOP_CHECK);
             let _ = wake.recv_timeout(wait);
+        }
+    }
+
+    /// Register (the first time) or beat; once the master answers, report
+    /// lost output and deliver waiting alarms now.
+    fn beat(&self, state: &mut LoopState, now: Instant) {
+        if let Err(e) = self.register(!state.registered) {
+            if state.master_reachable && is_wrong_key(&e) {
+                log::warn!(
+                    "{}: master {} refused our key: {e}; check key_file (logged again when it accepts)",
+                    self.name,
+                    self.master
+                );
+            } else if state.master_reachable {
+                log::warn!("{}: master {} unreachable: {e}", self.name, self.master);
+            }
+            state.master_reachable = false;
+            return;
+        }
+        if !state.registered || !state.master_reachable {
+            log::info!(
+                "{}: {} with master {}",
+                self.name,
+                if state.registered {
+                    "heartbeat back"
+                } else {
+                    "registered"
+                },
+                self.master
+            );
+        }
+        state.registered = true;
+        state.master_reachable = true;
+        // The master answers: deliver what waits now, not at the end of a
+        // backoff.
+        state.next_alarm_try = now;
+        state.alarm_backoff = FIRST_ALARM_BACKOFF;
+        if let Err(e) = self.report_lost() {
+            let text = format!(
+                "{}: cannot report lost output to {}: {e}; retrying after the next heartbeat",
+                self.name, self.master
+            );
+            if let Some(line) = state.lost_errors.error(&text, Instant::now()) {
+                log::warn!("{line}");
+            }
+        }
+    }
+
+    /// Deliver the spooled alarms; on failure back off (doubling, at most
+    /// MAX_ALARM_BACKOFF) and warn at most every ALARM_WARN_EVERY.
+    fn deliver(&self, state: &mut LoopState) {
+        match self.deliver_alarms() {
+            Ok(n) => {
+                if state.alarm_failures > 0 {
+                    log::info!(
+                        "{}: delivered {n} alarm(s) after {} failed attempt(s)",
+                        self.name,
+                        state.alarm_failures
+                    );
+                } else {
+                    log::info!("{}: delivered {n} alarm(s)", self.name);
+                }
+                state.alarm_backoff = FIRST_ALARM_BACKOFF;
+                state.alarm_failures = 0;
+                state.alarm_warned = None;
+            }
+            Err(e) => {
+                state.alarm_failures += 1;
+                let failures = state.alarm_failures;
+                if state
+                    .alarm_warned
+                    .is_none_or(|t| t.elapsed() >= ALARM_WARN_EVERY)
+                {
+                    log::warn!(
+                        "{}: alarm delivery to {} failed ({e}); {} kept in the spool, retried every {MAX_ALARM_BACKOFF:?} or less ({failures} attempt(s) so far)",
+                        self.name,
+                        self.master_alarm,
+                        self.spool.len()
+                    );
+                    state.alarm_warned = Some(Instant::now());
+                } else {
+                    log::debug!(
+                        "{}: alarm delivery attempt {failures} failed: {e}",
+                        self.name
+                    );
+                }
+                state.next_alarm_try = Instant::now() + state.alarm_backoff;
+                state.alarm_backoff = (state.alarm_backoff * 2).min(MAX_ALARM_BACKOFF);
+            }
+        }
+    }
+}
+
+/// What the uplink's loop remembers between turns.
+struct LoopState {
+    registered: bool,
+    master_reachable: bool,
+    next_beat: Instant,
+    next_alarm_try: Instant,
+    alarm_backoff: Duration,
+    /// Failed delivery attempts since the last success, and when the last
+    /// warning about them was logged.
+    alarm_failures: u64,
+    alarm_warned: Option<Instant>,
+    /// A master of an earlier version refuses `Lost` (tried after every
+    /// heartbeat): said at most every ERROR_SUMMARY_INTERVAL.
+    lost_errors: Throttle,
+}
+
+impl LoopState {
+    fn new() -> LoopState {
+        LoopState {
+            registered: false,
+            master_reachable: true,
+            next_beat: Instant::now(),
+            next_alarm_try: Instant::now(),
+            alarm_backoff: FIRST_ALARM_BACKOFF,
+            alarm_failures: 0,
+            alarm_warned: None,
+            lost_errors: Throttle::new(ERROR_SUMMARY_INTERVAL),
         }
     }
 }

@@ -15,15 +15,24 @@ const USAGE: &str = "usage: pihealth-agent [-c FILE]
 Run the pihealth agent (as `pihealth agent`) with the config FILE
 (default: config/agent.yaml).";
 
+/// Arguments that are not `[-c FILE]`.
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    #[error("-c needs a FILE")]
+    MissingFile,
+    #[error("unexpected argument {0:?}\n{USAGE}")]
+    Unexpected(OsString),
+}
+
 /// The config path from the arguments: `-c FILE`, `--config FILE` or
 /// `--config=FILE`; `None` after `--help` or `--version` (printed).
-fn config_path(args: impl IntoIterator<Item = OsString>) -> Result<Option<PathBuf>, String> {
+fn config_path(args: impl IntoIterator<Item = OsString>) -> Result<Option<PathBuf>, ArgsError> {
     let mut config = PathBuf::from("config/agent.yaml");
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("-c" | "--config") => {
-                config = args.next().ok_or("-c needs a FILE")?.into();
+                config = args.next().ok_or(ArgsError::MissingFile)?.into();
             }
             Some(a) if a.starts_with("--config=") => config = a["--config=".len()..].into(),
             Some("-h" | "--help") => {
@@ -34,7 +43,7 @@ fn config_path(args: impl IntoIterator<Item = OsString>) -> Result<Option<PathBu
                 println!("pihealth-agent {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            _ => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
+            _ => return Err(ArgsError::Unexpected(arg)),
         }
     }
     Ok(Some(config))

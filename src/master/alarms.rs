@@ -337,7 +337,10 @@ impl AlarmLog {
         crate::names::check_host_name(&alarm.host).map_err(|e| BadAlarm::Field(e.to_string()))?;
         crate::names::check_type_name(&alarm.log_type)
             .map_err(|e| BadAlarm::Field(e.to_string()))?;
-        alarm.level.parse::<Level>().map_err(BadAlarm::Field)?;
+        alarm
+            .level
+            .parse::<Level>()
+            .map_err(|e| BadAlarm::Field(e.to_string()))?;
         if alarm.id.is_empty()
             || alarm.id.len() > 64
             || !alarm.id.bytes().all(|b| b.is_ascii_alphanumeric())

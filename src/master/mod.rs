@@ -292,8 +292,8 @@ fn note_lost(
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The key files (the message names the file).
-    #[error("{0}")]
-    Keys(String),
+    #[error(transparent)]
+    Keys(#[from] crate::protocol::auth::KeyError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A port, the waiting room or an accept thread (the message names it).
@@ -324,8 +324,7 @@ pub fn run(
     if let Err(e) = net::raise_open_files_limit() {
         log::warn!("cannot raise the limit on open files: {e}");
     }
-    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)
-        .map_err(|e| StartError::Keys(e.to_string()))?;
+    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
     let statics = config.static_agents(config_path)?;
     // Listen first: a port in use (another master, or this one still
     // stopping) ends the start before any directory or file is made.

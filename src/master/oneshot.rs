@@ -130,8 +130,8 @@ fn say(line: std::fmt::Arguments) {
 #[derive(Debug, thiserror::Error)]
 pub enum PullOnceError {
     /// The key files (the message names the file).
-    #[error("{0}")]
-    Keys(String),
+    #[error(transparent)]
+    Keys(#[from] crate::protocol::auth::KeyError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("log_dir: {0}")]
@@ -161,8 +161,7 @@ pub fn pull_once(
     config_path: &Path,
     hosts: &[String],
 ) -> Result<bool, PullOnceError> {
-    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)
-        .map_err(|e| PullOnceError::Keys(e.to_string()))?;
+    let keys = Key::load_ring(&config.key_file, &config.previous_key_files)?;
     let statics = config.static_agents(config_path)?;
     // Gaps found by this pull go to `log/.master/events.log`: an older
     // version's files in `log/` move there first, as the daemon does.

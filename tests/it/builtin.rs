@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pihealth::agent::builtin::{Builtin, Check, Context, Limits, Roots};
+use pihealth::agent::builtin::{Check, Context, Limits, Roots};
+use pihealth::config::Builtin;
 
 use crate::util::*;
 
@@ -420,7 +421,10 @@ fn fixture_bad_threshold_fails_both() {
     let e = f.env(state.path(), &[("PIHEALTH_CPU_NOTE", "-3")]);
     let out = script_command("cpu", &e).output().expect("cpu.sh");
     assert!(!out.status.success());
-    let err = Check::new(Builtin::Cpu).run(&f.context(&e)).unwrap_err();
+    let err = Check::new(Builtin::Cpu)
+        .run(&f.context(&e))
+        .unwrap_err()
+        .to_string();
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&err),
         "script said {:?}, built-in {err:?}",

@@ -11,7 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pihealth::agent::builtin::{Builtin, Check, Context, Limits, Roots};
+use pihealth::agent::builtin::{Check, Context, Limits, Roots};
+use pihealth::config::Builtin;
 
 use crate::util::*;
 

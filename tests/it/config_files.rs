@@ -4,8 +4,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use pihealth::agent::trigger::{Hold, Trigger};
 use pihealth::config::{AgentConfig, MasterConfig};
+use pihealth::config::{Hold, Trigger};
 use pihealth::level::Level;
 
 fn shipped(name: &str) -> std::path::PathBuf {
@@ -319,7 +319,7 @@ fn commented_examples_are_valid() {
     let specs = c.collector_specs(&path).expect("valid collectors");
     assert_eq!(specs.len(), 6 + 5);
     for spec in &specs[6..] {
-        assert_eq!(spec.mode, pihealth::agent::collector::Mode::Nagios);
+        assert_eq!(spec.mode, pihealth::config::Mode::Nagios);
         assert!(spec.argv[0].starts_with("/usr/lib/nagios/plugins/check_"));
     }
     assert_eq!(

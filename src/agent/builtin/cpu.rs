@@ -5,16 +5,17 @@
 //! counters since boot), so a run never sleeps and usage covers the whole
 //! interval instead of a half-second glimpse.
 
+use super::error::CheckError;
 use super::{first_line, fixed2, hottest_temp, level, read, value_of, Context};
 
 #[derive(Debug, Default)]
-pub struct Cpu {
+pub(crate) struct Cpu {
     /// (total, idle) jiffies of the previous run.
     previous: Option<(u64, u64)>,
 }
 
 impl Cpu {
-    pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
         let cpu_note = ctx.limits.get("PIHEALTH_CPU_NOTE")?;
         let cpu_warn = ctx.limits.get("PIHEALTH_CPU_WARNING")?;
         let cpu_crit = ctx.limits.get("PIHEALTH_CPU_CRITICAL")?;
@@ -26,7 +27,7 @@ impl Cpu {
         let loadavg = read(&loadavg_path)?;
         let loads: Vec<&str> = first_line(&loadavg).split_whitespace().take(3).collect();
         if loads.len() < 3 {
-            return Err(format!("cannot parse {}", loadavg_path.display()));
+            return Err(CheckError::Parse(loadavg_path.clone()));
         }
 
         let (total, idle) = sample(ctx)?;
@@ -62,10 +63,10 @@ fn usage_pct(total: u64, idle: u64, total0: u64, idle0: u64) -> f64 {
 /// First line of /proc/stat: `cpu user nice system idle iowait irq softirq
 /// steal guest guest_nice`; guest time is already in user, so only the
 /// first eight are summed. Returns (total, idle + iowait).
-fn sample(ctx: &Context) -> Result<(u64, u64), String> {
+fn sample(ctx: &Context) -> Result<(u64, u64), CheckError> {
     let path = ctx.proc_path("stat");
     let text = read(&path)?;
-    let bad = || format!("cannot parse {}", path.display());
+    let bad = || CheckError::Parse(path.clone());
     let fields: Vec<u64> = first_line(&text)
         .split_whitespace()
         .skip(1)
@@ -114,12 +115,14 @@ mod tests {
         assert!(Cpu::default()
             .run(&t.context())
             .unwrap_err()
+            .to_string()
             .contains("loadavg"));
         t.write("proc/loadavg", "1.00 2.00 3.00 1/1 1\n");
         t.write("proc/stat", "cpu  1 2 x\n");
         assert!(Cpu::default()
             .run(&t.context())
             .unwrap_err()
+            .to_string()
             .contains("stat"));
         assert_eq!(usage_pct(10, 5, 20, 5), 0.0);
     }

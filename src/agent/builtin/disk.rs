@@ -10,29 +10,30 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::error::CheckError;
 use super::{fixed2, level, read, value_of, Context};
 use crate::level::Level;
 
 /// Sizes of one filesystem in KiB, as df prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsUsage {
-    pub total_kib: u64,
+pub(crate) struct FsUsage {
+    pub(crate) total_kib: u64,
     /// Total less the blocks free for root.
-    pub used_kib: u64,
+    pub(crate) used_kib: u64,
     /// Free for ordinary users.
-    pub avail_kib: u64,
+    pub(crate) avail_kib: u64,
 }
 
 /// `stat` and `statvfs` of a mount point: the real calls in the agent, a
 /// table in tests (the fixture's mount points do not exist).
-pub trait FsProbe: Send + Sync {
+pub(crate) trait FsProbe: Send + Sync {
     /// `st_dev` of the path.
     fn device(&self, path: &Path) -> Option<u64>;
     fn usage(&self, path: &Path) -> Option<FsUsage>;
 }
 
 /// The real `stat(2)` and `statvfs(3)`.
-pub struct LiveFs;
+pub(crate) struct LiveFs;
 
 impl FsProbe for LiveFs {
     fn device(&self, path: &Path) -> Option<u64> {
@@ -242,7 +243,7 @@ fn df_mounts(mounts: Vec<Mount>, fs: &dyn FsProbe) -> Vec<Mount> {
 /// table stays the same.
 ///
 /// Reading and parsing `/proc/self/mountinfo` and `stat`ing the mount
-/// points is most of the disk check's cost (~0.2 ms cold on a VM). The
+/// points is most of the disk check's cost. The
 /// kernel says when the table changed: poll(2) on an open mountinfo file
 /// reports POLLPRI (and POLLERR) after any mount or unmount since the
 /// file was opened or last polled. So the file stays open and the list is
@@ -255,7 +256,7 @@ pub(super) struct MountTable {
 }
 
 impl MountTable {
-    fn mounts(&self, ctx: &Context) -> Result<Vec<Mount>, String> {
+    fn mounts(&self, ctx: &Context) -> Result<Vec<Mount>, CheckError> {
         let path = ctx.proc_path("self/mountinfo");
         if ctx.roots.proc != Path::new("/proc") {
             return Ok(df_mounts(parse_mountinfo(&read(&path)?), ctx.fs.as_ref()));
@@ -267,11 +268,10 @@ impl MountTable {
             }
         }
         *cached = None;
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut file = std::fs::File::open(&path).map_err(|e| CheckError::read(&path, e))?;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut file, &mut text)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| CheckError::read(&path, e))?;
         let mounts = df_mounts(parse_mountinfo(&text), ctx.fs.as_ref());
         *cached = Some((file, mounts.clone()));
         Ok(mounts)
@@ -310,18 +310,18 @@ fn pct(used: u64, free: u64) -> f64 {
 /// The total line's fields, for sysinfo.
 #[derive(Debug, Clone)]
 pub(super) struct DiskTotal {
-    pub total_mib: u64,
-    pub total_pct: String,
-    pub total_level: Level,
+    pub(crate) total_mib: u64,
+    pub(crate) total_pct: String,
+    pub(crate) total_level: Level,
 }
 
 /// The lines, and the total line's fields.
 pub(super) struct Disks {
-    pub lines: Vec<String>,
-    pub total: DiskTotal,
+    pub(crate) lines: Vec<String>,
+    pub(crate) total: DiskTotal,
 }
 
-pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
+pub(super) fn disks(ctx: &Context) -> Result<Disks, CheckError> {
     let note = ctx.limits.get("PIHEALTH_DISK_NOTE")?;
     let warn = ctx.limits.get("PIHEALTH_DISK_WARNING")?;
     let crit = ctx.limits.get("PIHEALTH_DISK_CRITICAL")?;
@@ -370,7 +370,7 @@ pub(super) fn disks(ctx: &Context) -> Result<Disks, String> {
     })
 }
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
+pub(crate) fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let d = disks(ctx)?;
     ctx.remember_disk(d.total);
     Ok(d.lines)
@@ -415,7 +415,7 @@ pub(crate) mod tests {
     use std::collections::HashMap;
 
     /// Mount point → (st_dev, usage).
-    pub struct FakeFs(pub HashMap<String, (u64, Option<FsUsage>)>);
+    pub(crate) struct FakeFs(pub(crate) HashMap<String, (u64, Option<FsUsage>)>);
 
     impl FsProbe for FakeFs {
         fn device(&self, path: &Path) -> Option<u64> {
@@ -496,6 +496,7 @@ pub(crate) mod tests {
         assert_eq!(run(&ctx).unwrap(), vec!["total 0 0 0.00 normal"]);
         assert!(run(&Tree::new().context())
             .unwrap_err()
+            .to_string()
             .contains("mountinfo"));
     }
 

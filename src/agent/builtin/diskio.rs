@@ -9,9 +9,10 @@
 
 use std::collections::HashSet;
 
+use super::error::CheckError;
 use super::{read, Context};
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
+pub(crate) fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let path = ctx.proc_path("diskstats");
     let text = read(&path)?;
     let whole: HashSet<String> = std::fs::read_dir(ctx.roots.sys.join("block"))
@@ -34,7 +35,7 @@ pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
         }
         let n = |i: usize| {
             f[i].parse::<u64>()
-                .map_err(|_| format!("cannot parse {}: {line:?}", path.display()))
+                .map_err(|_| CheckError::parse_line(&path, line))
         };
         lines.push(format!(
             "{name} {} {} {} {} {} normal",
@@ -60,7 +61,7 @@ mod tests {
     fn whole_devices_only() {
         let t = Tree::new();
         let ctx = t.context();
-        assert!(run(&ctx).unwrap_err().contains("diskstats"));
+        assert!(run(&ctx).unwrap_err().to_string().contains("diskstats"));
         t.write(
             "proc/diskstats",
             "   7       0 loop0 5 0 10 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n 179       0 mmcblk0 100 5 2000 50 40 3 800 60 0 90 110 0 0 0 0 0 0\n 179       1 mmcblk0p1 10 0 20 5 0 0 0 0 0 5 5 0 0 0 0 0 0\n",
@@ -76,6 +77,6 @@ mod tests {
             "proc/diskstats",
             " 179 0 mmcblk0 x 5 2000 50 40 3 800 60 0 90 110\n",
         );
-        assert!(run(&ctx).unwrap_err().contains("cannot parse"));
+        assert!(run(&ctx).unwrap_err().to_string().contains("cannot parse"));
     }
 }

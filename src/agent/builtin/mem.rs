@@ -4,16 +4,17 @@
 //! instead of the script's state file: the agent is the one long-lived
 //! process that runs the check, so nothing is written per run.
 
+use super::error::CheckError;
 use super::{fixed2, level, mem_usage, value_of, Context};
 
 #[derive(Debug, Default)]
-pub struct Mem {
+pub(crate) struct Mem {
     /// The previous run's average as printed (two decimals).
     average: Option<String>,
 }
 
 impl Mem {
-    pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
         let note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
         let warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
         let crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;

@@ -10,16 +10,17 @@
 
 use std::collections::HashMap;
 
+use super::error::CheckError;
 use super::{read, Context};
 
 #[derive(Debug, Default)]
-pub struct Net {
+pub(crate) struct Net {
     /// Errors and drops per interface at the previous run.
     faults: HashMap<String, u64>,
 }
 
 impl Net {
-    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, String> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
         let path = ctx.proc_path("net/dev");
         let text = read(&path)?;
         let mut lines = Vec::new();
@@ -37,9 +38,9 @@ impl Net {
                 .split_whitespace()
                 .map(|w| w.parse::<u64>())
                 .collect::<Result<_, _>>()
-                .map_err(|_| format!("cannot parse {}: {line:?}", path.display()))?;
+                .map_err(|_| CheckError::parse_line(&path, line))?;
             if c.len() < 16 {
-                return Err(format!("cannot parse {}: {line:?}", path.display()));
+                return Err(CheckError::parse_line(&path, line));
             }
             let (rx_bytes, rx_packets, rx_errs, rx_drop) = (c[0], c[1], c[2], c[3]);
             let (tx_bytes, tx_packets, tx_errs, tx_drop) = (c[8], c[9], c[10], c[11]);
@@ -72,7 +73,7 @@ mod tests {
         let t = Tree::new();
         let ctx = t.context();
         let mut net = Net::default();
-        assert!(net.run(&ctx).unwrap_err().contains("net/dev"));
+        assert!(net.run(&ctx).unwrap_err().to_string().contains("net/dev"));
         t.write(
             "proc/net/dev",
             &format!("{HEAD}    lo: 10 1 0 0 0 0 0 0 10 1 0 0 0 0 0 0\n  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\nwlan0: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0\n"),
@@ -98,6 +99,10 @@ mod tests {
         );
         assert_eq!(net.run(&ctx).unwrap(), ["none normal"]);
         t.write("proc/net/dev", &format!("{HEAD}  eth0: 1 x\n"));
-        assert!(net.run(&ctx).unwrap_err().contains("cannot parse"));
+        assert!(net
+            .run(&ctx)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot parse"));
     }
 }

@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+use super::error::CheckError;
 use super::{awk_number, read, Context};
 
 /// The kernel's USER_HZ, the unit of /proc/PID/stat times: 100 on every
@@ -37,7 +38,7 @@ use super::{awk_number, read, Context};
 const USER_HZ: u64 = 100;
 
 #[derive(Debug, Default)]
-pub struct Proc {
+pub(crate) struct Proc {
     /// (pid, name) of the processes over the threshold at the previous run.
     previous: Option<HashSet<(u32, String)>>,
     /// What the last read of each process allows skipping.
@@ -59,20 +60,20 @@ struct Known {
 /// One process as ps would print it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Sample {
-    pub pid: u32,
-    pub name: String,
+    pub(crate) pid: u32,
+    pub(crate) name: String,
     /// %CPU × 10, truncated (ps's `pcpu`).
-    pub cpu_permille: u64,
+    pub(crate) cpu_permille: u64,
     /// %MEM × 10, truncated, at most 999.
-    pub mem_permille: u64,
+    pub(crate) mem_permille: u64,
     /// CPU time, in USER_HZ ticks.
-    pub ticks: u64,
+    pub(crate) ticks: u64,
     /// Start time after boot, in USER_HZ ticks.
-    pub start: u64,
+    pub(crate) start: u64,
 }
 
 impl Sample {
-    pub fn cpu_text(&self) -> String {
+    pub(crate) fn cpu_text(&self) -> String {
         let p = self.cpu_permille;
         if p > 999 {
             format!("{}", p / 10)
@@ -81,13 +82,13 @@ impl Sample {
         }
     }
 
-    pub fn mem_text(&self) -> String {
+    pub(crate) fn mem_text(&self) -> String {
         format!("{}.{}", self.mem_permille / 10, self.mem_permille % 10)
     }
 }
 
 impl Proc {
-    pub fn run(&mut self, ctx: &Context) -> Result<Vec<String>, String> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<Vec<String>, CheckError> {
         let threshold = ctx.limits.get("PIHEALTH_PROC_THRESHOLD")?;
         let mut busy: Vec<Sample> = self
             .look(ctx, threshold)?
@@ -131,13 +132,13 @@ impl Proc {
     /// Every process (not thread) that could be over `threshold`, with ps's
     /// %CPU and %MEM (see the module docs for what is skipped). A process
     /// that ends while we read is left out.
-    fn look(&mut self, ctx: &Context, threshold: f64) -> Result<Vec<Sample>, String> {
+    fn look(&mut self, ctx: &Context, threshold: f64) -> Result<Vec<Sample>, CheckError> {
         let uptime_path = ctx.proc_path("uptime");
         let uptime: f64 = read(&uptime_path)?
             .split_whitespace()
             .next()
             .and_then(|w| w.parse().ok())
-            .ok_or_else(|| format!("cannot parse {}", uptime_path.display()))?;
+            .ok_or_else(|| CheckError::Parse(uptime_path.clone()))?;
         let mem = meminfo(ctx)?;
         let page_kib = page_size() / 1024;
         let cpus = *self.cpus.get_or_insert_with(|| possible_cpus(ctx));
@@ -222,7 +223,7 @@ struct MemInfo {
     mapped_bound_kib: Option<u64>,
 }
 
-fn meminfo(ctx: &Context) -> Result<MemInfo, String> {
+fn meminfo(ctx: &Context) -> Result<MemInfo, CheckError> {
     let path = ctx.proc_path("meminfo");
     let text = read(&path)?;
     let field = |key: &str| {
@@ -232,7 +233,7 @@ fn meminfo(ctx: &Context) -> Result<MemInfo, String> {
     };
     let total_kib = field("MemTotal")
         .filter(|&t| t > 0)
-        .ok_or_else(|| format!("cannot parse {}", path.display()))?;
+        .ok_or_else(|| CheckError::Parse(path.clone()))?;
     let mapped_bound_kib = match (field("AnonPages"), field("Mapped"), field("Shmem")) {
         // Slack: per-CPU RSS counters may lag by 64 pages a thread; 2% of
         // memory covers that many times over.

@@ -4,11 +4,12 @@
 
 use std::fs;
 
+use super::error::CheckError;
 use super::{disk, first_line, hottest_temp, level, mem_usage, read, value_of, Context};
 use crate::level::Level;
 
 /// bash's `read -r x`: the first line without surrounding blanks.
-fn read_word(ctx: &Context, rel: &str) -> Result<String, String> {
+fn read_word(ctx: &Context, rel: &str) -> Result<String, CheckError> {
     let path = ctx.proc_path(rel);
     Ok(first_line(&read(&path)?)
         .trim_matches([' ', '\t'])
@@ -64,7 +65,7 @@ fn uname(ctx: &Context) -> String {
     read_word(ctx, "sys/kernel/ostype").unwrap_or_else(|_| "Linux".to_string())
 }
 
-pub fn run(ctx: &Context) -> Result<String, String> {
+pub(crate) fn run(ctx: &Context) -> Result<String, CheckError> {
     let mem_note = ctx.limits.get("PIHEALTH_MEM_NOTE")?;
     let mem_warn = ctx.limits.get("PIHEALTH_MEM_WARNING")?;
     let mem_crit = ctx.limits.get("PIHEALTH_MEM_CRITICAL")?;
@@ -84,7 +85,7 @@ pub fn run(ctx: &Context) -> Result<String, String> {
         Some(total) => total,
         None => {
             disk::disks(ctx)
-                .map_err(|e| format!("disk.sh failed: {e}"))?
+                .map_err(|e| CheckError::Disk(Box::new(e)))?
                 .total
         }
     };
@@ -117,17 +118,24 @@ mod tests {
     use super::super::tests::Tree;
     use super::*;
 
-    #[test]
-    fn takes_disk_and_mem_from_the_same_round() {
+    /// A host named `hostname` with 1 GiB of memory, `available_kib` of it
+    /// available, and a load of 0.10.
+    fn host(hostname: &str, osrelease: &str, uptime: &str, available_kib: u64) -> Tree {
         let t = Tree::new();
-        t.write("proc/sys/kernel/hostname", "pi\n");
-        t.write("proc/sys/kernel/osrelease", "6.1\n");
-        t.write("proc/uptime", "10.5 1\n");
+        t.write("proc/sys/kernel/hostname", &format!("{hostname}\n"));
+        t.write("proc/sys/kernel/osrelease", &format!("{osrelease}\n"));
+        t.write("proc/uptime", &format!("{uptime}\n"));
         t.write("proc/loadavg", "0.10 0.20 0.30 1/1 1\n");
         t.write(
             "proc/meminfo",
-            "MemTotal: 1048576 kB\nMemAvailable: 524288 kB\n",
+            &format!("MemTotal: 1048576 kB\nMemAvailable: {available_kib} kB\n"),
         );
+        t
+    }
+
+    #[test]
+    fn takes_disk_and_mem_from_the_same_round() {
+        let t = host("pi", "6.1", "10.5 1", 524288);
         t.write(
             "proc/self/mountinfo",
             "27 1 254:0 / / rw - ext4 /dev/vda rw\n",
@@ -137,7 +145,7 @@ mod tests {
             "/".to_string(),
             (
                 1,
-                Some(crate::agent::builtin::FsUsage {
+                Some(super::disk::FsUsage {
                     total_kib: 2048,
                     used_kib: 1024,
                     avail_kib: 1024,
@@ -159,15 +167,7 @@ mod tests {
 
     #[test]
     fn summarises_the_host() {
-        let t = Tree::new();
-        t.write("proc/sys/kernel/hostname", "pi 1\n");
-        t.write("proc/sys/kernel/osrelease", "6.1.0-rpi7\n");
-        t.write("proc/uptime", "12345.67 999.00\n");
-        t.write("proc/loadavg", "0.10 0.20 0.30 1/1 1\n");
-        t.write(
-            "proc/meminfo",
-            "MemTotal: 1048576 kB\nMemAvailable: 104858 kB\n",
-        );
+        let t = host("pi 1", "6.1.0-rpi7", "12345.67 999.00", 104858);
         t.write("proc/self/mountinfo", "");
         t.write(
             "etc/os-release",

@@ -10,11 +10,12 @@
 //! boot, else normal. Elsewhere (not a Pi, or a kernel without the file):
 //! `none normal`, never an error.
 
+use super::error::CheckError;
 use super::Context;
 
 const PATHS: [&str; 1] = ["devices/platform/soc/soc:firmware/get_throttled"];
 
-pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
+pub(crate) fn run(ctx: &Context) -> Result<Vec<String>, CheckError> {
     let found = PATHS
         .iter()
         .find_map(|p| std::fs::read_to_string(ctx.roots.sys.join(p)).ok());
@@ -23,8 +24,8 @@ pub fn run(ctx: &Context) -> Result<Vec<String>, String> {
     };
     let word = text.trim();
     let hex = word.strip_prefix("0x").unwrap_or(word);
-    let flags = u32::from_str_radix(hex, 16)
-        .map_err(|_| format!("cannot parse get_throttled: {word:?}"))?;
+    let flags =
+        u32::from_str_radix(hex, 16).map_err(|_| CheckError::Throttled(word.to_string()))?;
     let bit = |n: u32| (flags >> n) & 1;
     let level = if bit(0) == 1 || bit(2) == 1 {
         "warning"
@@ -63,6 +64,6 @@ mod tests {
         t.write(&format!("sys/{}", PATHS[0]), "0\n");
         assert_eq!(run(&ctx).unwrap(), ["0 0 0 0 0 0 0 0 normal"]);
         t.write(&format!("sys/{}", PATHS[0]), "zz\n");
-        assert!(run(&ctx).unwrap_err().contains("get_throttled"));
+        assert!(run(&ctx).unwrap_err().to_string().contains("get_throttled"));
     }
 }

@@ -17,6 +17,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
+use super::error::CheckError;
 use super::proc::user_name;
 use super::Context;
 
@@ -27,9 +28,9 @@ const USER_PROCESS: i16 = 7;
 /// One `who` line's worth of a utmp record.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Session {
-    pub user: String,
-    pub line: String,
-    pub host: String,
+    pub(crate) user: String,
+    pub(crate) line: String,
+    pub(crate) host: String,
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -110,18 +111,18 @@ const OWNER_RECHECK: Duration = Duration::from_secs(300);
 
 /// The users check with the owners it has seen.
 #[derive(Debug, Default)]
-pub struct Users {
+pub(crate) struct Users {
     /// pid → (inode of /proc/PID, owner, when stat'ed).
     owners: HashMap<u32, (u64, u32, Instant)>,
 }
 
 impl Users {
-    pub fn run(&mut self, ctx: &Context) -> Result<String, String> {
+    pub(crate) fn run(&mut self, ctx: &Context) -> Result<String, CheckError> {
         run_with(ctx, |ctx, passwd| self.most_active(ctx, passwd))
     }
 
     /// Up to three users owning the most processes (ties by name).
-    fn most_active(&mut self, ctx: &Context, passwd: &str) -> Result<Vec<String>, String> {
+    fn most_active(&mut self, ctx: &Context, passwd: &str) -> Result<Vec<String>, CheckError> {
         let now = Instant::now();
         let mut per_uid: HashMap<u32, usize> = HashMap::new();
         let mut owners = HashMap::with_capacity(self.owners.len() + 16);
@@ -236,8 +237,8 @@ fn awk_is_zero(field: &str) -> bool {
 /// One run, with `most_active` counting the owners.
 fn run_with(
     ctx: &Context,
-    most_active: impl FnOnce(&Context, &str) -> Result<Vec<String>, String>,
-) -> Result<String, String> {
+    most_active: impl FnOnce(&Context, &str) -> Result<Vec<String>, CheckError>,
+) -> Result<String, CheckError> {
     let sessions = sessions(ctx);
     let mut users: Vec<&str> = Vec::new();
     for s in &sessions {
@@ -248,13 +249,7 @@ fn run_with(
     let logged: Vec<String> = sessions.iter().map(logged_in).collect();
     let passwd_path = ctx.roots.etc.join("passwd");
     let group_path = ctx.roots.etc.join("group");
-    let cannot = || {
-        format!(
-            "cannot read {} or {}",
-            passwd_path.display(),
-            group_path.display()
-        )
-    };
+    let cannot = || CheckError::ReadEither(passwd_path.clone(), group_path.clone());
     // most_active names owners like ps, which needs passwd too.
     let passwd = fs::read_to_string(&passwd_path).map_err(|_| cannot())?;
     let group = fs::read_to_string(&group_path).map_err(|_| cannot())?;
@@ -276,7 +271,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A utmp record as glibc writes it.
-    pub fn utmp_record(kind: i16, pid: i32, line: &str, user: &str, host: &str) -> Vec<u8> {
+    pub(crate) fn utmp_record(kind: i16, pid: i32, line: &str, user: &str, host: &str) -> Vec<u8> {
         let mut r = vec![0u8; UTMP_SIZE];
         r[0..2].copy_from_slice(&kind.to_ne_bytes());
         r[4..8].copy_from_slice(&pid.to_ne_bytes());
@@ -385,6 +380,7 @@ pub(crate) mod tests {
         assert!(Users::default()
             .run(&t.context())
             .unwrap_err()
+            .to_string()
             .contains("group"));
     }
 

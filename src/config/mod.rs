@@ -12,55 +12,10 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::agent::builtin::Builtin;
-use crate::agent::trigger::{Hold, Trigger};
+mod collector;
 
-/// How a collector's output becomes a level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Our scripts: every line ends in one or more level words.
-    Lines,
-    /// Nagios / Monitoring Plugins: the exit code is the level, the first
-    /// line of stdout is the text.
-    Nagios,
-}
-
-/// One configured collector, as the scheduler needs it.
-#[derive(Debug, Clone)]
-pub struct CollectorSpec {
-    /// The log type, e.g. `cpu`; already validated as `[A-Za-z0-9_-]+`, so it
-    /// is safe as a file name.
-    pub name: String,
-    /// Program and arguments, already split (see [`split_command`]); never
-    /// run through a shell. Empty for a built-in.
-    pub argv: Vec<String>,
-    /// A check built into the agent, run instead of a program (`argv` is
-    /// then empty); see `agent::builtin`.
-    pub builtin: Option<crate::agent::builtin::Builtin>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub mode: Mode,
-    /// When its levels raise alarms (`for:` / `recover_for:`).
-    pub trigger: crate::agent::trigger::Trigger,
-}
-
-/// Split a command string like
-/// `/usr/lib/nagios/plugins/check_load -w 5,4,3 -c "10,8,6"` into argv with
-/// shell-like quoting, but never through a shell: no globbing, no variables,
-/// no redirection. As in sh, a word starting with `#` begins a comment.
-pub fn split_command(command: &str) -> Result<Vec<String>, String> {
-    if command.contains('\0') {
-        return Err("command contains a NUL byte".to_string());
-    }
-    match shlex::split(command) {
-        None => Err(format!(
-            "unbalanced quotes or trailing backslash in command `{command}`"
-        )),
-        Some(argv) if argv.is_empty() => Err("empty command".to_string()),
-        Some(argv) => Ok(argv),
-    }
-}
+pub(crate) use collector::split_command;
+pub use collector::{Builtin, CollectorSpec, Hold, HoldError, Mode, Trigger};
 
 /// A configuration problem: which file, which key, what was expected.
 #[derive(Debug)]
@@ -265,7 +220,7 @@ fn option_ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::E
 
 /// Most static agents a master config may list (ranges expanded): far
 /// beyond any fleet one master serves, far below what would exhaust memory.
-pub const MAX_STATIC_AGENTS: usize = 100_000;
+pub(crate) const MAX_STATIC_AGENTS: usize = 100_000;
 
 /// An agent the master knows from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -695,7 +650,7 @@ fn unknown_name(rest: &str, what: &str) -> String {
 
 /// The valid name closest to `given`, if it is close enough to be a typo:
 /// at most a third of its letters (and at least one or two) wrong.
-pub fn nearest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn nearest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
     let limit = (given.chars().count() / 3).max(2);
     valid
         .iter()
@@ -795,17 +750,32 @@ fn lookup(with_port: &str) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
         .map_err(|_| std::io::Error::other("name lookup is off under the fuzzer"))
 }
 
+/// Why an address in the config does not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("expected host:port, cannot resolve `{text}`: {source}")]
+    Unresolved {
+        text: String,
+        source: std::io::Error,
+    },
+    #[error("expected host:port, `{0}` resolves to nothing")]
+    Nothing(String),
+}
+
 /// Resolve `host[:port]` to a socket address, using `default_port` when absent.
-pub fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_address(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
     let with_port = if text.parse::<SocketAddr>().is_ok() || text.rsplit_once(':').is_some() {
         text.to_string()
     } else {
         format!("{text}:{default_port}")
     };
     lookup(&with_port)
-        .map_err(|e| format!("expected host:port, cannot resolve `{text}`: {e}"))?
+        .map_err(|source| AddressError::Unresolved {
+            text: text.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("expected host:port, `{text}` resolves to nothing"))
+        .ok_or_else(|| AddressError::Nothing(text.to_string()))
 }
 
 impl MasterConfig {
@@ -966,7 +936,7 @@ impl MasterConfig {
                 AgentEntry::Address(text) => out.push(StaticAgent {
                     name: None,
                     control: resolve_address(text, self.agent_control_port)
-                        .map_err(|m| invalid(path, &key, m))?,
+                        .map_err(|m| invalid(path, &key, m.to_string()))?,
                 }),
                 AgentEntry::Named { name, address } => {
                     crate::names::check_host_name(name)
@@ -974,7 +944,7 @@ impl MasterConfig {
                     out.push(StaticAgent {
                         name: Some(name.clone()),
                         control: resolve_address(address, self.agent_control_port)
-                            .map_err(|m| invalid(path, &format!("{key}.address"), m))?,
+                            .map_err(|m| invalid(path, &format!("{key}.address"), m.to_string()))?,
                     });
                 }
                 AgentEntry::Range { from, to, port } => {
@@ -1036,9 +1006,9 @@ impl AgentConfig {
             crate::names::check_host_name(name).map_err(|m| invalid(path, "name", m))?;
         }
         self.master_address()
-            .map_err(|m| invalid(path, "master", m))?;
+            .map_err(|m| invalid(path, "master", m.to_string()))?;
         self.master_alarm_address()
-            .map_err(|m| invalid(path, "master_alarm", m))?;
+            .map_err(|m| invalid(path, "master_alarm", m.to_string()))?;
         if self.workers < 2 || self.workers > 256 {
             return Err(invalid(
                 path,
@@ -1074,11 +1044,11 @@ impl AgentConfig {
         self.collector_specs(path).map(|_| ())
     }
 
-    pub fn master_address(&self) -> Result<SocketAddr, String> {
+    pub fn master_address(&self) -> Result<SocketAddr, AddressError> {
         resolve_address(&self.master, 8080)
     }
 
-    pub fn master_alarm_address(&self) -> Result<SocketAddr, String> {
+    pub fn master_alarm_address(&self) -> Result<SocketAddr, AddressError> {
         match &self.master_alarm {
             Some(text) => resolve_address(text, 8081),
             None => self.master_address().map(|a| SocketAddr::new(a.ip(), 8081)),
@@ -1114,7 +1084,7 @@ impl AgentConfig {
             let argv = match (&c.command, c.builtin) {
                 (Some(command), None) => {
                     let mut argv =
-                        split_command(command).map_err(|m| invalid(path, &key("command"), m))?;
+                        split_command(command).map_err(|m| invalid(path, &key("command"), m.to_string()))?;
                     if let (Some(dir), Some(program)) = (&self.config_dir, argv.first_mut()) {
                         resolve_program(dir, program);
                     }
