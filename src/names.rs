@@ -16,6 +16,9 @@
 pub(crate) const MAX_HOST_NAME: usize = 64;
 /// Longest log type name accepted.
 pub(crate) const MAX_TYPE_NAME: usize = 32;
+/// The log type of the master's host down/up alarms: reserved, no collector
+/// may take it (`config::AgentConfig::collector_specs`).
+pub(crate) const HOST_TYPE: &str = "host";
 
 /// Why a name may not become a file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,9 +13,11 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 mod collector;
+mod http_url;
 
 pub(crate) use collector::split_command;
 pub use collector::{Builtin, CollectorSpec, Hold, HoldError, Mode, Trigger};
+pub use http_url::HttpUrl;
 
 /// A configuration problem: which file, which key, what was expected.
 #[derive(Debug)]
@@ -884,15 +886,11 @@ impl MasterConfig {
     }
 
     /// The `alertmanagers` URLs, checked.
-    pub fn alertmanager_targets(
-        &self,
-        path: &Path,
-    ) -> Result<Vec<crate::master::alertmanager::Target>, ConfigError> {
-        let mut out: Vec<crate::master::alertmanager::Target> = Vec::new();
+    pub fn alertmanager_targets(&self, path: &Path) -> Result<Vec<HttpUrl>, ConfigError> {
+        let mut out: Vec<HttpUrl> = Vec::new();
         for (i, url) in self.alertmanagers.iter().enumerate() {
             let key = format!("alertmanagers[{i}]");
-            let t = crate::master::alertmanager::Target::parse(url)
-                .map_err(|m| invalid(path, &key, m.to_string()))?;
+            let t = HttpUrl::parse(url).map_err(|m| invalid(path, &key, m.to_string()))?;
             if out.iter().any(|o| o.url == t.url) {
                 return Err(invalid(path, &key, format!("`{url}` is listed twice")));
             }
@@ -1067,7 +1065,7 @@ impl AgentConfig {
         for (i, c) in self.collectors.iter().enumerate() {
             let key = |field: &str| format!("collectors[{i}].{field}");
             crate::names::check_type_name(&c.name).map_err(|m| invalid(path, &key("name"), m))?;
-            if c.name == crate::master::host_alarms::HOST_TYPE {
+            if c.name == crate::names::HOST_TYPE {
                 return Err(invalid(
                     path,
                     &key("name"),

@@ -365,12 +365,8 @@ impl AlarmLog {
         level: Level,
         message: String,
     ) -> io::Result<Alarm> {
-        let id: String = crate::random::random_bytes::<16>()?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(Alarm {
-            id,
+            id: crate::alarm_id::new_alarm_id()?,
             host: host.to_string(),
             log_type: log_type.to_string(),
             level: level.as_str().to_string(),
@@ -477,7 +473,7 @@ impl AlarmLog {
             let _ = conn.send(&Message::Error(why));
             return false;
         }
-        if alarm.log_type == crate::master::host_alarms::HOST_TYPE {
+        if alarm.log_type == crate::names::HOST_TYPE {
             // The master's own type: no agent may raise or clear a
             // host down/up alarm (it would run alarm_command, resolve
             // the Alertmanager alert, and be read back at the next

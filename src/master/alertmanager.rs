@@ -62,6 +62,7 @@ use serde_json::json;
 use super::alarms::AlarmLine;
 use super::files::MasterFiles;
 use super::silences::read_silenced;
+use crate::config::HttpUrl as Target;
 use crate::level::Level;
 use crate::storage;
 
@@ -74,78 +75,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Most bytes of an answer read (the status line is what counts).
 const ANSWER_LIMIT: u64 = 64 * 1024;
 
-/// Where an Alertmanager listens: `http://HOST:PORT[/PREFIX]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub(crate) url: String,
-    /// `HOST:PORT` as written (resolved at each send).
-    authority: String,
-    /// Path prefix without a trailing slash (`""` for none).
-    prefix: String,
-}
-
-/// Why an `alertmanagers` URL is refused.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BadUrl {
-    #[error("expected a plain http:// URL (https is not supported: put a TLS proxy in front of Alertmanager, or reach it over a trusted network)")]
-    Https,
-    #[error("expected a URL like http://127.0.0.1:9093, got {0:?}")]
-    NotHttp(String),
-    #[error(
-        "expected a URL like http://127.0.0.1:9093 or http://am.example:9093/prefix, got {0:?}"
-    )]
-    Shape(String),
-    #[error("bad port in {0:?}")]
-    Port(String),
-}
-
 impl Target {
-    /// Parse a URL from the config; the error says what was expected.
-    pub(crate) fn parse(url: &str) -> Result<Target, BadUrl> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            if url.starts_with("https://") {
-                BadUrl::Https
-            } else {
-                BadUrl::NotHttp(url.to_string())
-            }
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.is_empty()
-            || authority.contains('@')
-            || !authority.chars().all(|c| c.is_ascii_graphic())
-            || !path.chars().all(|c| c.is_ascii_graphic())
-            || path.contains('?')
-            || path.contains('#')
-        {
-            return Err(BadUrl::Shape(url.to_string()));
-        }
-        // A port is required unless the host is bare (then 80).
-        let has_port = match authority.rfind(':') {
-            Some(i) => !authority.ends_with(']') && authority[i + 1..].parse::<u16>().is_ok(),
-            None => false,
-        };
-        let authority = if has_port {
-            authority.to_string()
-        } else if authority.contains(':') && !authority.ends_with(']') {
-            return Err(BadUrl::Port(url.to_string()));
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Target {
-            url: url.to_string(),
-            authority,
-            prefix: path.trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// The address, when the URL names an IP (not a host name).
-    pub(crate) fn socket_addr(&self) -> Option<std::net::SocketAddr> {
-        self.authority.parse().ok()
-    }
-
     /// POST `body` (JSON) to `/api/v2/alerts`; `Ok` on a 2xx answer, else
     /// an error naming the status or the failure.
     pub(crate) fn post_alerts(
@@ -654,32 +584,6 @@ pub(crate) fn unsent_bytes(log_dir: &Path, url: &str) -> Option<u64> {
     Some(logged.saturating_sub(cursor))
 }
 
-/// The alerting families of `/metrics`: silences in force, and per
-/// Alertmanager what it has not accepted yet (alert on it staying above 0).
-pub(crate) fn metrics(log_dir: &Path, urls: &[String], silences_active: usize) -> String {
-    use crate::web::exposition::{Exposition, Kind};
-    let mut e = Exposition::new();
-    e.family(
-        "pihealth_silences_active",
-        Kind::Gauge,
-        "Silences in force (pihealth silence): their alarms are stored but run no command and are not forwarded.",
-    )
-    .sample(&[], silences_active as f64);
-    if !urls.is_empty() {
-        e.family(
-            "pihealth_alertmanager_unsent_bytes",
-            Kind::Gauge,
-            "Bytes of alarms.log an Alertmanager has not accepted yet; above 0 for long means it is down or refuses.",
-        );
-        for url in urls {
-            if let Some(n) = unsent_bytes(log_dir, url) {
-                e.sample(&[("url", url)], n as f64);
-            }
-        }
-    }
-    e.finish()
-}
-
 /// Start one forwarding thread per Alertmanager; returns the function
 /// that wakes them (call it after each alarm is stored).
 pub(crate) fn start(
@@ -793,30 +697,6 @@ mod tests {
         assert_eq!(f.cursor, std::fs::metadata(&alarms).unwrap().len());
         let firing: Vec<String> = f.told.firing_now().into_iter().map(|o| o.host).collect();
         assert_eq!(firing, ["pi1", "pi2", "pi3"]);
-    }
-
-    #[test]
-    fn urls_are_checked() {
-        let t = Target::parse("http://127.0.0.1:9093").unwrap();
-        assert_eq!(
-            (t.authority.as_str(), t.prefix.as_str()),
-            ("127.0.0.1:9093", "")
-        );
-        let t = Target::parse("http://am.example/alertmanager/").unwrap();
-        assert_eq!(
-            (t.authority.as_str(), t.prefix.as_str()),
-            ("am.example:80", "/alertmanager")
-        );
-        let t = Target::parse("http://[::1]:9093").unwrap();
-        assert_eq!(t.authority, "[::1]:9093");
-        assert!(Target::parse("https://x:9093")
-            .unwrap_err()
-            .to_string()
-            .contains("https"));
-        assert!(Target::parse("127.0.0.1:9093").is_err());
-        assert!(Target::parse("http://").is_err());
-        assert!(Target::parse("http://a b:9093").is_err());
-        assert!(Target::parse("http://x:port").is_err());
     }
 
     #[test]

@@ -30,9 +30,7 @@ use crate::level::Level;
 use crate::master::alarms::{AlarmLine, AlarmLog};
 use crate::master::registry::{AgentRecord, State};
 
-/// The log type of the master's host alarms (reserved: no collector may
-/// take this name, `config::AgentConfig::collector_specs`).
-pub(crate) const HOST_TYPE: &str = "host";
+use crate::names::HOST_TYPE;
 
 #[derive(Debug, Default)]
 struct HostState {

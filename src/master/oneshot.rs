@@ -16,6 +16,7 @@ use threadpool::ThreadPool;
 use super::pull::{self, AgentProgress, Progress, PullError};
 use super::registry::Registry;
 use crate::config::MasterConfig;
+use crate::human::human_bytes;
 use crate::protocol::Key;
 
 /// Progress shows only once a pull has run this long (small pulls from
@@ -25,22 +26,6 @@ const QUIET_FOR: Duration = Duration::from_secs(1);
 const REDRAW: Duration = Duration::from_millis(250);
 /// Interval of plain progress lines when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
-
-/// `1536` → `1.5 KiB`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
 
 fn rate(bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
@@ -397,13 +382,5 @@ mod tests {
         let mut cleared = Vec::new();
         d.clear(&mut cleared);
         assert_eq!(cleared, b"\r\x1b[K");
-    }
-
-    #[test]
-    fn human_bytes_units() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
     }
 }

@@ -139,6 +139,35 @@ pub(crate) fn render(s: &Snapshot) -> String {
     e.finish()
 }
 
+/// The alerting families of `/metrics`: silences in force, and per
+/// Alertmanager what it has not accepted yet (alert on it staying above 0).
+pub(crate) fn alerting(
+    log_dir: &std::path::Path,
+    urls: &[String],
+    silences_active: usize,
+) -> String {
+    let mut e = Exposition::new();
+    e.family(
+        "pihealth_silences_active",
+        Kind::Gauge,
+        "Silences in force (pihealth silence): their alarms are stored but run no command and are not forwarded.",
+    )
+    .sample(&[], silences_active as f64);
+    if !urls.is_empty() {
+        e.family(
+            "pihealth_alertmanager_unsent_bytes",
+            Kind::Gauge,
+            "Bytes of alarms.log an Alertmanager has not accepted yet; above 0 for long means it is down or refuses.",
+        );
+        for url in urls {
+            if let Some(n) = crate::master::alertmanager::unsent_bytes(log_dir, url) {
+                e.sample(&[("url", url)], n as f64);
+            }
+        }
+    }
+    e.finish()
+}
+
 fn master_families(e: &mut Exposition, s: &Snapshot) {
     e.family(
         "pihealth_master_start_time_seconds",

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Local, TimeZone};
 
-use crate::master::oneshot::human_bytes;
+use crate::human::human_bytes;
 use crate::master::registry::{AgentRecord, State};
 use crate::master::silences::Silence;
 use crate::protocol::message::SKEW_LIMIT_MS;

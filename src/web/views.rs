@@ -62,7 +62,7 @@ impl Views {
             hosts,
         });
         let silences = self.silences.list().map_or(0, |l| l.len());
-        text.push_str(&crate::master::alertmanager::metrics(
+        text.push_str(&metrics::alerting(
             &self.log_dir,
             &self.alertmanagers,
             silences,
