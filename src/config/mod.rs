@@ -736,6 +736,22 @@ fn require_positive(path: &Path, key: &str, value: Duration) -> Result<(), Confi
     Ok(())
 }
 
+/// What both daemons ask of their durations (each above zero) and of
+/// `rotate_size` (at least 1 KiB), in the order given.
+fn require_durations_and_rotate_size(
+    path: &Path,
+    durations: &[(&str, Duration)],
+    rotate_size: u64,
+) -> Result<(), ConfigError> {
+    for (key, d) in durations {
+        require_positive(path, key, *d)?;
+    }
+    if rotate_size < 1024 {
+        return Err(invalid(path, "rotate_size", "expected at least 1KiB"));
+    }
+    Ok(())
+}
+
 #[cfg(not(fuzzing))]
 fn lookup(with_port: &str) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
     std::net::ToSocketAddrs::to_socket_addrs(with_port)
@@ -859,19 +875,18 @@ impl MasterConfig {
                 ));
             }
         }
-        for (key, d) in [
-            ("pull_interval", self.pull_interval),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("connect_timeout", self.connect_timeout),
-            ("io_timeout", self.io_timeout),
-            ("alarm_command_timeout", self.alarm_command_timeout),
-            ("alertmanager_resend", self.alertmanager_resend),
-        ] {
-            require_positive(path, key, d.0)?;
-        }
-        if self.rotate_size.0 < 1024 {
-            return Err(invalid(path, "rotate_size", "expected at least 1KiB"));
-        }
+        require_durations_and_rotate_size(
+            path,
+            &[
+                ("pull_interval", self.pull_interval.0),
+                ("heartbeat_interval", self.heartbeat_interval.0),
+                ("connect_timeout", self.connect_timeout.0),
+                ("io_timeout", self.io_timeout.0),
+                ("alarm_command_timeout", self.alarm_command_timeout.0),
+                ("alertmanager_resend", self.alertmanager_resend.0),
+            ],
+            self.rotate_size.0,
+        )?;
         if let Some(cmd) = &self.alarm_command {
             if cmd.is_empty() || cmd[0].is_empty() {
                 return Err(invalid(
@@ -1021,17 +1036,16 @@ impl AgentConfig {
                 "expected at least 1",
             ));
         }
-        for (key, d) in [
-            ("realarm_interval", self.realarm_interval),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("connect_timeout", self.connect_timeout),
-            ("io_timeout", self.io_timeout),
-        ] {
-            require_positive(path, key, d.0)?;
-        }
-        if self.rotate_size.0 < 1024 {
-            return Err(invalid(path, "rotate_size", "expected at least 1KiB"));
-        }
+        require_durations_and_rotate_size(
+            path,
+            &[
+                ("realarm_interval", self.realarm_interval.0),
+                ("heartbeat_interval", self.heartbeat_interval.0),
+                ("connect_timeout", self.connect_timeout.0),
+                ("io_timeout", self.io_timeout.0),
+            ],
+            self.rotate_size.0,
+        )?;
         if self.max_backlog.0 < self.rotate_size.0 {
             return Err(invalid(
                 path,
