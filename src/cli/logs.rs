@@ -216,25 +216,27 @@ impl Reader<'_> {
         committed_len(self.config, &self.q.host, &self.q.log_type)
     }
 
-    /// The archives and the committed length of the current log, as of one
-    /// moment: a seal may run while we look, so the archives are listed
-    /// before and after the length is read, until both listings agree
-    /// (else the length could be the next log's while the archive of the
-    /// log it belongs to is not listed yet).
-    fn snapshot(&self) -> io::Result<(Vec<PathBuf>, u64)> {
+    /// The archives, the committed length of the current log and that log
+    /// opened, as of one moment. A seal may run while we look: it renames
+    /// its archive into place before it replaces the log, so the archives
+    /// are listed before the length is read and the log opened, and again
+    /// after; when both listings agree, no seal replaced the log in between
+    /// and the length is the opened file's (else we try again).
+    fn snapshot(&self) -> io::Result<(Vec<PathBuf>, u64, Option<File>)> {
         let list = || archive_files(&self.config.backup_dir, &self.q.host, &self.q.log_type);
         loop {
             let before = list()?;
             let committed = self.committed();
+            let current = File::open(&self.current).ok();
             if list()? == before {
-                return Ok((before, committed));
+                return Ok((before, committed, current));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn print_all(&mut self) -> io::Result<()> {
-        let (archives, committed) = self.snapshot()?;
+        let (archives, committed, current) = self.snapshot()?;
         self.known = archives;
         for path in &self.known {
             let file = File::open(path)?;
@@ -245,7 +247,7 @@ impl Reader<'_> {
             )?;
         }
         self.shown = committed;
-        if let Ok(file) = File::open(&self.current) {
+        if let Some(file) = current {
             emit(
                 &mut BufReader::new(file.take(self.shown)),
                 &self.filter,
@@ -263,7 +265,7 @@ impl Reader<'_> {
     /// archives (the seal's state may not be committed yet), and the
     /// position moves by what was read, never past the file's end.
     fn print_new(&mut self) -> io::Result<()> {
-        let (before, committed) = self.snapshot()?;
+        let (before, committed, current) = self.snapshot()?;
         let fresh: Vec<_> = before
             .iter()
             .filter(|p| !self.known.contains(p))
@@ -284,7 +286,7 @@ impl Reader<'_> {
             return self.out.flush();
         }
         if committed > self.shown {
-            if let Ok(mut file) = File::open(&self.current) {
+            if let Some(mut file) = current {
                 file.seek(SeekFrom::Start(self.shown))?;
                 let mut unread = file.take(committed - self.shown);
                 emit(
