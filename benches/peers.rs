@@ -634,7 +634,7 @@ fn run(args: &Args) -> Result<(), String> {
     let ctx = match &args.key {
         Some(k) => Some(PullContext {
             credentials: pihealth::protocol::Credentials::Fleet {
-                keys: vec![Key::load(k)?],
+                keys: vec![Key::load(k).map_err(|e| e.to_string())?],
                 revoked: Vec::new(),
             },
             key_memory: Default::default(),

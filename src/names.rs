@@ -43,13 +43,6 @@ pub enum NameError {
     AgentFileName,
 }
 
-/// Callers that still report errors as text take the message.
-impl From<NameError> for String {
-    fn from(e: NameError) -> String {
-        e.to_string()
-    }
-}
-
 fn check(name: &str, what: &'static str, max: usize, allow_dot: bool) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty { what });

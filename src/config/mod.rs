@@ -953,7 +953,7 @@ impl MasterConfig {
                 }),
                 AgentEntry::Named { name, address } => {
                     crate::names::check_host_name(name)
-                        .map_err(|m| invalid(path, &format!("{key}.name"), m))?;
+                        .map_err(|m| invalid(path, &format!("{key}.name"), m.to_string()))?;
                     out.push(StaticAgent {
                         name: Some(name.clone()),
                         control: resolve_address(address, self.agent_control_port)
@@ -1016,7 +1016,8 @@ impl AgentConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         if let Some(name) = &self.name {
-            crate::names::check_host_name(name).map_err(|m| invalid(path, "name", m))?;
+            crate::names::check_host_name(name)
+                .map_err(|m| invalid(path, "name", m.to_string()))?;
         }
         self.master_address()
             .map_err(|m| invalid(path, "master", m.to_string()))?;
@@ -1078,7 +1079,8 @@ impl AgentConfig {
         let mut specs: Vec<CollectorSpec> = Vec::new();
         for (i, c) in self.collectors.iter().enumerate() {
             let key = |field: &str| format!("collectors[{i}].{field}");
-            crate::names::check_type_name(&c.name).map_err(|m| invalid(path, &key("name"), m))?;
+            crate::names::check_type_name(&c.name)
+                .map_err(|m| invalid(path, &key("name"), m.to_string()))?;
             if c.name == crate::names::HOST_TYPE {
                 return Err(invalid(
                     path,

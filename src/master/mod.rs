@@ -259,7 +259,7 @@ fn note_lost(
         return Ok(());
     };
     let checked = (if name == conn.host() {
-        crate::names::check_host_name(&name).map_err(String::from)
+        crate::names::check_host_name(&name).map_err(|e| e.to_string())
     } else {
         Err(format!(
             "report for host {name:?} on a connection authenticated as {:?}",

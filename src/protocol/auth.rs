@@ -130,13 +130,6 @@ pub enum KeyError {
     },
 }
 
-/// For callers whose own errors are still text.
-impl From<KeyError> for String {
-    fn from(e: KeyError) -> String {
-        e.to_string()
-    }
-}
-
 /// A key file's content: the fleet key, or one host's key.
 #[derive(Debug)]
 pub enum KeyFile {
