@@ -129,6 +129,23 @@ fn bulk_agent(
     }
 }
 
+/// Give the agent of `dir` the current log `source` as its own `bulk`
+/// type: an agent takes only the logs it has a state for (a `TYPE.log` it
+/// did not write is refused), so the state is written first, by the log
+/// store itself, and the log linked into place after.
+fn place_current_log(dir: &Path, source: &Path) -> Result<(), String> {
+    let log = dir.join("log");
+    LogStore::open(
+        &log,
+        &dir.join("logbackup"),
+        1 << 40,
+        1 << 40,
+        &["bulk".to_string()],
+    )
+    .map_err(|e| format!("{}: {e}", log.display()))?;
+    fs::hard_link(source, log.join("bulk.log")).map_err(|e| e.to_string())
+}
+
 /// The disk baseline: bytes written in 1 MiB blocks, then one fsync.
 const DISK_RATE_BYTES: usize = 256 << 20;
 const DISK_RATE_BLOCK: usize = 1 << 20;
@@ -228,6 +245,10 @@ fn pull_pass(
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("a bulk pull failed: {e}"))?;
+    if reports.iter().any(|r| r.bytes == 0) {
+        // A figure of 0 MB/s would be a broken set-up, not a measurement.
+        return Err("an agent offered nothing: no transfer to measure".into());
+    }
     let seconds = |ticks: u64| ticks as f64 * procs::TICK_MS / 1e3;
     Ok(Pass {
         wire: reports.iter().map(|r| r.wire_bytes).sum(),
@@ -350,7 +371,7 @@ pub fn one_current_log(b: &Bench, report: &mut Report) -> Result<(), String> {
     let passes = run_case(b, "bulk64", ROUNDS, 512 << 20, 1, |index, place, round| {
         let dir = b.dir.join(format!("bulk64-{place}-{round}"));
         fs::create_dir_all(dir.join("log")).map_err(|e| e.to_string())?;
-        fs::hard_link(&source, dir.join("log/bulk.log")).map_err(|e| e.to_string())?;
+        place_current_log(&dir, &source)?;
         let name = format!("bulk64-{place}");
         Ok(vec![bulk_agent(
             b,
@@ -385,7 +406,7 @@ pub fn many_agents(b: &Bench, report: &mut Report) -> Result<(), String> {
             .map(|i| {
                 let dir = b.dir.join(format!("bulk-{place}-{i}"));
                 fs::create_dir_all(dir.join("log")).map_err(|e| e.to_string())?;
-                fs::hard_link(&source, dir.join("log/bulk.log")).map_err(|e| e.to_string())?;
+                place_current_log(&dir, &source)?;
                 let last = 10 + (index * 20 + i) as u8;
                 let name = format!("bulk-{place}-{i}");
                 Ok(bulk_agent(b, name, last, dir, 1 << 30, 2 << 30))
