@@ -153,6 +153,17 @@ pub(crate) fn replace_with_empty(path: &Path) -> io::Result<()> {
     install_durably(&File::create(&tmp)?, &tmp, path)
 }
 
+/// [`replace_with_empty`] without its two flushes, for a caller that makes
+/// the rename durable itself before anything depends on it (the agent's
+/// log store syncs the directory once for all logs it emptied, before the
+/// next append: `LogStore::release_all`). A reader of the old file keeps
+/// the old bytes, as there.
+pub(crate) fn replace_with_empty_unsynced(path: &Path) -> io::Result<()> {
+    let fresh = temp_path(path);
+    File::create(&fresh)?;
+    fs::rename(&fresh, path).map_err(|e| with_path(e, path))
+}
+
 /// Append `bytes` to `path` (created if missing) and fsync before returning:
 /// for records that are acknowledged to someone right after.
 pub(crate) fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

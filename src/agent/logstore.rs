@@ -444,7 +444,7 @@ impl LogStore {
             log.archives.push(Archive { path, header, size });
         }
         crate::failpoint::hit("logstore.mid_rotate");
-        replace_with_empty(&self.log_path(name))?;
+        storage::replace_with_empty_unsynced(&self.log_path(name))?;
         storage::sync_dir(&self.log_dir)?;
         log.file = None;
         log.len = 0;
@@ -717,7 +717,7 @@ impl LogStore {
             let Some(log) = types.get_mut(n) else {
                 continue;
             };
-            replace_with_empty(&self.log_path(n))?;
+            storage::replace_with_empty_unsynced(&self.log_path(n))?;
             log.file = None;
             log.len = 0;
             log.unsynced_base.get_or_insert(log.state.base);
@@ -736,14 +736,6 @@ impl LogStore {
     pub fn backlog(&self) -> u64 {
         Self::backlog_locked(&self.lock())
     }
-}
-
-/// Replace, never truncate: a data connection still reading the old file
-/// keeps reading the old, unchanging bytes.
-fn replace_with_empty(path: &Path) -> io::Result<()> {
-    let fresh = storage::temp_path(path);
-    File::create(&fresh)?;
-    fs::rename(&fresh, path).map_err(|e| storage::with_path(e, path))
 }
 
 /// A type new to this agent (no state, no archive) whose `TYPE.log`
