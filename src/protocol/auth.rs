@@ -437,10 +437,10 @@ pub fn client_start(
         builder = builder.fixed_ephemeral_key_for_testing_only(e);
     }
     let mut hs = builder.build_initiator()?;
-    let mut first = hello.clone();
-    first.resize(hello.len() + NOISE_MSG_LEN, 0);
-    let n = hs.write_message(&[], &mut first[hello.len()..])?;
-    first.truncate(hello.len() + n);
+    let mut noise = [0u8; NOISE_MSG_LEN];
+    let n = hs.write_message(&[], &mut noise)?;
+    let mut first = hello;
+    first.extend_from_slice(&noise[..n]);
     Ok((first, hs))
 }
 
@@ -599,6 +599,71 @@ mod tests {
     }
 
     #[test]
+    fn every_purpose_survives_its_byte_and_no_other_byte_is_one() {
+        for p in [
+            Purpose::Control,
+            Purpose::Data,
+            Purpose::Register,
+            Purpose::Alarm,
+        ] {
+            assert_eq!(Purpose::from_byte(p as u8), Some(p));
+        }
+        for b in [0u8, 5, 255] {
+            assert_eq!(Purpose::from_byte(b), None);
+        }
+    }
+
+    #[test]
+    fn the_first_message_is_the_hello_and_exactly_one_noise_message() {
+        let key = Key::from_bytes([3; 32]);
+        let hello = encode_hello(Purpose::Data, "pi2");
+        let (first, _) = client_start(Purpose::Data, "pi2", &key, None).unwrap();
+        assert_eq!(&first[..hello.len()], &hello[..]);
+        assert_eq!(first.len() - hello.len(), NOISE_MSG_LEN);
+        assert_eq!(
+            NOISE_MSG_LEN, 48,
+            "an X25519 key and an empty payload's tag"
+        );
+    }
+
+    #[test]
+    fn a_key_never_shows_in_debug_output() {
+        let key = Key::from_bytes([0xab; 32]);
+        let shown = format!("{key:?}");
+        assert_eq!(shown, "Key(..)");
+        assert!(!shown.contains("ab"));
+        assert_eq!(key.as_bytes(), &[0xab; 32]);
+    }
+
+    #[test]
+    fn key_rings_hold_the_primary_first_and_each_key_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let (a, b) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
+        let a_path = write("a.key", &a.to_hex());
+        let b_path = write("b.key", &b.to_hex());
+        let again = write("a-again.key", &a.to_hex());
+        let ring = Key::load_ring(&a_path, &[again.clone(), b_path.clone()]).unwrap();
+        assert_eq!(ring, vec![a.clone(), b.clone()]);
+        assert_eq!(Key::load_ring(&b_path, &[]).unwrap(), vec![b.clone()]);
+
+        // An agent's ring: its own host key file, or the fleet key it
+        // derives its own from; the same key twice is kept once.
+        let own = write("pi1.key", &a.for_host("pi1").host_file_text("pi1"));
+        let ring = Key::load_host_ring(&own, &[a_path.clone()], "pi1").unwrap();
+        assert_eq!(ring, vec![a.for_host("pi1")]);
+        let ring = Key::load_host_ring(&a_path, &[b_path], "pi1").unwrap();
+        assert_eq!(ring, vec![a.for_host("pi1"), b.for_host("pi1")]);
+        assert!(Key::load_host_ring(&own, &[], "pi2").is_err());
+    }
+
+    #[test]
     fn hello_parses_strictly() {
         let hello = encode_hello(Purpose::Alarm, "pi7");
         let parsed = decode_hello(&hello).unwrap();
@@ -612,6 +677,9 @@ mod tests {
         assert!(decode_hello(b"XH\x02\x01\x00").is_err());
         assert!(decode_hello(b"PX\x02\x01\x00").is_err());
         assert!(decode_hello(b"PH\x02\x01").is_err());
+        // The shortest hello: no host name (the server refuses the name).
+        let bare = decode_hello(b"PH\x02\x01\x00").unwrap();
+        assert_eq!((bare.purpose, bare.host.as_str()), (Purpose::Control, ""));
         // Protocol 1's hello: a version error, said as such.
         let mut v1 = b"PH\x01\x01".to_vec();
         v1.extend_from_slice(&[0; 32]);

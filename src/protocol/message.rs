@@ -667,6 +667,17 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_chunk_fills_one_noise_frame() {
+        let framed = MAX_CHUNK + Message::chunk_header(0).len();
+        let frame = crate::protocol::conn::MAX_FRAGMENT;
+        assert!(framed <= frame, "{framed} > {frame}");
+        assert!(
+            framed + 64 > frame,
+            "{framed}: a chunk should fill its frame"
+        );
+    }
+
+    #[test]
     fn chunk_header_matches_encoding() {
         let m = Message::Chunk(vec![9; 5]);
         assert_eq!(&m.encode()[..5], &Message::chunk_header(5));
