@@ -656,7 +656,7 @@ mod tests {
         // An agent's ring: its own host key file, or the fleet key it
         // derives its own from; the same key twice is kept once.
         let own = write("pi1.key", &a.for_host("pi1").host_file_text("pi1"));
-        let ring = Key::load_host_ring(&own, &[a_path.clone()], "pi1").unwrap();
+        let ring = Key::load_host_ring(&own, std::slice::from_ref(&a_path), "pi1").unwrap();
         assert_eq!(ring, vec![a.for_host("pi1")]);
         let ring = Key::load_host_ring(&a_path, &[b_path], "pi1").unwrap();
         assert_eq!(ring, vec![a.for_host("pi1"), b.for_host("pi1")]);
