@@ -666,6 +666,40 @@ mod tests {
         assert!(Message::decode(&m[..m.len() - 3]).is_err());
     }
 
+    fn ack_of(n: usize, start: u64, end: u64) -> Message {
+        let piece = PieceRef {
+            log_type: "cpu".into(),
+            kind: PieceKind::Current,
+            epoch: 9,
+            start,
+            end,
+        };
+        Message::Ack(vec![piece; n])
+    }
+
+    #[test]
+    fn counts_and_ranges_are_refused_just_past_their_limits() {
+        // An empty range is a range; a backwards one is not.
+        let empty = ack_of(1, 5, 5);
+        assert_eq!(Message::decode(&empty.encode()).unwrap(), empty);
+        assert!(Message::decode(&ack_of(1, 6, 5).encode()).is_err());
+        // Exactly MAX_OFFERS pieces in one acknowledgement, not one more.
+        let full = ack_of(MAX_OFFERS, 0, 1);
+        assert_eq!(Message::decode(&full.encode()).unwrap(), full);
+        assert!(Message::decode(&ack_of(MAX_OFFERS + 1, 0, 1).encode()).is_err());
+        assert_eq!(
+            Message::decode(&ack_of(0, 0, 1).encode()).unwrap(),
+            ack_of(0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn kinds_name_their_message() {
+        assert_eq!(Message::Ping.kind(), "Ping");
+        assert_eq!(Message::Chunk(vec![1]).kind(), "Chunk");
+        assert_eq!(ack_of(1, 0, 1).kind(), "Ack");
+    }
+
     #[test]
     fn the_largest_chunk_fills_one_noise_frame() {
         let framed = MAX_CHUNK + Message::chunk_header(0).len();
