@@ -677,6 +677,8 @@ mod tests {
         assert!(decode_hello(b"XH\x02\x01\x00").is_err());
         assert!(decode_hello(b"PX\x02\x01\x00").is_err());
         assert!(decode_hello(b"PH\x02\x01").is_err());
+        // Three bytes already tell an old peer's version.
+        assert_eq!(decode_hello(b"PH\x01").unwrap_err(), HelloError::Version(1));
         // The shortest hello: no host name (the server refuses the name).
         let bare = decode_hello(b"PH\x02\x01\x00").unwrap();
         assert_eq!((bare.purpose, bare.host.as_str()), (Purpose::Control, ""));
