@@ -17,3 +17,15 @@ pub mod schema;
 pub mod storage;
 pub mod sync;
 pub(crate) mod web;
+
+/// For unit tests that cannot run on this machine (not root, a package
+/// missing): say so in the output, and fail in CI (`CI=true`), where they
+/// must run. The integration tests have the same in `tests/it/util.rs`.
+#[cfg(test)]
+pub(crate) fn skipped(what: &str) {
+    eprintln!("SKIPPED: {what}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "SKIPPED in CI, where it must run: {what}"
+    );
+}

@@ -1265,7 +1265,9 @@ mod tests {
         if Path::new(&path).exists() {
             Some(path)
         } else {
-            eprintln!("skipping: {path} missing (apt-get install monitoring-plugins-basic)");
+            crate::skipped(&format!(
+                "{path} missing (apt-get install monitoring-plugins-basic)"
+            ));
             None
         }
     }

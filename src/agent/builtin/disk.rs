@@ -383,7 +383,7 @@ pub(crate) mod tests {
         // Mounting needs root; the tmpfs lives for a moment on a temp dir.
         // /proc/self belongs to the effective user.
         if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
-            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            crate::skipped("mounting a tmpfs needs root");
             return;
         }
         let mut file = std::fs::File::open("/proc/self/mountinfo").unwrap();
@@ -395,11 +395,7 @@ pub(crate) mod tests {
             .args(["-t", "tmpfs", "pihealth-test", d])
             .status();
         if !mounted.is_ok_and(|s| s.success()) {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "cannot mount a tmpfs"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here");
+            crate::skipped("cannot mount a tmpfs here");
             return;
         }
         let after_mount = changed(&file);

@@ -327,7 +327,7 @@ pub(crate) mod tests {
     fn owners_are_kept_by_pid_and_inode() {
         // Changing a fixture's owner needs root.
         if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
-            eprintln!("SKIPPED: chown needs root");
+            crate::skipped("chown needs root");
             return;
         }
         let t = Tree::new();
