@@ -60,17 +60,10 @@ fn can_run(script: &str) -> bool {
 
 /// Run `scripts/<name>.sh` with only `env` among PIHEALTH_* variables.
 fn script_lines(name: &str, env: &[(String, String)]) -> Vec<String> {
-    let out = script_command(name, env).output().expect("run the script");
-    assert!(
-        out.status.success(),
-        "{name}.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .lines()
-        .map(str::to_string)
-        .collect()
+    success_lines(
+        script_command(name, env).output().expect("run the script"),
+        &format!("{name}.sh"),
+    )
 }
 
 fn script_command(name: &str, env: &[(String, String)]) -> Command {

@@ -58,18 +58,10 @@ fn run(busybox: &Path, bin: &Path, name: &str, env: &[(&str, String)]) -> Vec<St
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run busybox sh");
-    assert!(
-        out.status.success(),
-        "busybox sh {name}.sh failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .lines()
-        .map(str::to_string)
-        .collect()
+    success_lines(
+        cmd.output().expect("run busybox sh"),
+        &format!("busybox sh {name}.sh"),
+    )
 }
 
 #[test]

@@ -545,3 +545,19 @@ fn a_value_is_explained_only_by_a_failed_run_in_its_place() {
         "t 1 normal\nt 2 normal\nt timeout: killed after 10s unknown\nt 4 normal\nt 6 normal\n";
     assert_eq!(values_lost_to_failed_runs(text), vec![3]);
 }
+
+/// The stdout lines of a command that must have succeeded; its stderr is in
+/// the failure message.
+pub fn success_lines(out: std::process::Output, what: &str) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
